@@ -1,0 +1,195 @@
+//! The one error type of the HTTP API, and the JSON extractor whose rejections use it.
+//!
+//! Every non-2xx reply, axum's own rejections, 404s and 405s included, has the body Replicante
+//! Core decodes: `{"error": true, "error_msg": ..., "error_cause": ..., "error_trail": [...]}`,
+//! plus optional extra fields. Logging of errors happens in the request middleware, not here.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+/// An error reply.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// `error_msg`: what went wrong, for the operator reading Replicante's logs.
+    pub message: String,
+    /// `error_cause`: the root cause, when there is one worth separating.
+    pub cause: Option<String>,
+    /// Extra top-level fields (for example the defined node groups).
+    pub extra: Map<String, Value>,
+    /// A `Retry-After` hint, in seconds.
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            cause: None,
+            extra: Map::new(),
+            retry_after: None,
+        }
+    }
+
+    /// 400: the request is not valid.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// Add the root cause.
+    pub fn with_cause(mut self, cause: impl Into<String>) -> ApiError {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    /// Add an extra top-level field.
+    pub fn with_field(mut self, name: &str, value: Value) -> ApiError {
+        self.extra.insert(name.to_string(), value);
+        self
+    }
+
+    /// Add a `Retry-After` hint.
+    pub fn with_retry_after(mut self, seconds: u32) -> ApiError {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The JSON body of the reply.
+    pub fn body(&self) -> Value {
+        let mut body = json!({ "error": true, "error_msg": self.message });
+        let object = body.as_object_mut().expect("a JSON object");
+        if let Some(cause) = &self.cause {
+            object.insert("error_cause".into(), Value::String(cause.clone()));
+        }
+        for (name, value) in &self.extra {
+            object.entry(name.clone()).or_insert_with(|| value.clone());
+        }
+        body
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.cause {
+            Some(cause) => write!(f, "{}: {}", self.message, cause),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        // Let the logging middleware see the message without parsing the body.
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        let status = match &rejection {
+            // axum answers a body that decodes as JSON but not as the model with 422; the
+            // specification's clients expect 400 for an invalid attribute.
+            JsonRejection::JsonDataError(_) => StatusCode::BAD_REQUEST,
+            other => other.status(),
+        };
+        let message = match &rejection {
+            JsonRejection::JsonDataError(_) => "invalid request body",
+            JsonRejection::JsonSyntaxError(_) => "request body is not valid JSON",
+            JsonRejection::MissingJsonContentType(_) => {
+                "request body must be JSON (Content-Type: application/json)"
+            }
+            _ if status == StatusCode::PAYLOAD_TOO_LARGE => "request body is too large",
+            _ => "cannot read request body",
+        };
+        ApiError::new(status, message).with_cause(rejection_cause(&rejection))
+    }
+}
+
+/// The innermost, most specific message of a rejection ("missing field `store` at line 1").
+fn rejection_cause(rejection: &JsonRejection) -> String {
+    let text = rejection.body_text();
+    // axum prefixes the serde message with a generic sentence ending in ": ".
+    match text.split_once(": ") {
+        Some((_, detail)) if !detail.is_empty() => detail.to_string(),
+        _ => text,
+    }
+}
+
+/// `axum::Json`, but its rejections are [`ApiError`]s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(ApiJson(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_the_error_shape() {
+        let e = ApiError::bad_request("node group `x` is not defined")
+            .with_cause("defined groups: a, b")
+            .with_field("node_groups", json!(["a", "b"]));
+        assert_eq!(
+            e.body(),
+            json!({
+                "error": true,
+                "error_msg": "node group `x` is not defined",
+                "error_cause": "defined groups: a, b",
+                "node_groups": ["a", "b"],
+            })
+        );
+    }
+
+    #[test]
+    fn extra_fields_never_override_the_shape() {
+        let e = ApiError::bad_request("m").with_field("error_msg", json!("other"));
+        assert_eq!(e.body()["error_msg"], json!("m"));
+    }
+
+    #[test]
+    fn cause_is_omitted_when_absent() {
+        let body = ApiError::new(StatusCode::NOT_FOUND, "gone").body();
+        assert!(body.get("error_cause").is_none());
+        assert_eq!(body["error"], json!(true));
+    }
+
+    #[tokio::test]
+    async fn response_carries_status_body_and_retry_hint() {
+        let response = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy")
+            .with_retry_after(2)
+            .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body, json!({ "error": true, "error_msg": "busy" }));
+    }
+}

@@ -1,0 +1,114 @@
+//! The HTTP API: the three endpoints of the Replicante Platform specification, plus `/healthz`
+//! and `/readyz` for whoever supervises the gateway.
+//!
+//! [`router`] is pure (no socket): tests drive it with `tower::ServiceExt::oneshot` and the
+//! binary serves it. Bodies are decoded strictly by [`error::ApiJson`], whose rejections share
+//! the error shape of every other failure.
+
+pub mod error;
+pub mod model;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::gateway::Gateway;
+use error::{ApiError, ApiJson};
+
+/// The API over `gateway`, accepting request bodies up to `max_body_size` bytes.
+pub fn router(gateway: Arc<Gateway>, max_body_size: usize) -> Router {
+    Router::new()
+        .route("/discover", get(discover))
+        .route("/provision", post(provision))
+        .route("/deprovision", post(deprovision))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_size))
+        .layer(middleware::from_fn(log_request))
+        .with_state(gateway)
+}
+
+async fn discover(
+    State(gateway): State<Arc<Gateway>>,
+) -> Result<Json<model::DiscoverResponse>, ApiError> {
+    gateway.discover().await.map(Json)
+}
+
+async fn provision(
+    State(gateway): State<Arc<Gateway>>,
+    ApiJson(request): ApiJson<model::ProvisionRequest>,
+) -> Result<Json<model::ProvisionResponse>, ApiError> {
+    gateway.provision(request).await.map(Json)
+}
+
+async fn deprovision(
+    State(gateway): State<Arc<Gateway>>,
+    ApiJson(request): ApiJson<model::DeprovisionRequest>,
+) -> Result<StatusCode, ApiError> {
+    gateway.deprovision(request).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(gateway): State<Arc<Gateway>>) -> Result<Json<serde_json::Value>, ApiError> {
+    if gateway.is_ready() {
+        Ok(Json(json!({ "status": "ready" })))
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backends are still loading",
+        )
+        .with_retry_after(1))
+    }
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such endpoint: {} {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// One log line per request, with the error message of failed ones.
+async fn log_request(request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    match response.extensions().get::<ApiError>() {
+        Some(error) if error.status.is_server_error() => {
+            tracing::warn!(%method, path, status, ?elapsed, "request failed: {error}")
+        }
+        Some(error) => tracing::info!(%method, path, status, ?elapsed, "request refused: {error}"),
+        None => tracing::info!(%method, path, status, ?elapsed, "request served"),
+    }
+    response.into_response()
+}

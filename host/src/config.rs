@@ -1,0 +1,479 @@
+//! Configuration: the operator's TOML file turned into a validated [`Config`] in one step.
+//!
+//! Parsing is strict: an unknown key, a value of the wrong type or a reference to something that
+//! does not exist is an error that names the file, the key and the line. Relative paths are
+//! relative to the config file, so a config works from any working directory.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::routing::{BackendId, Route, RouteMatch, RouteTable};
+
+/// The default listen address: loopback only, so nothing is exposed until the operator says so.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// A validated gateway configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from.
+    pub source: PathBuf,
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// Where the state store and the compiled-component cache live.
+    pub state_dir: PathBuf,
+    /// The largest request body the API accepts.
+    pub max_body_size: usize,
+    /// The backends, by name.
+    pub backends: BTreeMap<BackendId, BackendConfig>,
+    /// The provision routes, checked against the backends.
+    pub routes: RouteTable,
+}
+
+/// One configured use of a plugin.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// The backend's name, used in routes, logs, errors and as its state namespace.
+    pub name: BackendId,
+    /// The plugin component file.
+    pub plugin: PathBuf,
+    /// The settings given to the plugin through `wasi:config/store`: strings as they are,
+    /// every other value as JSON.
+    pub settings: Vec<(String, String)>,
+    /// The resources one call may use.
+    pub limits: Limits,
+}
+
+/// What one call of a backend may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The most linear memory an instance may grow to.
+    pub memory: usize,
+    /// The wall-clock deadline of one call, instantiation included.
+    pub timeout: Duration,
+    /// How many calls of the backend may run at once; more wait for a free slot, up to the
+    /// call's deadline.
+    pub concurrency: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: 64 << 20,
+            timeout: Duration::from_secs(10),
+            concurrency: 16,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not have the expected shape.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, with the line and the key.
+        message: String,
+    },
+    /// A value is well-formed but wrong (an unknown backend, a bad glob).
+    #[error("invalid config {path}, line {line}: `{key}`: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The line of the offending value.
+        line: usize,
+        /// The offending key, as a TOML path.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    backends: BTreeMap<String, Spanned<RawBackend>>,
+    #[serde(default)]
+    routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<SocketAddr>,
+    max_body_size: Option<ByteSize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    plugin: PathBuf,
+    #[serde(default)]
+    settings: toml::Table,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory: Option<Spanned<ByteSize>>,
+    #[serde(default, with = "humantime_serde::option")]
+    timeout: Option<Duration>,
+    concurrency: Option<Spanned<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: Option<String>,
+    backend: Spanned<String>,
+    cluster_id: Option<Spanned<String>>,
+    store: Option<String>,
+    store_version: Option<String>,
+    node_group_id: Option<String>,
+    node_class: Option<String>,
+}
+
+impl Config {
+    /// Read and validate the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validate `text` as the content of the config file at `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let invalid =
+            |span: std::ops::Range<usize>, key: String, message: String| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: line_of(text, span.start),
+                key,
+                message,
+            };
+        let base = path.parent().unwrap_or(Path::new("."));
+
+        let mut backends = BTreeMap::new();
+        for (name, raw_backend) in raw.backends {
+            let span = raw_backend.span();
+            let raw_backend = raw_backend.into_inner();
+            let id = BackendId::new(&name).map_err(|message| {
+                invalid(
+                    span.clone(),
+                    format!("backends.{name}"),
+                    message.to_string(),
+                )
+            })?;
+            let limits = validate_limits(raw_backend.limits, &name, &invalid)?;
+            let settings = raw_backend
+                .settings
+                .into_iter()
+                .map(|(key, value)| {
+                    let value = match value {
+                        toml::Value::String(s) => s,
+                        other => serde_json::to_string(&other)
+                            .expect("a TOML value always encodes as JSON"),
+                    };
+                    (key, value)
+                })
+                .collect();
+            backends.insert(
+                id.clone(),
+                BackendConfig {
+                    name: id,
+                    plugin: base.join(raw_backend.plugin),
+                    settings,
+                    limits,
+                },
+            );
+        }
+
+        let mut routes = Vec::new();
+        for (index, raw_route) in raw.routes.into_iter().enumerate() {
+            let span = raw_route.span();
+            let raw_route = raw_route.into_inner();
+            let key = format!("routes[{index}]");
+            let backend_span = raw_route.backend.span();
+            let backend_name = raw_route.backend.into_inner();
+            let backend = backends
+                .keys()
+                .find(|id| id.as_str() == backend_name)
+                .cloned()
+                .ok_or_else(|| {
+                    let defined: Vec<&str> = backends.keys().map(BackendId::as_str).collect();
+                    invalid(
+                        backend_span,
+                        format!("{key}.backend"),
+                        format!(
+                            "unknown backend `{backend_name}` (defined: {})",
+                            if defined.is_empty() {
+                                "none".to_string()
+                            } else {
+                                defined.join(", ")
+                            }
+                        ),
+                    )
+                })?;
+            let cluster_id = match raw_route.cluster_id {
+                None => None,
+                Some(pattern) => {
+                    let pattern_span = pattern.span();
+                    Some(
+                        crate::routing::ClusterPattern::new(pattern.get_ref())
+                            .map_err(|e| invalid(pattern_span, format!("{key}.cluster_id"), e))?,
+                    )
+                }
+            };
+            let name = raw_route.name.unwrap_or_else(|| key.clone());
+            let _ = span;
+            routes.push(Route {
+                name,
+                backend,
+                matches: RouteMatch {
+                    cluster_id,
+                    store: raw_route.store,
+                    store_version: raw_route.store_version,
+                    node_group_id: raw_route.node_group_id,
+                    node_class: raw_route.node_class,
+                },
+            });
+        }
+
+        let listen = raw.server.listen.unwrap_or_else(|| {
+            DEFAULT_LISTEN
+                .parse()
+                .expect("the default address is valid")
+        });
+        let max_body_size = raw
+            .server
+            .max_body_size
+            .map(|size| size.as_u64() as usize)
+            .unwrap_or(1 << 20);
+        let state_dir = base.join(raw.state.dir.unwrap_or_else(|| PathBuf::from("state")));
+        Ok(Config {
+            source: path.to_path_buf(),
+            listen,
+            state_dir,
+            max_body_size,
+            backends,
+            routes: RouteTable::new(routes),
+        })
+    }
+}
+
+fn validate_limits(
+    raw: RawLimits,
+    backend: &str,
+    invalid: &impl Fn(std::ops::Range<usize>, String, String) -> ConfigError,
+) -> Result<Limits, ConfigError> {
+    let mut limits = Limits::default();
+    if let Some(memory) = raw.memory {
+        let bytes = memory.get_ref().as_u64();
+        // A component needs at least one 64 KiB page; past 4 GiB a 32-bit memory cannot grow.
+        if !(64 << 10..=4 << 30).contains(&bytes) {
+            return Err(invalid(
+                memory.span(),
+                format!("backends.{backend}.limits.memory"),
+                "must be between 64KiB and 4GiB".to_string(),
+            ));
+        }
+        limits.memory = bytes as usize;
+    }
+    if let Some(timeout) = raw.timeout {
+        limits.timeout = timeout;
+    }
+    if let Some(concurrency) = raw.concurrency {
+        if *concurrency.get_ref() == 0 {
+            return Err(invalid(
+                concurrency.span(),
+                format!("backends.{backend}.limits.concurrency"),
+                "must be at least 1".to_string(),
+            ));
+        }
+        limits.concurrency = concurrency.into_inner();
+    }
+    Ok(limits)
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/gateway/gateway.toml"), text)
+    }
+
+    const MINIMAL: &str = r#"
+[backends.pool]
+plugin = "plugins/pool.wasm"
+
+[[routes]]
+backend = "pool"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults_and_paths_relative_to_the_file() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(config.state_dir, PathBuf::from("/etc/gateway/state"));
+        assert_eq!(config.max_body_size, 1 << 20);
+        let pool = config.backends.values().next().unwrap();
+        assert_eq!(pool.plugin, PathBuf::from("/etc/gateway/plugins/pool.wasm"));
+        assert_eq!(pool.limits, Limits::default());
+    }
+
+    #[test]
+    fn settings_pass_strings_as_is_and_other_values_as_json() {
+        let config = parse(
+            r#"
+[backends.pool]
+plugin = "pool.wasm"
+[backends.pool.settings]
+region = "eu-west-1"
+size = 3
+machines = [{ id = "m1", ok = true }]
+"#,
+        )
+        .unwrap();
+        let settings = &config.backends.values().next().unwrap().settings;
+        let get = |k: &str| settings.iter().find(|(key, _)| key == k).unwrap().1.clone();
+        assert_eq!(get("region"), "eu-west-1");
+        assert_eq!(get("size"), "3");
+        let machines: serde_json::Value = serde_json::from_str(&get("machines")).unwrap();
+        assert_eq!(machines, serde_json::json!([{ "id": "m1", "ok": true }]));
+    }
+
+    #[test]
+    fn limits_parse_human_units() {
+        let config = parse(
+            r#"
+[backends.pool]
+plugin = "pool.wasm"
+limits = { memory = "16MiB", timeout = "250ms", concurrency = 4 }
+"#,
+        )
+        .unwrap();
+        let limits = &config.backends.values().next().unwrap().limits;
+        assert_eq!(limits.memory, 16 << 20);
+        assert_eq!(limits.timeout, Duration::from_millis(250));
+        assert_eq!(limits.concurrency, 4);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_key_and_line() {
+        let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error_naming_key_and_line() {
+        let err =
+            parse("[backends.pool]\nplugin = \"p.wasm\"\nlimits = { concurrency = \"many\" }\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("concurrency"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_an_error_naming_the_line() {
+        let err = parse(
+            "[backends.pool]\nplugin = \"p.wasm\"\n\n[backends.pool.limits]\ntimeout = \"soon\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 5"), "{err}");
+        assert!(err.contains("timeout"), "{err}");
+    }
+
+    #[test]
+    fn route_to_unknown_backend_names_it_and_the_line() {
+        let err = parse(
+            "[backends.pool]\nplugin = \"p.wasm\"\n\n[[routes]]\nstore = \"mongodb\"\nbackend = \"cloud\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 6"), "{err}");
+        assert!(err.contains("routes[0].backend"), "{err}");
+        assert!(err.contains("unknown backend `cloud`"), "{err}");
+        assert!(err.contains("defined: pool"), "{err}");
+    }
+
+    #[test]
+    fn zero_concurrency_is_refused() {
+        let err = parse("[backends.pool]\nplugin = \"p.wasm\"\nlimits = { concurrency = 0 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backends.pool.limits.concurrency"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn bad_backend_name_is_refused() {
+        let err = parse("[backends.\"my pool\"]\nplugin = \"p.wasm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backends.my pool"), "{err}");
+    }
+
+    #[test]
+    fn bad_listen_address_is_refused() {
+        let err = parse("[server]\nlisten = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn bad_cluster_glob_is_refused() {
+        let err = parse(
+            "[backends.pool]\nplugin = \"p.wasm\"\n[[routes]]\nbackend = \"pool\"\ncluster_id = \"prod-[\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("routes[0].cluster_id"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+    }
+}

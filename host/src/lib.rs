@@ -1,0 +1,118 @@
+//! platform-gateway: a Replicante Platform server whose provisioning logic runs in sandboxed
+//! WebAssembly components.
+//!
+//! # Layout
+//!
+//! - [`api`]: the HTTP contract (handlers, models, the one error type).
+//! - [`config`]: the TOML file turned into a validated [`config::Config`].
+//! - [`routing`]: backend names, the provision route table.
+//! - [`gateway`]: generations of loaded backends and the three operations over them.
+//! - [`convert`]: HTTP models to the plugin contract and back, with the checks on both sides.
+//! - [`runtime`]: the wasmtime engine, the compiled-component cache, one store per call.
+//! - [`capability`]: what plugins may import (settings, logging, state), one module each.
+//! - [`state`]: the embedded durable store (plugin data, node ownership).
+//! - [`telemetry`]: tracing setup.
+//!
+//! [`serve`] runs the gateway until its shutdown future resolves; the binary and the tests start
+//! it the same way.
+
+pub mod api;
+pub mod capability;
+pub mod config;
+pub mod convert;
+pub mod gateway;
+pub mod routing;
+pub mod runtime;
+pub mod state;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::gateway::{Gateway, Generation};
+use crate::routing::BackendId;
+use crate::runtime::Runtime;
+use crate::state::{RedbStore, StateStore};
+
+/// The directory, under the state directory, of the compiled-component cache.
+pub const CACHE_DIR: &str = "compiled";
+
+/// Serve `config` on `listener` until `shutdown` resolves, then finish the requests in flight.
+///
+/// The listener answers at once (`/readyz` says 503) while the backends load on a blocking
+/// thread; if loading fails, the server stops and the error is returned.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state_dir = config.state_dir.clone();
+    let state: Arc<dyn StateStore> = Arc::new(
+        tokio::task::spawn_blocking(move || RedbStore::open(&state_dir))
+            .await?
+            .context("opening the state store")?,
+    );
+    let runtime = Runtime::new(Some(config.state_dir.join(CACHE_DIR)))?;
+    let gateway = Arc::new(Gateway::new(state.clone()));
+    let app = api::router(gateway.clone(), config.max_body_size);
+
+    let load_error: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
+    let load_failed = Arc::new(Notify::new());
+    let runtime = Arc::new(runtime);
+    {
+        let (gateway, load_error, load_failed) =
+            (gateway.clone(), load_error.clone(), load_failed.clone());
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            let loaded =
+                tokio::task::spawn_blocking(move || Generation::load(config, &runtime, &state))
+                    .await;
+            let error = match loaded {
+                Ok(Ok(generation)) => {
+                    let count = generation.backends.len();
+                    gateway.install(generation);
+                    tracing::info!(backends = count, "ready");
+                    return;
+                }
+                Ok(Err(e)) => anyhow::Error::new(e),
+                Err(e) => anyhow::Error::new(e).context("loading the backends"),
+            };
+            *load_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+            load_failed.notify_one();
+        });
+    }
+
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                () = shutdown => tracing::info!("shutting down"),
+                () = load_failed.notified() => {}
+            }
+        })
+        .await?;
+    if let Some(error) = load_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(error);
+    }
+    Ok(())
+}
+
+/// Load and validate everything `config` names, as `serve` would, without serving: every
+/// plugin is compiled (into the cache) and checked against the world. Returns each backend
+/// with its plugin digest.
+pub fn check(config: &Config) -> anyhow::Result<Vec<(BackendId, String)>> {
+    let runtime = Runtime::new(Some(config.state_dir.join(CACHE_DIR)))?;
+    config
+        .backends
+        .values()
+        .map(|backend| {
+            let prepared = runtime.prepare(backend)?;
+            Ok((backend.name.clone(), prepared.digest))
+        })
+        .collect()
+}

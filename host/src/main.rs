@@ -1,0 +1,116 @@
+//! The `platform-gateway` binary: parse the command line, set up tracing, call the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use platform_gateway::config::Config;
+
+/// A Replicante Platform server whose provisioning logic runs in WebAssembly plugins.
+#[derive(Parser)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Platform API (the default command).
+    Serve(ServeArgs),
+    /// Load and validate the config and every plugin it names, then exit.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The gateway config file.
+    #[arg(long, short, env = "PLATFORM_GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen on this address instead of the config's `server.listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The gateway config file.
+    #[arg(long, short, env = "PLATFORM_GATEWAY_CONFIG")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    platform_gateway::telemetry::init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Check(args)) => check(args),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    for (backend, digest) in platform_gateway::check(&config)? {
+        println!("backend {backend}: ok ({digest})");
+    }
+    println!(
+        "{}: ok ({} backends, {} routes)",
+        args.config.display(),
+        config.backends.len(),
+        config.routes.routes().len()
+    );
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let path = args
+        .config
+        .context("no config file: pass --config FILE (or set PLATFORM_GATEWAY_CONFIG)")?;
+    let mut config = Config::load(&path)?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        platform_gateway::serve(config, listener, shutdown_signal()).await
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

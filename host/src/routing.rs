@@ -1,0 +1,309 @@
+//! Routing: which backend serves a request.
+//!
+//! Provision requests follow the operator's ordered route table (first match wins; a route
+//! without conditions matches everything). Deprovision requests go to the backend that owns the
+//! node, from the ownership index in [`crate::state`], never through the rules: a node lives where
+//! it was created. Discovery asks every backend.
+
+use std::fmt;
+use std::sync::Arc;
+
+use globset::{Glob, GlobMatcher};
+
+/// The name of a configured backend: non-empty ASCII letters, digits, `-` and `_`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendId(Arc<str>);
+
+impl BackendId {
+    /// Check and wrap a backend name.
+    pub fn new(name: &str) -> Result<BackendId, &'static str> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if valid {
+            Ok(BackendId(name.into()))
+        } else {
+            Err("a backend name is 1 to 64 ASCII letters, digits, `-` or `_`")
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BackendId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A `cluster_id` condition: an exact ID, or a glob (`*`, `?`, `[...]`).
+#[derive(Debug, Clone)]
+pub struct ClusterPattern {
+    source: String,
+    matcher: GlobMatcher,
+}
+
+impl ClusterPattern {
+    /// Compile a pattern; a string without glob characters matches only itself.
+    pub fn new(source: &str) -> Result<ClusterPattern, String> {
+        let glob = Glob::new(source).map_err(|e| format!("invalid glob: {}", e.kind()))?;
+        Ok(ClusterPattern {
+            source: source.to_string(),
+            matcher: glob.compile_matcher(),
+        })
+    }
+
+    /// Whether `cluster_id` matches.
+    pub fn matches(&self, cluster_id: &str) -> bool {
+        self.matcher.is_match(cluster_id)
+    }
+
+    /// The pattern as the operator wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+}
+
+/// The conditions of a route; every one that is set must hold.
+#[derive(Debug, Clone, Default)]
+pub struct RouteMatch {
+    /// The cluster ID, exact or glob.
+    pub cluster_id: Option<ClusterPattern>,
+    /// The store, exactly.
+    pub store: Option<String>,
+    /// The effective store version of the group, exactly.
+    pub store_version: Option<String>,
+    /// The node group, exactly.
+    pub node_group_id: Option<String>,
+    /// The group's node class, exactly.
+    pub node_class: Option<String>,
+}
+
+/// What a provision request looks like to the route table.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteKey<'a> {
+    /// The request's cluster ID.
+    pub cluster_id: &'a str,
+    /// The request's store.
+    pub store: &'a str,
+    /// The effective store version of the requested group.
+    pub store_version: &'a str,
+    /// The requested node group.
+    pub node_group_id: &'a str,
+    /// The requested group's node class.
+    pub node_class: &'a str,
+}
+
+impl RouteMatch {
+    /// Whether every condition holds for `key`.
+    pub fn matches(&self, key: &RouteKey<'_>) -> bool {
+        fn eq(condition: &Option<String>, value: &str) -> bool {
+            condition.as_deref().is_none_or(|c| c == value)
+        }
+        self.cluster_id
+            .as_ref()
+            .is_none_or(|p| p.matches(key.cluster_id))
+            && eq(&self.store, key.store)
+            && eq(&self.store_version, key.store_version)
+            && eq(&self.node_group_id, key.node_group_id)
+            && eq(&self.node_class, key.node_class)
+    }
+
+    /// The conditions in words, for errors and logs (`store = "mongodb", cluster_id = "prod-*"`).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(p) = &self.cluster_id {
+            parts.push(format!("cluster_id = {:?}", p.as_str()));
+        }
+        for (name, value) in [
+            ("store", &self.store),
+            ("store_version", &self.store_version),
+            ("node_group_id", &self.node_group_id),
+            ("node_class", &self.node_class),
+        ] {
+            if let Some(value) = value {
+                parts.push(format!("{name} = {value:?}"));
+            }
+        }
+        if parts.is_empty() {
+            "default".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// One rule of the table.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The route's name (`routes[N]` when the operator gave none).
+    pub name: String,
+    /// Where matching requests go.
+    pub backend: BackendId,
+    /// When the route applies.
+    pub matches: RouteMatch,
+}
+
+/// The ordered provision routes.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// A table of `routes`, tried in order. The backends they name are checked by the caller.
+    pub fn new(routes: Vec<Route>) -> RouteTable {
+        RouteTable { routes }
+    }
+
+    /// The first route that matches `key`.
+    pub fn select(&self, key: &RouteKey<'_>) -> Option<&Route> {
+        self.routes.iter().find(|route| route.matches.matches(key))
+    }
+
+    /// The routes, in order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, backend: &str, matches: RouteMatch) -> Route {
+        Route {
+            name: name.to_string(),
+            backend: BackendId::new(backend).unwrap(),
+            matches,
+        }
+    }
+
+    fn key<'a>(cluster_id: &'a str, store: &'a str) -> RouteKey<'a> {
+        RouteKey {
+            cluster_id,
+            store,
+            store_version: "4.0",
+            node_group_id: "data",
+            node_class: "small",
+        }
+    }
+
+    fn table() -> RouteTable {
+        RouteTable::new(vec![
+            route(
+                "prod-mongo",
+                "cloud",
+                RouteMatch {
+                    cluster_id: Some(ClusterPattern::new("prod-*").unwrap()),
+                    store: Some("mongodb".into()),
+                    ..RouteMatch::default()
+                },
+            ),
+            route(
+                "kafka",
+                "pool",
+                RouteMatch {
+                    store: Some("kafka".into()),
+                    ..RouteMatch::default()
+                },
+            ),
+            route(
+                "exact",
+                "pool",
+                RouteMatch {
+                    cluster_id: Some(ClusterPattern::new("staging").unwrap()),
+                    ..RouteMatch::default()
+                },
+            ),
+            route("default", "pool", RouteMatch::default()),
+        ])
+    }
+
+    #[test]
+    fn first_matching_route_wins() {
+        let table = table();
+        assert_eq!(
+            table.select(&key("prod-1", "mongodb")).unwrap().name,
+            "prod-mongo"
+        );
+        assert_eq!(table.select(&key("prod-1", "kafka")).unwrap().name, "kafka");
+        assert_eq!(
+            table.select(&key("dev-1", "mongodb")).unwrap().name,
+            "default"
+        );
+    }
+
+    #[test]
+    fn every_condition_of_a_route_must_hold() {
+        let table = table();
+        // cluster matches the glob but the store does not: falls through to the default.
+        assert_eq!(
+            table.select(&key("prod-1", "zookeeper")).unwrap().name,
+            "default"
+        );
+    }
+
+    #[test]
+    fn pattern_without_glob_characters_matches_exactly() {
+        let table = table();
+        assert_eq!(
+            table.select(&key("staging", "zookeeper")).unwrap().name,
+            "exact"
+        );
+        assert_eq!(
+            table.select(&key("staging-2", "zookeeper")).unwrap().name,
+            "default"
+        );
+    }
+
+    #[test]
+    fn version_group_and_class_conditions_match_exactly() {
+        let matches = RouteMatch {
+            store_version: Some("4.0".into()),
+            node_group_id: Some("data".into()),
+            node_class: Some("small".into()),
+            ..RouteMatch::default()
+        };
+        assert!(matches.matches(&key("c", "s")));
+        let other_class = RouteKey {
+            node_class: "large",
+            ..key("c", "s")
+        };
+        assert!(!matches.matches(&other_class));
+        let other_group = RouteKey {
+            node_group_id: "arbiter",
+            ..key("c", "s")
+        };
+        assert!(!matches.matches(&other_group));
+    }
+
+    #[test]
+    fn no_route_matches_without_a_default() {
+        let table = RouteTable::new(table().routes()[..3].to_vec());
+        assert!(table.select(&key("dev-1", "mongodb")).is_none());
+    }
+
+    #[test]
+    fn backend_names_are_checked() {
+        assert!(BackendId::new("pool-1_a").is_ok());
+        assert!(BackendId::new("").is_err());
+        assert!(BackendId::new("a b").is_err());
+        assert!(BackendId::new("a/b").is_err());
+    }
+
+    #[test]
+    fn describe_lists_conditions() {
+        let r = &table().routes()[0];
+        assert_eq!(
+            r.matches.describe(),
+            r#"cluster_id = "prod-*", store = "mongodb""#
+        );
+        assert_eq!(RouteMatch::default().describe(), "default");
+    }
+}

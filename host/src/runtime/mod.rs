@@ -1,0 +1,188 @@
+//! The plugin runtime: one engine, components compiled once, and a fresh sandbox per call.
+//!
+//! [`Runtime::prepare`] compiles (or fetches from the cache) a backend's component and
+//! pre-instantiates it against the linker, which is where a plugin that does not implement the
+//! world is refused. [`Backend`] then runs each call in a new `Store` with the backend's memory
+//! cap and deadline, so nothing a plugin does in one call survives into the next.
+
+mod backend;
+pub(crate) mod bindings;
+mod cache;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{
+    Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use backend::{Backend, CallError};
+pub use cache::Compiled;
+
+use crate::capability::{logging::Logging, settings::Settings, state::PluginState};
+use crate::config::BackendConfig;
+
+/// The WIT types plugins exchange with the host, re-exported by hand from the bindings.
+pub mod wit {
+    pub use super::bindings::replicante::platform::types::{
+        Cluster, DeprovisionRequest, Error, Node, ProvisionRequest, ProvisionResponse,
+    };
+}
+
+/// How often the epoch advances: the granularity of call deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// What a backend's component could not become.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The plugin file could not be read.
+    #[error("backend `{backend}`: cannot read plugin {path}: {source}")]
+    Read {
+        /// The backend.
+        backend: String,
+        /// The plugin file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid component, or does not implement the `plugin` world.
+    #[error("backend `{backend}`: plugin {path} is not a usable component: {message}")]
+    Invalid {
+        /// The backend.
+        backend: String,
+        /// The plugin file.
+        path: PathBuf,
+        /// What wasmtime said.
+        message: String,
+    },
+}
+
+/// The data of one call's store: WASI plumbing plus the capabilities the backend is given.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: backend::MemoryLimiter,
+    settings: Settings,
+    logging: Logging,
+    state: PluginState,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The engine, the linker and the compiled-component cache, shared by every backend.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    cache: cache::ComponentCache,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    /// A runtime whose compiled components are cached under `cache_dir` (memory only if None).
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(512)
+            .total_core_instances(4096)
+            .total_memories(1024)
+            .total_tables(4096)
+            .total_stacks(512)
+            .max_memories_per_component(4)
+            .max_tables_per_component(16)
+            .max_core_instances_per_component(32)
+            // Resetting a used memory by madvise costs TLB shootdowns across cores; keeping the
+            // first pages resident and zeroing them by hand is much cheaper for small plugins.
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(64 << 10);
+        let mut config = EngineConfig::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::<CallState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        crate::capability::settings::add_to_linker(&mut linker, |s: &mut CallState| {
+            s.settings.view()
+        })?;
+        crate::capability::logging::add_to_linker(&mut linker, |s: &mut CallState| &mut s.logging)?;
+        crate::capability::state::add_to_linker(&mut linker, |s: &mut CallState| &mut s.state)?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.weak();
+        let stop = stop_ticker.clone();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+
+        Ok(Runtime {
+            cache: cache::ComponentCache::new(&engine, cache_dir),
+            engine,
+            linker,
+            stop_ticker,
+        })
+    }
+
+    /// Compile (or fetch) and pre-instantiate `config`'s plugin. Slow on a cache miss: call it
+    /// off the request path.
+    pub fn prepare(&self, config: &BackendConfig) -> Result<Prepared, LoadError> {
+        let name = config.name.to_string();
+        let bytes = std::fs::read(&config.plugin).map_err(|source| LoadError::Read {
+            backend: name.clone(),
+            path: config.plugin.clone(),
+            source,
+        })?;
+        let invalid = |e: wasmtime::Error| LoadError::Invalid {
+            backend: name.clone(),
+            path: config.plugin.clone(),
+            message: format!("{e:#}"),
+        };
+        let compiled = self.cache.get(&self.engine, &bytes).map_err(invalid)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&compiled.component)
+            .map_err(invalid)?;
+        let pre = bindings::PluginPre::new(instance_pre).map_err(invalid)?;
+        Ok(Prepared {
+            pre,
+            digest: compiled.digest,
+        })
+    }
+
+    /// The engine (for building stores).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A backend's component, compiled and checked against the world, ready to instantiate.
+#[derive(Clone)]
+pub struct Prepared {
+    pre: bindings::PluginPre<CallState>,
+    /// `sha256:<hex>` of the plugin file.
+    pub digest: String,
+}

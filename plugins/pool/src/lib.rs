@@ -1,0 +1,184 @@
+//! `pool`: a Replicante platform over a pool of existing machines (bring your own hosts).
+//!
+//! The operator lists the machines in the backend's settings; a node is a machine allocated to a
+//! cluster. Allocations live in the backend's state under `machine/<id>` and are taken with
+//! compare-and-swap, so concurrent provisions never hand out one machine twice. A node's ID is
+//! its machine's ID. Discovery reads the allocations, not the settings, so a machine removed from
+//! the settings while allocated is still reported until it is deprovisioned.
+//!
+//! Settings:
+//!
+//! ```toml
+//! [backends.pool.settings]
+//! machines = [
+//!   { id = "m1", agent_address = "http://10.0.0.1:37000", node_class = "small" },
+//! ]
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+
+use platform_sdk::{
+    Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
+    export_provider, log, settings, state,
+};
+use serde::{Deserialize, Serialize};
+
+/// A machine of the pool, as the operator lists it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Machine {
+    id: String,
+    agent_address: String,
+    #[serde(default)]
+    node_class: String,
+}
+
+/// What `machine/<id>` holds while the machine is allocated.
+#[derive(Serialize, Deserialize)]
+struct Allocation {
+    cluster_id: String,
+    node_group: String,
+    node_class: String,
+    agent_address: String,
+}
+
+const PREFIX: &str = "machine/";
+
+fn key(machine_id: &str) -> String {
+    format!("{PREFIX}{machine_id}")
+}
+
+fn machines() -> Result<Vec<Machine>, Error> {
+    let machines: Vec<Machine> = settings::require_json("machines")?;
+    let mut seen = HashSet::new();
+    for machine in &machines {
+        if machine.id.is_empty() || machine.agent_address.is_empty() {
+            return Err(Error::Internal(
+                "setting `machines`: every machine needs a non-empty `id` and `agent_address`"
+                    .to_string(),
+            ));
+        }
+        if !seen.insert(machine.id.as_str()) {
+            return Err(Error::Internal(format!(
+                "setting `machines`: machine `{}` is listed twice",
+                machine.id
+            )));
+        }
+    }
+    Ok(machines)
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Result<Allocation, Error> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::Internal(format!("state `{key}` is corrupt: {e}")))
+}
+
+struct Pool;
+
+impl Provider for Pool {
+    fn discover() -> Result<Vec<Cluster>, Error> {
+        let mut clusters: BTreeMap<String, Vec<Node>> = BTreeMap::new();
+        for key in state::list_keys(PREFIX)? {
+            // A key listed but gone by the time it is read was released in between.
+            let Some(bytes) = state::get(&key)? else {
+                continue;
+            };
+            let allocation = decode(&key, &bytes)?;
+            clusters
+                .entry(allocation.cluster_id)
+                .or_default()
+                .push(Node {
+                    node_id: key[PREFIX.len()..].to_string(),
+                    agent_address: allocation.agent_address,
+                    node_class: allocation.node_class,
+                    node_group: Some(allocation.node_group),
+                });
+        }
+        Ok(clusters
+            .into_iter()
+            .map(|(cluster_id, nodes)| Cluster { cluster_id, nodes })
+            .collect())
+    }
+
+    fn provision(request: ProvisionRequest) -> Result<ProvisionResponse, Error> {
+        let machines = machines()?;
+        let of_class: Vec<&Machine> = machines
+            .iter()
+            .filter(|m| m.node_class == request.node_class)
+            .collect();
+        if of_class.is_empty() {
+            return Err(Error::InvalidRequest(format!(
+                "the pool has no machine of node class `{}`",
+                request.node_class
+            )));
+        }
+        let mut node_ids = Vec::new();
+        for machine in of_class.iter().copied() {
+            if node_ids.len() as u32 == request.count {
+                break;
+            }
+            let allocation = Allocation {
+                cluster_id: request.cluster_id.clone(),
+                node_group: request.node_group.clone(),
+                node_class: machine.node_class.clone(),
+                agent_address: machine.agent_address.clone(),
+            };
+            let value = serde_json::to_vec(&allocation)
+                .map_err(|e| Error::Internal(format!("encoding an allocation: {e}")))?;
+            // Only a free machine (no key) can be taken; a lost race moves on to the next one.
+            if state::compare_and_swap(&key(&machine.id), None, Some(&value))? {
+                node_ids.push(machine.id.clone());
+            }
+        }
+        if node_ids.is_empty() {
+            return Err(Error::Unavailable(format!(
+                "no free machine of node class `{}`: all {} are allocated",
+                request.node_class,
+                of_class.len()
+            )));
+        }
+        if (node_ids.len() as u32) < request.count {
+            log::warn(&format!(
+                "cluster `{}` group `{}`: asked for {} machines of class `{}`, {} were free",
+                request.cluster_id,
+                request.node_group,
+                request.count,
+                request.node_class,
+                node_ids.len()
+            ));
+        }
+        Ok(ProvisionResponse {
+            count: node_ids.len() as u32,
+            node_ids: Some(node_ids),
+        })
+    }
+
+    fn deprovision(request: DeprovisionRequest) -> Result<(), Error> {
+        let key = key(&request.node_id);
+        let not_found = || {
+            Error::NotFound(format!(
+                "node `{}` is not allocated to cluster `{}`",
+                request.node_id, request.cluster_id
+            ))
+        };
+        let Some(current) = state::get(&key)? else {
+            return Err(not_found());
+        };
+        if decode(&key, &current)?.cluster_id != request.cluster_id {
+            return Err(not_found());
+        }
+        if !state::compare_and_swap(&key, Some(&current), None)? {
+            return Err(Error::Conflict(format!(
+                "node `{}` changed while it was being released; try again",
+                request.node_id
+            )));
+        }
+        log::info(&format!(
+            "released machine `{}` from cluster `{}`",
+            request.node_id, request.cluster_id
+        ));
+        Ok(())
+    }
+}
+
+export_provider!(Pool);
