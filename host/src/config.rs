@@ -25,8 +25,10 @@ pub struct Config {
     pub source: PathBuf,
     /// Where the HTTP API listens.
     pub listen: SocketAddr,
-    /// Where the state store and the compiled-component cache live.
+    /// Where the state store lives.
     pub state_dir: PathBuf,
+    /// Where compiled plugins are cached (default: `compiled` under the state directory).
+    pub cache_dir: PathBuf,
     /// The largest request body the API accepts.
     pub max_body_size: usize,
     /// The backends, by name.
@@ -128,6 +130,7 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawState {
     dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -223,7 +226,6 @@ impl Config {
 
         let mut routes = Vec::new();
         for (index, raw_route) in raw.routes.into_iter().enumerate() {
-            let span = raw_route.span();
             let raw_route = raw_route.into_inner();
             let key = format!("routes[{index}]");
             let backend_span = raw_route.backend.span();
@@ -258,7 +260,6 @@ impl Config {
                 }
             };
             let name = raw_route.name.unwrap_or_else(|| key.clone());
-            let _ = span;
             routes.push(Route {
                 name,
                 backend,
@@ -283,10 +284,15 @@ impl Config {
             .map(|size| size.as_u64() as usize)
             .unwrap_or(1 << 20);
         let state_dir = base.join(raw.state.dir.unwrap_or_else(|| PathBuf::from("state")));
+        let cache_dir = match raw.state.cache_dir {
+            Some(dir) => base.join(dir),
+            None => state_dir.join("compiled"),
+        };
         Ok(Config {
             source: path.to_path_buf(),
             listen,
             state_dir,
+            cache_dir,
             max_body_size,
             backends,
             routes: RouteTable::new(routes),
@@ -354,6 +360,10 @@ backend = "pool"
         let config = parse(MINIMAL).unwrap();
         assert_eq!(config.listen, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(config.state_dir, PathBuf::from("/etc/gateway/state"));
+        assert_eq!(
+            config.cache_dir,
+            PathBuf::from("/etc/gateway/state/compiled")
+        );
         assert_eq!(config.max_body_size, 1 << 20);
         let pool = config.backends.values().next().unwrap();
         assert_eq!(pool.plugin, PathBuf::from("/etc/gateway/plugins/pool.wasm"));

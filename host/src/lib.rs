@@ -39,9 +39,6 @@ use crate::routing::BackendId;
 use crate::runtime::Runtime;
 use crate::state::{RedbStore, StateStore};
 
-/// The directory, under the state directory, of the compiled-component cache.
-pub const CACHE_DIR: &str = "compiled";
-
 /// Serve `config` on `listener` until `shutdown` resolves, then finish the requests in flight.
 ///
 /// The listener answers at once (`/readyz` says 503) while the backends load on a blocking
@@ -57,7 +54,7 @@ pub async fn serve(
             .await?
             .context("opening the state store")?,
     );
-    let runtime = Runtime::new(Some(config.state_dir.join(CACHE_DIR)))?;
+    let runtime = Runtime::new(Some(config.cache_dir.clone()))?;
     let gateway = Arc::new(Gateway::new(state.clone()));
     let app = api::router(gateway.clone(), config.max_body_size);
 
@@ -106,7 +103,7 @@ pub async fn serve(
 /// plugin is compiled (into the cache) and checked against the world. Returns each backend
 /// with its plugin digest.
 pub fn check(config: &Config) -> anyhow::Result<Vec<(BackendId, String)>> {
-    let runtime = Runtime::new(Some(config.state_dir.join(CACHE_DIR)))?;
+    let runtime = Runtime::new(Some(config.cache_dir.clone()))?;
     config
         .backends
         .values()

@@ -299,7 +299,8 @@ mod tests {
 
     #[test]
     fn describe_lists_conditions() {
-        let r = &table().routes()[0];
+        let table = table();
+        let r = &table.routes()[0];
         assert_eq!(
             r.matches.describe(),
             r#"cluster_id = "prod-*", store = "mongodb""#

@@ -1,1 +1,8 @@
+//! End-to-end tests: the real binary, real compiled plugins, a real socket on 127.0.0.1.
 
+mod faults;
+mod lifecycle;
+mod pool;
+mod routing;
+mod support;
+mod validation;

@@ -1,0 +1,302 @@
+//! The end-to-end harness: the real `platform-gateway` binary, real compiled plugins, a real
+//! socket on 127.0.0.1.
+//!
+//! [`Gateway::start`] writes a config into a fresh directory, starts the binary on an ephemeral
+//! port, waits until `/readyz` answers, and kills the process when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The compiled plugins, built once per test process.
+pub fn plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Err(e) = BUILT.get_or_init(|| xtask::build_plugins().map(|_| ())) {
+        panic!("{e}");
+    }
+    xtask::plugin_path(name)
+}
+
+/// A compiled-plugin cache shared by every test, so each plugin is compiled once per run.
+fn shared_cache() -> PathBuf {
+    xtask::root().join("target/e2e-compiled-cache")
+}
+
+/// A TOML string literal.
+pub fn toml_str(value: &str) -> String {
+    toml::Value::String(value.to_string()).to_string()
+}
+
+/// A `[backends.NAME]` table for the pool plugin with `machines` (id, class) on 10.0.0.x.
+pub fn pool_backend(name: &str, machines: &[(&str, &str)]) -> String {
+    let list: Vec<String> = machines
+        .iter()
+        .enumerate()
+        .map(|(i, (id, class))| {
+            format!(
+                "{{ id = {}, agent_address = \"http://10.0.{}.{}:37000\", node_class = {} }}",
+                toml_str(id),
+                i / 250,
+                i % 250 + 1,
+                toml_str(class)
+            )
+        })
+        .collect();
+    format!(
+        "[backends.{name}]\nplugin = {}\n[backends.{name}.settings]\nmachines = [\n  {}\n]\n\n",
+        toml_str(&plugin("pool").display().to_string()),
+        list.join(",\n  ")
+    )
+}
+
+/// A `[backends.NAME]` table for the fault fixture in `mode`, with extra `limits`.
+pub fn fault_backend(name: &str, mode: &str, limits: &str) -> String {
+    format!(
+        "[backends.{name}]\nplugin = {}\nlimits = {{ {limits} }}\n[backends.{name}.settings]\nmode = {}\n\n",
+        toml_str(&plugin("fault").display().to_string()),
+        toml_str(mode)
+    )
+}
+
+/// A running gateway.
+pub struct Gateway {
+    child: Child,
+    _temp: Option<Arc<tempfile::TempDir>>,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub client: reqwest::Client,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// A directory that outlives one gateway process (for restarts).
+pub struct Workdir {
+    temp: Arc<tempfile::TempDir>,
+}
+
+impl Workdir {
+    pub fn new() -> Workdir {
+        Workdir {
+            temp: Arc::new(tempfile::tempdir().expect("temp dir")),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.temp.path()
+    }
+
+    /// Write `config` (state and cache settings added) and start a gateway on it.
+    pub async fn start(&self, config: &str) -> Gateway {
+        let path = self.path().join("gateway.toml");
+        let text = format!(
+            "[state]\ndir = \"state\"\ncache_dir = {}\n\n{config}",
+            toml_str(&shared_cache().display().to_string())
+        );
+        std::fs::write(&path, text).expect("write config");
+        Gateway::spawn(&path, Some(self.temp.clone())).await
+    }
+}
+
+impl Gateway {
+    /// Start a gateway with `config` in a directory of its own.
+    pub async fn start(config: &str) -> Gateway {
+        Workdir::new().start(config).await
+    }
+
+    async fn spawn(config: &Path, temp: Option<Arc<tempfile::TempDir>>) -> Gateway {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_platform-gateway"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start platform-gateway");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let _ = tx.send(rest.trim().to_string());
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let base = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("gateway did not start:\n{}", log.lock().unwrap().join("\n"));
+            }
+        };
+        let gateway = Gateway {
+            child,
+            _temp: temp,
+            base,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            log,
+        };
+        gateway.wait_ready().await;
+        gateway
+    }
+
+    async fn wait_ready(&self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = self.client.get(self.url("/readyz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "gateway never became ready:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// `GET /discover`, expecting 200.
+    pub async fn discover(&self) -> Value {
+        let (status, body) = self.get("/discover").await;
+        assert_eq!(status, 200, "discover failed: {body}");
+        body
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(self.url(path)).send().await.expect("GET");
+        reply(r).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        reply(r).await
+    }
+
+    /// POST a raw body with a content type.
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("POST");
+        reply(r).await
+    }
+
+    /// Stop with SIGTERM and wait for the process to exit.
+    pub fn stop(mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+fn terminate(child: &mut Child) {
+    // SAFETY: kill(2) on our own child's PID, which we have not reaped yet.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn reply(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let bytes = r.bytes().await.expect("body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("reply is not JSON: {}", String::from_utf8_lossy(&bytes)))
+    };
+    (status, body)
+}
+
+/// Assert `body` has the error shape Replicante Core decodes.
+pub fn assert_error_shape(status: u16, body: &Value) {
+    assert!(
+        (400..600).contains(&status),
+        "not an error status: {status}"
+    );
+    assert_eq!(body["error"], json!(true), "no `error: true` in {body}");
+    assert!(
+        body["error_msg"].as_str().is_some_and(|m| !m.is_empty()),
+        "no `error_msg` in {body}"
+    );
+    if let Some(cause) = body.get("error_cause") {
+        assert!(cause.is_string(), "`error_cause` is not a string in {body}");
+    }
+}
+
+/// A provision body in the seed's schema.
+pub fn provision_body(cluster_id: &str, store: &str, group: &str, class: &str) -> Value {
+    json!({
+        "cluster": {
+            "cluster_id": cluster_id,
+            "store": store,
+            "store_version": "4.0",
+            "attributes": {},
+            "nodes": {
+                group: { "attributes": {}, "desired_count": 3, "node_class": class }
+            }
+        },
+        "provision": { "node_group_id": group }
+    })
+}
+
+/// The node IDs of `cluster_id` in a discovery answer, sorted.
+pub fn node_ids(discovery: &Value, cluster_id: &str) -> Vec<String> {
+    let mut ids: Vec<String> = discovery["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .filter(|c| c["cluster_id"] == cluster_id)
+        .flat_map(|c| c["nodes"].as_array().expect("nodes").clone())
+        .map(|n| n["node_id"].as_str().expect("node_id").to_string())
+        .collect();
+    ids.sort();
+    ids
+}
