@@ -25,8 +25,32 @@ pub fn plugin_path(name: &str) -> PathBuf {
     plugin_dir().join(format!("{name}.wasm"))
 }
 
+/// Make sure the `wasm32-wasip2` standard library is installed for the pinned toolchain.
+///
+/// rustup installs the targets of `rust-toolchain.toml` only when it installs the toolchain
+/// itself; on a machine that already had the toolchain, add the target here (a no-op once it
+/// is there).
+fn ensure_target() {
+    let installed = Command::new("rustup")
+        .current_dir(root())
+        .args(["target", "list", "--installed"])
+        .output();
+    match installed {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).contains("wasm32-wasip2") => {}
+        Ok(_) => {
+            let _ = Command::new("rustup")
+                .current_dir(root())
+                .args(["target", "add", "wasm32-wasip2"])
+                .status();
+        }
+        // No rustup: the toolchain was installed some other way; the build says what is missing.
+        Err(_) => {}
+    }
+}
+
 /// Build every plugin of the plugin workspace in release mode; a no-op when nothing changed.
 pub fn build_plugins() -> Result<PathBuf, String> {
+    ensure_target();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
