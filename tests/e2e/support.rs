@@ -214,26 +214,40 @@ impl Gateway {
         reply(r).await
     }
 
-    /// Stop with SIGTERM and wait for the process to exit.
+    /// Stop with SIGTERM; the gateway must exit by itself, successfully.
     pub fn stop(mut self) {
-        terminate(&mut self.child);
+        // SAFETY: kill(2) on our own child's PID, which we have not reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(
+                    status.success(),
+                    "exit after SIGTERM: {status}\n{}",
+                    self.log()
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the gateway ignored SIGTERM:\n{}", self.log());
     }
 }
 
-fn terminate(child: &mut Child) {
-    // SAFETY: kill(2) on our own child's PID, which we have not reaped yet.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+/// Run the binary with `args` to completion: (success, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_platform-gateway"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run platform-gateway");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 impl Drop for Gateway {
