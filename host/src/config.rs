@@ -13,7 +13,7 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::routing::{BackendId, Route, RouteMatch, RouteTable};
+use crate::routing::{BackendId, Route, RouteMatch, RouteTable, RouteTableError};
 
 /// The default listen address: loopback only, so nothing is exposed until the operator says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -35,6 +35,23 @@ pub struct Config {
     pub backends: BTreeMap<BackendId, BackendConfig>,
     /// The provision routes, checked against the backends.
     pub routes: RouteTable,
+    /// What discovery does when a backend fails.
+    pub discovery: DiscoveryPolicy,
+    /// Where the admin API listens; `None`: nowhere.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// What `GET /discover` answers when some backend fails or times out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoveryPolicy {
+    /// 502 naming the failed backends: the client never sees a cluster lose nodes that still
+    /// exist. The default.
+    #[default]
+    Fail,
+    /// 200 with what the healthy backends returned; the failed ones are named in the
+    /// `Platform-Gateway-Failed-Backends` header and the log.
+    Partial,
 }
 
 /// One configured use of a plugin.
@@ -117,6 +134,23 @@ struct RawConfig {
     backends: BTreeMap<String, Spanned<RawBackend>>,
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    discovery: RawDiscovery,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    #[serde(default)]
+    on_backend_failure: DiscoveryPolicy,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<SocketAddr>,
 }
 
 #[derive(Deserialize, Default)]
@@ -225,7 +259,9 @@ impl Config {
         }
 
         let mut routes = Vec::new();
+        let mut route_lines = Vec::new();
         for (index, raw_route) in raw.routes.into_iter().enumerate() {
+            route_lines.push(line_of(text, raw_route.span().start));
             let raw_route = raw_route.into_inner();
             let key = format!("routes[{index}]");
             let backend_span = raw_route.backend.span();
@@ -295,7 +331,28 @@ impl Config {
             cache_dir,
             max_body_size,
             backends,
-            routes: RouteTable::new(routes),
+            discovery: raw.discovery.on_backend_failure,
+            admin_listen: raw.admin.listen,
+            routes: RouteTable::new(routes).map_err(|e| {
+                let (later, message) = match &e {
+                    RouteTableError::DuplicateName { first, second, .. } => {
+                        (*second, format!("{e} (line {})", route_lines[*first]))
+                    }
+                    RouteTableError::Shadowed { earlier, later, .. } => (
+                        *later,
+                        format!(
+                            "{e} (the earlier route is at line {})",
+                            route_lines[*earlier]
+                        ),
+                    ),
+                };
+                ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line: route_lines[later],
+                    key: format!("routes[{later}]"),
+                    message,
+                }
+            })?,
         })
     }
 }
@@ -474,6 +531,46 @@ limits = { memory = "16MiB", timeout = "250ms", concurrency = 4 }
             .to_string();
         assert!(err.contains("line 2"), "{err}");
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn discovery_policy_and_admin_listener_are_optional() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.discovery, DiscoveryPolicy::Fail);
+        assert_eq!(config.admin_listen, None);
+        let config = parse(&format!(
+            "[discovery]\non_backend_failure = \"partial\"\n[admin]\nlisten = \"127.0.0.1:9090\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(config.discovery, DiscoveryPolicy::Partial);
+        assert_eq!(config.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        let err = parse("[discovery]\non_backend_failure = \"ignore\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("ignore"), "{err}");
+    }
+
+    #[test]
+    fn shadowed_route_is_refused_naming_both_rules_and_lines() {
+        let err = parse(
+            "[backends.pool]\nplugin = \"p.wasm\"\n\n[[routes]]\nname = \"everything\"\nbackend = \"pool\"\n\n[[routes]]\nname = \"kafka\"\nstore = \"kafka\"\nbackend = \"pool\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`kafka` can never match"), "{err}");
+        assert!(err.contains("`everything`"), "{err}");
+        assert!(err.contains("line 8") && err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_route_names_are_refused_naming_both_lines() {
+        let err = parse(
+            "[backends.pool]\nplugin = \"p.wasm\"\n[[routes]]\nname = \"r\"\nstore = \"a\"\nbackend = \"pool\"\n[[routes]]\nname = \"r\"\nbackend = \"pool\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("route name `r`"), "{err}");
+        assert!(err.contains("line 7") && err.contains("line 3"), "{err}");
     }
 
     #[test]

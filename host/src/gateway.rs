@@ -13,7 +13,7 @@ use futures::future::join_all;
 
 use crate::api::error::ApiError;
 use crate::api::model;
-use crate::config::Config;
+use crate::config::{Config, DiscoveryPolicy};
 use crate::convert;
 use crate::routing::BackendId;
 use crate::runtime::{Backend, CallError, LoadError, Runtime, wit};
@@ -44,6 +44,58 @@ impl Generation {
         }
         Ok(Generation { config, backends })
     }
+}
+
+/// What a discovery found, before the failure policy is applied.
+struct Discovery {
+    clusters: Vec<model::ClusterDiscover>,
+    failures: Vec<(BackendId, String)>,
+    conflicts: Vec<NodeConflict>,
+}
+
+impl Discovery {
+    fn failure_error(&self) -> ApiError {
+        let names: Vec<String> = self
+            .failures
+            .iter()
+            .map(|(b, _)| format!("`{b}`"))
+            .collect();
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "discovery failed on backend {}: answering would hide nodes that may still exist",
+                names.join(", ")
+            ),
+        )
+        .with_cause(
+            self.failures
+                .iter()
+                .map(|(_, reason)| reason.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    }
+}
+
+/// A node ID that several backends report in one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConflict {
+    /// The cluster.
+    pub cluster_id: String,
+    /// The node ID.
+    pub node_id: String,
+    /// Every backend that reported it.
+    pub backends: Vec<BackendId>,
+}
+
+/// A successful discovery: the body, and what the API reports beside it.
+pub struct DiscoverReply {
+    /// The merged clusters.
+    pub response: model::DiscoverResponse,
+    /// Backends left out under the `partial` policy.
+    pub failed: Vec<BackendId>,
+    /// Node IDs reported by several backends.
+    pub conflicts: Vec<NodeConflict>,
 }
 
 /// The gateway's shared state: the generation being served and the state store.
@@ -79,14 +131,13 @@ impl Gateway {
         self.current.load().is_some()
     }
 
+    /// The generation being served, if one is loaded.
+    pub fn current(&self) -> Option<Arc<Generation>> {
+        self.current.load_full()
+    }
+
     fn generation(&self) -> Result<Arc<Generation>, ApiError> {
-        self.current.load_full().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the gateway is still loading its backends",
-            )
-            .with_retry_after(1)
-        })
+        self.current().ok_or_else(crate::api::loading)
     }
 
     async fn blocking<R: Send + 'static>(
@@ -101,21 +152,29 @@ impl Gateway {
             .map_err(|e| storage_error(what, e))
     }
 
-    /// `GET /discover`: every backend, concurrently, merged by cluster.
-    pub async fn discover(&self) -> Result<model::DiscoverResponse, ApiError> {
+    /// `GET /discover`: every backend, concurrently, merged by cluster, under the configured
+    /// failure policy. Refreshes the ownership index with every node seen.
+    pub async fn discover(&self) -> Result<DiscoverReply, ApiError> {
         let generation = self.generation()?;
-        let (clusters, owners) = self.discover_all(&generation).await?;
-        self.blocking("recording node owners", move |s| s.record_owners(&owners))
-            .await?;
-        Ok(model::DiscoverResponse { clusters })
+        let discovery = self.discover_all(&generation).await?;
+        if !discovery.failures.is_empty() && generation.config.discovery == DiscoveryPolicy::Fail {
+            return Err(discovery.failure_error());
+        }
+        for (backend, reason) in &discovery.failures {
+            tracing::warn!(%backend, "discovery answered without this backend: {reason}");
+        }
+        Ok(DiscoverReply {
+            response: model::DiscoverResponse {
+                clusters: discovery.clusters,
+            },
+            failed: discovery.failures.into_iter().map(|(b, _)| b).collect(),
+            conflicts: discovery.conflicts,
+        })
     }
 
-    /// Ask every backend, merge by cluster ID. Any failed backend fails the whole discovery, so
-    /// that the client never sees a cluster lose nodes that still exist.
-    async fn discover_all(
-        &self,
-        generation: &Generation,
-    ) -> Result<(Vec<model::ClusterDiscover>, Vec<Ownership>), ApiError> {
+    /// Ask every backend concurrently, each under its own deadline; merge by cluster ID; record
+    /// the owners of the nodes that exactly one backend reports.
+    async fn discover_all(&self, generation: &Generation) -> Result<Discovery, ApiError> {
         let answers = join_all(generation.backends.values().map(|backend| async move {
             let answer = backend.discover().await;
             (backend.id().clone(), answer)
@@ -123,21 +182,22 @@ impl Gateway {
         .await;
 
         let mut failures = Vec::new();
-        // cluster -> node -> (backend, node)
+        // cluster -> node -> every (backend, node) that reported it
         let mut merged: BTreeMap<String, BTreeMap<String, Vec<(BackendId, wit::Node)>>> =
             BTreeMap::new();
         for (backend, answer) in answers {
-            let clusters = match answer.map_err(|e| convert::call_error(&backend, "discover", e)) {
+            let checked = answer
+                .map_err(|e| convert::call_error(&backend, "discover", e))
+                .and_then(|clusters| {
+                    convert::check_discovery(&backend, &clusters).map(|()| clusters)
+                });
+            let clusters = match checked {
                 Ok(clusters) => clusters,
                 Err(e) => {
-                    failures.push(e.message);
+                    failures.push((backend, e.to_string()));
                     continue;
                 }
             };
-            if let Err(e) = convert::check_discovery(&backend, &clusters) {
-                failures.push(format!("{}: {}", e.message, e.cause.unwrap_or_default()));
-                continue;
-            }
             for cluster in clusters {
                 let nodes = merged.entry(cluster.cluster_id).or_default();
                 for node in cluster.nodes {
@@ -148,31 +208,30 @@ impl Gateway {
                 }
             }
         }
-        if !failures.is_empty() {
-            return Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "discovery failed: not every backend answered, so the node list would be incomplete",
-            )
-            .with_cause(failures.join("; ")));
-        }
 
         let mut clusters = Vec::with_capacity(merged.len());
         let mut owners = Vec::new();
+        let mut conflicts = Vec::new();
         for (cluster_id, nodes) in merged {
             let mut out = Vec::with_capacity(nodes.len());
             for (node_id, claims) in nodes {
-                if let [(backend, _)] = claims.as_slice() {
+                let backends: Vec<BackendId> = claims.iter().map(|(b, _)| b.clone()).collect();
+                if let [backend] = backends.as_slice() {
                     owners.push(Ownership {
                         cluster_id: cluster_id.clone(),
                         node_id: node_id.clone(),
                         backend: backend.to_string(),
                     });
                 } else {
-                    let names: Vec<String> = claims.iter().map(|(b, _)| b.to_string()).collect();
                     tracing::warn!(
-                        cluster = %cluster_id, node = %node_id, backends = ?names,
-                        "node reported by several backends; reporting every claim"
+                        cluster = %cluster_id, node = %node_id, backends = ?backends,
+                        "node ID reported by several backends; every report is returned"
                     );
+                    conflicts.push(NodeConflict {
+                        cluster_id: cluster_id.clone(),
+                        node_id: node_id.clone(),
+                        backends,
+                    });
                 }
                 out.extend(claims.into_iter().map(|(_, n)| convert::discovered_node(n)));
             }
@@ -181,7 +240,77 @@ impl Gateway {
                 nodes: out,
             });
         }
-        Ok((clusters, owners))
+        self.blocking("recording node owners", move |s| s.record_owners(&owners))
+            .await?;
+        Ok(Discovery {
+            clusters,
+            failures,
+            conflicts,
+        })
+    }
+
+    /// The recorded owner of a node, from the ownership index.
+    pub async fn recorded_owner(
+        &self,
+        cluster_id: &str,
+        node_id: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let (cluster_id, node_id) = (cluster_id.to_string(), node_id.to_string());
+        self.blocking("looking up the node's owner", move |s| {
+            s.owner(&cluster_id, &node_id)
+        })
+        .await
+    }
+
+    /// The one backend that reports `request`'s node, by a fresh discovery.
+    async fn find_owner(
+        &self,
+        generation: &Generation,
+        request: &wit::DeprovisionRequest,
+    ) -> Result<String, ApiError> {
+        let discovery = self.discover_all(generation).await?;
+        let claims: Vec<&BackendId> = discovery
+            .conflicts
+            .iter()
+            .filter(|c| c.cluster_id == request.cluster_id && c.node_id == request.node_id)
+            .flat_map(|c| c.backends.iter())
+            .collect();
+        if !claims.is_empty() {
+            let names: Vec<String> = claims.iter().map(|b| format!("`{b}`")).collect();
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "node `{}` of cluster `{}` is claimed by backends {}; refusing to guess which to ask",
+                    request.node_id,
+                    request.cluster_id,
+                    names.join(" and ")
+                ),
+            ));
+        }
+        // The owners of singly-reported nodes were just recorded.
+        let (cluster_id, node_id) = (request.cluster_id.clone(), request.node_id.clone());
+        let owner = self
+            .blocking("looking up the node's owner", move |s| {
+                s.owner(&cluster_id, &node_id)
+            })
+            .await?;
+        match owner {
+            Some(owner) => Ok(owner),
+            None if !discovery.failures.is_empty() => {
+                Err(discovery.failure_error().with_cause(format!(
+                    "node `{}` was not found on the backends that answered; {}",
+                    request.node_id,
+                    discovery.failure_error().cause.unwrap_or_default()
+                )))
+            }
+            None => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "node `{}` of cluster `{}` does not exist",
+                    request.node_id, request.cluster_id
+                ),
+            )),
+        }
     }
 
     /// `POST /provision`: resolve, route, call, check, remember who owns the new nodes.
@@ -243,25 +372,8 @@ impl Gateway {
             .await?;
         let owner = match known {
             Some(name) => name,
-            None => {
-                // Not provisioned through this gateway, or before the index existed: ask.
-                let (_, owners) = self.discover_all(&generation).await?;
-                let found = owners
-                    .iter()
-                    .find(|o| o.cluster_id == request.cluster_id && o.node_id == request.node_id)
-                    .map(|o| o.backend.clone());
-                self.blocking("recording node owners", move |s| s.record_owners(&owners))
-                    .await?;
-                found.ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        format!(
-                            "node `{}` of cluster `{}` does not exist",
-                            request.node_id, request.cluster_id
-                        ),
-                    )
-                })?
-            }
+            // Not provisioned through this gateway (or before the index existed): ask everyone.
+            None => self.find_owner(&generation, &request).await?,
         };
         let Some(backend) = generation
             .backends

@@ -8,6 +8,7 @@
 //! - [`routing`]: backend names, the provision route table.
 //! - [`gateway`]: generations of loaded backends and the three operations over them.
 //! - [`convert`]: HTTP models to the plugin contract and back, with the checks on both sides.
+//! - [`inspect`]: explains where a request would go (`route` command, admin API).
 //! - [`runtime`]: the wasmtime engine, the compiled-component cache, one store per call.
 //! - [`capability`]: what plugins may import (settings, logging, state), one module each.
 //! - [`state`]: the embedded durable store (plugin data, node ownership).
@@ -21,6 +22,7 @@ pub mod capability;
 pub mod config;
 pub mod convert;
 pub mod gateway;
+pub mod inspect;
 pub mod routing;
 pub mod runtime;
 pub mod state;
@@ -31,7 +33,6 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::gateway::{Gateway, Generation};
@@ -42,7 +43,8 @@ use crate::state::{RedbStore, StateStore};
 /// Serve `config` on `listener` until `shutdown` resolves, then finish the requests in flight.
 ///
 /// The listener answers at once (`/readyz` says 503) while the backends load on a blocking
-/// thread; if loading fails, the server stops and the error is returned.
+/// thread; if loading fails, the server stops and the error is returned. The admin API, when
+/// configured, gets a listener of its own.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -54,17 +56,25 @@ pub async fn serve(
             .await?
             .context("opening the state store")?,
     );
-    let runtime = Runtime::new(Some(config.cache_dir.clone()))?;
+    let runtime = Arc::new(Runtime::new(Some(config.cache_dir.clone()))?);
     let gateway = Arc::new(Gateway::new(state.clone()));
-    let app = api::router(gateway.clone(), config.max_body_size);
+    let public = api::router(gateway.clone(), config.max_body_size);
+    let admin = match config.admin_listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (admin)"))?;
+            tracing::info!("admin listening on http://{}", listener.local_addr()?);
+            Some(listener)
+        }
+        None => None,
+    };
 
+    // Stops both listeners on the shutdown signal or on a failed load.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let load_error: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
-    let load_failed = Arc::new(Notify::new());
-    let runtime = Arc::new(runtime);
     {
-        let (gateway, load_error, load_failed) =
-            (gateway.clone(), load_error.clone(), load_failed.clone());
-        let runtime = runtime.clone();
+        let (gateway, load_error, stop) = (gateway.clone(), load_error.clone(), stop.clone());
         tokio::spawn(async move {
             let loaded =
                 tokio::task::spawn_blocking(move || Generation::load(config, &runtime, &state))
@@ -80,19 +90,34 @@ pub async fn serve(
                 Err(e) => anyhow::Error::new(e).context("loading the backends"),
             };
             *load_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
-            load_failed.notify_one();
+            let _ = stop.send(true);
         });
     }
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
 
-    tracing::info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                () = shutdown => tracing::info!("shutting down"),
-                () = load_failed.notified() => {}
-            }
+    let admin_server = admin.map(|listener| {
+        let app = api::admin::router(gateway.clone());
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(until_stopped(stopped))
+                .await
         })
+    });
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, public)
+        .with_graceful_shutdown(until_stopped(stopped))
         .await?;
+    if let Some(server) = admin_server {
+        server.await??;
+    }
     if let Some(error) = load_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
         return Err(error);
     }

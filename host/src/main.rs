@@ -24,6 +24,17 @@ enum Command {
     Serve(ServeArgs),
     /// Load and validate the config and every plugin it names, then exit.
     Check(CheckArgs),
+    /// Explain which backend a provision or deprovision request (a JSON file) would go to.
+    Route(RouteArgs),
+}
+
+#[derive(Args)]
+struct RouteArgs {
+    /// The gateway config file.
+    #[arg(long, short, env = "PLATFORM_GATEWAY_CONFIG")]
+    config: PathBuf,
+    /// The request body, as Replicante would POST it (`-` for stdin).
+    request: PathBuf,
 }
 
 #[derive(Args)]
@@ -48,6 +59,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Check(args)) => check(args),
+        Some(Command::Route(args)) => route(args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     };
@@ -71,6 +83,26 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
         config.backends.len(),
         config.routes.routes().len()
     );
+    Ok(())
+}
+
+fn route(args: RouteArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    let text = if args.request.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&args.request)
+            .with_context(|| format!("cannot read {}", args.request.display()))?
+    };
+    let body: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", args.request.display()))?;
+    let explanation = platform_gateway::inspect::explain(&config, body, |cluster, node| {
+        platform_gateway::state::read_owner(&config.state_dir, cluster, node).map_err(|e| {
+            format!("{e}; ask it instead: POST the request to its admin API at /admin/route")
+        })
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    print!("{}", explanation.render());
     Ok(())
 }
 

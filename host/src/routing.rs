@@ -67,6 +67,19 @@ impl ClusterPattern {
     pub fn as_str(&self) -> &str {
         &self.source
     }
+
+    /// Whether the pattern has no glob characters (it matches only itself).
+    fn is_literal(&self) -> bool {
+        !self.source.contains(['*', '?', '[', ']', '{', '}', '\\'])
+    }
+
+    /// Whether every cluster ID that `other` matches, this matches too. Conservative: `false`
+    /// when that cannot be decided from the patterns alone.
+    fn covers(&self, other: &ClusterPattern) -> bool {
+        self.source == "*"
+            || self.source == other.source
+            || (other.is_literal() && self.matches(&other.source))
+    }
 }
 
 /// The conditions of a route; every one that is set must hold.
@@ -114,6 +127,28 @@ impl RouteMatch {
             && eq(&self.node_class, key.node_class)
     }
 
+    /// Whether every request that `other` matches, this matches too: then a route with `other`
+    /// placed after a route with `self` can never be chosen.
+    pub fn covers(&self, other: &RouteMatch) -> bool {
+        fn exact(this: &Option<String>, other: &Option<String>) -> bool {
+            match (this, other) {
+                (None, _) => true,
+                (Some(a), Some(b)) => a == b,
+                (Some(_), None) => false,
+            }
+        }
+        let cluster = match (&self.cluster_id, &other.cluster_id) {
+            (None, _) => true,
+            (Some(a), Some(b)) => a.covers(b),
+            (Some(a), None) => a.as_str() == "*",
+        };
+        cluster
+            && exact(&self.store, &other.store)
+            && exact(&self.store_version, &other.store_version)
+            && exact(&self.node_group_id, &other.node_group_id)
+            && exact(&self.node_class, &other.node_class)
+    }
+
     /// The conditions in words, for errors and logs (`store = "mongodb", cluster_id = "prod-*"`).
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
@@ -155,10 +190,72 @@ pub struct RouteTable {
     routes: Vec<Route>,
 }
 
+/// Why a route table was refused. Indexes are positions in the table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteTableError {
+    /// Two routes have the same name.
+    #[error("route name `{name}` is used by routes {first} and {second}")]
+    DuplicateName {
+        /// The name.
+        name: String,
+        /// The first route with it.
+        first: usize,
+        /// The second.
+        second: usize,
+    },
+    /// A route can never match: an earlier one matches every request it would.
+    #[error(
+        "route `{later_name}` can never match: the earlier route `{earlier_name}` ({conditions}) \
+         matches every request it would"
+    )]
+    Shadowed {
+        /// The earlier, wider route.
+        earlier: usize,
+        /// Its name.
+        earlier_name: String,
+        /// Its conditions, in words.
+        conditions: String,
+        /// The unreachable route.
+        later: usize,
+        /// Its name.
+        later_name: String,
+    },
+}
+
 impl RouteTable {
-    /// A table of `routes`, tried in order. The backends they name are checked by the caller.
-    pub fn new(routes: Vec<Route>) -> RouteTable {
-        RouteTable { routes }
+    /// A table of `routes`, tried in order. Refuses duplicate names and routes that an earlier
+    /// route shadows completely (so a default route must come last, and only once). The backends
+    /// the routes name are checked by the caller.
+    pub fn new(routes: Vec<Route>) -> Result<RouteTable, RouteTableError> {
+        for (later, route) in routes.iter().enumerate() {
+            for (earlier, before) in routes[..later].iter().enumerate() {
+                if before.name == route.name {
+                    return Err(RouteTableError::DuplicateName {
+                        name: route.name.clone(),
+                        first: earlier,
+                        second: later,
+                    });
+                }
+                if before.matches.covers(&route.matches) {
+                    return Err(RouteTableError::Shadowed {
+                        earlier,
+                        earlier_name: before.name.clone(),
+                        conditions: before.matches.describe(),
+                        later,
+                        later_name: route.name.clone(),
+                    });
+                }
+            }
+        }
+        Ok(RouteTable { routes })
+    }
+
+    /// The position of the first route that matches `key`, and the route.
+    pub fn select_indexed(&self, key: &RouteKey<'_>) -> Option<(usize, &Route)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, route)| route.matches.matches(key))
     }
 
     /// The first route that matches `key`.
@@ -195,7 +292,7 @@ mod tests {
     }
 
     fn table() -> RouteTable {
-        RouteTable::new(vec![
+        table_of(vec![
             route(
                 "prod-mongo",
                 "cloud",
@@ -223,6 +320,127 @@ mod tests {
             ),
             route("default", "pool", RouteMatch::default()),
         ])
+        .unwrap()
+    }
+
+    fn table_of(routes: Vec<Route>) -> Result<RouteTable, RouteTableError> {
+        RouteTable::new(routes)
+    }
+
+    fn glob(p: &str) -> Option<ClusterPattern> {
+        Some(ClusterPattern::new(p).unwrap())
+    }
+
+    fn shadowed(earlier: RouteMatch, later: RouteMatch) -> bool {
+        matches!(
+            table_of(vec![route("a", "x", earlier), route("b", "x", later)]),
+            Err(RouteTableError::Shadowed {
+                earlier: 0,
+                later: 1,
+                ..
+            })
+        )
+    }
+
+    #[test]
+    fn a_route_after_a_wider_one_is_refused_naming_both() {
+        let store = |s: &str| RouteMatch {
+            store: Some(s.into()),
+            ..RouteMatch::default()
+        };
+        // A default route before anything shadows it; so does a second default.
+        assert!(shadowed(RouteMatch::default(), store("kafka")));
+        assert!(shadowed(RouteMatch::default(), RouteMatch::default()));
+        // The same condition twice.
+        assert!(shadowed(store("kafka"), store("kafka")));
+        // Fewer conditions cover more.
+        assert!(shadowed(
+            store("kafka"),
+            RouteMatch {
+                node_class: Some("large".into()),
+                ..store("kafka")
+            }
+        ));
+        // A glob covers the exact IDs it matches, and `*` covers everything.
+        assert!(shadowed(
+            RouteMatch {
+                cluster_id: glob("prod-*"),
+                ..RouteMatch::default()
+            },
+            RouteMatch {
+                cluster_id: glob("prod-eu"),
+                ..store("kafka")
+            }
+        ));
+        assert!(shadowed(
+            RouteMatch {
+                cluster_id: glob("*"),
+                ..RouteMatch::default()
+            },
+            store("kafka")
+        ));
+        let err = table_of(vec![
+            route("wide", "x", store("kafka")),
+            route("narrow", "x", store("kafka")),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`narrow`") && err.contains("`wide`"), "{err}");
+    }
+
+    #[test]
+    fn narrower_or_disjoint_earlier_routes_do_not_shadow() {
+        let store = |s: &str| RouteMatch {
+            store: Some(s.into()),
+            ..RouteMatch::default()
+        };
+        assert!(!shadowed(store("kafka"), RouteMatch::default()));
+        assert!(!shadowed(store("kafka"), store("mongodb")));
+        assert!(!shadowed(
+            RouteMatch {
+                cluster_id: glob("prod-*"),
+                ..RouteMatch::default()
+            },
+            RouteMatch {
+                cluster_id: glob("dev-1"),
+                ..RouteMatch::default()
+            }
+        ));
+        // Overlapping globs where the later one matches IDs the earlier does not.
+        assert!(!shadowed(
+            RouteMatch {
+                cluster_id: glob("prod-*"),
+                ..RouteMatch::default()
+            },
+            RouteMatch {
+                cluster_id: glob("*-eu"),
+                ..RouteMatch::default()
+            }
+        ));
+    }
+
+    #[test]
+    fn duplicate_route_names_are_refused() {
+        let err = table_of(vec![
+            route(
+                "a",
+                "x",
+                RouteMatch {
+                    store: Some("s".into()),
+                    ..RouteMatch::default()
+                },
+            ),
+            route("a", "x", RouteMatch::default()),
+        ])
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            RouteTableError::DuplicateName {
+                first: 0,
+                second: 1,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -285,7 +503,7 @@ mod tests {
 
     #[test]
     fn no_route_matches_without_a_default() {
-        let table = RouteTable::new(table().routes()[..3].to_vec());
+        let table = table_of(table().routes()[..3].to_vec()).unwrap();
         assert!(table.select(&key("dev-1", "mongodb")).is_none());
     }
 

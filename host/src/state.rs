@@ -119,6 +119,36 @@ impl RedbStore {
     }
 }
 
+/// The owner of a node as recorded in the store in `dir`, for inspection tools. `Ok(None)` when
+/// there is no store yet. Fails while a running gateway holds the store (redb allows one
+/// process); ask that gateway's admin API instead.
+pub fn read_owner(
+    dir: &Path,
+    cluster_id: &str,
+    node_id: &str,
+) -> Result<Option<String>, StateError> {
+    let path = dir.join("state.redb");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let db = redb::ReadOnlyDatabase::open(&path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StateError::Storage(format!(
+            "the state store {} is in use by a running gateway",
+            path.display()
+        )),
+        e => StateError::Storage(format!("cannot read state store {}: {e}", path.display())),
+    })?;
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(OWNERS) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(table
+        .get((cluster_id, node_id))?
+        .map(|v| v.value().to_string()))
+}
+
 fn check_sizes(key: &str, value: Option<&[u8]>) -> Result<(), StateError> {
     if key.len() > MAX_KEY_SIZE {
         return Err(StateError::TooLarge(format!(
@@ -359,6 +389,17 @@ mod tests {
         let s = RedbStore::open(dir.path()).unwrap();
         assert_eq!(s.get("a", "k").unwrap().as_deref(), Some(&b"v"[..]));
         assert_eq!(s.owner("c", "n").unwrap().as_deref(), Some("a"));
+        // A second process cannot read it while it is open...
+        let err = read_owner(dir.path(), "c", "n").unwrap_err().to_string();
+        assert!(err.contains("in use by a running gateway"), "{err}");
+        drop(s);
+        // ...but can once it is closed.
+        assert_eq!(
+            read_owner(dir.path(), "c", "n").unwrap().as_deref(),
+            Some("a")
+        );
+        assert_eq!(read_owner(dir.path(), "c", "x").unwrap(), None);
+        let s = RedbStore::open(dir.path()).unwrap();
         s.forget_owner("c", "n").unwrap();
         assert_eq!(s.owner("c", "n").unwrap(), None);
     }

@@ -4,6 +4,7 @@ mod cli;
 mod faults;
 mod lifecycle;
 mod pool;
+mod providers;
 mod routing;
 mod support;
 mod validation;

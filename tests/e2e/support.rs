@@ -56,10 +56,24 @@ pub fn pool_backend(name: &str, machines: &[(&str, &str)]) -> String {
 
 /// A `[backends.NAME]` table for the fault fixture in `mode`, with extra `limits`.
 pub fn fault_backend(name: &str, mode: &str, limits: &str) -> String {
+    fault_backend_with(name, mode, limits, "")
+}
+
+/// Like [`fault_backend`], with extra settings lines (`key = value`).
+pub fn fault_backend_with(name: &str, mode: &str, limits: &str, settings: &str) -> String {
     format!(
-        "[backends.{name}]\nplugin = {}\nlimits = {{ {limits} }}\n[backends.{name}.settings]\nmode = {}\n\n",
+        "[backends.{name}]\nplugin = {}\nlimits = {{ {limits} }}\n[backends.{name}.settings]\nmode = {}\n{settings}\n\n",
         toml_str(&plugin("fault").display().to_string()),
         toml_str(mode)
+    )
+}
+
+/// A `[backends.NAME]` table for the static plugin; `clusters` is the TOML value of its
+/// `clusters` setting.
+pub fn static_backend(name: &str, clusters: &str) -> String {
+    format!(
+        "[backends.{name}]\nplugin = {}\n[backends.{name}.settings]\nclusters = {clusters}\n\n",
+        toml_str(&plugin("static_clusters").display().to_string()),
     )
 }
 
@@ -69,6 +83,8 @@ pub struct Gateway {
     _temp: Option<Arc<tempfile::TempDir>>,
     /// `http://127.0.0.1:PORT`
     pub base: String,
+    /// The admin API's base URL, when the config enables it.
+    pub admin: Option<String>,
     pub client: reqwest::Client,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -125,23 +141,30 @@ impl Gateway {
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     if let Some(rest) = line.split("listening on ").nth(1) {
-                        let _ = tx.send(rest.trim().to_string());
+                        let admin = line.contains("admin listening on ");
+                        let _ = tx.send((admin, rest.trim().to_string()));
                     }
                     log.lock().unwrap().push(line);
                 }
             });
         }
-        let base = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(base) => base,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("gateway did not start:\n{}", log.lock().unwrap().join("\n"));
+        // The admin listener, when configured, is announced before the public one.
+        let mut admin = None;
+        let base = loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok((true, address)) => admin = Some(address),
+                Ok((false, address)) => break address,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("gateway did not start:\n{}", log.lock().unwrap().join("\n"));
+                }
             }
         };
         let gateway = Gateway {
             child,
             _temp: temp,
             base,
+            admin,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -188,6 +211,25 @@ impl Gateway {
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self.client.get(self.url(path)).send().await.expect("GET");
         reply(r).await
+    }
+
+    /// `GET` with the reply's headers.
+    pub async fn get_with_headers(&self, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+        let r = self.client.get(self.url(path)).send().await.expect("GET");
+        let headers = r.headers().clone();
+        let (status, body) = reply(r).await;
+        (status, headers, body)
+    }
+
+    /// A request to the admin API (which must be enabled).
+    pub async fn admin(&self, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let base = self.admin.as_ref().expect("the admin API is not enabled");
+        let url = format!("{base}{path}");
+        let request = match body {
+            Some(body) => self.client.post(url).json(body),
+            None => self.client.get(url),
+        };
+        reply(request.send().await.expect("admin request")).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {

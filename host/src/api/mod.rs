@@ -5,6 +5,7 @@
 //! binary serves it. Bodies are decoded strictly by [`error::ApiJson`], whose rejections share
 //! the error shape of every other failure.
 
+pub mod admin;
 pub mod error;
 pub mod model;
 
@@ -12,11 +13,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
 
 use crate::gateway::Gateway;
@@ -37,10 +39,43 @@ pub fn router(gateway: Arc<Gateway>, max_body_size: usize) -> Router {
         .with_state(gateway)
 }
 
-async fn discover(
-    State(gateway): State<Arc<Gateway>>,
-) -> Result<Json<model::DiscoverResponse>, ApiError> {
-    gateway.discover().await.map(Json)
+/// Names the backends a `partial` discovery left out.
+pub const FAILED_BACKENDS_HEADER: &str = "platform-gateway-failed-backends";
+/// Lists node IDs reported by several backends: `cluster/node=backend,backend; ...`, with the
+/// IDs percent-encoded.
+pub const NODE_CONFLICTS_HEADER: &str = "platform-gateway-node-conflicts";
+
+async fn discover(State(gateway): State<Arc<Gateway>>) -> Result<Response, ApiError> {
+    let reply = gateway.discover().await?;
+    let mut response = Json(reply.response).into_response();
+    let headers = response.headers_mut();
+    if !reply.failed.is_empty() {
+        let names: Vec<&str> = reply.failed.iter().map(|b| b.as_str()).collect();
+        // Backend names are plain ASCII, always a valid header value.
+        if let Ok(value) = HeaderValue::from_str(&names.join(", ")) {
+            headers.insert(FAILED_BACKENDS_HEADER, value);
+        }
+    }
+    if !reply.conflicts.is_empty() {
+        let encode = |id: &str| utf8_percent_encode(id, NON_ALPHANUMERIC).to_string();
+        let text: Vec<String> = reply
+            .conflicts
+            .iter()
+            .map(|c| {
+                let backends: Vec<&str> = c.backends.iter().map(|b| b.as_str()).collect();
+                format!(
+                    "{}/{}={}",
+                    encode(&c.cluster_id),
+                    encode(&c.node_id),
+                    backends.join(",")
+                )
+            })
+            .collect();
+        if let Ok(value) = HeaderValue::from_str(&text.join("; ")) {
+            headers.insert(NODE_CONFLICTS_HEADER, value);
+        }
+    }
+    Ok(response)
 }
 
 async fn provision(
@@ -66,12 +101,17 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Result<Json<serde_json::
     if gateway.is_ready() {
         Ok(Json(json!({ "status": "ready" })))
     } else {
-        Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "backends are still loading",
-        )
-        .with_retry_after(1))
+        Err(loading())
     }
+}
+
+/// 503 while the first generation loads.
+pub(crate) fn loading() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the gateway is still loading its backends",
+    )
+    .with_retry_after(1)
 }
 
 async fn not_found(request: Request) -> ApiError {

@@ -10,8 +10,6 @@ pub(crate) mod bindings;
 mod cache;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{Linker, ResourceTable};
@@ -85,7 +83,6 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     cache: cache::ComponentCache,
-    stop_ticker: Arc<AtomicBool>,
 }
 
 impl Runtime {
@@ -118,13 +115,13 @@ impl Runtime {
         crate::capability::logging::add_to_linker(&mut linker, |s: &mut CallState| &mut s.logging)?;
         crate::capability::state::add_to_linker(&mut linker, |s: &mut CallState| &mut s.state)?;
 
-        let stop_ticker = Arc::new(AtomicBool::new(false));
+        // The ticker lives as long as the engine: every backend holds a clone, so deadlines keep
+        // working for as long as any call can run, and the thread ends with the last of them.
         let ticker_engine = engine.weak();
-        let stop = stop_ticker.clone();
         std::thread::Builder::new()
             .name("epoch-ticker".into())
             .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
+                loop {
                     std::thread::sleep(EPOCH_TICK);
                     match ticker_engine.upgrade() {
                         Some(engine) => engine.increment_epoch(),
@@ -137,7 +134,6 @@ impl Runtime {
             cache: cache::ComponentCache::new(&engine, cache_dir),
             engine,
             linker,
-            stop_ticker,
         })
     }
 
@@ -170,12 +166,6 @@ impl Runtime {
     /// The engine (for building stores).
     pub fn engine(&self) -> &Engine {
         &self.engine
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
     }
 }
 

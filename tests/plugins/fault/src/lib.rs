@@ -2,13 +2,18 @@
 //! says, so that the gateway's tests can pin what it does with a misbehaving plugin.
 //!
 //! Modes: `echo` (provision answers one node whose ID is the request it received, as JSON;
-//! discover reports one node), `loop` (spins forever), `oom` (allocates until it cannot),
+//! discover reports one node, `node_id` in cluster `cluster_id` from the settings; deprovision
+//! succeeds for that node only), `loop` (spins forever), `oom` (allocates until it cannot),
 //! `trap` (executes `unreachable`), `panic`, `sleep` (sleeps `sleep_ms`, then behaves as `echo`).
 
 use platform_sdk::{
     Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
     export_provider, settings,
 };
+
+fn setting(key: &str, default: &str) -> Result<String, Error> {
+    Ok(settings::get(key)?.unwrap_or_else(|| default.to_string()))
+}
 
 fn misbehave() -> Result<(), Error> {
     let mode = settings::get("mode")?.unwrap_or_else(|| "echo".to_string());
@@ -43,11 +48,10 @@ struct Fault;
 impl Provider for Fault {
     fn discover() -> Result<Vec<Cluster>, Error> {
         misbehave()?;
-        let cluster_id = settings::get("cluster_id")?.unwrap_or_else(|| "fault".to_string());
         Ok(vec![Cluster {
-            cluster_id,
+            cluster_id: setting("cluster_id", "fault")?,
             nodes: vec![Node {
-                node_id: "fault-node".to_string(),
+                node_id: setting("node_id", "fault-node")?,
                 agent_address: "http://127.0.0.1:1".to_string(),
                 node_class: String::new(),
                 node_group: None,
@@ -73,8 +77,18 @@ impl Provider for Fault {
         })
     }
 
-    fn deprovision(_request: DeprovisionRequest) -> Result<(), Error> {
-        misbehave()
+    fn deprovision(request: DeprovisionRequest) -> Result<(), Error> {
+        misbehave()?;
+        if request.cluster_id == setting("cluster_id", "fault")?
+            && request.node_id == setting("node_id", "fault-node")?
+        {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!(
+                "no node `{}` in cluster `{}` here",
+                request.node_id, request.cluster_id
+            )))
+        }
     }
 }
 

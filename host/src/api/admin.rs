@@ -1,0 +1,94 @@
+//! The admin API: what the gateway is running, for operators. Served only on its own listener
+//! (`[admin] listen`), never on the public one, since it shows the platform's layout.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::error::{ApiError, ApiJson};
+use crate::gateway::{Gateway, Generation};
+
+/// The admin API over `gateway`.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/admin/backends", get(backends))
+        .route("/admin/routes", get(routes))
+        .route("/admin/route", post(route))
+        .fallback(super::not_found)
+        .method_not_allowed_fallback(super::method_not_allowed)
+        .with_state(gateway)
+}
+
+fn current(gateway: &Gateway) -> Result<Arc<Generation>, ApiError> {
+    gateway.current().ok_or_else(super::loading)
+}
+
+/// `GET /admin/backends`: each backend with its plugin file, digest and limits.
+async fn backends(State(gateway): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
+    let generation = current(&gateway)?;
+    let list: Vec<Value> = generation
+        .backends
+        .values()
+        .map(|backend| {
+            let config = &generation.config.backends[backend.id()];
+            let limits = backend.limits();
+            json!({
+                "name": backend.id().as_str(),
+                "plugin": config.plugin.display().to_string(),
+                "digest": backend.digest(),
+                "limits": {
+                    "memory_bytes": limits.memory,
+                    "timeout_ms": limits.timeout.as_millis() as u64,
+                    "concurrency": limits.concurrency,
+                },
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "backends": list })))
+}
+
+/// `GET /admin/routes`: the provision route table, in order, and the discovery policy.
+async fn routes(State(gateway): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
+    let generation = current(&gateway)?;
+    let list: Vec<Value> = generation
+        .config
+        .routes
+        .routes()
+        .iter()
+        .map(|route| {
+            let m = &route.matches;
+            json!({
+                "name": route.name,
+                "backend": route.backend.as_str(),
+                "cluster_id": m.cluster_id.as_ref().map(|p| p.as_str()),
+                "store": m.store,
+                "store_version": m.store_version,
+                "node_group_id": m.node_group_id,
+                "node_class": m.node_class,
+                "conditions": m.describe(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "routes": list,
+        "discovery": { "on_backend_failure": generation.config.discovery },
+    })))
+}
+
+/// `POST /admin/route`: where a provision or deprovision request (the body) would go now, and
+/// what decided it, from the live route table and ownership index.
+async fn route(
+    State(gateway): State<Arc<Gateway>>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<crate::inspect::Explanation>, ApiError> {
+    let generation = current(&gateway)?;
+    // The ownership lookup is async; resolve it first when the body is a deprovision request.
+    let owner = match (body.get("cluster_id"), body.get("node_id")) {
+        (Some(Value::String(c)), Some(Value::String(n))) => gateway.recorded_owner(c, n).await?,
+        _ => None,
+    };
+    crate::inspect::explain(&generation.config, body, |_, _| Ok(owner)).map(Json)
+}
