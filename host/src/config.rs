@@ -39,6 +39,27 @@ pub struct Config {
     pub discovery: DiscoveryPolicy,
     /// Where the admin API listens; `None`: nowhere.
     pub admin_listen: Option<SocketAddr>,
+    /// How the gateway picks up changes.
+    pub reload: ReloadSettings,
+}
+
+/// How the gateway picks up changes to its config and plugin files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSettings {
+    /// Watch the config file and every plugin file it names, and reload on change.
+    pub watch: bool,
+    /// How long file events must stop before a reload starts (an editor's save or a copy in
+    /// several writes is one reload).
+    pub debounce: Duration,
+}
+
+impl Default for ReloadSettings {
+    fn default() -> Self {
+        ReloadSettings {
+            watch: true,
+            debounce: Duration::from_millis(250),
+        }
+    }
 }
 
 /// What `GET /discover` answers when some backend fails or times out.
@@ -138,6 +159,16 @@ struct RawConfig {
     discovery: RawDiscovery,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    reload: RawReload,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReload {
+    watch: Option<bool>,
+    #[serde(default, with = "humantime_serde::option")]
+    debounce: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -199,6 +230,28 @@ struct RawRoute {
 }
 
 impl Config {
+    /// The settings that take effect only at start, which differ between `self` (running) and
+    /// `next`: a reload applies everything else and reports these.
+    pub fn restart_only_changes(&self, next: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.state_dir != next.state_dir {
+            changed.push("state.dir");
+        }
+        if self.cache_dir != next.cache_dir {
+            changed.push("state.cache_dir");
+        }
+        if self.max_body_size != next.max_body_size {
+            changed.push("server.max_body_size");
+        }
+        if self.admin_listen != next.admin_listen {
+            changed.push("admin.listen");
+        }
+        if self.reload != next.reload {
+            changed.push("reload");
+        }
+        changed
+    }
+
     /// Read and validate the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -333,6 +386,13 @@ impl Config {
             backends,
             discovery: raw.discovery.on_backend_failure,
             admin_listen: raw.admin.listen,
+            reload: ReloadSettings {
+                watch: raw.reload.watch.unwrap_or(true),
+                debounce: raw
+                    .reload
+                    .debounce
+                    .unwrap_or(ReloadSettings::default().debounce),
+            },
             routes: RouteTable::new(routes).map_err(|e| {
                 let (later, message) = match &e {
                     RouteTableError::DuplicateName { first, second, .. } => {

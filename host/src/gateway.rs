@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
 use axum::http::StatusCode;
@@ -21,6 +22,10 @@ use crate::state::{Ownership, StateError, StateStore};
 
 /// One immutable snapshot of the config and the loaded backends.
 pub struct Generation {
+    /// Its number: 1 at start, one more for every successful reload.
+    pub number: u64,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
     /// The config it was built from.
     pub config: Config,
     /// The loaded backends, by name.
@@ -29,20 +34,33 @@ pub struct Generation {
 
 impl Generation {
     /// Compile (or fetch from the cache) and pre-instantiate every backend of `config`. Slow on
-    /// a cold cache: call it off the async runtime.
+    /// a cold cache: call it off the async runtime. A backend that keeps its name and its
+    /// concurrency limit keeps its call slots from `previous`, so a reload never lets more calls
+    /// run at once than the limit allows.
     pub fn load(
+        number: u64,
         config: Config,
         runtime: &Runtime,
         state: &Arc<dyn StateStore>,
+        previous: Option<&Generation>,
     ) -> Result<Generation, LoadError> {
         let mut backends = BTreeMap::new();
         for (id, backend_config) in &config.backends {
             let prepared = runtime.prepare(backend_config)?;
-            tracing::info!(backend = %id, digest = %prepared.digest, "loaded backend");
-            let backend = Backend::new(backend_config, prepared, runtime.engine(), state.clone());
+            tracing::debug!(backend = %id, digest = %prepared.digest, "loaded backend");
+            let mut backend =
+                Backend::new(backend_config, prepared, runtime.engine(), state.clone());
+            if let Some(old) = previous.and_then(|p| p.backends.get(id)) {
+                backend.share_slots_with(old);
+            }
             backends.insert(id.clone(), Arc::new(backend));
         }
-        Ok(Generation { config, backends })
+        Ok(Generation {
+            number,
+            loaded_at: SystemTime::now(),
+            config,
+            backends,
+        })
     }
 }
 
@@ -121,7 +139,7 @@ impl Gateway {
         }
     }
 
-    /// Serve `generation` from now on.
+    /// Serve `generation` from now on. Requests that started on the previous one finish on it.
     pub fn install(&self, generation: Generation) {
         self.current.store(Some(Arc::new(generation)));
     }
@@ -134,10 +152,6 @@ impl Gateway {
     /// The generation being served, if one is loaded.
     pub fn current(&self) -> Option<Arc<Generation>> {
         self.current.load_full()
-    }
-
-    fn generation(&self) -> Result<Arc<Generation>, ApiError> {
-        self.current().ok_or_else(crate::api::loading)
     }
 
     async fn blocking<R: Send + 'static>(
@@ -154,9 +168,8 @@ impl Gateway {
 
     /// `GET /discover`: every backend, concurrently, merged by cluster, under the configured
     /// failure policy. Refreshes the ownership index with every node seen.
-    pub async fn discover(&self) -> Result<DiscoverReply, ApiError> {
-        let generation = self.generation()?;
-        let discovery = self.discover_all(&generation).await?;
+    pub async fn discover(&self, generation: &Generation) -> Result<DiscoverReply, ApiError> {
+        let discovery = self.discover_all(generation).await?;
         if !discovery.failures.is_empty() && generation.config.discovery == DiscoveryPolicy::Fail {
             return Err(discovery.failure_error());
         }
@@ -316,10 +329,10 @@ impl Gateway {
     /// `POST /provision`: resolve, route, call, check, remember who owns the new nodes.
     pub async fn provision(
         &self,
+        generation: &Generation,
         request: model::ProvisionRequest,
     ) -> Result<model::ProvisionResponse, ApiError> {
         let request = convert::provision_request(request)?;
-        let generation = self.generation()?;
         let key = convert::route_key(&request);
         let Some(route) = generation.config.routes.select(&key) else {
             return Err(ApiError::new(
@@ -361,9 +374,12 @@ impl Gateway {
     }
 
     /// `POST /deprovision`: find the owner (index first, then a fresh discovery), call it.
-    pub async fn deprovision(&self, request: model::DeprovisionRequest) -> Result<(), ApiError> {
+    pub async fn deprovision(
+        &self,
+        generation: &Generation,
+        request: model::DeprovisionRequest,
+    ) -> Result<(), ApiError> {
         let request = convert::deprovision_request(request)?;
-        let generation = self.generation()?;
         let (cluster_id, node_id) = (request.cluster_id.clone(), request.node_id.clone());
         let known = self
             .blocking("looking up the node's owner", move |s| {
@@ -373,7 +389,7 @@ impl Gateway {
         let owner = match known {
             Some(name) => name,
             // Not provisioned through this gateway (or before the index existed): ask everyone.
-            None => self.find_owner(&generation, &request).await?,
+            None => self.find_owner(generation, &request).await?,
         };
         let Some(backend) = generation
             .backends

@@ -9,6 +9,7 @@
 //! - [`gateway`]: generations of loaded backends and the three operations over them.
 //! - [`convert`]: HTTP models to the plugin contract and back, with the checks on both sides.
 //! - [`inspect`]: explains where a request would go (`route` command, admin API).
+//! - [`reload`]: the task that builds and swaps generations on file events, SIGHUP, admin calls.
 //! - [`runtime`]: the wasmtime engine, the compiled-component cache, one store per call.
 //! - [`capability`]: what plugins may import (settings, logging, state), one module each.
 //! - [`state`]: the embedded durable store (plugin data, node ownership).
@@ -23,6 +24,7 @@ pub mod config;
 pub mod convert;
 pub mod gateway;
 pub mod inspect;
+pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod state;
@@ -70,20 +72,30 @@ pub async fn serve(
         None => None,
     };
 
+    let reloader = reload::Reloader::new(
+        gateway.clone(),
+        runtime.clone(),
+        state.clone(),
+        config.clone(),
+    );
+    let reload_handle = reloader.handle();
+
     // Stops both listeners on the shutdown signal or on a failed load.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let load_error: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
     {
         let (gateway, load_error, stop) = (gateway.clone(), load_error.clone(), stop.clone());
         tokio::spawn(async move {
-            let loaded =
-                tokio::task::spawn_blocking(move || Generation::load(config, &runtime, &state))
-                    .await;
+            let loaded = tokio::task::spawn_blocking(move || {
+                Generation::load(1, config, &runtime, &state, None)
+            })
+            .await;
             let error = match loaded {
                 Ok(Ok(generation)) => {
                     let count = generation.backends.len();
                     gateway.install(generation);
                     tracing::info!(backends = count, "ready");
+                    tokio::spawn(reloader.run());
                     return;
                 }
                 Ok(Err(e)) => anyhow::Error::new(e),
@@ -103,7 +115,7 @@ pub async fn serve(
     };
 
     let admin_server = admin.map(|listener| {
-        let app = api::admin::router(gateway.clone());
+        let app = api::admin::router(gateway.clone(), reload_handle);
         let stopped = stopped.clone();
         tokio::spawn(async move {
             axum::serve(listener, app)

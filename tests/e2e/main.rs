@@ -5,6 +5,7 @@ mod faults;
 mod lifecycle;
 mod pool;
 mod providers;
+mod reload;
 mod routing;
 mod support;
 mod validation;

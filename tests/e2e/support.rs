@@ -77,6 +77,15 @@ pub fn static_backend(name: &str, clusters: &str) -> String {
     )
 }
 
+/// The generation number in a response's headers.
+pub fn generation_of(headers: &reqwest::header::HeaderMap) -> u64 {
+    headers["platform-gateway-generation"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// A running gateway.
 pub struct Gateway {
     child: Child,
@@ -107,13 +116,19 @@ impl Workdir {
 
     /// Write `config` (state and cache settings added) and start a gateway on it.
     pub async fn start(&self, config: &str) -> Gateway {
+        let path = self.write_config(config);
+        Gateway::spawn(&path, Some(self.temp.clone())).await
+    }
+
+    /// Write `config` (state and cache settings added) as the gateway's config file, in place.
+    pub fn write_config(&self, config: &str) -> PathBuf {
         let path = self.path().join("gateway.toml");
         let text = format!(
             "[state]\ndir = \"state\"\ncache_dir = {}\n\n{config}",
             toml_str(&shared_cache().display().to_string())
         );
         std::fs::write(&path, text).expect("write config");
-        Gateway::spawn(&path, Some(self.temp.clone())).await
+        path
     }
 }
 
@@ -241,6 +256,56 @@ impl Gateway {
             .await
             .expect("POST");
         reply(r).await
+    }
+
+    /// `POST` with the reply's headers.
+    pub async fn post_with_headers(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        let headers = r.headers().clone();
+        let (status, body) = reply(r).await;
+        (status, headers, body)
+    }
+
+    /// The generation number the admin API reports.
+    pub async fn admin_generation(&self) -> Value {
+        let (status, body) = self.admin("/admin/generation", None).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Poll the admin API until `done` holds for the reload status (20 s at most).
+    pub async fn wait_status(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.admin_generation().await;
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {status}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Send a signal to the gateway process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's PID, which we have not reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
+        }
     }
 
     /// POST a raw body with a content type.

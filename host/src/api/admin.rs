@@ -10,16 +10,45 @@ use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiJson};
 use crate::gateway::{Gateway, Generation};
+use crate::reload::ReloadHandle;
 
-/// The admin API over `gateway`.
-pub fn router(gateway: Arc<Gateway>) -> Router {
+/// What the admin handlers work on.
+#[derive(Clone)]
+struct Admin {
+    gateway: Arc<Gateway>,
+    reload: ReloadHandle,
+}
+
+/// The admin API over `gateway`, reloading through `reload`.
+pub fn router(gateway: Arc<Gateway>, reload: ReloadHandle) -> Router {
     Router::new()
         .route("/admin/backends", get(backends))
         .route("/admin/routes", get(routes))
         .route("/admin/route", post(route))
+        .route("/admin/generation", get(generation))
+        .route("/admin/reload", post(reload_now))
         .fallback(super::not_found)
         .method_not_allowed_fallback(super::method_not_allowed)
-        .with_state(gateway)
+        .with_state(Admin { gateway, reload })
+}
+
+/// `GET /admin/generation`: the generation being served, when it loaded, and the last refused
+/// reload with its reason.
+async fn generation(State(admin): State<Admin>) -> Json<crate::reload::ReloadStatus> {
+    Json(admin.reload.status())
+}
+
+/// `POST /admin/reload`: reload now and answer with the outcome (422 with the reason if it was
+/// refused; the previous generation keeps serving).
+async fn reload_now(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
+    match admin.reload.reload().await {
+        Ok(number) => Ok(Json(json!({ "generation": number }))),
+        Err(reason) => Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "reload refused: the previous generation keeps serving",
+        )
+        .with_cause(reason)),
+    }
 }
 
 fn current(gateway: &Gateway) -> Result<Arc<Generation>, ApiError> {
@@ -27,8 +56,8 @@ fn current(gateway: &Gateway) -> Result<Arc<Generation>, ApiError> {
 }
 
 /// `GET /admin/backends`: each backend with its plugin file, digest and limits.
-async fn backends(State(gateway): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
-    let generation = current(&gateway)?;
+async fn backends(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
+    let generation = current(&admin.gateway)?;
     let list: Vec<Value> = generation
         .backends
         .values()
@@ -47,12 +76,14 @@ async fn backends(State(gateway): State<Arc<Gateway>>) -> Result<Json<Value>, Ap
             })
         })
         .collect();
-    Ok(Json(json!({ "backends": list })))
+    Ok(Json(
+        json!({ "generation": generation.number, "backends": list }),
+    ))
 }
 
 /// `GET /admin/routes`: the provision route table, in order, and the discovery policy.
-async fn routes(State(gateway): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
-    let generation = current(&gateway)?;
+async fn routes(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
+    let generation = current(&admin.gateway)?;
     let list: Vec<Value> = generation
         .config
         .routes
@@ -81,7 +112,7 @@ async fn routes(State(gateway): State<Arc<Gateway>>) -> Result<Json<Value>, ApiE
 /// `POST /admin/route`: where a provision or deprovision request (the body) would go now, and
 /// what decided it, from the live route table and ownership index.
 async fn route(
-    State(gateway): State<Arc<Gateway>>,
+    State(Admin { gateway, .. }): State<Admin>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<crate::inspect::Explanation>, ApiError> {
     let generation = current(&gateway)?;

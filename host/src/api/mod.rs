@@ -21,7 +21,10 @@ use axum::{Json, Router};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
 
-use crate::gateway::Gateway;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use crate::gateway::{Gateway, Generation};
 use error::{ApiError, ApiJson};
 
 /// The API over `gateway`, accepting request bodies up to `max_body_size` bytes.
@@ -35,8 +38,51 @@ pub fn router(gateway: Arc<Gateway>, max_body_size: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_size))
+        .layer(middleware::from_fn_with_state(
+            gateway.clone(),
+            with_generation,
+        ))
         .layer(middleware::from_fn(log_request))
         .with_state(gateway)
+}
+
+/// Every response names the generation that answered it.
+pub const GENERATION_HEADER: &str = "platform-gateway-generation";
+
+/// Pin the request to the generation current when it arrives: the handler works on it to the
+/// end, whatever reloads happen meanwhile, and the response says which one it was.
+async fn with_generation(
+    State(gateway): State<Arc<Gateway>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let generation = gateway.current();
+    if let Some(generation) = &generation {
+        request.extensions_mut().insert(Current(generation.clone()));
+    }
+    let mut response = next.run(request).await;
+    if let Some(generation) = generation {
+        response
+            .headers_mut()
+            .insert(GENERATION_HEADER, HeaderValue::from(generation.number));
+    }
+    response
+}
+
+/// The generation a request is pinned to; 503 while the first one loads.
+#[derive(Clone)]
+pub struct Current(pub Arc<Generation>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Current {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Current>()
+            .cloned()
+            .ok_or_else(loading)
+    }
 }
 
 /// Names the backends a `partial` discovery left out.
@@ -45,8 +91,11 @@ pub const FAILED_BACKENDS_HEADER: &str = "platform-gateway-failed-backends";
 /// IDs percent-encoded.
 pub const NODE_CONFLICTS_HEADER: &str = "platform-gateway-node-conflicts";
 
-async fn discover(State(gateway): State<Arc<Gateway>>) -> Result<Response, ApiError> {
-    let reply = gateway.discover().await?;
+async fn discover(
+    State(gateway): State<Arc<Gateway>>,
+    Current(generation): Current,
+) -> Result<Response, ApiError> {
+    let reply = gateway.discover(&generation).await?;
     let mut response = Json(reply.response).into_response();
     let headers = response.headers_mut();
     if !reply.failed.is_empty() {
@@ -80,16 +129,18 @@ async fn discover(State(gateway): State<Arc<Gateway>>) -> Result<Response, ApiEr
 
 async fn provision(
     State(gateway): State<Arc<Gateway>>,
+    Current(generation): Current,
     ApiJson(request): ApiJson<model::ProvisionRequest>,
 ) -> Result<Json<model::ProvisionResponse>, ApiError> {
-    gateway.provision(request).await.map(Json)
+    gateway.provision(&generation, request).await.map(Json)
 }
 
 async fn deprovision(
     State(gateway): State<Arc<Gateway>>,
+    Current(generation): Current,
     ApiJson(request): ApiJson<model::DeprovisionRequest>,
 ) -> Result<StatusCode, ApiError> {
-    gateway.deprovision(request).await?;
+    gateway.deprovision(&generation, request).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

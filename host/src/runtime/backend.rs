@@ -103,6 +103,14 @@ impl Backend {
         }
     }
 
+    /// Take over `previous`'s call slots when the concurrency limit is unchanged, so that calls
+    /// still running on an older generation count against the limit.
+    pub fn share_slots_with(&mut self, previous: &Backend) {
+        if previous.limits.concurrency == self.limits.concurrency {
+            self.slots = previous.slots.clone();
+        }
+    }
+
     /// The backend's name.
     pub fn id(&self) -> &BackendId {
         &self.id

@@ -1,0 +1,341 @@
+//! Reload: one task builds the next generation off the request path and swaps it in.
+//!
+//! Triggers (file events on the config and on every plugin file it names, SIGHUP, the admin API)
+//! all go to one channel. The task debounces file events, so an editor's save or a copy in
+//! several writes is one reload, and triggers that arrive while a reload runs coalesce into one
+//! more. A reload is all or nothing: the config is parsed and checked, every plugin compiled (or
+//! fetched from the cache) and pre-instantiated on a blocking thread, and only then is the new
+//! generation installed. A refused reload leaves the current generation serving and is logged
+//! and shown by the admin API.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Config;
+use crate::gateway::{Gateway, Generation};
+use crate::runtime::Runtime;
+use crate::state::StateStore;
+
+/// What asked for a reload.
+#[derive(Debug)]
+pub enum Trigger {
+    /// A watched file changed.
+    File(PathBuf),
+    /// SIGHUP.
+    Signal,
+    /// The admin API, which waits for the outcome.
+    Admin(oneshot::Sender<Result<u64, String>>),
+}
+
+/// What the admin API shows about reloading.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ReloadStatus {
+    /// The generation being served.
+    pub generation: u64,
+    /// When it was loaded (RFC 3339).
+    pub loaded_at: String,
+    /// How long building it took, in milliseconds.
+    pub load_ms: u64,
+    /// Successful reloads since start.
+    pub reloads: u64,
+    /// Refused reloads since start.
+    pub refused: u64,
+    /// The last refused reload, if any.
+    pub last_refused: Option<Refusal>,
+    /// Settings changed in the file that take effect only at restart.
+    pub restart_needed: Vec<&'static str>,
+}
+
+/// A refused reload.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refusal {
+    /// When (RFC 3339).
+    pub at: String,
+    /// Why: the config error or the plugin that could not load.
+    pub reason: String,
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// The reload task's mailbox and its status, for the admin API and the signal handler.
+#[derive(Clone)]
+pub struct ReloadHandle {
+    triggers: mpsc::UnboundedSender<Trigger>,
+    status: Arc<Mutex<ReloadStatus>>,
+}
+
+impl ReloadHandle {
+    /// Reload now and wait for the outcome: the new generation's number, or why it was refused.
+    pub async fn reload(&self) -> Result<u64, String> {
+        let (tx, rx) = oneshot::channel();
+        self.triggers
+            .send(Trigger::Admin(tx))
+            .map_err(|_| "the reload task has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the reload task has stopped".to_string())?
+    }
+
+    /// The current status.
+    pub fn status(&self) -> ReloadStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The one task that reloads.
+pub struct Reloader {
+    gateway: Arc<Gateway>,
+    runtime: Arc<Runtime>,
+    state: Arc<dyn StateStore>,
+    /// The config the gateway started with: what start-only settings are.
+    initial: Config,
+    status: Arc<Mutex<ReloadStatus>>,
+    triggers: mpsc::UnboundedSender<Trigger>,
+    inbox: mpsc::UnboundedReceiver<Trigger>,
+    watch: Option<FileWatch>,
+}
+
+impl Reloader {
+    /// A reloader for `gateway`, which starts (or started) from `initial`.
+    pub fn new(
+        gateway: Arc<Gateway>,
+        runtime: Arc<Runtime>,
+        state: Arc<dyn StateStore>,
+        initial: Config,
+    ) -> Reloader {
+        let (triggers, inbox) = mpsc::unbounded_channel();
+        Reloader {
+            gateway,
+            runtime,
+            state,
+            initial,
+            status: Arc::default(),
+            triggers,
+            inbox,
+            watch: None,
+        }
+    }
+
+    /// A handle to trigger reloads and read the status.
+    pub fn handle(&self) -> ReloadHandle {
+        ReloadHandle {
+            triggers: self.triggers.clone(),
+            status: self.status.clone(),
+        }
+    }
+
+    /// Reload on every trigger, for as long as the runtime runs. Call it once the first
+    /// generation is installed. Starts the file watcher when the config asks for it, and the
+    /// SIGHUP handler.
+    pub async fn run(mut self) {
+        if let Some(generation) = self.gateway.current() {
+            let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            status.generation = generation.number;
+            status.loaded_at = rfc3339(generation.loaded_at);
+        }
+        if self.initial.reload.watch {
+            match FileWatch::new(self.triggers.clone()) {
+                Ok(watch) => self.watch = Some(watch),
+                Err(e) => tracing::error!("cannot watch files, reload by SIGHUP or admin API: {e}"),
+            }
+        }
+        if let Some(generation) = self.gateway.current() {
+            self.watch_files_of(&generation.config);
+        }
+        spawn_sighup(self.triggers.clone());
+        let debounce = self.initial.reload.debounce;
+        while let Some(first) = self.inbox.recv().await {
+            let mut waiters = Vec::new();
+            let from_files = collect(first, &mut waiters);
+            // File events come in bursts: wait until they stop.
+            if from_files && waiters.is_empty() {
+                while let Ok(Some(trigger)) =
+                    tokio::time::timeout(debounce, self.inbox.recv()).await
+                {
+                    collect(trigger, &mut waiters);
+                }
+            }
+            while let Ok(trigger) = self.inbox.try_recv() {
+                collect(trigger, &mut waiters);
+            }
+            let outcome = self.reload_once().await;
+            for waiter in waiters {
+                let _ = waiter.send(outcome.clone());
+            }
+        }
+    }
+
+    async fn reload_once(&mut self) -> Result<u64, String> {
+        let started = Instant::now();
+        let previous = self.gateway.current();
+        let number = previous.as_ref().map(|g| g.number).unwrap_or(0) + 1;
+        let path = self.initial.source.clone();
+        let (runtime, state) = (self.runtime.clone(), self.state.clone());
+        let built = tokio::task::spawn_blocking(move || -> Result<Generation, String> {
+            let config = Config::load(&path).map_err(|e| e.to_string())?;
+            Generation::load(number, config, &runtime, &state, previous.as_deref())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("the reload failed: {e}"))
+        .and_then(|built| built);
+        let load_ms = started.elapsed().as_millis() as u64;
+
+        match built {
+            Ok(generation) => {
+                let restart_needed = self.initial.restart_only_changes(&generation.config);
+                if !restart_needed.is_empty() {
+                    tracing::warn!(
+                        settings = ?restart_needed,
+                        "these settings changed and take effect only after a restart"
+                    );
+                }
+                self.watch_files_of(&generation.config);
+                let loaded_at = generation.loaded_at;
+                let backends = generation.backends.len();
+                self.gateway.install(generation);
+                tracing::info!(generation = number, backends, load_ms, "reloaded");
+                let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+                status.generation = number;
+                status.loaded_at = rfc3339(loaded_at);
+                status.load_ms = load_ms;
+                status.reloads += 1;
+                status.restart_needed = restart_needed;
+                Ok(number)
+            }
+            Err(reason) => {
+                tracing::error!(
+                    "reload refused, generation {} keeps serving: {reason}",
+                    number - 1
+                );
+                // A config that no longer parses may still name plugins to watch: keep the old set.
+                let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+                status.refused += 1;
+                status.last_refused = Some(Refusal {
+                    at: rfc3339(SystemTime::now()),
+                    reason: reason.clone(),
+                });
+                Err(reason)
+            }
+        }
+    }
+
+    fn watch_files_of(&mut self, config: &Config) {
+        if let Some(watch) = &mut self.watch {
+            let mut files = vec![config.source.clone()];
+            files.extend(config.backends.values().map(|b| b.plugin.clone()));
+            watch.set(&files);
+        }
+    }
+}
+
+/// Note a trigger; keep the admin's reply channel. Whether it was a file event.
+fn collect(trigger: Trigger, waiters: &mut Vec<oneshot::Sender<Result<u64, String>>>) -> bool {
+    match trigger {
+        Trigger::Admin(tx) => {
+            waiters.push(tx);
+            false
+        }
+        Trigger::File(path) => {
+            tracing::debug!(path = %path.display(), "file changed");
+            true
+        }
+        Trigger::Signal => {
+            tracing::info!("SIGHUP: reloading");
+            false
+        }
+    }
+}
+
+/// Watches the directories of the files of interest (a file replaced by rename is a new inode,
+/// so watching the file itself would lose it) and reports events on those files.
+struct FileWatch {
+    watcher: notify::RecommendedWatcher,
+    files: Arc<Mutex<HashSet<PathBuf>>>,
+    dirs: HashSet<PathBuf>,
+}
+
+impl FileWatch {
+    fn new(triggers: mpsc::UnboundedSender<Trigger>) -> notify::Result<FileWatch> {
+        let files: Arc<Mutex<HashSet<PathBuf>>> = Arc::default();
+        let interest = files.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            if matches!(event.kind, EventKind::Access(_)) && !is_close_after_write(&event.kind) {
+                return;
+            }
+            let files = interest.lock().unwrap_or_else(|e| e.into_inner());
+            for path in event.paths {
+                if files.contains(&path) {
+                    let _ = triggers.send(Trigger::File(path));
+                }
+            }
+        })?;
+        Ok(FileWatch {
+            watcher,
+            files,
+            dirs: HashSet::new(),
+        })
+    }
+
+    fn set(&mut self, files: &[PathBuf]) {
+        let files: HashSet<PathBuf> = files.iter().map(|f| absolute(f)).collect();
+        let dirs: HashSet<PathBuf> = files
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .collect();
+        for dir in self.dirs.difference(&dirs) {
+            let _ = self.watcher.unwatch(dir);
+        }
+        for dir in dirs.difference(&self.dirs) {
+            if let Err(e) = self.watcher.watch(dir, RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %dir.display(), "cannot watch: {e}");
+            }
+        }
+        self.dirs = dirs;
+        *self.files.lock().unwrap_or_else(|e| e.into_inner()) = files;
+    }
+}
+
+fn is_close_after_write(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Access(notify::event::AccessKind::Close(
+            notify::event::AccessMode::Write
+        ))
+    )
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(unix)]
+fn spawn_sighup(triggers: mpsc::UnboundedSender<Trigger>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangup) => {
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    if triggers.send(Trigger::Signal).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot listen for SIGHUP: {e}"),
+    }
+}
+
+#[cfg(not(unix))]
+fn spawn_sighup(_: mpsc::UnboundedSender<Trigger>) {}

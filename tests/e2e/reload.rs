@@ -1,0 +1,329 @@
+//! Hot reload: new plugin builds and config changes go live without a restart or a failed
+//! request; broken ones are refused while the previous generation keeps serving.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{
+    Gateway, Workdir, generation_of, plugin, pool_backend, provision_body, toml_str,
+};
+
+const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n[reload]\ndebounce = \"100ms\"\n\n";
+
+/// A backend `x` whose plugin file is `plugin.wasm` in the workdir. Its settings suit both the
+/// fault fixture (discovers cluster `v1`) and the static plugin (discovers cluster `v2`), so
+/// swapping the file changes what discovery says.
+fn swappable(extra: &str) -> String {
+    format!(
+        "{ADMIN}[backends.x]\nplugin = \"plugin.wasm\"\n[backends.x.settings]\nmode = \"echo\"\n\
+         cluster_id = \"v1\"\nclusters = [{{ cluster_id = \"v2\", nodes = [{{ node_id = \"s1\", \
+         agent_address = \"http://10.0.0.9:37000\" }}] }}]\n\n{extra}"
+    )
+}
+
+fn copy_plugin(name: &str, to: &std::path::Path) {
+    std::fs::copy(plugin(name), to).unwrap();
+}
+
+/// Poll discovery until it reports `cluster`; the generation that answered.
+async fn wait_for_cluster(gw: &Gateway, cluster: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, headers, body) = gw.get_with_headers("/discover").await;
+        if status == 200 && body["clusters"][0]["cluster_id"] == cluster {
+            return generation_of(&headers);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw cluster {cluster}: {status} {body}\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_replaced_by_rename_or_in_place_goes_live_in_a_new_generation() {
+    let work = Workdir::new();
+    let file = work.path().join("plugin.wasm");
+    copy_plugin("fault", &file);
+    let gw = work.start(&swappable("")).await;
+    assert_eq!(wait_for_cluster(&gw, "v1").await, 1);
+
+    // The usual deployment: write beside, rename over.
+    let staged = work.path().join("plugin.wasm.new");
+    copy_plugin("static_clusters", &staged);
+    std::fs::rename(&staged, &file).unwrap();
+    let after_rename = wait_for_cluster(&gw, "v2").await;
+    assert!(after_rename >= 2, "generation {after_rename}");
+
+    // Written in place.
+    std::fs::write(&file, std::fs::read(plugin("fault")).unwrap()).unwrap();
+    let after_write = wait_for_cluster(&gw, "v1").await;
+    assert!(after_write > after_rename, "generation {after_write}");
+    let status = gw.admin_generation().await;
+    assert_eq!(status["generation"], json!(after_write));
+}
+
+#[tokio::test]
+async fn a_backend_and_a_route_added_to_the_config_are_used() {
+    let work = Workdir::new();
+    let blue = pool_backend("blue", &[("blue-1", "small")]);
+    let gw = work
+        .start(&format!("{ADMIN}{blue}[[routes]]\nbackend = \"blue\"\n"))
+        .await;
+    let kafka = provision_body("k1", "kafka", "brokers", "small");
+
+    work.write_config(&format!(
+        "{ADMIN}{blue}{}[[routes]]\nstore = \"kafka\"\nbackend = \"green\"\n\n[[routes]]\nbackend = \"blue\"\n",
+        pool_backend("green", &[("green-1", "small")])
+    ));
+    gw.wait_status("generation 2", |s| s["generation"] == 2)
+        .await;
+    let (status, headers, reply) = gw.post_with_headers("/provision", &kafka).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["node_ids"], json!(["green-1"]));
+    assert_eq!(generation_of(&headers), 2);
+
+    // SIGHUP reloads too (the same config: a new generation, same behaviour).
+    gw.signal(libc::SIGHUP);
+    gw.wait_status("generation 3", |s| s["generation"] == 3)
+        .await;
+    assert_eq!(
+        gw.get_with_headers("/discover").await.1["platform-gateway-generation"],
+        "3"
+    );
+}
+
+#[tokio::test]
+async fn broken_configs_and_plugins_are_refused_and_the_old_generation_keeps_serving() {
+    let work = Workdir::new();
+    let file = work.path().join("plugin.wasm");
+    copy_plugin("fault", &file);
+    let good = swappable("[[routes]]\nbackend = \"x\"\n");
+    let gw = work.start(&good).await;
+    let mut refused = 0;
+
+    let mut expect_refusal = async |what: &str, needle: &str| {
+        refused += 1;
+        let status = gw
+            .wait_status(what, |s| s["refused"] == json!(refused))
+            .await;
+        let reason = status["last_refused"]["reason"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(reason.contains(needle), "{what}: {reason}");
+        assert_eq!(status["generation"], json!(1), "{what}");
+        // Still serving, on generation 1, with the old plugin.
+        let (code, headers, body) = gw.get_with_headers("/discover").await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(generation_of(&headers), 1);
+        assert_eq!(body["clusters"][0]["cluster_id"], "v1");
+        reason
+    };
+
+    // A config that does not parse: the reason names the line.
+    std::fs::write(work.path().join("gateway.toml"), "[server\nlisten = 1\n").unwrap();
+    expect_refusal("a broken config", "line 1").await;
+
+    // A backend removed while a route still names it.
+    work.write_config(&format!("{ADMIN}[[routes]]\nbackend = \"x\"\n"));
+    expect_refusal("a dangling route", "unknown backend `x`").await;
+
+    // A plugin that does not compile.
+    work.write_config(&good);
+    std::fs::write(&file, b"\0asm\x0d\0\x01\0garbage").unwrap();
+    expect_refusal("a broken plugin", "backend `x`").await;
+
+    // A valid component that does not implement the plugin world (a plain core module here).
+    std::fs::write(&file, b"\0asm\x01\0\0\0").unwrap();
+    expect_refusal("a plugin of the wrong kind", "not a usable component").await;
+
+    // Mended: the next reload succeeds.
+    copy_plugin("static_clusters", &file);
+    assert!(wait_for_cluster(&gw, "v2").await >= 2);
+    let (status, body) = gw.admin("/admin/reload", Some(&json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_call_in_flight_during_a_reload_finishes_on_its_generation() {
+    let work = Workdir::new();
+    let slow = |mode: &str| {
+        format!(
+            "{ADMIN}[backends.x]\nplugin = {}\n[backends.x.settings]\nmode = \"{mode}\"\nsleep_ms = 1500\n\n\
+             [[routes]]\nbackend = \"x\"\n",
+            toml_str(&plugin("fault").display().to_string())
+        )
+    };
+    let gw = Arc::new(work.start(&slow("sleep")).await);
+    let in_flight = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let reply = gw
+                .post_with_headers("/provision", &provision_body("c", "s", "g", "small"))
+                .await;
+            (reply, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    work.write_config(&slow("echo"));
+    let (status, body) = gw.admin("/admin/reload", Some(&json!({}))).await;
+    assert_eq!((status, &body), (200, &json!({ "generation": 2 })));
+
+    // New requests get the new generation (no sleep) while the old call is still running.
+    let started = Instant::now();
+    let (status, headers, _) = gw
+        .post_with_headers("/provision", &provision_body("c", "s", "g", "small"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(generation_of(&headers), 2);
+    assert!(started.elapsed() < Duration::from_millis(1000));
+
+    let ((status, headers, body), elapsed) = in_flight.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        generation_of(&headers),
+        1,
+        "finished on the generation it started on"
+    );
+    assert!(elapsed >= Duration::from_millis(1500), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn twenty_reloads_under_steady_load_fail_no_request() {
+    let work = Workdir::new();
+    let machines: Vec<(String, &str)> = (1..=16).map(|i| (format!("m{i}"), "small")).collect();
+    let machines: Vec<(&str, &str)> = machines.iter().map(|(m, c)| (m.as_str(), *c)).collect();
+    let config = |timeout_ms: u32| {
+        format!(
+            "{ADMIN}{}[[routes]]\nbackend = \"pool\"\n",
+            pool_backend("pool", &machines).replace(
+                "[backends.pool.settings]",
+                &format!("limits = {{ timeout = \"{timeout_ms}ms\" }}\n[backends.pool.settings]")
+            )
+        )
+    };
+    let gw = Arc::new(work.start(&config(5000)).await);
+
+    // Eight clients, each provisioning a node, discovering and deprovisioning it, until told to
+    // stop (bounded by the reloads below and a 120 s safety limit).
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let failures: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            let (gw, stop, served, failed, failures) = (
+                gw.clone(),
+                stop.clone(),
+                served.clone(),
+                failed.clone(),
+                failures.clone(),
+            );
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                let cluster = format!("c{client}");
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let mut record = |what: &str, status: u16, body: &Value| {
+                        if (200..300).contains(&status) {
+                            served.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("{what} {status} {body}"));
+                        }
+                    };
+                    let (status, reply) = gw
+                        .post("/provision", &provision_body(&cluster, "s", "g", "small"))
+                        .await;
+                    record("provision", status, &reply);
+                    let (status, body) = gw.get("/discover").await;
+                    record("discover", status, &body);
+                    if let Some(node) = reply["node_ids"][0].as_str() {
+                        let (status, body) = gw
+                            .post(
+                                "/deprovision",
+                                &json!({ "cluster_id": cluster, "node_id": node }),
+                            )
+                            .await;
+                        record("deprovision", status, &body);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Twenty reloads: config edits picked up by the watcher, alternating with admin calls.
+    for i in 1..=20u64 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if i % 2 == 0 {
+            work.write_config(&config(5000 + i as u32));
+            gw.wait_status("a watched reload", |s| s["generation"] == json!(i + 1))
+                .await;
+        } else {
+            let (status, body) = gw.admin("/admin/reload", Some(&json!({}))).await;
+            assert_eq!((status, body), (200, json!({ "generation": i + 1 })));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let (served, failed) = (
+        served.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    println!("under 20 reloads: {served} requests served, {failed} failed");
+    assert_eq!(failed, 0, "{:?}", failures.lock().unwrap());
+    assert!(
+        served > 100,
+        "the load was too light to mean anything: {served}"
+    );
+    assert_eq!(gw.admin_generation().await["reloads"], json!(20));
+}
+
+#[tokio::test]
+async fn nodes_provisioned_before_a_reload_are_deprovisioned_after_it() {
+    let work = Workdir::new();
+    let pool = pool_backend("pool", &[("m1", "small"), ("m2", "small")]);
+    let gw = work
+        .start(&format!("{ADMIN}{pool}[[routes]]\nbackend = \"pool\"\n"))
+        .await;
+    let mut body = provision_body("c1", "s", "g", "small");
+    body["provision"]["count"] = json!(2);
+    let (status, reply) = gw.post("/provision", &body).await;
+    assert_eq!(status, 200, "{reply}");
+
+    // The backend keeps its name; the routes now send new work elsewhere.
+    work.write_config(&format!(
+        "{ADMIN}{pool}{}[[routes]]\nbackend = \"other\"\n",
+        pool_backend("other", &[("o1", "small")])
+    ));
+    gw.wait_status("generation 2", |s| s["generation"] == 2)
+        .await;
+    let (status, headers, discovery) = gw.get_with_headers("/discover").await;
+    assert_eq!(status, 200);
+    assert_eq!(generation_of(&headers), 2);
+    assert_eq!(
+        discovery["clusters"][0]["nodes"].as_array().unwrap().len(),
+        2
+    );
+    for node in ["m1", "m2"] {
+        let (status, reply) = gw
+            .post(
+                "/deprovision",
+                &json!({ "cluster_id": "c1", "node_id": node }),
+            )
+            .await;
+        assert_eq!(status, 204, "{reply}");
+    }
+    assert_eq!(gw.discover().await, json!({ "clusters": [] }));
+}
