@@ -229,7 +229,7 @@ async fn twenty_reloads_under_steady_load_fail_no_request() {
                 let deadline = Instant::now() + Duration::from_secs(120);
                 let cluster = format!("c{client}");
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    let mut record = |what: &str, status: u16, body: &Value| {
+                    let record = |what: &str, status: u16, body: &Value| {
                         if (200..300).contains(&status) {
                             served.fetch_add(1, Ordering::Relaxed);
                         } else {
