@@ -99,6 +99,10 @@ pub struct Limits {
     /// How many calls of the backend may run at once; more wait for a free slot, up to the
     /// call's deadline.
     pub concurrency: usize,
+    /// How many calls may wait for a slot; beyond that a call is refused at once (503).
+    pub queue: usize,
+    /// The largest answer the plugin may return, about as encoded for the client.
+    pub max_response: usize,
 }
 
 impl Default for Limits {
@@ -107,6 +111,8 @@ impl Default for Limits {
             memory: 64 << 20,
             timeout: Duration::from_secs(10),
             concurrency: 16,
+            queue: 64,
+            max_response: 4 << 20,
         }
     }
 }
@@ -215,6 +221,8 @@ struct RawLimits {
     #[serde(default, with = "humantime_serde::option")]
     timeout: Option<Duration>,
     concurrency: Option<Spanned<usize>>,
+    queue: Option<usize>,
+    max_response: Option<Spanned<ByteSize>>,
 }
 
 #[derive(Deserialize)]
@@ -448,6 +456,20 @@ fn validate_limits(
         }
         limits.concurrency = concurrency.into_inner();
     }
+    if let Some(queue) = raw.queue {
+        limits.queue = queue;
+    }
+    if let Some(max_response) = raw.max_response {
+        let bytes = max_response.get_ref().as_u64();
+        if bytes == 0 {
+            return Err(invalid(
+                max_response.span(),
+                format!("backends.{backend}.limits.max_response"),
+                "must be more than 0".to_string(),
+            ));
+        }
+        limits.max_response = bytes as usize;
+    }
     Ok(limits)
 }
 
@@ -514,7 +536,7 @@ machines = [{ id = "m1", ok = true }]
             r#"
 [backends.pool]
 plugin = "pool.wasm"
-limits = { memory = "16MiB", timeout = "250ms", concurrency = 4 }
+limits = { memory = "16MiB", timeout = "250ms", concurrency = 4, queue = 2, max_response = "1KiB" }
 "#,
         )
         .unwrap();
@@ -522,6 +544,8 @@ limits = { memory = "16MiB", timeout = "250ms", concurrency = 4 }
         assert_eq!(limits.memory, 16 << 20);
         assert_eq!(limits.timeout, Duration::from_millis(250));
         assert_eq!(limits.concurrency, 4);
+        assert_eq!(limits.queue, 2);
+        assert_eq!(limits.max_response, 1024);
     }
 
     #[test]

@@ -158,9 +158,17 @@ fn check_node_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Result<(), String> 
 
 /// Check one backend's discovery answer: non-empty IDs, no node twice in a cluster.
 pub fn check_discovery(backend: &BackendId, clusters: &[wit::Cluster]) -> Result<(), ApiError> {
+    let mut seen = HashSet::new();
     for cluster in clusters {
         let problem = if cluster.cluster_id.is_empty() {
             Some("a cluster ID is empty".to_string())
+        } else if !seen.insert(cluster.cluster_id.as_str()) {
+            Some(format!("cluster `{}` is listed twice", cluster.cluster_id))
+        } else if let Some(node) = cluster.nodes.iter().find(|n| n.agent_address.is_empty()) {
+            Some(format!(
+                "cluster `{}`: node `{}` has no agent address",
+                cluster.cluster_id, node.node_id
+            ))
         } else {
             check_node_ids(cluster.nodes.iter().map(|n| n.node_id.as_str()))
                 .err()
@@ -208,7 +216,7 @@ pub fn call_error(backend: &BackendId, operation: &str, error: CallError) -> Api
             StatusCode::SERVICE_UNAVAILABLE,
             format!("backend `{backend}` {error} ({operation})"),
         ),
-        CallError::OutOfMemory(_) | CallError::Trap(_) => (
+        CallError::OutOfMemory(_) | CallError::Trap(_) | CallError::TooLarge { .. } => (
             StatusCode::BAD_GATEWAY,
             format!("backend `{backend}` {error} ({operation})"),
         ),
@@ -380,6 +388,7 @@ mod tests {
             (CallError::OutOfMemory(1 << 20), 502),
             (CallError::Trap("unreachable".into()), 502),
             (CallError::Busy(4), 503),
+            (CallError::TooLarge { size: 9, limit: 1 }, 502),
             (CallError::Host("no slot".into()), 500),
         ];
         for (error, status) in cases {
@@ -405,5 +414,10 @@ mod tests {
         assert!(check_discovery(&b, &[cluster(vec![node("a"), node("b")])]).is_ok());
         assert!(check_discovery(&b, &[cluster(vec![node("a"), node("a")])]).is_err());
         assert!(check_discovery(&b, &[cluster(vec![node("")])]).is_err());
+        let twice = [cluster(vec![node("a")]), cluster(vec![node("b")])];
+        assert!(check_discovery(&b, &twice).is_err());
+        let mut no_address = node("a");
+        no_address.agent_address.clear();
+        assert!(check_discovery(&b, &[cluster(vec![no_address])]).is_err());
     }
 }

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod error;
 pub mod model;
+mod strict;
 
 use std::sync::Arc;
 use std::time::Instant;

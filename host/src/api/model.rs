@@ -2,13 +2,15 @@
 //! newer Replicante clients send and read (see `README.md`, "HTTP API").
 //!
 //! Decoding is strict: unknown fields are rejected, so a typo in a field name is a 400 rather
-//! than a silently ignored setting. Checks that serde cannot express live in
+//! than a silently ignored setting, and so are keys given twice (see [`strict`]). Checks that serde cannot express live in
 //! [`crate::convert`], which turns these models into what plugins receive.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use super::strict;
 
 /// `POST /provision` body.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,7 +27,7 @@ pub struct ProvisionRequest {
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
     /// Attributes of every node of the cluster; absent or `null` means none.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::attributes")]
     pub attributes: Option<Map<String, Value>>,
     /// The cluster's ID.
     pub cluster_id: String,
@@ -34,6 +36,7 @@ pub struct ClusterSpec {
     /// The cluster's store version.
     pub store_version: String,
     /// The node groups, by ID.
+    #[serde(deserialize_with = "strict::unique_keys")]
     pub nodes: BTreeMap<String, NodeGroupSpec>,
 }
 
@@ -42,7 +45,7 @@ pub struct ClusterSpec {
 #[serde(deny_unknown_fields)]
 pub struct NodeGroupSpec {
     /// Attributes of the group's nodes, merged over the cluster's.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::attributes")]
     pub attributes: Option<Map<String, Value>>,
     /// How many nodes the group should have overall.
     pub desired_count: u32,

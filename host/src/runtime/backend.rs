@@ -1,10 +1,15 @@
-//! A loaded backend and the way one call runs: wait for a slot, build a fresh store with the
-//! memory cap and deadline, instantiate, call, classify what went wrong, drop the store.
+//! A loaded backend and the way one call runs: wait for a slot (or refuse when the queue is
+//! full), build a fresh store with the memory cap and deadline, instantiate, call, check the
+//! size of the answer, classify what went wrong, drop the store.
 //!
-//! Calls are synchronous wasm on tokio's blocking pool: a plugin that spins burns one blocking
-//! thread until its epoch deadline traps it, never an async worker.
+//! Calls run on tokio's blocking pool, each driven to completion by its own `block_on`: a
+//! plugin that spins burns one blocking thread until its epoch deadline traps it, and the host
+//! calls that block (the state store's fsync) never stall an async worker. The same deadline
+//! also bounds the host calls that wait (a WASI sleep, later an outbound request): the whole
+//! call is a future under `tokio::time::timeout`, dropped when time is up.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -12,6 +17,7 @@ use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
+use super::bindings::Plugin;
 use super::{CallState, EPOCH_TICK, Prepared, wit};
 use crate::capability::{logging::Logging, settings::Settings, state::PluginState};
 use crate::config::{BackendConfig, Limits};
@@ -36,8 +42,16 @@ pub enum CallError {
     /// The plugin trapped (a panic, `unreachable`, a bad memory access).
     #[error("crashed: {0}")]
     Trap(String),
-    /// Every call slot stayed busy until the deadline.
-    #[error("is busy: all {0} call slots stayed in use")]
+    /// The answer is larger than the backend may return.
+    #[error("returned about {size} bytes, over its limit of {limit}")]
+    TooLarge {
+        /// The answer's approximate size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Every call slot is busy and the queue is full, or stayed busy until the deadline.
+    #[error("is busy: all {0} call slots are in use")]
     Busy(usize),
     /// The host failed to run the call (no instance slot, an internal error).
     #[error("could not be run: {0}")]
@@ -73,6 +87,89 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// One call of the `provider` interface.
+enum Call {
+    Discover,
+    Provision(wit::ProvisionRequest),
+    Deprovision(wit::DeprovisionRequest),
+}
+
+impl Call {
+    fn name(&self) -> &'static str {
+        match self {
+            Call::Discover => "discover",
+            Call::Provision(_) => "provision",
+            Call::Deprovision(_) => "deprovision",
+        }
+    }
+}
+
+/// Its answer.
+enum Answer {
+    Discover(Vec<wit::Cluster>),
+    Provision(wit::ProvisionResponse),
+    Deprovision,
+}
+
+impl Answer {
+    /// About how many bytes the answer takes once encoded for the client.
+    fn size(&self) -> usize {
+        const PER_ITEM: usize = 16;
+        match self {
+            Answer::Discover(clusters) => clusters
+                .iter()
+                .map(|c| {
+                    PER_ITEM
+                        + c.cluster_id.len()
+                        + c.nodes
+                            .iter()
+                            .map(|n| {
+                                PER_ITEM
+                                    + n.node_id.len()
+                                    + n.agent_address.len()
+                                    + n.node_class.len()
+                                    + n.node_group.as_ref().map_or(0, String::len)
+                            })
+                            .sum::<usize>()
+                })
+                .sum(),
+            Answer::Provision(p) => p
+                .node_ids
+                .iter()
+                .flatten()
+                .map(|id| PER_ITEM + id.len())
+                .sum(),
+            Answer::Deprovision => 0,
+        }
+    }
+}
+
+async fn invoke(
+    plugin: &Plugin,
+    store: &mut Store<CallState>,
+    call: &Call,
+) -> wasmtime::Result<Result<Answer, wit::Error>> {
+    let provider = plugin.replicante_platform_provider();
+    Ok(match call {
+        Call::Discover => provider.call_discover(store).await?.map(Answer::Discover),
+        Call::Provision(request) => provider
+            .call_provision(store, request)
+            .await?
+            .map(Answer::Provision),
+        Call::Deprovision(request) => provider
+            .call_deprovision(store, request)
+            .await?
+            .map(|()| Answer::Deprovision),
+    })
+}
+
+/// A backend's call slots and the calls waiting for one; shared by the generations that keep
+/// the backend's name and concurrency limit.
+struct Slots {
+    semaphore: Arc<Semaphore>,
+    waiting: AtomicUsize,
+}
+
 /// A configured, loaded backend: its compiled plugin, settings, limits and call slots.
 pub struct Backend {
     id: BackendId,
@@ -80,7 +177,7 @@ pub struct Backend {
     engine: wasmtime::Engine,
     settings: Settings,
     limits: Limits,
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
     state: Arc<dyn StateStore>,
 }
 
@@ -98,7 +195,10 @@ impl Backend {
             engine: engine.clone(),
             settings: Settings::new(&config.settings),
             limits: config.limits.clone(),
-            slots: Arc::new(Semaphore::new(config.limits.concurrency)),
+            slots: Arc::new(Slots {
+                semaphore: Arc::new(Semaphore::new(config.limits.concurrency)),
+                waiting: AtomicUsize::new(0),
+            }),
             state,
         }
     }
@@ -128,10 +228,10 @@ impl Backend {
 
     /// Every cluster and node the backend reports.
     pub async fn discover(self: &Arc<Self>) -> Result<Vec<wit::Cluster>, CallError> {
-        self.call("discover", |plugin, store| {
-            plugin.replicante_platform_provider().call_discover(store)
-        })
-        .await
+        match self.call(Call::Discover).await? {
+            Answer::Discover(clusters) => Ok(clusters),
+            _ => unreachable!("discover answers with clusters"),
+        }
     }
 
     /// Provision nodes.
@@ -139,12 +239,10 @@ impl Backend {
         self: &Arc<Self>,
         request: wit::ProvisionRequest,
     ) -> Result<wit::ProvisionResponse, CallError> {
-        self.call("provision", move |plugin, store| {
-            plugin
-                .replicante_platform_provider()
-                .call_provision(store, &request)
-        })
-        .await
+        match self.call(Call::Provision(request)).await? {
+            Answer::Provision(response) => Ok(response),
+            _ => unreachable!("provision answers with a provision response"),
+        }
     }
 
     /// Deprovision a node.
@@ -152,52 +250,49 @@ impl Backend {
         self: &Arc<Self>,
         request: wit::DeprovisionRequest,
     ) -> Result<(), CallError> {
-        self.call("deprovision", move |plugin, store| {
-            plugin
-                .replicante_platform_provider()
-                .call_deprovision(store, &request)
-        })
-        .await
+        self.call(Call::Deprovision(request)).await.map(|_| ())
     }
 
-    async fn call<R, F>(self: &Arc<Self>, operation: &'static str, f: F) -> Result<R, CallError>
-    where
-        R: Send + 'static,
-        F: FnOnce(
-                &super::bindings::Plugin,
-                &mut Store<CallState>,
-            ) -> wasmtime::Result<Result<R, wit::Error>>
-            + Send
-            + 'static,
-    {
+    async fn call(self: &Arc<Self>, call: Call) -> Result<Answer, CallError> {
         let timeout = self.limits.timeout;
         let deadline = Instant::now() + timeout;
-        // Waiting for a slot counts against the call's deadline.
-        let permit = tokio::time::timeout(timeout, self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| CallError::Busy(self.limits.concurrency))?
-            .map_err(|_| CallError::Host("backend is shut down".into()))?;
+        let permit = self.wait_for_slot(timeout).await?;
         let this = self.clone();
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            this.call_blocking(operation, deadline, f)
+            runtime.block_on(this.run(call, deadline))
         })
         .await
         .map_err(|e| CallError::Host(format!("the call's thread failed: {e}")))?
     }
 
-    fn call_blocking<R, F>(
+    /// A call slot; waiting counts against the deadline, and when the queue of waiting calls is
+    /// full the call is refused at once.
+    async fn wait_for_slot(
         &self,
-        operation: &'static str,
-        deadline: Instant,
-        f: F,
-    ) -> Result<R, CallError>
-    where
-        F: FnOnce(
-            &super::bindings::Plugin,
-            &mut Store<CallState>,
-        ) -> wasmtime::Result<Result<R, wit::Error>>,
-    {
+        timeout: Duration,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, CallError> {
+        let busy = CallError::Busy(self.limits.concurrency);
+        if let Ok(permit) = self.slots.semaphore.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        if self.slots.waiting.fetch_add(1, Ordering::AcqRel) >= self.limits.queue {
+            self.slots.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(busy);
+        }
+        let permit =
+            tokio::time::timeout(timeout, self.slots.semaphore.clone().acquire_owned()).await;
+        self.slots.waiting.fetch_sub(1, Ordering::AcqRel);
+        match permit {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(CallError::Host("backend is shut down".into())),
+            Err(_) => Err(busy),
+        }
+    }
+
+    async fn run(&self, call: Call, deadline: Instant) -> Result<Answer, CallError> {
+        let operation = call.name();
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         let data = CallState {
@@ -215,28 +310,42 @@ impl Backend {
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limiter);
-        // A deadline of n ticks fires between n-1 and n ticks after it is set: add one so the
-        // plugin always gets its whole timeout.
+        // Guest code is stopped by the epoch: a deadline of n ticks fires between n-1 and n
+        // ticks after it is set, so add one to give the plugin its whole timeout.
         let remaining = deadline.saturating_duration_since(Instant::now());
         let ticks = remaining.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
 
-        let result = self
-            .prepared
-            .pre
-            .instantiate(&mut store)
-            .and_then(|plugin| f(&plugin, &mut store));
+        // Host calls that wait are stopped by the timeout, which drops the whole call.
+        let outcome = tokio::time::timeout(remaining + EPOCH_TICK, async {
+            let plugin = self.prepared.pre.instantiate_async(&mut store).await?;
+            invoke(&plugin, &mut store, &call).await
+        })
+        .await;
 
         let output = stderr.contents();
         if !output.is_empty() {
             let text = String::from_utf8_lossy(&output);
             tracing::warn!(target: "plugin", backend = %self.id, operation, "stderr: {}", text.trim_end());
         }
-        match result {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(CallError::Plugin(error)),
-            Err(error) => Err(self.classify(error, store.data().limiter.refused, operation)),
+        match outcome {
+            Err(_elapsed) => {
+                tracing::warn!(backend = %self.id, operation, "call stopped at its deadline while waiting in a host call");
+                Err(CallError::Timeout(self.limits.timeout))
+            }
+            Ok(Ok(Ok(answer))) => {
+                let size = answer.size();
+                if size > self.limits.max_response {
+                    return Err(CallError::TooLarge {
+                        size,
+                        limit: self.limits.max_response,
+                    });
+                }
+                Ok(answer)
+            }
+            Ok(Ok(Err(error))) => Err(CallError::Plugin(error)),
+            Ok(Err(error)) => Err(self.classify(error, store.data().limiter.refused, operation)),
         }
     }
 

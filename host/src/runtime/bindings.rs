@@ -4,4 +4,7 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "replicante:platform/plugin",
+    // Exports are called as futures, so that a deadline can stop a call that waits in a host
+    // call; the host's own imports answer synchronously.
+    exports: { default: async },
 });

@@ -108,7 +108,7 @@ impl Runtime {
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::<CallState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         crate::capability::settings::add_to_linker(&mut linker, |s: &mut CallState| {
             s.settings.view()
         })?;

@@ -4,7 +4,11 @@
 //! Modes: `echo` (provision answers one node whose ID is the request it received, as JSON;
 //! discover reports one node, `node_id` in cluster `cluster_id` from the settings; deprovision
 //! succeeds for that node only), `loop` (spins forever), `oom` (allocates until it cannot),
-//! `trap` (executes `unreachable`), `panic`, `sleep` (sleeps `sleep_ms`, then behaves as `echo`).
+//! `trap` (executes `unreachable`), `panic`, `sleep` (sleeps `sleep_ms`, then behaves as `echo`),
+//! `huge` (discovery reports `huge_nodes` nodes), `invalid` (discovery reports a node without an
+//! ID, provision a count its node IDs disagree with), `state-loop` (writes state in a tight loop,
+//! ignoring errors), `probe` (tries the filesystem, the environment and a socket to `probe_addr`,
+//! and fails with a report of what it reached).
 
 use platform_sdk::{
     Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
@@ -18,7 +22,7 @@ fn setting(key: &str, default: &str) -> Result<String, Error> {
 fn misbehave() -> Result<(), Error> {
     let mode = settings::get("mode")?.unwrap_or_else(|| "echo".to_string());
     match mode.as_str() {
-        "echo" => Ok(()),
+        "echo" | "huge" | "invalid" => Ok(()),
         "loop" => {
             let mut n: u64 = 0;
             loop {
@@ -34,6 +38,10 @@ fn misbehave() -> Result<(), Error> {
         }
         "trap" => core::arch::wasm32::unreachable(),
         "panic" => panic!("the fault plugin panics on purpose"),
+        "state-loop" => loop {
+            let _ = platform_sdk::state::set("spin", b"x");
+        },
+        "probe" => Err(Error::Internal(probe())),
         "sleep" => {
             let ms: u64 = settings::json("sleep_ms")?.unwrap_or(1000);
             std::thread::sleep(std::time::Duration::from_millis(ms));
@@ -43,11 +51,68 @@ fn misbehave() -> Result<(), Error> {
     }
 }
 
+/// What the sandbox let through: each probe says `denied` or what it got.
+fn probe() -> String {
+    let fs = match std::fs::read_dir("/") {
+        Ok(entries) => format!("listed {} entries", entries.count()),
+        Err(_) => match std::fs::read("/etc/passwd") {
+            Ok(bytes) => format!("read {} bytes", bytes.len()),
+            Err(_) => "denied".to_string(),
+        },
+    };
+    let env = match std::env::vars().count() {
+        0 => "denied".to_string(),
+        n => format!("{n} variables"),
+    };
+    let addr = settings::get("probe_addr")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "127.0.0.1:9".to_string());
+    let net = match std::net::TcpStream::connect(&addr) {
+        Ok(_) => format!("connected to {addr}"),
+        Err(_) => "denied".to_string(),
+    };
+    format!("probe: fs={fs} env={env} net={net}")
+}
+
+fn mode() -> String {
+    settings::get("mode").ok().flatten().unwrap_or_default()
+}
+
 struct Fault;
 
 impl Provider for Fault {
     fn discover() -> Result<Vec<Cluster>, Error> {
         misbehave()?;
+        match mode().as_str() {
+            "huge" => {
+                let count: usize = settings::json("huge_nodes")?.unwrap_or(100_000);
+                let nodes = (0..count)
+                    .map(|i| Node {
+                        node_id: format!("node-{i:012}"),
+                        agent_address: format!("http://10.0.0.1:{i}"),
+                        node_class: String::new(),
+                        node_group: None,
+                    })
+                    .collect();
+                return Ok(vec![Cluster {
+                    cluster_id: "huge".to_string(),
+                    nodes,
+                }]);
+            }
+            "invalid" => {
+                return Ok(vec![Cluster {
+                    cluster_id: "bad".to_string(),
+                    nodes: vec![Node {
+                        node_id: String::new(),
+                        agent_address: "http://10.0.0.1:1".to_string(),
+                        node_class: String::new(),
+                        node_group: None,
+                    }],
+                }]);
+            }
+            _ => {}
+        }
         Ok(vec![Cluster {
             cluster_id: setting("cluster_id", "fault")?,
             nodes: vec![Node {
@@ -61,6 +126,12 @@ impl Provider for Fault {
 
     fn provision(request: ProvisionRequest) -> Result<ProvisionResponse, Error> {
         misbehave()?;
+        if mode() == "invalid" {
+            return Ok(ProvisionResponse {
+                count: 1,
+                node_ids: Some(vec!["a".to_string(), "b".to_string()]),
+            });
+        }
         let echo = serde_json::json!({
             "cluster_id": request.cluster_id,
             "store": request.store,
