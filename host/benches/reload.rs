@@ -206,7 +206,6 @@ fn main() {
                 .unwrap();
             assert!(reply.status().is_success());
             config_admin.push(since.elapsed());
-            next += 1;
         }
 
         println!("reload latency (platform-gateway release build, loopback)");

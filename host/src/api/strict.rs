@@ -163,6 +163,8 @@ mod tests {
         assert!(err.contains("duplicate key `c`"), "{err}");
         let err = parse(r#"{"groups": {"data": 1, "data": 2}}"#).unwrap_err();
         assert!(err.contains("duplicate key `data`"), "{err}");
+        let body = parse(r#"{"groups": {"data": 1, "arbiter": 2}}"#).unwrap();
+        assert_eq!(body.groups.len(), 2);
     }
 
     #[test]
