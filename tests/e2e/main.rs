@@ -2,6 +2,7 @@
 
 mod cli;
 mod faults;
+mod hardening;
 mod lifecycle;
 mod pool;
 mod providers;

@@ -1,0 +1,286 @@
+//! Hardening: every misbehaviour of a plugin costs its own request and nothing else, limits hold,
+//! the sandbox holds, and acknowledged allocations survive SIGKILL.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{
+    Gateway, Workdir, assert_error_shape, fault_backend_with, node_ids, pool_backend,
+    provision_body,
+};
+
+/// A misbehaving backend `bad` (provisions for store `bad`, and in discovery) beside a healthy
+/// pool (everything else).
+fn beside_a_pool(mode: &str, limits: &str, settings: &str) -> String {
+    format!(
+        "{}{}[[routes]]\nstore = \"bad\"\nbackend = \"bad\"\n\n[[routes]]\nbackend = \"pool\"\n",
+        fault_backend_with("bad", mode, limits, settings),
+        pool_backend("pool", &[("m1", "small"), ("m2", "small"), ("m3", "small")])
+    )
+}
+
+async fn provision_bad(gw: &Gateway) -> (u16, Value, Duration) {
+    let started = Instant::now();
+    let (status, body) = gw
+        .post("/provision", &provision_body("c1", "bad", "data", "small"))
+        .await;
+    (status, body, started.elapsed())
+}
+
+fn assert_names_backend(status: u16, body: &Value, needle: &str) {
+    assert_error_shape(status, body);
+    let message = body["error_msg"].as_str().unwrap();
+    assert!(message.contains("backend `bad`"), "{message}");
+    let full = format!("{message} {}", body["error_cause"].as_str().unwrap_or(""));
+    assert!(full.contains(needle), "{needle}: {full}");
+}
+
+#[tokio::test]
+async fn each_fault_gets_its_error_and_the_gateway_keeps_serving_every_backend() {
+    // (mode, limits, settings, operation, status, what the message says)
+    let cases: &[(&str, &str, &str, &str, u16, &str)] = &[
+        (
+            "loop",
+            "timeout = \"400ms\"",
+            "",
+            "provision",
+            504,
+            "did not answer within 400ms",
+        ),
+        ("trap", "", "", "provision", 502, "crashed"),
+        ("panic", "", "", "provision", 502, "crashed"),
+        (
+            "oom",
+            "memory = \"8MiB\"",
+            "",
+            "provision",
+            502,
+            "ran out of memory",
+        ),
+        (
+            "huge",
+            "max_response = \"1MiB\"",
+            "huge_nodes = 100000",
+            "discover",
+            502,
+            "over its limit",
+        ),
+        ("invalid", "", "", "discover", 502, "node ID is empty"),
+        (
+            "invalid",
+            "",
+            "",
+            "provision",
+            502,
+            "2 node IDs for a count of 1",
+        ),
+        (
+            "state-loop",
+            "timeout = \"400ms\"",
+            "",
+            "provision",
+            504,
+            "did not answer within 400ms",
+        ),
+        (
+            "sleep",
+            "timeout = \"400ms\"",
+            "sleep_ms = 5000",
+            "provision",
+            504,
+            "did not answer within 400ms",
+        ),
+    ];
+    for &(mode, limits, settings, operation, status, needle) in cases {
+        let gw = Gateway::start(&beside_a_pool(mode, limits, settings)).await;
+        for attempt in 0..2 {
+            let started = Instant::now();
+            let (got, body) = if operation == "discover" {
+                gw.get("/discover").await
+            } else {
+                let (got, body, _) = provision_bad(&gw).await;
+                (got, body)
+            };
+            assert_eq!(got, status, "{mode} {operation} #{attempt}: {body}");
+            assert_names_backend(got, &body, needle);
+            // Deadlines hold even when the plugin waits in a host call (sleep, state store).
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{mode}: {:?}",
+                started.elapsed()
+            );
+            // The other backend serves meanwhile.
+            let (ok, body) = gw
+                .post(
+                    "/provision",
+                    &provision_body("c2", "mongodb", "data", "small"),
+                )
+                .await;
+            assert_eq!(ok, 200, "{mode}: {body}");
+            let (ok, body) = gw
+                .post(
+                    "/deprovision",
+                    &json!({ "cluster_id": "c2", "node_id": body["node_ids"][0] }),
+                )
+                .await;
+            assert_eq!(ok, 204, "{mode}: {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn calls_beyond_the_concurrency_limit_queue_then_get_503_with_a_retry_hint() {
+    let gw = Gateway::start(&beside_a_pool(
+        "sleep",
+        "concurrency = 1, queue = 1, timeout = \"5s\"",
+        "sleep_ms = 1000",
+    ))
+    .await;
+    let requests = (0..4).map(|_| {
+        let gw = &gw;
+        async move {
+            let r = gw
+                .client
+                .post(gw.url("/provision"))
+                .json(&provision_body("c1", "bad", "data", "small"))
+                .send()
+                .await
+                .unwrap();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), retry, r.json::<Value>().await.unwrap())
+        }
+    });
+    let replies = futures::future::join_all(requests).await;
+    let served = replies.iter().filter(|(s, _, _)| *s == 200).count();
+    let refused: Vec<_> = replies.iter().filter(|(s, _, _)| *s == 503).collect();
+    // One runs, one waits for its slot, the other two are refused at once.
+    assert_eq!(served, 2, "{replies:?}");
+    assert_eq!(refused.len(), 2, "{replies:?}");
+    for (status, retry, body) in refused {
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_names_backend(*status, body, "busy");
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_reaches_no_file_no_environment_variable_and_no_socket() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let address = listener.local_addr().unwrap();
+    let gw = Gateway::start(&beside_a_pool(
+        "probe",
+        "",
+        &format!("probe_addr = \"{address}\""),
+    ))
+    .await;
+    let (status, body, _) = provision_bad(&gw).await;
+    assert_eq!(status, 500, "{body}");
+    let message = body["error_msg"].as_str().unwrap();
+    // The gateway itself has files, variables (RUST_LOG at least) and the listener is real.
+    assert!(std::env::vars().count() > 0);
+    assert!(
+        message.ends_with("probe: fs=denied env=denied net=denied"),
+        "{message}"
+    );
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the plugin's connection reached the listener"
+    );
+}
+
+#[tokio::test]
+async fn acknowledged_allocations_survive_sigkill_during_concurrent_provisions() {
+    let machines: Vec<(String, &str)> = (0..300).map(|i| (format!("m{i:03}"), "small")).collect();
+    let machines: Vec<(&str, &str)> = machines.iter().map(|(m, c)| (m.as_str(), *c)).collect();
+    let config = format!(
+        "{}[[routes]]\nbackend = \"pool\"\n",
+        pool_backend("pool", &machines).replace(
+            "[backends.pool.settings]",
+            "limits = { concurrency = 32, queue = 512, timeout = \"30s\" }\n[backends.pool.settings]"
+        )
+    );
+    let work = Workdir::new();
+    let mut acknowledged: Vec<(String, String)> = Vec::new();
+    let (mut tried, mut kills) = (0, 0);
+    for round in 0..3 {
+        let gw = work.start(&config).await;
+        let cluster = format!("crash-{round}");
+        // 64 provisions in flight; kill the gateway as soon as 16 are acknowledged.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = gw.client.clone();
+        let url = gw.url("/provision");
+        for _ in 0..64 {
+            let (client, url, tx) = (client.clone(), url.clone(), tx.clone());
+            let body = provision_body(&cluster, "s", "g", "small");
+            tokio::spawn(async move {
+                if let Ok(r) = client.post(url).json(&body).send().await
+                    && r.status() == 200
+                    && let Ok(reply) = r.json::<Value>().await
+                {
+                    let _ = tx.send(reply["node_ids"][0].as_str().unwrap().to_string());
+                }
+            });
+        }
+        drop(tx);
+        tried += 64;
+        let mut round_acks = Vec::new();
+        while let Some(node) = rx.recv().await {
+            round_acks.push(node);
+            if round_acks.len() == 16 {
+                gw.signal(libc::SIGKILL);
+                kills += 1;
+                break;
+            }
+        }
+        // Replies already on their way may still arrive; each is an acknowledgement too.
+        while let Ok(Some(node)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+            round_acks.push(node);
+        }
+        acknowledged.extend(round_acks.into_iter().map(|n| (cluster.clone(), n)));
+        drop(gw);
+    }
+
+    let gw = work.start(&config).await;
+    let discovery = gw.discover().await;
+    let mut allocated: Vec<(String, String)> = Vec::new();
+    for cluster in discovery["clusters"].as_array().unwrap() {
+        let id = cluster["cluster_id"].as_str().unwrap();
+        for node in node_ids(&discovery, id) {
+            allocated.push((id.to_string(), node));
+        }
+    }
+    let distinct: HashSet<&String> = allocated.iter().map(|(_, n)| n).collect();
+    assert_eq!(
+        distinct.len(),
+        allocated.len(),
+        "a machine is allocated twice"
+    );
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|a| !allocated.contains(a))
+        .collect();
+    println!(
+        "crash safety: {tried} provisions tried, {kills} SIGKILLs, {} acknowledged, {} allocated \
+         after restart, {} lost",
+        acknowledged.len(),
+        allocated.len(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    assert!(acknowledged.len() >= 48);
+    // Their ownership survived too: each acknowledged node can be deprovisioned.
+    for (cluster, node) in acknowledged.iter().take(5) {
+        let (status, body) = gw
+            .post(
+                "/deprovision",
+                &json!({ "cluster_id": cluster, "node_id": node }),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+    }
+}
