@@ -284,3 +284,22 @@ async fn acknowledged_allocations_survive_sigkill_during_concurrent_provisions()
         assert_eq!(status, 204, "{body}");
     }
 }
+
+#[test]
+fn a_plugin_that_makes_outbound_http_without_a_grant_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backends.caller]\nplugin = {}\n",
+            crate::support::toml_str(&crate::support::plugin("http_probe").display().to_string())
+        ),
+    )
+    .unwrap();
+    let (ok, _, stderr) =
+        crate::support::run_cli(&["check", "--config", &config.display().to_string()]);
+    assert!(!ok);
+    assert!(stderr.contains("backend `caller`"), "{stderr}");
+    assert!(stderr.contains("wasi:http"), "{stderr}");
+}

@@ -1,0 +1,29 @@
+//! Request decoding and validation, as the API runs it on every body: decode strictly into the
+//! HTTP models, then resolve into what a plugin would receive. Whatever the bytes, this must not
+//! panic, and a body that decodes must either resolve or be refused with a 4xx.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use platform_gateway::api::model::{DeprovisionRequest, ProvisionRequest};
+use platform_gateway::convert;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(request) = serde_json::from_slice::<ProvisionRequest>(data) {
+        match convert::provision_request(request) {
+            Ok(resolved) => {
+                assert!(resolved.count >= 1);
+                assert!(!resolved.cluster_id.is_empty() && !resolved.node_group.is_empty());
+                let attributes: serde_json::Value =
+                    serde_json::from_str(&resolved.attributes).expect("attributes are JSON");
+                assert!(attributes.is_object());
+            }
+            Err(error) => assert!(error.status.is_client_error()),
+        }
+    }
+    if let Ok(request) = serde_json::from_slice::<DeprovisionRequest>(data) {
+        if let Err(error) = convert::deprovision_request(request) {
+            assert!(error.status.is_client_error());
+        }
+    }
+});
