@@ -76,17 +76,45 @@ pub enum DiscoveryPolicy {
 }
 
 /// One configured use of a plugin.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BackendConfig {
     /// The backend's name, used in routes, logs, errors and as its state namespace.
     pub name: BackendId,
     /// The plugin component file.
     pub plugin: PathBuf,
     /// The settings given to the plugin through `wasi:config/store`: strings as they are,
-    /// every other value as JSON.
+    /// every other value as JSON, secret references resolved.
     pub settings: Vec<(String, String)>,
+    /// The values of the settings that came from secrets: never shown, and cut out of anything
+    /// the plugin says (errors, logs) before it reaches a log or a client.
+    pub secrets: Vec<String>,
     /// The resources one call may use.
     pub limits: Limits,
+    /// What the backend may reach beyond its sandbox.
+    pub grants: Grants,
+}
+
+impl std::fmt::Debug for BackendConfig {
+    // Settings may hold secrets: show their keys only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendConfig")
+            .field("name", &self.name)
+            .field("plugin", &self.plugin)
+            .field(
+                "settings",
+                &self.settings.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("limits", &self.limits)
+            .field("grants", &self.grants)
+            .finish()
+    }
+}
+
+/// Capabilities a backend is granted beyond its sandbox; none by default.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// Outbound HTTP through `wasi:http`, to these destinations only.
+    pub http: Option<std::sync::Arc<crate::capability::http::Allowlist>>,
 }
 
 /// What one call of a backend may use.
@@ -209,9 +237,17 @@ struct RawState {
 struct RawBackend {
     plugin: PathBuf,
     #[serde(default)]
-    settings: toml::Table,
+    settings: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    grants: RawGrants,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGrants {
+    http: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -296,25 +332,49 @@ impl Config {
                 )
             })?;
             let limits = validate_limits(raw_backend.limits, &name, &invalid)?;
-            let settings = raw_backend
-                .settings
-                .into_iter()
-                .map(|(key, value)| {
-                    let value = match value {
-                        toml::Value::String(s) => s,
-                        other => serde_json::to_string(&other)
-                            .expect("a TOML value always encodes as JSON"),
-                    };
-                    (key, value)
-                })
-                .collect();
+            let mut settings = Vec::new();
+            let mut secrets = Vec::new();
+            for (key, value) in raw_backend.settings {
+                let span = value.span();
+                let value = match value.into_inner() {
+                    toml::Value::String(s) => s,
+                    toml::Value::Table(table) if is_secret_reference(&table) => {
+                        let secret = resolve_secret(&table, base).map_err(|message| {
+                            invalid(span, format!("backends.{name}.settings.{key}"), message)
+                        })?;
+                        secrets.push(secret.clone());
+                        secret
+                    }
+                    other => {
+                        serde_json::to_string(&other).expect("a TOML value always encodes as JSON")
+                    }
+                };
+                settings.push((key, value));
+            }
+            let grants = Grants {
+                http: match raw_backend.grants.http {
+                    None => None,
+                    Some(patterns) => {
+                        let span = patterns.span();
+                        Some(std::sync::Arc::new(
+                            crate::capability::http::Allowlist::parse(patterns.get_ref()).map_err(
+                                |message| {
+                                    invalid(span, format!("backends.{name}.grants.http"), message)
+                                },
+                            )?,
+                        ))
+                    }
+                },
+            };
             backends.insert(
                 id.clone(),
                 BackendConfig {
                     name: id,
                     plugin: base.join(raw_backend.plugin),
                     settings,
+                    secrets,
                     limits,
+                    grants,
                 },
             );
         }
@@ -471,6 +531,31 @@ fn validate_limits(
         limits.max_response = bytes as usize;
     }
     Ok(limits)
+}
+
+/// A settings value `{ from_env = "NAME" }` or `{ from_file = "path" }`: a secret kept out of
+/// the config file.
+fn is_secret_reference(table: &toml::Table) -> bool {
+    table.len() == 1 && (table.contains_key("from_env") || table.contains_key("from_file"))
+}
+
+fn resolve_secret(table: &toml::Table, base: &Path) -> Result<String, String> {
+    if let Some(name) = table.get("from_env") {
+        let name = name
+            .as_str()
+            .ok_or("`from_env` must name an environment variable")?;
+        return std::env::var(name)
+            .map_err(|_| format!("environment variable `{name}` is not set"));
+    }
+    let path = table
+        .get("from_file")
+        .and_then(|p| p.as_str())
+        .ok_or("`from_file` must be a path")?;
+    let path = base.join(path);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    // Files written by `echo` or editors end with a newline that is not part of the secret.
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 /// The 1-based line of byte `offset` in `text`.
@@ -655,6 +740,87 @@ limits = { memory = "16MiB", timeout = "250ms", concurrency = 4, queue = 2, max_
         .to_string();
         assert!(err.contains("route name `r`"), "{err}");
         assert!(err.contains("line 7") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_or_a_file_and_never_show_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("key"), "s3cr3t-file\n").unwrap();
+        // SAFETY: the variable name is unique to this test.
+        unsafe { std::env::set_var("PGW_TEST_SECRET_ENV", "s3cr3t-env") };
+        let config = Config::parse(
+            &dir.path().join("gateway.toml"),
+            "[backends.cloud]\nplugin = \"p.wasm\"\n[backends.cloud.settings]\n\
+             key = { from_env = \"PGW_TEST_SECRET_ENV\" }\nfile = { from_file = \"key\" }\n\
+             other = { from_env = \"X\", extra = 1 }\n",
+        )
+        .unwrap();
+        let backend = config.backends.values().next().unwrap();
+        let get = |k: &str| {
+            backend
+                .settings
+                .iter()
+                .find(|(key, _)| key == k)
+                .unwrap()
+                .1
+                .clone()
+        };
+        assert_eq!(get("key"), "s3cr3t-env");
+        assert_eq!(get("file"), "s3cr3t-file");
+        // Two keys: an ordinary table, not a secret reference.
+        assert_eq!(get("other"), r#"{"extra":1,"from_env":"X"}"#);
+        assert_eq!(backend.secrets, vec!["s3cr3t-file", "s3cr3t-env"]);
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+    }
+
+    #[test]
+    fn a_missing_secret_is_an_error_naming_key_and_line() {
+        let err = parse(
+            "[backends.cloud]\nplugin = \"p.wasm\"\n[backends.cloud.settings]\ntoken = { from_env = \"PGW_SURELY_UNSET\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("backends.cloud.settings.token"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("`PGW_SURELY_UNSET` is not set"), "{err}");
+    }
+
+    #[test]
+    fn http_grants_are_parsed_and_checked() {
+        let config = parse(
+            "[backends.cloud]\nplugin = \"p.wasm\"\ngrants = { http = [\"https://*.amazonaws.com\"] }\n",
+        )
+        .unwrap();
+        let grant = config
+            .backends
+            .values()
+            .next()
+            .unwrap()
+            .grants
+            .http
+            .clone()
+            .unwrap();
+        assert_eq!(grant.patterns(), vec!["https://*.amazonaws.com"]);
+        assert!(
+            parse(MINIMAL)
+                .unwrap()
+                .backends
+                .values()
+                .next()
+                .unwrap()
+                .grants
+                .http
+                .is_none()
+        );
+        let err =
+            parse("[backends.cloud]\nplugin = \"p.wasm\"\ngrants = { http = [\"ftp://x\"] }\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("backends.cloud.grants.http") && err.contains("line 3"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod cli;
 mod faults;
 mod hardening;
 mod lifecycle;
+mod outbound;
 mod pool;
 mod providers;
 mod reload;

@@ -12,12 +12,16 @@ const MAX_MESSAGE: usize = 4096;
 /// The per-call logging capability.
 pub struct Logging {
     backend: crate::routing::BackendId,
+    secrets: std::sync::Arc<Vec<String>>,
 }
 
 impl Logging {
-    /// Logging for one call of `backend`.
-    pub fn new(backend: crate::routing::BackendId) -> Logging {
-        Logging { backend }
+    /// Logging for one call of `backend`, with its `secrets` cut out of every message.
+    pub fn new(
+        backend: crate::routing::BackendId,
+        secrets: std::sync::Arc<Vec<String>>,
+    ) -> Logging {
+        Logging { backend, secrets }
     }
 }
 
@@ -35,6 +39,7 @@ fn cut(text: &str) -> &str {
 impl Host for Logging {
     fn log(&mut self, level: Level, context: String, message: String) {
         let backend = self.backend.as_str();
+        let message = super::redact(&message, &self.secrets);
         let (context, message) = (cut(&context), cut(&message));
         match level {
             Level::Trace => tracing::trace!(target: "plugin", backend, context, "{message}"),

@@ -19,7 +19,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::bindings::Plugin;
 use super::{CallState, EPOCH_TICK, Prepared, wit};
-use crate::capability::{logging::Logging, settings::Settings, state::PluginState};
+use crate::capability::http::{Allowlist, OutboundHttp};
+use crate::capability::{logging::Logging, redact, settings::Settings, state::PluginState};
 use crate::config::{BackendConfig, Limits};
 use crate::routing::BackendId;
 use crate::state::StateStore;
@@ -176,6 +177,8 @@ pub struct Backend {
     prepared: Prepared,
     engine: wasmtime::Engine,
     settings: Settings,
+    secrets: Arc<Vec<String>>,
+    http: Arc<Allowlist>,
     limits: Limits,
     slots: Arc<Slots>,
     state: Arc<dyn StateStore>,
@@ -194,6 +197,8 @@ impl Backend {
             prepared,
             engine: engine.clone(),
             settings: Settings::new(&config.settings),
+            secrets: Arc::new(config.secrets.clone()),
+            http: config.grants.http.clone().unwrap_or_default(),
             limits: config.limits.clone(),
             slots: Arc::new(Slots {
                 semaphore: Arc::new(Semaphore::new(config.limits.concurrency)),
@@ -305,8 +310,14 @@ impl Backend {
                 refused: false,
             },
             settings: self.settings.clone(),
-            logging: Logging::new(self.id.clone()),
+            logging: Logging::new(self.id.clone(), self.secrets.clone()),
             state: PluginState::new(self.id.clone(), self.state.clone(), deadline),
+            http: OutboundHttp::new(
+                self.id.clone(),
+                self.http.clone(),
+                deadline,
+                self.limits.max_response,
+            ),
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limiter);
@@ -326,7 +337,7 @@ impl Backend {
 
         let output = stderr.contents();
         if !output.is_empty() {
-            let text = String::from_utf8_lossy(&output);
+            let text = redact(&String::from_utf8_lossy(&output), &self.secrets);
             tracing::warn!(target: "plugin", backend = %self.id, operation, "stderr: {}", text.trim_end());
         }
         match outcome {
@@ -344,8 +355,20 @@ impl Backend {
                 }
                 Ok(answer)
             }
-            Ok(Ok(Err(error))) => Err(CallError::Plugin(error)),
+            Ok(Ok(Err(error))) => Err(CallError::Plugin(self.redacted(error))),
             Ok(Err(error)) => Err(self.classify(error, store.data().limiter.refused, operation)),
+        }
+    }
+
+    /// The plugin's error with the backend's secrets cut out.
+    fn redacted(&self, error: wit::Error) -> wit::Error {
+        let clean = |m: String| redact(&m, &self.secrets);
+        match error {
+            wit::Error::InvalidRequest(m) => wit::Error::InvalidRequest(clean(m)),
+            wit::Error::NotFound(m) => wit::Error::NotFound(clean(m)),
+            wit::Error::Conflict(m) => wit::Error::Conflict(clean(m)),
+            wit::Error::Unavailable(m) => wit::Error::Unavailable(clean(m)),
+            wit::Error::Internal(m) => wit::Error::Internal(clean(m)),
         }
     }
 

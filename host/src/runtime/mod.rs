@@ -17,11 +17,14 @@ use wasmtime::{
     Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 pub use backend::{Backend, CallError};
 pub use cache::Compiled;
 
-use crate::capability::{logging::Logging, settings::Settings, state::PluginState};
+use crate::capability::{
+    http::OutboundHttp, logging::Logging, settings::Settings, state::PluginState,
+};
 use crate::config::BackendConfig;
 
 /// The WIT types plugins exchange with the host, re-exported by hand from the bindings.
@@ -67,6 +70,18 @@ pub struct CallState {
     settings: Settings,
     logging: Logging,
     state: PluginState,
+    http: OutboundHttp,
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        let (ctx, hooks) = self.http.parts();
+        WasiHttpCtxView {
+            ctx,
+            table: &mut self.table,
+            hooks,
+        }
+    }
 }
 
 impl WasiView for CallState {
@@ -78,10 +93,13 @@ impl WasiView for CallState {
     }
 }
 
-/// The engine, the linker and the compiled-component cache, shared by every backend.
+/// The engine, the linkers and the compiled-component cache, shared by every backend.
 pub struct Runtime {
     engine: Engine,
+    /// What every backend gets.
     linker: Linker<CallState>,
+    /// That plus `wasi:http`, for backends granted outbound HTTP.
+    http_linker: Linker<CallState>,
     cache: cache::ComponentCache,
 }
 
@@ -114,6 +132,8 @@ impl Runtime {
         })?;
         crate::capability::logging::add_to_linker(&mut linker, |s: &mut CallState| &mut s.logging)?;
         crate::capability::state::add_to_linker(&mut linker, |s: &mut CallState| &mut s.state)?;
+        let mut http_linker = linker.clone();
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)?;
 
         // The ticker lives as long as the engine: every backend holds a clone, so deadlines keep
         // working for as long as any call can run, and the thread ends with the last of them.
@@ -134,6 +154,7 @@ impl Runtime {
             cache: cache::ComponentCache::new(&engine, cache_dir),
             engine,
             linker,
+            http_linker,
         })
     }
 
@@ -152,8 +173,11 @@ impl Runtime {
             message: format!("{e:#}"),
         };
         let compiled = self.cache.get(&self.engine, &bytes).map_err(invalid)?;
-        let instance_pre = self
-            .linker
+        let linker = match config.grants.http {
+            Some(_) => &self.http_linker,
+            None => &self.linker,
+        };
+        let instance_pre = linker
             .instantiate_pre(&compiled.component)
             .map_err(invalid)?;
         let pre = bindings::PluginPre::new(instance_pre).map_err(invalid)?;

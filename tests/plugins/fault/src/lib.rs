@@ -8,7 +8,8 @@
 //! `huge` (discovery reports `huge_nodes` nodes), `invalid` (discovery reports a node without an
 //! ID, provision a count its node IDs disagree with), `state-loop` (writes state in a tight loop,
 //! ignoring errors), `probe` (tries the filesystem, the environment and a socket to `probe_addr`,
-//! and fails with a report of what it reached).
+//! and fails with a report of what it reached), `leak` (logs the `token` setting and fails with
+//! it in its message).
 
 use platform_sdk::{
     Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
@@ -42,6 +43,12 @@ fn misbehave() -> Result<(), Error> {
             let _ = platform_sdk::state::set("spin", b"x");
         },
         "probe" => Err(Error::Internal(probe())),
+        "leak" => {
+            let token = settings::get("token")?.unwrap_or_default();
+            platform_sdk::log::warn(&format!("the token is {token}"));
+            eprintln!("stderr says the token is {token}");
+            Err(Error::Internal(format!("the token is {token}")))
+        }
         "sleep" => {
             let ms: u64 = settings::json("sleep_ms")?.unwrap_or(1000);
             std::thread::sleep(std::time::Duration::from_millis(ms));

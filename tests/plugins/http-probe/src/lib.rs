@@ -1,6 +1,7 @@
-//! Test fixture, not shipped: every operation makes a `GET /` to the `target` setting
-//! (`host:port`) through `wasi:http/outgoing-handler`, and fails with a report of what happened,
-//! so that tests can see whether outbound HTTP was denied or reached its target.
+//! Test fixture, not shipped: every operation makes a `GET` of the `path` setting (default `/`)
+//! to the `target` setting (`host:port`) through `wasi:http/outgoing-handler`, reads the whole
+//! body, and fails with a report of what happened, so that tests can see whether outbound HTTP
+//! was denied, reached its target, or was cut short.
 
 use platform_sdk::{
     Cluster, DeprovisionRequest, Error, Provider, ProvisionRequest, ProvisionResponse,
@@ -17,17 +18,42 @@ fn fetch() -> String {
     let request = OutgoingRequest::new(Fields::new());
     let _ = request.set_scheme(Some(&Scheme::Http));
     let _ = request.set_authority(Some(&target));
-    let _ = request.set_path_with_query(Some("/"));
+    let path = settings::get("path")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "/".to_string());
+    let _ = request.set_path_with_query(Some(&path));
     let response = match outgoing_handler::handle(request, None) {
         Ok(response) => response,
         Err(e) => return format!("http: refused at send: {e:?}"),
     };
     response.subscribe().block();
-    match response.get() {
-        Some(Ok(Ok(response))) => format!("http: status {}", response.status()),
-        Some(Ok(Err(e))) => format!("http: failed: {e:?}"),
-        other => format!("http: no response: {other:?}"),
+    let response = match response.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(e))) => return format!("http: failed: {e:?}"),
+        other => return format!("http: no response: {other:?}"),
+    };
+    let status = response.status();
+    let Ok(body) = response.consume() else {
+        return format!("http: status {status}, no body");
+    };
+    let Ok(stream) = body.stream() else {
+        return format!("http: status {status}, no body stream");
+    };
+    let mut length = 0usize;
+    loop {
+        match stream.blocking_read(64 << 10) {
+            Ok(chunk) => length += chunk.len(),
+            Err(wasip2::io::streams::StreamError::Closed) => break,
+            Err(wasip2::io::streams::StreamError::LastOperationFailed(e)) => {
+                return format!(
+                    "http: status {status}, body failed after {length} bytes: {}",
+                    e.to_debug_string()
+                );
+            }
+        }
     }
+    format!("http: status {status}, {length} bytes")
 }
 
 struct Probe;
