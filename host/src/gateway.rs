@@ -301,20 +301,19 @@ impl Gateway {
             ));
         }
         // The owners of singly-reported nodes were just recorded.
-        let (cluster_id, node_id) = (request.cluster_id.clone(), request.node_id.clone());
         let owner = self
-            .blocking("looking up the node's owner", move |s| {
-                s.owner(&cluster_id, &node_id)
-            })
+            .recorded_owner(&request.cluster_id, &request.node_id)
             .await?;
         match owner {
             Some(owner) => Ok(owner),
             None if !discovery.failures.is_empty() => {
-                Err(discovery.failure_error().with_cause(format!(
+                let error = discovery.failure_error();
+                let cause = format!(
                     "node `{}` was not found on the backends that answered; {}",
                     request.node_id,
-                    discovery.failure_error().cause.unwrap_or_default()
-                )))
+                    error.cause.as_deref().unwrap_or_default()
+                );
+                Err(error.with_cause(cause))
             }
             None => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -344,10 +343,13 @@ impl Gateway {
             )
             .with_cause("add a matching route (or a default route) to the gateway config"));
         };
-        let backend = generation
-            .backends
-            .get(&route.backend)
-            .expect("routes only name loaded backends");
+        // The config checks that routes name defined backends, and a generation loads them all.
+        let Some(backend) = generation.backends.get(&route.backend) else {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("route `{}` names a backend that is not loaded", route.name),
+            ));
+        };
         tracing::debug!(route = %route.name, backend = %route.backend, "routed provision");
         let answer = backend
             .provision(request.clone())
@@ -380,11 +382,8 @@ impl Gateway {
         request: model::DeprovisionRequest,
     ) -> Result<(), ApiError> {
         let request = convert::deprovision_request(request)?;
-        let (cluster_id, node_id) = (request.cluster_id.clone(), request.node_id.clone());
         let known = self
-            .blocking("looking up the node's owner", move |s| {
-                s.owner(&cluster_id, &node_id)
-            })
+            .recorded_owner(&request.cluster_id, &request.node_id)
             .await?;
         let owner = match known {
             Some(name) => name,
@@ -406,26 +405,17 @@ impl Gateway {
             ));
         };
         let (cluster_id, node_id) = (request.cluster_id.clone(), request.node_id.clone());
-        match backend.deprovision(request).await {
-            Ok(()) => {
-                self.blocking("forgetting the node's owner", move |s| {
-                    s.forget_owner(&cluster_id, &node_id)
-                })
-                .await
-            }
-            Err(CallError::Plugin(wit::Error::NotFound(message))) => {
-                // The owner no longer has it: the record is stale either way.
-                self.blocking("forgetting the node's owner", move |s| {
-                    s.forget_owner(&cluster_id, &node_id)
-                })
-                .await?;
-                Err(convert::call_error(
-                    backend.id(),
-                    "deprovision",
-                    CallError::Plugin(wit::Error::NotFound(message)),
-                ))
-            }
-            Err(e) => Err(convert::call_error(backend.id(), "deprovision", e)),
+        let outcome = backend.deprovision(request).await;
+        // Gone, or unknown to its owner: the ownership record is stale either way.
+        if matches!(
+            outcome,
+            Ok(()) | Err(CallError::Plugin(wit::Error::NotFound(_)))
+        ) {
+            self.blocking("forgetting the node's owner", move |s| {
+                s.forget_owner(&cluster_id, &node_id)
+            })
+            .await?;
         }
+        outcome.map_err(|e| convert::call_error(backend.id(), "deprovision", e))
     }
 }

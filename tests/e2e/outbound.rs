@@ -118,7 +118,10 @@ async fn an_outbound_request_is_bounded_by_the_call_deadline_and_the_response_li
     let (status, message, _) = report(&gw).await;
     assert_eq!(status, 500);
     assert!(message.contains("body failed after"), "{message}");
-    assert!(message.contains("body size exceeds limit: 1048576"), "{message}");
+    assert!(
+        message.contains("body size exceeds limit: 1048576"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
