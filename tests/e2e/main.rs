@@ -1,5 +1,6 @@
 //! End-to-end tests: the real binary, real compiled plugins, a real socket on 127.0.0.1.
 
+mod aws;
 mod cli;
 mod faults;
 mod hardening;

@@ -218,3 +218,139 @@ pub mod log {
         log(Level::Error, CONTEXT, message);
     }
 }
+
+/// Outbound HTTP (feature `http`), for backends whose config grants it: a blocking client over
+/// `wasi:http/outgoing-handler`. A request outside the backend's allowlist fails with
+/// [`Error::Internal`] saying it was denied; every request ends by the call's deadline.
+#[cfg(feature = "http")]
+pub mod http {
+    use super::Error;
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+    use wasip2::io::streams::StreamError;
+
+    /// A response: status, headers and the whole body.
+    pub struct Response {
+        /// The HTTP status.
+        pub status: u16,
+        /// The headers, names in lower case.
+        pub headers: Vec<(String, String)>,
+        /// The body.
+        pub body: Vec<u8>,
+    }
+
+    fn failed(what: &str, e: impl std::fmt::Debug) -> Error {
+        Error::Unavailable(format!("HTTP {what}: {e:?}"))
+    }
+
+    fn denied_or(e: ErrorCode, url: &str) -> Error {
+        match e {
+            ErrorCode::HttpRequestDenied => {
+                let origin = url.split('/').take(3).collect::<Vec<_>>().join("/");
+                Error::Internal(format!(
+                    "HTTP request to {origin} denied: not in this backend's http grant"
+                ))
+            }
+            e => failed("request", e),
+        }
+    }
+
+    /// Send `method url` with `headers` and `body`, and read the whole response.
+    pub fn send(
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response, Error> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| Error::Internal(format!("not an absolute URL: {url}")))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let fields = Fields::new();
+        for (name, value) in headers {
+            fields
+                .append(name, value.as_bytes())
+                .map_err(|e| Error::Internal(format!("header `{name}`: {e:?}")))?;
+        }
+        let request = OutgoingRequest::new(fields);
+        let method = match method {
+            "GET" => Method::Get,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            other => Method::Other(other.to_string()),
+        };
+        let scheme = match scheme {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            other => Scheme::Other(other.to_string()),
+        };
+        let bad = |what: &str| Error::Internal(format!("invalid {what} in {url}"));
+        request.set_method(&method).map_err(|_| bad("method"))?;
+        request
+            .set_scheme(Some(&scheme))
+            .map_err(|_| bad("scheme"))?;
+        request
+            .set_authority(Some(authority))
+            .map_err(|_| bad("authority"))?;
+        request
+            .set_path_with_query(Some(path))
+            .map_err(|_| bad("path"))?;
+
+        let outgoing = request.body().map_err(|e| failed("body", e))?;
+        let response = outgoing_handler::handle(request, None).map_err(|e| denied_or(e, url))?;
+        // A request the host refuses closes the body stream: the response says why, so write
+        // what can be written and look at the response before blaming the body.
+        let written = (|| {
+            let stream = outgoing.write().map_err(|e| failed("body", e))?;
+            for chunk in body.chunks(4096) {
+                stream
+                    .blocking_write_and_flush(chunk)
+                    .map_err(|e| failed("body", e))?;
+            }
+            Ok::<(), Error>(())
+        })();
+        let finished = OutgoingBody::finish(outgoing, None).map_err(|e| failed("body", e));
+
+        response.subscribe().block();
+        let response = match response.get() {
+            Some(Ok(Ok(response))) => response,
+            Some(Ok(Err(e))) => return Err(denied_or(e, url)),
+            other => return Err(failed("response", other.map(|_| ()))),
+        };
+        written?;
+        finished?;
+        let status = response.status();
+        let headers = response
+            .headers()
+            .entries()
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.to_ascii_lowercase(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
+            .collect();
+        let incoming = response.consume().map_err(|e| failed("response body", e))?;
+        let stream = incoming.stream().map_err(|e| failed("response body", e))?;
+        let mut body = Vec::new();
+        loop {
+            match stream.blocking_read(64 << 10) {
+                Ok(chunk) => body.extend(chunk),
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Err(failed("response body", e.to_debug_string()));
+                }
+            }
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}

@@ -1,0 +1,335 @@
+//! The `aws-ec2` plugin against a real EC2-compatible API: moto's server, started by the test on
+//! loopback (`pip install 'moto[ec2,server]'`; `.ci/run` installs it).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Gateway, node_ids, plugin, pool_backend, toml_str};
+
+/// A moto server on a free loopback port, stopped when dropped.
+struct Moto {
+    child: Child,
+    endpoint: String,
+    client: reqwest::Client,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Moto {
+    /// Start moto; with `auth_after`, requests after that many actions must be signed by a
+    /// known IAM key (moto's `INITIAL_NO_AUTH_ACTION_COUNT`).
+    async fn start(auth_after: Option<u32>) -> Moto {
+        let port = free_port();
+        let mut command = Command::new("moto_server");
+        command
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(count) = auth_after {
+            command.env("INITIAL_NO_AUTH_ACTION_COUNT", count.to_string());
+        }
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start moto_server ({e}): install it with `pip install 'moto[ec2,server]'` \
+                 (.ci/run does)"
+            )
+        });
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = moto
+                .client
+                .get(format!("{}/moto-api/", moto.endpoint))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return moto;
+            }
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A Query API action before authentication is enforced (the signature is not checked, but
+    /// moto reads the service from the credential scope).
+    async fn unsigned(&self, service: &str, params: &[(&str, &str)]) -> String {
+        let reply = self
+            .client
+            .post(format!("{}/", self.endpoint))
+            .header(
+                "authorization",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=AKIDSETUP/20260101/us-east-1/{service}/aws4_request, \
+                     SignedHeaders=host, Signature=00"
+                ),
+            )
+            .form(params)
+            .send()
+            .await
+            .unwrap();
+        let status = reply.status();
+        let text = reply.text().await.unwrap();
+        assert!(status.is_success(), "{service} {params:?}: {status} {text}");
+        text
+    }
+}
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
+    let start = text.find(open).unwrap() + open.len();
+    let end = start + text[start..].find(close).unwrap();
+    &text[start..end]
+}
+
+/// A backend of the aws-ec2 plugin; the keys are written to files and read as secrets.
+fn ec2_backend(
+    name: &str,
+    moto: &Moto,
+    dir: &std::path::Path,
+    key_id: &str,
+    secret: &str,
+) -> String {
+    let secret_file = dir.join(format!("{name}-secret"));
+    std::fs::write(&secret_file, secret).unwrap();
+    format!(
+        "[backends.{name}]\nplugin = {}\ngrants = {{ http = [{}] }}\n[backends.{name}.settings]\n\
+         region = \"us-east-1\"\nendpoint = {}\naccess_key_id = {}\n\
+         secret_access_key = {{ from_file = {} }}\nagent = {{ scheme = \"http\", port = 37000 }}\n\
+         templates = [\n  {{ store = \"mongodb\", image_id = \"ami-12345678\", instance_type = \"t3.micro\" }},\n  \
+         {{ store = \"mongodb\", store_version = \"7.0\", image_id = \"ami-87654321\", instance_type = \"m5.large\" }},\n]\n\n",
+        toml_str(&plugin("aws_ec2").display().to_string()),
+        toml_str(&moto.endpoint),
+        toml_str(&moto.endpoint),
+        toml_str(key_id),
+        toml_str(&secret_file.display().to_string()),
+    )
+}
+
+fn provision(cluster: &str, store: &str, version: &str, class: &str, count: u32) -> Value {
+    json!({
+        "cluster": { "cluster_id": cluster, "store": store, "store_version": version,
+                     "nodes": { "data": { "desired_count": 3, "node_class": class } } },
+        "provision": { "node_group_id": "data", "count": count }
+    })
+}
+
+#[tokio::test]
+async fn provision_discover_deprovision_on_ec2_and_a_mixed_platform() {
+    let moto = Moto::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}{}[[routes]]\nstore = \"mongodb\"\nbackend = \"cloud\"\n\n[[routes]]\nbackend = \"pool\"\n",
+        ec2_backend("cloud", &moto, dir.path(), "AKIDTEST", "not-checked"),
+        pool_backend("pool", &[("m1", "small")]),
+    );
+    let gw = Gateway::start(&config).await;
+
+    let (status, reply) = gw
+        .post("/provision", &provision("c1", "mongodb", "6.0", "", 2))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["count"], json!(2));
+    let mut ids: Vec<String> = reply["node_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert!(ids.iter().all(|id| id.starts_with("i-")), "{ids:?}");
+
+    // A group class is the instance type; a template for the version wins.
+    let (status, reply) = gw
+        .post("/provision", &provision("c2", "mongodb", "7.0", "", 1))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let c2 = reply["node_ids"][0].as_str().unwrap().to_string();
+    // The pool serves the other stores behind the same endpoint.
+    let (status, reply) = gw
+        .post("/provision", &provision("c3", "kafka", "3.0", "small", 1))
+        .await;
+    assert_eq!((status, &reply["node_ids"]), (200, &json!(["m1"])));
+
+    let discovery = gw.discover().await;
+    assert_eq!(node_ids(&discovery, "c1"), ids);
+    assert_eq!(node_ids(&discovery, "c2"), vec![c2.clone()]);
+    assert_eq!(node_ids(&discovery, "c3"), vec!["m1"]);
+    let c2_node = &discovery["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cluster_id"] == "c2")
+        .unwrap()["nodes"][0];
+    assert_eq!(c2_node["node_class"], json!("m5.large"));
+    assert_eq!(c2_node["node_group"], json!("data"));
+    let address = c2_node["agent_address"].as_str().unwrap();
+    assert!(
+        address.starts_with("http://") && address.ends_with(":37000"),
+        "{address}"
+    );
+
+    // An instance that stopped by itself is still a node.
+    moto.unsigned(
+        "ec2",
+        &[
+            ("Action", "StopInstances"),
+            ("Version", "2016-11-15"),
+            ("InstanceId.1", &ids[0]),
+        ],
+    )
+    .await;
+    assert_eq!(node_ids(&gw.discover().await, "c1"), ids);
+
+    // Deprovision terminates; the instance leaves discovery and is not replaced.
+    let (status, reply) = gw
+        .post(
+            "/deprovision",
+            &json!({ "cluster_id": "c1", "node_id": ids[0] }),
+        )
+        .await;
+    assert_eq!(status, 204, "{reply}");
+    let discovery = gw.discover().await;
+    assert_eq!(node_ids(&discovery, "c1"), vec![ids[1].clone()]);
+    // Not a node of that cluster: 404.
+    let (status, _) = gw
+        .post(
+            "/deprovision",
+            &json!({ "cluster_id": "c1", "node_id": c2 }),
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn an_endpoint_outside_the_grant_is_refused_inside_the_plugin() {
+    let moto = Moto::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ec2_backend("cloud", &moto, dir.path(), "AKIDTEST", "x").replace(
+        &format!("grants = {{ http = [\"{}\"] }}", moto.endpoint),
+        "grants = { http = [\"https://ec2.us-east-1.amazonaws.com\"] }",
+    ) + "[[routes]]\nbackend = \"cloud\"\n";
+    let gw = Gateway::start(&config).await;
+    let (status, reply) = gw
+        .post("/provision", &provision("c1", "mongodb", "6.0", "", 1))
+        .await;
+    assert_eq!(status, 500, "{reply}");
+    let message = reply["error_msg"].as_str().unwrap();
+    assert!(message.contains("backend `cloud`"), "{message}");
+    assert!(
+        message.contains("denied: not in this backend's http grant"),
+        "{message}"
+    );
+    // moto saw nothing: no instance exists.
+    let described = moto
+        .unsigned(
+            "ec2",
+            &[("Action", "DescribeInstances"), ("Version", "2016-11-15")],
+        )
+        .await;
+    assert!(!described.contains("<instanceId>"), "{described}");
+}
+
+#[tokio::test]
+async fn signatures_are_checked_and_a_wrong_secret_is_a_clear_error_that_never_leaks() {
+    // Three unauthenticated actions to create an IAM user with a key; then every request must
+    // carry a valid signature of a known key.
+    let moto = Moto::start(Some(3)).await;
+    moto.unsigned(
+        "iam",
+        &[
+            ("Action", "CreateUser"),
+            ("Version", "2010-05-08"),
+            ("UserName", "gateway"),
+        ],
+    )
+    .await;
+    moto.unsigned(
+        "iam",
+        &[
+            ("Action", "PutUserPolicy"),
+            ("Version", "2010-05-08"),
+            ("UserName", "gateway"),
+            ("PolicyName", "all"),
+            (
+                "PolicyDocument",
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+            ),
+        ],
+    )
+    .await;
+    let key = moto
+        .unsigned(
+            "iam",
+            &[
+                ("Action", "CreateAccessKey"),
+                ("Version", "2010-05-08"),
+                ("UserName", "gateway"),
+            ],
+        )
+        .await;
+    let key_id = between(&key, "<AccessKeyId>", "</AccessKeyId>").to_string();
+    let secret = between(&key, "<SecretAccessKey>", "</SecretAccessKey>").to_string();
+    let wrong = format!("{}WRONG", &secret[..secret.len() - 5]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[discovery]\non_backend_failure = \"partial\"\n\n{}{}\
+         [[routes]]\ncluster_id = \"forged-*\"\nbackend = \"forged\"\n\n[[routes]]\nbackend = \"cloud\"\n",
+        ec2_backend("cloud", &moto, dir.path(), &key_id, &secret),
+        ec2_backend("forged", &moto, dir.path(), &key_id, &wrong),
+    );
+    let gw = Gateway::start(&config).await;
+
+    // Signed right: served.
+    let (status, reply) = gw
+        .post("/provision", &provision("c1", "mongodb", "6.0", "", 1))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, headers, discovery) = gw.get_with_headers("/discover").await;
+    assert_eq!(status, 200);
+    assert_eq!(node_ids(&discovery, "c1").len(), 1);
+    assert_eq!(headers["platform-gateway-failed-backends"], "forged");
+
+    // Signed with the wrong secret: refused by EC2, reported naming the backend.
+    let (status, reply) = gw
+        .post(
+            "/provision",
+            &provision("forged-1", "mongodb", "6.0", "", 1),
+        )
+        .await;
+    assert_eq!(status, 500, "{reply}");
+    let message = reply["error_msg"].as_str().unwrap();
+    assert!(message.contains("backend `forged`"), "{message}");
+    assert!(
+        message.contains("SignatureDoesNotMatch") || message.contains("AuthFailure"),
+        "{message}"
+    );
+    assert!(
+        message.contains("check the backend's AWS credentials"),
+        "{message}"
+    );
+
+    // Neither secret shows anywhere.
+    let everything = format!("{reply} {discovery} {}", gw.log());
+    assert!(!everything.contains(&secret), "the secret leaked");
+    assert!(!everything.contains(&wrong), "the wrong secret leaked");
+}
