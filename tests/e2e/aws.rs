@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::support::{Gateway, node_ids, plugin, pool_backend, toml_str};
 
 /// A moto server on a free loopback port, stopped when dropped.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
     endpoint: String,
     client: reqwest::Client,
@@ -33,7 +33,7 @@ fn free_port() -> u16 {
 impl Moto {
     /// Start moto; with `auth_after`, requests after that many actions must be signed by a
     /// known IAM key (moto's `INITIAL_NO_AUTH_ACTION_COUNT`).
-    async fn start(auth_after: Option<u32>) -> Moto {
+    pub(crate) async fn start(auth_after: Option<u32>) -> Moto {
         let port = free_port();
         let mut command = Command::new("moto_server");
         command
@@ -101,7 +101,7 @@ fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
 }
 
 /// A backend of the aws-ec2 plugin; the keys are written to files and read as secrets.
-fn ec2_backend(
+pub(crate) fn ec2_backend(
     name: &str,
     moto: &Moto,
     dir: &std::path::Path,
@@ -124,7 +124,13 @@ fn ec2_backend(
     )
 }
 
-fn provision(cluster: &str, store: &str, version: &str, class: &str, count: u32) -> Value {
+pub(crate) fn provision(
+    cluster: &str,
+    store: &str,
+    version: &str,
+    class: &str,
+    count: u32,
+) -> Value {
     json!({
         "cluster": { "cluster_id": cluster, "store": store, "store_version": version,
                      "nodes": { "data": { "desired_count": 3, "node_class": class } } },
