@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use platform_sdk::{
     Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
-    export_provider, http, settings,
+    export_provider, http, select_by_store, settings,
 };
 use serde::Deserialize;
 
@@ -117,9 +117,9 @@ impl Ec2 {
         let mut body = format!("Action={action}&Version=2016-11-15");
         for (key, value) in params {
             body.push('&');
-            body.push_str(&sigv4::encode(key));
+            body.push_str(&http::percent_encode(key));
             body.push('=');
-            body.push_str(&sigv4::encode(value));
+            body.push_str(&http::percent_encode(value));
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -253,18 +253,10 @@ fn agent() -> Result<Agent, Error> {
 
 fn template_for(request: &ProvisionRequest) -> Result<Template, Error> {
     let templates: Vec<Template> = settings::require_json("templates")?;
-    let mut best = None;
-    for template in templates {
-        if template.store != request.store {
-            continue;
-        }
-        match &template.store_version {
-            Some(v) if *v == request.store_version => return Ok(template),
-            None if best.is_none() => best = Some(template),
-            _ => {}
-        }
-    }
-    best.ok_or_else(|| {
+    select_by_store(request, templates, |t| {
+        (&t.store, t.store_version.as_deref())
+    })
+    .ok_or_else(|| {
         Error::InvalidRequest(format!(
             "no launch template for store `{}` version `{}`",
             request.store, request.store_version

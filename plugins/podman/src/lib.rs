@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 
 use platform_sdk::{
     Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
-    export_provider, http, log, settings,
+    export_provider, http, log, select_by_store, settings,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -149,18 +149,10 @@ fn container_name(cluster: &str, group: &str, index: u32) -> String {
 
 fn template_for(request: &ProvisionRequest) -> Result<Template, Error> {
     let templates: Vec<Template> = settings::require_json("templates")?;
-    let mut fallback = None;
-    for template in templates {
-        if template.store != request.store {
-            continue;
-        }
-        match &template.store_version {
-            Some(v) if *v == request.store_version => return Ok(template),
-            None if fallback.is_none() => fallback = Some(template),
-            _ => {}
-        }
-    }
-    fallback.ok_or_else(|| {
+    select_by_store(request, templates, |t| {
+        (&t.store, t.store_version.as_deref())
+    })
+    .ok_or_else(|| {
         Error::InvalidRequest(format!(
             "no node template for store `{}` version `{}`",
             request.store, request.store_version
@@ -170,17 +162,8 @@ fn template_for(request: &ProvisionRequest) -> Result<Template, Error> {
 
 fn label_filter(podman: &Podman) -> String {
     // filters={"label":["replicante.gateway=<id>"]}, percent-encoded.
-    let filter = json!({ "label": [format!("{GATEWAY_LABEL}={}", podman.gateway_id)] }).to_string();
-    let mut out = String::new();
-    for byte in filter.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
+    let filter = json!({ "label": [format!("{GATEWAY_LABEL}={}", podman.gateway_id)] });
+    http::percent_encode(&filter.to_string())
 }
 
 struct Containers;

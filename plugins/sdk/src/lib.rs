@@ -107,6 +107,29 @@ macro_rules! export_provider {
     };
 }
 
+/// The candidate for a request's store and effective version: the first made for that exact
+/// version, else the first for the store that names no version. For plugins that keep launch or
+/// node templates in their settings; `key` gives a candidate's store and optional version.
+pub fn select_by_store<T>(
+    request: &ProvisionRequest,
+    candidates: Vec<T>,
+    key: impl Fn(&T) -> (&str, Option<&str>),
+) -> Option<T> {
+    let mut fallback = None;
+    for candidate in candidates {
+        let (store, version) = key(&candidate);
+        if store != request.store {
+            continue;
+        }
+        match version {
+            Some(v) if v == request.store_version => return Some(candidate),
+            None if fallback.is_none() => fallback = Some(candidate),
+            _ => {}
+        }
+    }
+    fallback
+}
+
 impl ProvisionRequest {
     /// The merged attributes (cluster's, with the group's on top) as a JSON object.
     pub fn attributes(&self) -> Result<Attributes, Error> {
@@ -237,6 +260,21 @@ pub mod http {
         pub headers: Vec<(String, String)>,
         /// The body.
         pub body: Vec<u8>,
+    }
+
+    /// Percent-encode everything but RFC 3986's unreserved characters (for query strings and
+    /// form bodies, and what AWS signatures expect).
+    pub fn percent_encode(value: &str) -> String {
+        let mut out = String::with_capacity(value.len());
+        for byte in value.bytes() {
+            match byte {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    out.push(byte as char)
+                }
+                _ => out.push_str(&format!("%{byte:02X}")),
+            }
+        }
+        out
     }
 
     fn failed(what: &str, e: impl std::fmt::Debug) -> Error {
