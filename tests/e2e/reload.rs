@@ -327,3 +327,49 @@ async fn nodes_provisioned_before_a_reload_are_deprovisioned_after_it() {
     }
     assert_eq!(gw.discover().await, json!({ "clusters": [] }));
 }
+
+#[tokio::test]
+async fn admin_reloads_that_arrive_during_a_reload_coalesce_into_one_more() {
+    let work = Workdir::new();
+    let file = work.path().join("plugin.wasm");
+    copy_plugin("pool", &file);
+    let config = "[admin]\nlisten = \"127.0.0.1:0\"\n[reload]\nwatch = false\n\n\
+         [backends.pool]\nplugin = \"plugin.wasm\"\n[backends.pool.settings]\nmachines = []\n";
+    let gw = Arc::new(work.start(config).await);
+
+    // A build never seen before (a custom section changes its digest), so the next reload has
+    // to compile it: it takes long enough for the other calls to arrive meanwhile.
+    let mut bytes = std::fs::read(plugin("pool")).unwrap();
+    let tag = format!(
+        "{:016x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    );
+    // Custom section: id 0, size, name length, name, payload (all sizes under 128).
+    bytes.extend([0u8, 1 + 5 + 16, 5]);
+    bytes.extend(b"e2e-c");
+    bytes.extend(tag.as_bytes());
+    std::fs::write(&file, bytes).unwrap();
+
+    let calls: Vec<_> = (0..5)
+        .map(|i| {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(if i == 0 { 0 } else { 150 })).await;
+                gw.admin("/admin/reload", Some(&json!({}))).await
+            })
+        })
+        .collect();
+    let mut generations = Vec::new();
+    for call in calls {
+        let (status, body) = call.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        generations.push(body["generation"].as_u64().unwrap());
+    }
+    // The first reload compiles; the four that arrive during it are served by one more.
+    assert_eq!(generations[0], 2, "{generations:?}");
+    assert!(generations[1..].iter().all(|g| *g == 3), "{generations:?}");
+    assert_eq!(gw.admin_generation().await["reloads"], json!(2));
+}
