@@ -9,11 +9,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::ops::Range;
+use std::sync::Arc;
+
 use bytesize::ByteSize;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::routing::{BackendId, Route, RouteMatch, RouteTable, RouteTableError};
+use crate::capability::http::Allowlist;
+use crate::model::BackendId;
+use crate::routing::{ClusterPattern, Route, RouteMatch, RouteTable, RouteTableError};
+use crate::state::{EtcdSettings, EtcdTls};
 
 /// The default listen address: loopback only, so nothing is exposed until the operator says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -29,6 +35,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Where compiled plugins are cached (default: `compiled` under the state directory).
     pub cache_dir: PathBuf,
+    /// How many bytes of compiled plugins the cache keeps on disk at most.
+    pub cache_max: u64,
+    /// Where the durable state lives: the embedded store in `state_dir`, or etcd.
+    pub store: StoreConfig,
     /// The largest request body the API accepts.
     pub max_body_size: usize,
     /// The backends, by name.
@@ -75,11 +85,27 @@ pub enum DiscoveryPolicy {
     Partial,
 }
 
+/// The default size bound of the compiled-plugin cache on disk.
+pub const DEFAULT_CACHE_MAX: u64 = 1 << 30;
+
+/// Which store holds the durable state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreConfig {
+    /// The embedded store, a file in the state directory: one gateway.
+    #[default]
+    Embedded,
+    /// etcd: state shared by every replica.
+    Etcd(EtcdSettings),
+}
+
 /// One configured use of a plugin.
 #[derive(Clone)]
 pub struct BackendConfig {
-    /// The backend's name, used in routes, logs, errors and as its state namespace.
+    /// The backend's name, used in routes, logs and errors.
     pub name: BackendId,
+    /// The namespace of its durable state (default: its name). Keeping it across a rename keeps
+    /// the backend's data (a pool's allocations) with it.
+    pub state_namespace: String,
     /// The plugin component file.
     pub plugin: PathBuf,
     /// The settings given to the plugin through `wasi:config/store`: strings as they are,
@@ -99,6 +125,7 @@ impl std::fmt::Debug for BackendConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BackendConfig")
             .field("name", &self.name)
+            .field("state_namespace", &self.state_namespace)
             .field("plugin", &self.plugin)
             .field(
                 "settings",
@@ -114,7 +141,7 @@ impl std::fmt::Debug for BackendConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
     /// Outbound HTTP through `wasi:http`, to these destinations only.
-    pub http: Option<std::sync::Arc<crate::capability::http::Allowlist>>,
+    pub http: Option<Arc<Allowlist>>,
 }
 
 /// What one call of a backend may use.
@@ -222,7 +249,7 @@ struct RawAdmin {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<SocketAddr>,
-    max_body_size: Option<ByteSize>,
+    max_body_size: Option<Spanned<ByteSize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -230,12 +257,46 @@ struct RawServer {
 struct RawState {
     dir: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
+    cache_max: Option<Spanned<ByteSize>>,
+    backend: Option<Spanned<StoreKind>>,
+    endpoints: Option<Spanned<Vec<String>>>,
+    prefix: Option<Spanned<String>>,
+    timeout: Option<Spanned<HumanDuration>>,
+    username: Option<Spanned<toml::Value>>,
+    password: Option<Spanned<toml::Value>>,
+    tls: Option<Spanned<RawEtcdTls>>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum StoreKind {
+    #[default]
+    Embedded,
+    Etcd,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcdTls {
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+/// A duration written the human way (`"10s"`, `"250ms"`).
+struct HumanDuration(Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        humantime_serde::deserialize(deserializer).map(HumanDuration)
+    }
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     plugin: PathBuf,
+    state_namespace: Option<Spanned<String>>,
     #[serde(default)]
     settings: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
@@ -254,8 +315,7 @@ struct RawGrants {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     memory: Option<Spanned<ByteSize>>,
-    #[serde(default, with = "humantime_serde::option")]
-    timeout: Option<Duration>,
+    timeout: Option<Spanned<HumanDuration>>,
     concurrency: Option<Spanned<usize>>,
     queue: Option<usize>,
     max_response: Option<Spanned<ByteSize>>,
@@ -278,14 +338,20 @@ impl Config {
     /// `next`: a reload applies everything else and reports these.
     pub fn restart_only_changes(&self, next: &Config) -> Vec<&'static str> {
         let mut changed = Vec::new();
+        if self.listen != next.listen {
+            changed.push("server.listen");
+        }
+        if self.max_body_size != next.max_body_size {
+            changed.push("server.max_body_size");
+        }
         if self.state_dir != next.state_dir {
             changed.push("state.dir");
         }
         if self.cache_dir != next.cache_dir {
             changed.push("state.cache_dir");
         }
-        if self.max_body_size != next.max_body_size {
-            changed.push("server.max_body_size");
+        if self.store != next.store {
+            changed.push("state (the store)");
         }
         if self.admin_listen != next.admin_listen {
             changed.push("admin.listen");
@@ -305,153 +371,31 @@ impl Config {
         Config::parse(path, &text)
     }
 
-    /// Validate `text` as the content of the config file at `path`.
+    /// Validate `text` as the content of the config file at `path`: one function per section.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        let invalid =
-            |span: std::ops::Range<usize>, key: String, message: String| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                line: line_of(text, span.start),
-                key,
-                message,
-            };
-        let base = path.parent().unwrap_or(Path::new("."));
-
-        let mut backends = BTreeMap::new();
-        for (name, raw_backend) in raw.backends {
-            let span = raw_backend.span();
-            let raw_backend = raw_backend.into_inner();
-            let id = BackendId::new(&name).map_err(|message| {
-                invalid(
-                    span.clone(),
-                    format!("backends.{name}"),
-                    message.to_string(),
-                )
-            })?;
-            let limits = validate_limits(raw_backend.limits, &name, &invalid)?;
-            let mut settings = Vec::new();
-            let mut secrets = Vec::new();
-            for (key, value) in raw_backend.settings {
-                let span = value.span();
-                let value = match value.into_inner() {
-                    toml::Value::String(s) => s,
-                    toml::Value::Table(table) if is_secret_reference(&table) => {
-                        let secret = resolve_secret(&table, base).map_err(|message| {
-                            invalid(span, format!("backends.{name}.settings.{key}"), message)
-                        })?;
-                        secrets.push(secret.clone());
-                        secret
-                    }
-                    other => {
-                        serde_json::to_string(&other).expect("a TOML value always encodes as JSON")
-                    }
-                };
-                settings.push((key, value));
-            }
-            let grants = Grants {
-                http: match raw_backend.grants.http {
-                    None => None,
-                    Some(patterns) => {
-                        let span = patterns.span();
-                        Some(std::sync::Arc::new(
-                            crate::capability::http::Allowlist::parse(patterns.get_ref()).map_err(
-                                |message| {
-                                    invalid(span, format!("backends.{name}.grants.http"), message)
-                                },
-                            )?,
-                        ))
-                    }
-                },
-            };
-            backends.insert(
-                id.clone(),
-                BackendConfig {
-                    name: id,
-                    plugin: base.join(raw_backend.plugin),
-                    settings,
-                    secrets,
-                    limits,
-                    grants,
-                },
-            );
-        }
-
-        let mut routes = Vec::new();
-        let mut route_lines = Vec::new();
-        for (index, raw_route) in raw.routes.into_iter().enumerate() {
-            route_lines.push(line_of(text, raw_route.span().start));
-            let raw_route = raw_route.into_inner();
-            let key = format!("routes[{index}]");
-            let backend_span = raw_route.backend.span();
-            let backend_name = raw_route.backend.into_inner();
-            let backend = backends
-                .keys()
-                .find(|id| id.as_str() == backend_name)
-                .cloned()
-                .ok_or_else(|| {
-                    let defined: Vec<&str> = backends.keys().map(BackendId::as_str).collect();
-                    invalid(
-                        backend_span,
-                        format!("{key}.backend"),
-                        format!(
-                            "unknown backend `{backend_name}` (defined: {})",
-                            if defined.is_empty() {
-                                "none".to_string()
-                            } else {
-                                defined.join(", ")
-                            }
-                        ),
-                    )
-                })?;
-            let cluster_id = match raw_route.cluster_id {
-                None => None,
-                Some(pattern) => {
-                    let pattern_span = pattern.span();
-                    Some(
-                        crate::routing::ClusterPattern::new(pattern.get_ref())
-                            .map_err(|e| invalid(pattern_span, format!("{key}.cluster_id"), e))?,
-                    )
-                }
-            };
-            let name = raw_route.name.unwrap_or_else(|| key.clone());
-            routes.push(Route {
-                name,
-                backend,
-                matches: RouteMatch {
-                    cluster_id,
-                    store: raw_route.store,
-                    store_version: raw_route.store_version,
-                    node_group_id: raw_route.node_group_id,
-                    node_class: raw_route.node_class,
-                },
-            });
-        }
-
-        let listen = raw.server.listen.unwrap_or_else(|| {
-            DEFAULT_LISTEN
-                .parse()
-                .expect("the default address is valid")
-        });
-        let max_body_size = raw
-            .server
-            .max_body_size
-            .map(|size| size.as_u64() as usize)
-            .unwrap_or(1 << 20);
-        let state_dir = base.join(raw.state.dir.unwrap_or_else(|| PathBuf::from("state")));
-        let cache_dir = match raw.state.cache_dir {
-            Some(dir) => base.join(dir),
-            None => state_dir.join("compiled"),
+        let source = Source {
+            path,
+            text,
+            base: path.parent().unwrap_or(Path::new(".")),
         };
+        let (listen, max_body_size) = server_section(raw.server, &source)?;
+        let state = state_section(raw.state, &source)?;
+        let backends = backends_section(raw.backends, &source)?;
+        let routes = routes_section(raw.routes, &backends, &source)?;
         Ok(Config {
             source: path.to_path_buf(),
             listen,
-            state_dir,
-            cache_dir,
+            state_dir: state.dir,
+            cache_dir: state.cache_dir,
+            cache_max: state.cache_max,
+            store: state.store,
             max_body_size,
             backends,
+            routes,
             discovery: raw.discovery.on_backend_failure,
             admin_listen: raw.admin.listen,
             reload: ReloadSettings {
@@ -461,58 +405,414 @@ impl Config {
                     .debounce
                     .unwrap_or(ReloadSettings::default().debounce),
             },
-            routes: RouteTable::new(routes).map_err(|e| {
-                let (later, message) = match &e {
-                    RouteTableError::DuplicateName { first, second, .. } => {
-                        (*second, format!("{e} (line {})", route_lines[*first]))
-                    }
-                    RouteTableError::Shadowed { earlier, later, .. } => (
-                        *later,
-                        format!(
-                            "{e} (the earlier route is at line {})",
-                            route_lines[*earlier]
-                        ),
-                    ),
-                };
-                ConfigError::Invalid {
-                    path: path.to_path_buf(),
-                    line: route_lines[later],
-                    key: format!("routes[{later}]"),
-                    message,
-                }
-            })?,
         })
     }
 }
 
-fn validate_limits(
-    raw: RawLimits,
+/// The file being parsed: for relative paths and for errors that name the line.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+    base: &'a Path,
+}
+
+impl Source<'_> {
+    fn invalid(&self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: line_of(self.text, span.start),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn line(&self, span: Range<usize>) -> usize {
+        line_of(self.text, span.start)
+    }
+}
+
+/// The longest deadline a backend call or a state operation may have: beyond it a timeout is a
+/// typo, and adding it to the clock could overflow.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A duration that must be more than zero and at most [`MAX_TIMEOUT`].
+fn check_timeout(value: Spanned<HumanDuration>, key: String, source: &Source) -> Result<Duration, ConfigError> {
+    let duration = value.get_ref().0;
+    if duration.is_zero() || duration > MAX_TIMEOUT {
+        return Err(source.invalid(value.span(), key, "must be more than 0s and at most 1h"));
+    }
+    Ok(duration)
+}
+
+fn server_section(raw: RawServer, source: &Source) -> Result<(SocketAddr, usize), ConfigError> {
+    let listen = raw.listen.unwrap_or_else(|| {
+        DEFAULT_LISTEN
+            .parse()
+            .expect("the default address is valid")
+    });
+    let max_body_size = match raw.max_body_size {
+        None => 1 << 20,
+        Some(size) => {
+            let bytes = size.get_ref().as_u64();
+            // A provision request of the specification takes a few hundred bytes at least.
+            if !(1 << 10..=1 << 30).contains(&bytes) {
+                return Err(source.invalid(
+                    size.span(),
+                    "server.max_body_size",
+                    "must be between 1KiB and 1GiB",
+                ));
+            }
+            bytes as usize
+        }
+    };
+    Ok((listen, max_body_size))
+}
+
+/// The `[state]` section, validated.
+struct StateSection {
+    dir: PathBuf,
+    cache_dir: PathBuf,
+    cache_max: u64,
+    store: StoreConfig,
+}
+
+fn state_section(mut raw: RawState, source: &Source) -> Result<StateSection, ConfigError> {
+    let dir = source.base.join(raw.dir.clone().unwrap_or_else(|| PathBuf::from("state")));
+    let cache_dir = match raw.cache_dir.clone() {
+        Some(path) => source.base.join(path),
+        None => dir.join("compiled"),
+    };
+    let cache_max = match raw.cache_max.take() {
+        None => DEFAULT_CACHE_MAX,
+        Some(size) if size.get_ref().as_u64() < 1 << 20 => {
+            return Err(source.invalid(size.span(), "state.cache_max", "must be at least 1MiB"));
+        }
+        Some(size) => size.get_ref().as_u64(),
+    };
+    let etcd_only = [
+        ("endpoints", raw.endpoints.as_ref().map(Spanned::span)),
+        ("prefix", raw.prefix.as_ref().map(Spanned::span)),
+        ("timeout", raw.timeout.as_ref().map(Spanned::span)),
+        ("username", raw.username.as_ref().map(Spanned::span)),
+        ("password", raw.password.as_ref().map(Spanned::span)),
+        ("tls", raw.tls.as_ref().map(Spanned::span)),
+    ];
+    let (kind, kind_span) = match &raw.backend {
+        Some(kind) => (*kind.get_ref(), kind.span()),
+        None => (StoreKind::Embedded, 0..0),
+    };
+    let store = match kind {
+        StoreKind::Embedded => {
+            if let Some((key, Some(span))) = etcd_only.into_iter().find(|(_, span)| span.is_some()) {
+                return Err(source.invalid(
+                    span,
+                    format!("state.{key}"),
+                    "applies only to `backend = \"etcd\"`",
+                ));
+            }
+            StoreConfig::Embedded
+        }
+        StoreKind::Etcd => StoreConfig::Etcd(etcd_settings(raw, kind_span, source)?),
+    };
+    Ok(StateSection {
+        dir,
+        cache_dir,
+        cache_max,
+        store,
+    })
+}
+
+fn etcd_settings(
+    raw: RawState,
+    backend_span: Range<usize>,
+    source: &Source,
+) -> Result<EtcdSettings, ConfigError> {
+    let endpoints = match raw.endpoints {
+        Some(list) if !list.get_ref().is_empty() => {
+            for endpoint in list.get_ref() {
+                if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                    return Err(source.invalid(
+                        list.span(),
+                        "state.endpoints",
+                        format!("`{endpoint}` is not an http:// or https:// URL"),
+                    ));
+                }
+            }
+            list.into_inner()
+        }
+        Some(list) => {
+            return Err(source.invalid(list.span(), "state.endpoints", "lists no endpoint"));
+        }
+        None => {
+            return Err(source.invalid(
+                backend_span,
+                "state.endpoints",
+                "`backend = \"etcd\"` needs `endpoints`, the etcd members' client URLs",
+            ));
+        }
+    };
+    let prefix = match raw.prefix {
+        None => "/platform-gateway".to_string(),
+        Some(prefix) => {
+            let text = prefix.get_ref().trim_end_matches('/');
+            if text.is_empty() {
+                return Err(source.invalid(
+                    prefix.span(),
+                    "state.prefix",
+                    "must name a key prefix such as \"/platform-gateway/prod\"",
+                ));
+            }
+            text.to_string()
+        }
+    };
+    let timeout = match raw.timeout {
+        None => Duration::from_secs(2),
+        Some(value) => check_timeout(value, "state.timeout".into(), source)?,
+    };
+    let credential = |value: Option<Spanned<toml::Value>>, key: &str| match value {
+        None => Ok(None),
+        Some(value) => {
+            let span = value.span();
+            match value.into_inner() {
+                toml::Value::String(s) => Ok(Some(s)),
+                toml::Value::Table(table) if is_secret_reference(&table) => {
+                    resolve_secret(&table, source.base)
+                        .map(Some)
+                        .map_err(|message| source.invalid(span, format!("state.{key}"), message))
+                }
+                _ => Err(source.invalid(
+                    span,
+                    format!("state.{key}"),
+                    "must be a string, { from_env = \"NAME\" } or { from_file = \"path\" }",
+                )),
+            }
+        }
+    };
+    let username = credential(raw.username, "username")?;
+    let password = credential(raw.password, "password")?;
+    let tls = raw.tls.map(|tls| {
+        let tls = tls.into_inner();
+        EtcdTls {
+            ca: tls.ca.map(|p| source.base.join(p)),
+            cert: tls.cert.map(|p| source.base.join(p)),
+            key: tls.key.map(|p| source.base.join(p)),
+        }
+    });
+    Ok(EtcdSettings {
+        endpoints,
+        prefix,
+        timeout,
+        username,
+        password,
+        tls,
+    })
+}
+
+fn backends_section(
+    raw: BTreeMap<String, Spanned<RawBackend>>,
+    source: &Source,
+) -> Result<BTreeMap<BackendId, BackendConfig>, ConfigError> {
+    let mut backends = BTreeMap::new();
+    let mut namespaces: BTreeMap<String, String> = BTreeMap::new();
+    for (name, raw_backend) in raw {
+        let span = raw_backend.span();
+        let backend = backend(&name, raw_backend.into_inner(), span.clone(), source)?;
+        if let Some(other) = namespaces.insert(backend.state_namespace.clone(), name.clone()) {
+            return Err(source.invalid(
+                span,
+                format!("backends.{name}.state_namespace"),
+                format!(
+                    "state namespace `{}` is already used by backend `{other}`: two backends \
+                     would hand out the same resources",
+                    backend.state_namespace
+                ),
+            ));
+        }
+        backends.insert(backend.name.clone(), backend);
+    }
+    Ok(backends)
+}
+
+fn backend(
+    name: &str,
+    raw: RawBackend,
+    span: Range<usize>,
+    source: &Source,
+) -> Result<BackendConfig, ConfigError> {
+    let id = BackendId::new(name)
+        .map_err(|message| source.invalid(span.clone(), format!("backends.{name}"), message))?;
+    let state_namespace = match raw.state_namespace {
+        None => name.to_string(),
+        Some(namespace) => BackendId::new(namespace.get_ref())
+            .map_err(|_| {
+                source.invalid(
+                    namespace.span(),
+                    format!("backends.{name}.state_namespace"),
+                    "a state namespace is 1 to 64 ASCII letters, digits, `-` or `_`",
+                )
+            })?
+            .to_string(),
+    };
+    let limits = limits(raw.limits, name, source)?;
+    let (settings, secrets) = settings(raw.settings, name, source)?;
+    let grants = Grants {
+        http: match raw.grants.http {
+            None => None,
+            Some(patterns) => {
+                let span = patterns.span();
+                Some(Arc::new(Allowlist::parse(patterns.get_ref()).map_err(|message| {
+                    source.invalid(span, format!("backends.{name}.grants.http"), message)
+                })?))
+            }
+        },
+    };
+    Ok(BackendConfig {
+        name: id,
+        state_namespace,
+        plugin: source.base.join(raw.plugin),
+        settings,
+        secrets,
+        limits,
+        grants,
+    })
+}
+
+/// A backend's settings as the plugin reads them: strings as they are, every other value as
+/// JSON (dates and times as RFC 3339 strings), secret references resolved.
+fn settings(
+    raw: BTreeMap<String, Spanned<toml::Value>>,
     backend: &str,
-    invalid: &impl Fn(std::ops::Range<usize>, String, String) -> ConfigError,
-) -> Result<Limits, ConfigError> {
+    source: &Source,
+) -> Result<(Vec<(String, String)>, Vec<String>), ConfigError> {
+    let mut settings = Vec::new();
+    let mut secrets = Vec::new();
+    for (key, value) in raw {
+        let span = value.span();
+        let value = match value.into_inner() {
+            toml::Value::String(s) => s,
+            toml::Value::Table(table) if is_secret_reference(&table) => {
+                let secret = resolve_secret(&table, source.base).map_err(|message| {
+                    source.invalid(span, format!("backends.{backend}.settings.{key}"), message)
+                })?;
+                secrets.push(secret.clone());
+                secret
+            }
+            other => toml_to_json(other).to_string(),
+        };
+        settings.push((key, value));
+    }
+    Ok((settings, secrets))
+}
+
+/// A TOML value as JSON; TOML's dates and times become RFC 3339 strings.
+fn toml_to_json(value: toml::Value) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match value {
+        toml::Value::String(s) => Json::String(s),
+        toml::Value::Integer(i) => Json::from(i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number),
+        toml::Value::Boolean(b) => Json::Bool(b),
+        toml::Value::Datetime(d) => Json::String(d.to_string()),
+        toml::Value::Array(items) => Json::Array(items.into_iter().map(toml_to_json).collect()),
+        toml::Value::Table(table) => Json::Object(
+            table
+                .into_iter()
+                .map(|(k, v)| (k, toml_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn routes_section(
+    raw: Vec<Spanned<RawRoute>>,
+    backends: &BTreeMap<BackendId, BackendConfig>,
+    source: &Source,
+) -> Result<RouteTable, ConfigError> {
+    let mut routes = Vec::new();
+    let mut route_lines = Vec::new();
+    for (index, raw_route) in raw.into_iter().enumerate() {
+        route_lines.push(source.line(raw_route.span()));
+        let raw_route = raw_route.into_inner();
+        let key = format!("routes[{index}]");
+        let backend_span = raw_route.backend.span();
+        let backend_name = raw_route.backend.into_inner();
+        let backend = backends
+            .keys()
+            .find(|id| id.as_str() == backend_name)
+            .cloned()
+            .ok_or_else(|| {
+                let defined: Vec<&str> = backends.keys().map(BackendId::as_str).collect();
+                source.invalid(
+                    backend_span,
+                    format!("{key}.backend"),
+                    format!(
+                        "unknown backend `{backend_name}` (defined: {})",
+                        if defined.is_empty() {
+                            "none".to_string()
+                        } else {
+                            defined.join(", ")
+                        }
+                    ),
+                )
+            })?;
+        let cluster_id = match raw_route.cluster_id {
+            None => None,
+            Some(pattern) => Some(
+                ClusterPattern::new(pattern.get_ref())
+                    .map_err(|e| source.invalid(pattern.span(), format!("{key}.cluster_id"), e))?,
+            ),
+        };
+        routes.push(Route {
+            name: raw_route.name.unwrap_or_else(|| key.clone()),
+            backend,
+            matches: RouteMatch {
+                cluster_id,
+                store: raw_route.store,
+                store_version: raw_route.store_version,
+                node_group_id: raw_route.node_group_id,
+                node_class: raw_route.node_class,
+            },
+        });
+    }
+    RouteTable::new(routes).map_err(|e| {
+        let (later, message) = match &e {
+            RouteTableError::DuplicateName { first, second, .. } => {
+                (*second, format!("{e} (line {})", route_lines[*first]))
+            }
+            RouteTableError::Shadowed { earlier, later, .. } => (
+                *later,
+                format!(
+                    "{e} (the earlier route is at line {})",
+                    route_lines[*earlier]
+                ),
+            ),
+        };
+        ConfigError::Invalid {
+            path: source.path.to_path_buf(),
+            line: route_lines[later],
+            key: format!("routes[{later}]"),
+            message,
+        }
+    })
+}
+
+fn limits(raw: RawLimits, backend: &str, source: &Source) -> Result<Limits, ConfigError> {
     let mut limits = Limits::default();
+    let key = |name: &str| format!("backends.{backend}.limits.{name}");
     if let Some(memory) = raw.memory {
         let bytes = memory.get_ref().as_u64();
         // A component needs at least one 64 KiB page; past 4 GiB a 32-bit memory cannot grow.
         if !(64 << 10..=4 << 30).contains(&bytes) {
-            return Err(invalid(
-                memory.span(),
-                format!("backends.{backend}.limits.memory"),
-                "must be between 64KiB and 4GiB".to_string(),
-            ));
+            return Err(source.invalid(memory.span(), key("memory"), "must be between 64KiB and 4GiB"));
         }
         limits.memory = bytes as usize;
     }
     if let Some(timeout) = raw.timeout {
-        limits.timeout = timeout;
+        limits.timeout = check_timeout(timeout, key("timeout"), source)?;
     }
     if let Some(concurrency) = raw.concurrency {
         if *concurrency.get_ref() == 0 {
-            return Err(invalid(
-                concurrency.span(),
-                format!("backends.{backend}.limits.concurrency"),
-                "must be at least 1".to_string(),
-            ));
+            return Err(source.invalid(concurrency.span(), key("concurrency"), "must be at least 1"));
         }
         limits.concurrency = concurrency.into_inner();
     }
@@ -522,11 +822,7 @@ fn validate_limits(
     if let Some(max_response) = raw.max_response {
         let bytes = max_response.get_ref().as_u64();
         if bytes == 0 {
-            return Err(invalid(
-                max_response.span(),
-                format!("backends.{backend}.limits.max_response"),
-                "must be more than 0".to_string(),
-            ));
+            return Err(source.invalid(max_response.span(), key("max_response"), "must be more than 0"));
         }
         limits.max_response = bytes as usize;
     }

@@ -3,27 +3,32 @@
 //!
 //! # Layout
 //!
-//! - [`api`]: the HTTP contract (handlers, models, the one error type).
-//! - [`config`]: the TOML file turned into a validated [`config::Config`].
-//! - [`routing`]: backend names, the provision route table.
-//! - [`gateway`]: generations of loaded backends and the three operations over them.
-//! - [`convert`]: HTTP models to the plugin contract and back, with the checks on both sides.
-//! - [`inspect`]: explains where a request would go (`route` command, admin API).
+//! Imports go one way, top to bottom; only [`api`] knows HTTP.
+//!
+//! - [`api`]: the HTTP contract: handlers, request validation, the one mapping from domain
+//!   errors to statuses and the error body, the admin API, route explanations.
+//! - [`gateway`]: generations of loaded backends and the three operations over them, in domain
+//!   results and errors (fan-out, merge, ownership).
+//! - [`routing`]: the provision route table: one `select`, used by requests and explanations.
+//! - [`model`]: identities used everywhere ([`model::BackendId`]).
+//! - [`convert`]: the plugin contract's records: route keys and checks on plugin answers.
 //! - [`reload`]: the task that builds and swaps generations on file events, SIGHUP, admin calls.
 //! - [`runtime`]: the wasmtime engine, the compiled-component cache, one store per call.
-//! - [`capability`]: what plugins may import (settings, logging, state), one module each.
-//! - [`state`]: the embedded durable store (plugin data, node ownership).
+//! - [`capability`]: what plugins may import (settings, logging, state, HTTP), one module each.
+//! - [`state`]: the durable store behind plugin data and node ownership: embedded or etcd.
+//! - [`config`]: the TOML file turned into a validated [`config::Config`].
 //! - [`telemetry`]: tracing setup.
 //!
 //! [`serve`] runs the gateway until its shutdown future resolves; the binary and the tests start
 //! it the same way.
 
 pub mod api;
+mod bindings;
 pub mod capability;
 pub mod config;
 pub mod convert;
 pub mod gateway;
-pub mod inspect;
+pub mod model;
 pub mod reload;
 pub mod routing;
 pub mod runtime;
@@ -38,9 +43,9 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::gateway::{Gateway, Generation};
-use crate::routing::BackendId;
+use crate::model::BackendId;
 use crate::runtime::Runtime;
-use crate::state::{RedbStore, StateStore};
+use crate::state::StateStore;
 
 /// Serve `config` on `listener` until `shutdown` resolves, then finish the requests in flight.
 ///
@@ -52,13 +57,13 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state_dir = config.state_dir.clone();
-    let state: Arc<dyn StateStore> = Arc::new(
-        tokio::task::spawn_blocking(move || RedbStore::open(&state_dir))
-            .await?
-            .context("opening the state store")?,
-    );
-    let runtime = Arc::new(Runtime::new(Some(config.cache_dir.clone()))?);
+    let state: Arc<dyn StateStore> = state::open(&config.store, &config.state_dir)
+        .await
+        .context("opening the state store")?;
+    let runtime = Arc::new(Runtime::new(
+        Some(config.cache_dir.clone()),
+        config.cache_max,
+    )?);
     let gateway = Arc::new(Gateway::new(state.clone()));
     let public = api::router(gateway.clone(), config.max_body_size);
     let admin = match config.admin_listen {
@@ -79,6 +84,9 @@ pub async fn serve(
         config.clone(),
     );
     let reload_handle = reloader.handle();
+    // Before the first load, which can take seconds: a SIGHUP meanwhile is queued as a reload
+    // instead of ending the process (SIGHUP's default action).
+    reload_handle.listen_for_sighup();
 
     // Stops both listeners on the shutdown signal or on a failed load.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -87,7 +95,9 @@ pub async fn serve(
         let (gateway, load_error, stop) = (gateway.clone(), load_error.clone(), stop.clone());
         tokio::spawn(async move {
             let loaded = tokio::task::spawn_blocking(move || {
-                Generation::load(1, config, &runtime, &state, None)
+                let generation = Generation::load(1, config, &runtime, &state, None)?;
+                runtime.retain(generation.backends.values().map(|b| b.digest()));
+                Ok::<_, runtime::LoadError>(generation)
             })
             .await;
             let error = match loaded {
@@ -140,7 +150,7 @@ pub async fn serve(
 /// plugin is compiled (into the cache) and checked against the world. Returns each backend
 /// with its plugin digest.
 pub fn check(config: &Config) -> anyhow::Result<Vec<(BackendId, String)>> {
-    let runtime = Runtime::new(Some(config.cache_dir.clone()))?;
+    let runtime = Runtime::new(Some(config.cache_dir.clone()), config.cache_max)?;
     config
         .backends
         .values()

@@ -96,14 +96,34 @@ fn route(args: RouteArgs) -> anyhow::Result<()> {
     };
     let body: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not JSON", args.request.display()))?;
-    let explanation = platform_gateway::inspect::explain(&config, body, |cluster, node| {
-        platform_gateway::state::read_owner(&config.state_dir, cluster, node).map_err(|e| {
+    let explanation = platform_gateway::api::inspect::explain(&config, body, |cluster, node| {
+        recorded_owner(&config, cluster, node).map_err(|e| {
             format!("{e}; ask it instead: POST the request to its admin API at /admin/route")
         })
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     print!("{}", explanation.render());
     Ok(())
+}
+
+/// The owner of a node from the config's state store: the embedded file read-only (which a
+/// running gateway holds), or etcd (which any number of readers share).
+fn recorded_owner(config: &Config, cluster: &str, node: &str) -> Result<Option<String>, String> {
+    use platform_gateway::config::StoreConfig;
+    use platform_gateway::state::{EtcdStore, StateStore};
+    match &config.store {
+        StoreConfig::Embedded => {
+            platform_gateway::state::embedded::read_owner(&config.state_dir, cluster, node)
+                .map_err(|e| e.to_string())
+        }
+        StoreConfig::Etcd(settings) => {
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let store = EtcdStore::connect(settings).await.map_err(|e| e.to_string())?;
+                store.owner(cluster, node).await.map_err(|e| e.to_string())
+            })
+        }
+    }
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

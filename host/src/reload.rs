@@ -83,6 +83,11 @@ impl ReloadHandle {
             .map_err(|_| "the reload task has stopped".to_string())?
     }
 
+    /// Reload on SIGHUP from now on (before the first generation is loaded, too).
+    pub fn listen_for_sighup(&self) {
+        spawn_sighup(self.triggers.clone());
+    }
+
     /// The current status.
     pub fn status(&self) -> ReloadStatus {
         self.status
@@ -135,8 +140,7 @@ impl Reloader {
     }
 
     /// Reload on every trigger, for as long as the runtime runs. Call it once the first
-    /// generation is installed. Starts the file watcher when the config asks for it, and the
-    /// SIGHUP handler.
+    /// generation is installed. Starts the file watcher when the config asks for it.
     pub async fn run(mut self) {
         if let Some(generation) = self.gateway.current() {
             let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -152,7 +156,6 @@ impl Reloader {
         if let Some(generation) = self.gateway.current() {
             self.watch_files_of(&generation.config);
         }
-        spawn_sighup(self.triggers.clone());
         let debounce = self.initial.reload.debounce;
         while let Some(first) = self.inbox.recv().await {
             let mut waiters = Vec::new();
@@ -181,14 +184,20 @@ impl Reloader {
         let number = previous.as_ref().map(|g| g.number).unwrap_or(0) + 1;
         let path = self.initial.source.clone();
         let (runtime, state) = (self.runtime.clone(), self.state.clone());
-        let built = tokio::task::spawn_blocking(move || -> Result<Generation, String> {
+        let running = previous.clone();
+        let built = async move {
             let config = Config::load(&path).map_err(|e| e.to_string())?;
-            Generation::load(number, config, &runtime, &state, previous.as_deref())
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| format!("the reload failed: {e}"))
-        .and_then(|built| built);
+            if let Some(running) = &running {
+                check_namespaces_kept(&running.config, &config, &*state).await?;
+            }
+            tokio::task::spawn_blocking(move || {
+                Generation::load(number, config, &runtime, &state, previous.as_deref())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| format!("the reload failed: {e}"))?
+        }
+        .await;
         let load_ms = started.elapsed().as_millis() as u64;
 
         match built {
@@ -203,7 +212,16 @@ impl Reloader {
                 self.watch_files_of(&generation.config);
                 let loaded_at = generation.loaded_at;
                 let backends = generation.backends.len();
+                let digests: Vec<String> = generation
+                    .backends
+                    .values()
+                    .map(|b| b.digest().to_string())
+                    .collect();
                 self.gateway.install(generation);
+                let runtime = self.runtime.clone();
+                tokio::task::spawn_blocking(move || {
+                    runtime.retain(digests.iter().map(String::as_str))
+                });
                 tracing::info!(generation = number, backends, load_ms, "reloaded");
                 let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
                 status.generation = number;
@@ -237,6 +255,44 @@ impl Reloader {
             watch.set(&files);
         }
     }
+}
+
+/// Refuse a config that renames a backend away from state it holds: the new backend would start
+/// from an empty namespace and hand out again what the old one had allocated. A renamed backend
+/// keeps its data by naming the old namespace in `state_namespace`.
+async fn check_namespaces_kept(
+    running: &Config,
+    next: &Config,
+    state: &dyn StateStore,
+) -> Result<(), String> {
+    let kept: HashSet<&str> = next
+        .backends
+        .values()
+        .map(|b| b.state_namespace.as_str())
+        .collect();
+    for old in running.backends.values() {
+        if kept.contains(old.state_namespace.as_str()) {
+            continue;
+        }
+        // Only a rename is refused: a new backend that takes the old one's plugin.
+        let Some(new) = next.backends.values().find(|b| {
+            b.plugin == old.plugin && !running.backends.contains_key(&b.name)
+        }) else {
+            continue;
+        };
+        let holds = crate::state::holds_data(state, &old.state_namespace)
+            .await
+            .map_err(|e| format!("cannot check backend `{}`'s state: {e}", old.name))?;
+        if holds {
+            return Err(format!(
+                "backend `{old}` was renamed to `{new}`, but its state (namespace `{ns}`) holds                  data that `{new}` would not see, so it could hand out again what `{old}`                  allocated; to rename it, add `state_namespace = \"{ns}\"` to                  [backends.{new}]",
+                old = old.name,
+                new = new.name,
+                ns = old.state_namespace,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Note a trigger; keep the admin's reply channel. Whether it was a file event.

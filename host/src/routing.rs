@@ -5,41 +5,9 @@
 //! node, from the ownership index in [`crate::state`], never through the rules: a node lives where
 //! it was created. Discovery asks every backend.
 
-use std::fmt;
-use std::sync::Arc;
-
 use globset::{Glob, GlobMatcher};
 
-/// The name of a configured backend: non-empty ASCII letters, digits, `-` and `_`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BackendId(Arc<str>);
-
-impl BackendId {
-    /// Check and wrap a backend name.
-    pub fn new(name: &str) -> Result<BackendId, &'static str> {
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if valid {
-            Ok(BackendId(name.into()))
-        } else {
-            Err("a backend name is 1 to 64 ASCII letters, digits, `-` or `_`")
-        }
-    }
-
-    /// The name as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for BackendId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+use crate::model::BackendId;
 
 /// A `cluster_id` condition: an exact ID, or a glob (`*`, `?`, `[...]`).
 #[derive(Debug, Clone)]
@@ -110,6 +78,17 @@ pub struct RouteKey<'a> {
     pub node_group_id: &'a str,
     /// The requested group's node class.
     pub node_class: &'a str,
+}
+
+impl std::fmt::Display for RouteKey<'_> {
+    /// The request as routing sees it, for errors and explanations.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cluster `{}`, store `{}` {}, node group `{}`, node class `{}`",
+            self.cluster_id, self.store, self.store_version, self.node_group_id, self.node_class
+        )
+    }
 }
 
 impl RouteMatch {
@@ -250,17 +229,13 @@ impl RouteTable {
         Ok(RouteTable { routes })
     }
 
-    /// The position of the first route that matches `key`, and the route.
-    pub fn select_indexed(&self, key: &RouteKey<'_>) -> Option<(usize, &Route)> {
+    /// The first route that matches `key`, with its position in the table. The gateway and
+    /// the `route` explanation both decide through this.
+    pub fn select(&self, key: &RouteKey<'_>) -> Option<(usize, &Route)> {
         self.routes
             .iter()
             .enumerate()
             .find(|(_, route)| route.matches.matches(key))
-    }
-
-    /// The first route that matches `key`.
-    pub fn select(&self, key: &RouteKey<'_>) -> Option<&Route> {
-        self.routes.iter().find(|route| route.matches.matches(key))
     }
 
     /// The routes, in order.
@@ -447,12 +422,12 @@ mod tests {
     fn first_matching_route_wins() {
         let table = table();
         assert_eq!(
-            table.select(&key("prod-1", "mongodb")).unwrap().name,
+            table.select(&key("prod-1", "mongodb")).unwrap().1.name,
             "prod-mongo"
         );
-        assert_eq!(table.select(&key("prod-1", "kafka")).unwrap().name, "kafka");
+        assert_eq!(table.select(&key("prod-1", "kafka")).unwrap().1.name, "kafka");
         assert_eq!(
-            table.select(&key("dev-1", "mongodb")).unwrap().name,
+            table.select(&key("dev-1", "mongodb")).unwrap().1.name,
             "default"
         );
     }
@@ -462,7 +437,7 @@ mod tests {
         let table = table();
         // cluster matches the glob but the store does not: falls through to the default.
         assert_eq!(
-            table.select(&key("prod-1", "zookeeper")).unwrap().name,
+            table.select(&key("prod-1", "zookeeper")).unwrap().1.name,
             "default"
         );
     }
@@ -471,11 +446,11 @@ mod tests {
     fn pattern_without_glob_characters_matches_exactly() {
         let table = table();
         assert_eq!(
-            table.select(&key("staging", "zookeeper")).unwrap().name,
+            table.select(&key("staging", "zookeeper")).unwrap().1.name,
             "exact"
         );
         assert_eq!(
-            table.select(&key("staging-2", "zookeeper")).unwrap().name,
+            table.select(&key("staging-2", "zookeeper")).unwrap().1.name,
             "default"
         );
     }

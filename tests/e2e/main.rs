@@ -6,6 +6,7 @@ mod faults;
 mod hardening;
 mod lifecycle;
 mod outbound;
+mod ownership;
 mod podman;
 mod pool;
 mod providers;

@@ -232,10 +232,19 @@ async fn provision_discover_deprovision_containers_and_serve_a_mixed_platform() 
         assert!(left.stdout.is_empty(), "{id} is still there");
     }
     assert!(node_ids(&gw.discover().await, "zk").is_empty());
+    // A retry of a deprovision that succeeded is answered as done (idempotent); a node the
+    // gateway never knew is not found.
     let (status, _) = gw
         .post(
             "/deprovision",
             &json!({ "cluster_id": "zk", "node_id": ids[0] }),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = gw
+        .post(
+            "/deprovision",
+            &json!({ "cluster_id": "zk", "node_id": "never-created" }),
         )
         .await;
     assert_eq!(status, 404);

@@ -120,6 +120,14 @@ impl Workdir {
         Gateway::spawn(&path, Some(self.temp.clone())).await
     }
 
+    /// Write `config` as it is (no cache settings added: a cold compiled cache) and start a
+    /// gateway on it without waiting for it to be ready.
+    pub async fn start_cold(&self, config: &str) -> Gateway {
+        let path = self.path().join("gateway.toml");
+        std::fs::write(&path, config).expect("write config");
+        Gateway::spawn_with(&path, Some(self.temp.clone()), false).await
+    }
+
     /// Write `config` (state and cache settings added) as the gateway's config file, in place.
     pub fn write_config(&self, config: &str) -> PathBuf {
         let path = self.path().join("gateway.toml");
@@ -139,6 +147,14 @@ impl Gateway {
     }
 
     async fn spawn(config: &Path, temp: Option<Arc<tempfile::TempDir>>) -> Gateway {
+        Gateway::spawn_with(config, temp, true).await
+    }
+
+    async fn spawn_with(
+        config: &Path,
+        temp: Option<Arc<tempfile::TempDir>>,
+        wait_ready: bool,
+    ) -> Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_platform-gateway"))
             .args(["serve", "--config"])
             .arg(config)
@@ -186,11 +202,14 @@ impl Gateway {
                 .unwrap(),
             log,
         };
-        gateway.wait_ready().await;
+        if wait_ready {
+            gateway.wait_ready().await;
+        }
         gateway
     }
 
-    async fn wait_ready(&self) {
+    /// Wait (120 s at most) until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
         let started = Instant::now();
         loop {
             if let Ok(r) = self.client.get(self.url("/readyz")).send().await
@@ -214,6 +233,21 @@ impl Gateway {
     /// Everything the gateway logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// Wait until the gateway has logged a line containing `needle` (10 s at most, then panic
+    /// with the log). A line a request causes may be written after its response is sent, and
+    /// reaches `log` through a pipe and a reader thread in any case.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the gateway never logged {needle:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `GET /discover`, expecting 200.

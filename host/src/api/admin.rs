@@ -41,6 +41,8 @@ async fn generation(State(admin): State<Admin>) -> Json<crate::reload::ReloadSta
 /// `POST /admin/reload`: reload now and answer with the outcome (422 with the reason if it was
 /// refused; the previous generation keeps serving).
 async fn reload_now(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
+    // While the first generation loads there is nothing to reload from: say so at once.
+    current(&admin.gateway)?;
     match admin.reload.reload().await {
         Ok(number) => Ok(Json(json!({ "generation": number }))),
         Err(reason) => Err(ApiError::new(
@@ -114,12 +116,12 @@ async fn routes(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
 async fn route(
     State(Admin { gateway, .. }): State<Admin>,
     ApiJson(body): ApiJson<Value>,
-) -> Result<Json<crate::inspect::Explanation>, ApiError> {
+) -> Result<Json<super::inspect::Explanation>, ApiError> {
     let generation = current(&gateway)?;
     // The ownership lookup is async; resolve it first when the body is a deprovision request.
     let owner = match (body.get("cluster_id"), body.get("node_id")) {
         (Some(Value::String(c)), Some(Value::String(n))) => gateway.recorded_owner(c, n).await?,
         _ => None,
     };
-    crate::inspect::explain(&generation.config, body, |_, _| Ok(owner)).map(Json)
+    super::inspect::explain(&generation.config, body, |_, _| Ok(owner)).map(Json)
 }

@@ -11,6 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
+use crate::gateway::Error;
+use crate::runtime::{CallError, wit};
+use crate::state::StateError;
+
 /// An error reply.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -98,6 +102,64 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The one mapping from what went wrong to the HTTP status (the README's status table).
+impl From<Error> for ApiError {
+    fn from(error: Error) -> ApiError {
+        let status = match &error {
+            Error::Loading => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NoRoute { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Call { error, .. } => call_status(error),
+            Error::InvalidAnswer { .. } | Error::DiscoveryFailed { .. } => StatusCode::BAD_GATEWAY,
+            Error::NodeNotFound { .. } => StatusCode::NOT_FOUND,
+            Error::NodeClaimed { .. } => StatusCode::CONFLICT,
+            Error::OwnerNotLoaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::State {
+                error: StateError::Unavailable(_),
+                ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::State { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let retry = matches!(
+            &error,
+            Error::Loading
+                | Error::Call {
+                    error: CallError::Busy(_) | CallError::Plugin(wit::Error::Unavailable(_)),
+                    ..
+                }
+                | Error::State {
+                    error: StateError::Unavailable(_),
+                    ..
+                }
+        );
+        let mut reply = ApiError::new(status, error.to_string());
+        if let Some(cause) = error.cause() {
+            reply = reply.with_cause(cause);
+        }
+        if retry {
+            reply = reply.with_retry_after(1);
+        }
+        reply
+    }
+}
+
+fn call_status(error: &CallError) -> StatusCode {
+    match error {
+        CallError::Plugin(e) => match e {
+            wit::Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            wit::Error::NotFound(_) => StatusCode::NOT_FOUND,
+            wit::Error::Conflict(_) => StatusCode::CONFLICT,
+            wit::Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            wit::Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        },
+        CallError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        CallError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        CallError::OutOfMemory(_) | CallError::Trap(_) | CallError::TooLarge { .. } => {
+            StatusCode::BAD_GATEWAY
+        }
+        CallError::Host(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> ApiError {
         let status = match &rejection {
@@ -177,6 +239,54 @@ mod tests {
         let body = ApiError::new(StatusCode::NOT_FOUND, "gone").body();
         assert!(body.get("error_cause").is_none());
         assert_eq!(body["error"], json!(true));
+    }
+
+    #[test]
+    fn call_errors_map_to_statuses_naming_the_backend() {
+        let cases = [
+            (
+                CallError::Plugin(wit::Error::InvalidRequest("x".into())),
+                400,
+            ),
+            (CallError::Plugin(wit::Error::NotFound("x".into())), 404),
+            (CallError::Plugin(wit::Error::Conflict("x".into())), 409),
+            (CallError::Plugin(wit::Error::Unavailable("x".into())), 503),
+            (CallError::Plugin(wit::Error::Internal("x".into())), 500),
+            (CallError::Timeout(std::time::Duration::from_secs(1)), 504),
+            (CallError::OutOfMemory(1 << 20), 502),
+            (CallError::Trap("unreachable".into()), 502),
+            (CallError::Busy(4), 503),
+            (CallError::TooLarge { size: 9, limit: 1 }, 502),
+            (CallError::Host("no slot".into()), 500),
+        ];
+        for (error, status) in cases {
+            let e = ApiError::from(Error::Call {
+                backend: crate::model::BackendId::new("pool").unwrap(),
+                operation: "provision",
+                error,
+            });
+            assert_eq!(e.status.as_u16(), status, "{}", e.message);
+            assert!(e.message.contains("backend `pool`"), "{}", e.message);
+            assert_eq!(e.retry_after.is_some(), status == 503, "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn an_unreachable_state_store_is_503_with_retry_after_and_a_failed_one_500() {
+        let e = ApiError::from(Error::State {
+            what: "recording",
+            error: StateError::Unavailable("etcd did not answer within 2s".into()),
+        });
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.retry_after, Some(1));
+        assert!(e.to_string().contains("state store"), "{e}");
+        assert!(e.to_string().contains("etcd did not answer"), "{e}");
+        let e = ApiError::from(Error::State {
+            what: "recording",
+            error: StateError::Storage("disk on fire at /var/secret/path".into()),
+        });
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.to_string().contains("/var/secret"), "{e}");
     }
 
     #[tokio::test]

@@ -7,8 +7,10 @@
 
 pub mod admin;
 pub mod error;
+pub mod inspect;
 pub mod model;
 mod strict;
+pub mod validate;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,6 +28,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use crate::gateway::{Gateway, Generation};
+use crate::runtime::wit;
 use error::{ApiError, ApiJson};
 
 /// The API over `gateway`, accepting request bodies up to `max_body_size` bytes.
@@ -39,6 +42,7 @@ pub fn router(gateway: Arc<Gateway>, max_body_size: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_size))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn_with_state(
             gateway.clone(),
             with_generation,
@@ -97,7 +101,17 @@ async fn discover(
     Current(generation): Current,
 ) -> Result<Response, ApiError> {
     let reply = gateway.discover(&generation).await?;
-    let mut response = Json(reply.response).into_response();
+    let body = model::DiscoverResponse {
+        clusters: reply
+            .clusters
+            .into_iter()
+            .map(|cluster| model::ClusterDiscover {
+                cluster_id: cluster.cluster_id,
+                nodes: cluster.nodes.into_iter().map(discovered_node).collect(),
+            })
+            .collect(),
+    };
+    let mut response = Json(body).into_response();
     let headers = response.headers_mut();
     if !reply.failed.is_empty() {
         let names: Vec<&str> = reply.failed.iter().map(|b| b.as_str()).collect();
@@ -133,7 +147,22 @@ async fn provision(
     Current(generation): Current,
     ApiJson(request): ApiJson<model::ProvisionRequest>,
 ) -> Result<Json<model::ProvisionResponse>, ApiError> {
-    gateway.provision(&generation, request).await.map(Json)
+    let request = validate::provision_request(request)?;
+    let answer = gateway.provision(&generation, request).await?;
+    Ok(Json(model::ProvisionResponse {
+        count: answer.count,
+        node_ids: answer.node_ids,
+    }))
+}
+
+/// A discovered node, as the client reads it.
+fn discovered_node(node: wit::Node) -> model::ClusterDiscoveryNode {
+    model::ClusterDiscoveryNode {
+        agent_address: node.agent_address,
+        node_id: node.node_id,
+        node_class: node.node_class,
+        node_group: node.node_group,
+    }
 }
 
 async fn deprovision(
@@ -141,6 +170,7 @@ async fn deprovision(
     Current(generation): Current,
     ApiJson(request): ApiJson<model::DeprovisionRequest>,
 ) -> Result<StatusCode, ApiError> {
+    let request = validate::deprovision_request(request)?;
     gateway.deprovision(&generation, request).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -149,21 +179,30 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// 200 once a generation is loaded and the state store answers; 503 (with the reason) until then.
 async fn readyz(State(gateway): State<Arc<Gateway>>) -> Result<Json<serde_json::Value>, ApiError> {
-    if gateway.is_ready() {
-        Ok(Json(json!({ "status": "ready" })))
-    } else {
-        Err(loading())
-    }
+    gateway.ready().await?;
+    Ok(Json(json!({ "status": "ready" })))
 }
 
 /// 503 while the first generation loads.
 pub(crate) fn loading() -> ApiError {
+    crate::gateway::Error::Loading.into()
+}
+
+/// A handler that panicked answers 500 in the error shape instead of dropping the connection.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic");
+    tracing::error!("request handler panicked: {detail}");
     ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the gateway is still loading its backends",
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the gateway failed while handling the request; see its log",
     )
-    .with_retry_after(1)
+    .into_response()
 }
 
 async fn not_found(request: Request) -> ApiError {

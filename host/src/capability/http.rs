@@ -17,7 +17,7 @@ use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks,
 };
 
-use crate::routing::BackendId;
+use crate::model::BackendId;
 
 /// One allowed destination: a scheme, a host (exact or glob) and a port (or any).
 #[derive(Debug, Clone)]

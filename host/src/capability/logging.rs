@@ -4,21 +4,21 @@
 
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::runtime::bindings::wasi::logging::logging::{Host, Level, add_to_linker as link};
+use crate::bindings::wasi::logging::logging::{Host, Level, add_to_linker as link};
 
 /// The longest message kept; longer ones are cut.
 const MAX_MESSAGE: usize = 4096;
 
 /// The per-call logging capability.
 pub struct Logging {
-    backend: crate::routing::BackendId,
+    backend: crate::model::BackendId,
     secrets: std::sync::Arc<Vec<String>>,
 }
 
 impl Logging {
     /// Logging for one call of `backend`, with its `secrets` cut out of every message.
     pub fn new(
-        backend: crate::routing::BackendId,
+        backend: crate::model::BackendId,
         secrets: std::sync::Arc<Vec<String>>,
     ) -> Logging {
         Logging { backend, secrets }

@@ -1,32 +1,28 @@
 //! State: the `replicante:platform/state` interface over the gateway's [`StateStore`], in the
 //! backend's own namespace.
 //!
-//! Store calls block (every write is fsynced), so they run on the call's blocking thread. A call
-//! whose deadline has passed gets `unavailable` instead of starting another store operation, so
-//! a plugin looping on the store cannot outlive its deadline by much.
+//! Operations are futures under the call's deadline (the whole call is dropped when it passes).
+//! A call whose deadline has already passed gets `unavailable` instead of starting another store
+//! operation, so a plugin looping on the store cannot outlive its deadline.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::runtime::bindings::replicante::platform::state::{Error, Host, add_to_linker as link};
-use crate::state::{StateError, StateStore};
+use crate::bindings::replicante::platform::state::{Error, Host, add_to_linker as link};
+use crate::state::{StateError, StateStore, all_keys};
 
 /// The per-call state capability.
 pub struct PluginState {
-    namespace: crate::routing::BackendId,
+    namespace: Arc<str>,
     store: Arc<dyn StateStore>,
     deadline: Instant,
 }
 
 impl PluginState {
-    /// State for one call of `namespace`'s backend, until `deadline`.
-    pub fn new(
-        namespace: crate::routing::BackendId,
-        store: Arc<dyn StateStore>,
-        deadline: Instant,
-    ) -> PluginState {
+    /// State for one call of the backend whose namespace is `namespace`, until `deadline`.
+    pub fn new(namespace: Arc<str>, store: Arc<dyn StateStore>, deadline: Instant) -> PluginState {
         PluginState {
             namespace,
             store,
@@ -34,52 +30,77 @@ impl PluginState {
         }
     }
 
-    fn run<R>(
-        &self,
-        op: impl FnOnce(&dyn StateStore, &str) -> Result<R, StateError>,
-    ) -> Result<R, Error> {
+    fn open(&self) -> Result<(), Error> {
         if Instant::now() >= self.deadline {
             return Err(Error::Unavailable("the call's deadline has passed".into()));
         }
-        op(&*self.store, self.namespace.as_str()).map_err(|e| match e {
+        Ok(())
+    }
+
+    fn error(&self, e: StateError) -> Error {
+        match e {
             StateError::TooLarge(message) => Error::TooLarge(message),
+            StateError::Unavailable(message) => {
+                tracing::warn!(namespace = %self.namespace, "state store: {message}");
+                Error::Unavailable(format!("the state store is unavailable: {message}"))
+            }
             StateError::Storage(message) => {
-                tracing::error!(backend = %self.namespace, "state store: {message}");
+                tracing::error!(namespace = %self.namespace, "state store: {message}");
                 Error::Unavailable("the state store failed; see the gateway log".into())
             }
-        })
+        }
     }
 }
 
 impl Host for PluginState {
-    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
-        self.run(|s, ns| s.get(ns, &key))
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
+        self.open()?;
+        self.store
+            .get(&self.namespace, &key)
+            .await
+            .map_err(|e| self.error(e))
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Error> {
-        self.run(|s, ns| s.set(ns, &key, &value))
+    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Error> {
+        self.open()?;
+        self.store
+            .set(&self.namespace, &key, &value)
+            .await
+            .map_err(|e| self.error(e))
     }
 
-    fn delete(&mut self, key: String) -> Result<(), Error> {
-        self.run(|s, ns| s.delete(ns, &key))
+    async fn delete(&mut self, key: String) -> Result<(), Error> {
+        self.open()?;
+        self.store
+            .delete(&self.namespace, &key)
+            .await
+            .map_err(|e| self.error(e))
     }
 
-    fn compare_and_swap(
+    async fn compare_and_swap(
         &mut self,
         key: String,
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> Result<bool, Error> {
-        self.run(|s, ns| s.compare_and_swap(ns, &key, expected.as_deref(), new.as_deref()))
+        self.open()?;
+        self.store
+            .compare_and_swap(&self.namespace, &key, expected.as_deref(), new.as_deref())
+            .await
+            .map_err(|e| self.error(e))
     }
 
-    fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, Error> {
-        self.run(|s, ns| s.list_keys(ns, &prefix))
+    async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, Error> {
+        // Contract 0.1 returns every key at once; the store is read a page at a time.
+        self.open()?;
+        all_keys(&*self.store, &self.namespace, &prefix)
+            .await
+            .map_err(|e| self.error(e))
     }
 }
 
 /// Link `replicante:platform/state`.
-pub fn add_to_linker<T: 'static>(
+pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> &mut PluginState,
 ) -> wasmtime::Result<()> {

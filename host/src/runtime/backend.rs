@@ -4,9 +4,9 @@
 //!
 //! Calls run on tokio's blocking pool, each driven to completion by its own `block_on`: a
 //! plugin that spins burns one blocking thread until its epoch deadline traps it, and the host
-//! calls that block (the state store's fsync) never stall an async worker. The same deadline
-//! also bounds the host calls that wait (a WASI sleep, later an outbound request): the whole
-//! call is a future under `tokio::time::timeout`, dropped when time is up.
+//! calls that block never stall an async worker. The same deadline also bounds the host calls
+//! that wait (a WASI sleep, an outbound HTTP request, a state operation on etcd): the whole call
+//! is a future under `tokio::time::timeout`, dropped when time is up.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,12 +17,12 @@ use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-use super::bindings::Plugin;
+use crate::bindings::Plugin;
 use super::{CallState, EPOCH_TICK, Prepared, wit};
 use crate::capability::http::{Allowlist, OutboundHttp};
 use crate::capability::{logging::Logging, redact, settings::Settings, state::PluginState};
 use crate::config::{BackendConfig, Limits};
-use crate::routing::BackendId;
+use crate::model::BackendId;
 use crate::state::StateStore;
 
 /// How much of a plugin's stderr (panic messages) is kept per call and logged.
@@ -88,86 +88,55 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// One call of the `provider` interface.
-enum Call {
-    Discover,
-    Provision(wit::ProvisionRequest),
-    Deprovision(wit::DeprovisionRequest),
+/// About how many bytes an answer takes once encoded for the client, to hold it to the
+/// backend's `max_response`.
+trait AnswerSize {
+    fn size(&self) -> usize;
 }
 
-impl Call {
-    fn name(&self) -> &'static str {
-        match self {
-            Call::Discover => "discover",
-            Call::Provision(_) => "provision",
-            Call::Deprovision(_) => "deprovision",
-        }
-    }
-}
+const PER_ITEM: usize = 16;
 
-/// Its answer.
-enum Answer {
-    Discover(Vec<wit::Cluster>),
-    Provision(wit::ProvisionResponse),
-    Deprovision,
-}
-
-impl Answer {
-    /// About how many bytes the answer takes once encoded for the client.
+impl AnswerSize for Vec<wit::Cluster> {
     fn size(&self) -> usize {
-        const PER_ITEM: usize = 16;
-        match self {
-            Answer::Discover(clusters) => clusters
-                .iter()
-                .map(|c| {
-                    PER_ITEM
-                        + c.cluster_id.len()
-                        + c.nodes
-                            .iter()
-                            .map(|n| {
-                                PER_ITEM
-                                    + n.node_id.len()
-                                    + n.agent_address.len()
-                                    + n.node_class.len()
-                                    + n.node_group.as_ref().map_or(0, String::len)
-                            })
-                            .sum::<usize>()
-                })
-                .sum(),
-            Answer::Provision(p) => p
-                .node_ids
-                .iter()
-                .flatten()
-                .map(|id| PER_ITEM + id.len())
-                .sum(),
-            Answer::Deprovision => 0,
-        }
+        self.iter()
+            .map(|c| {
+                PER_ITEM
+                    + c.cluster_id.len()
+                    + c.nodes
+                        .iter()
+                        .map(|n| {
+                            PER_ITEM
+                                + n.node_id.len()
+                                + n.agent_address.len()
+                                + n.node_class.len()
+                                + n.node_group.as_ref().map_or(0, String::len)
+                        })
+                        .sum::<usize>()
+            })
+            .sum()
     }
 }
 
-/// `invoke` answers each call with its own kind of answer; this is for the type system.
-fn mismatched() -> CallError {
-    CallError::Host("the call's answer is of another operation".into())
+impl AnswerSize for wit::ProvisionResponse {
+    fn size(&self) -> usize {
+        self.node_ids
+            .iter()
+            .flatten()
+            .map(|id| PER_ITEM + id.len())
+            .sum()
+    }
 }
 
-async fn invoke(
-    plugin: &Plugin,
-    store: &mut Store<CallState>,
-    call: &Call,
-) -> wasmtime::Result<Result<Answer, wit::Error>> {
-    let provider = plugin.replicante_platform_provider();
-    Ok(match call {
-        Call::Discover => provider.call_discover(store).await?.map(Answer::Discover),
-        Call::Provision(request) => provider
-            .call_provision(store, request)
-            .await?
-            .map(Answer::Provision),
-        Call::Deprovision(request) => provider
-            .call_deprovision(store, request)
-            .await?
-            .map(|()| Answer::Deprovision),
-    })
+impl AnswerSize for () {
+    fn size(&self) -> usize {
+        0
+    }
 }
+
+/// One export's call on an instance: the plugin's answer, or the trap.
+type Invocation<'a, R> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = wasmtime::Result<Result<R, wit::Error>>> + Send + 'a>,
+>;
 
 /// A backend's call slots and the calls waiting for one; shared by the generations that keep
 /// the backend's name and concurrency limit.
@@ -179,6 +148,7 @@ struct Slots {
 /// A configured, loaded backend: its compiled plugin, settings, limits and call slots.
 pub struct Backend {
     id: BackendId,
+    namespace: Arc<str>,
     prepared: Prepared,
     engine: wasmtime::Engine,
     settings: Settings,
@@ -199,6 +169,7 @@ impl Backend {
     ) -> Backend {
         Backend {
             id: config.name.clone(),
+            namespace: config.state_namespace.as_str().into(),
             prepared,
             engine: engine.clone(),
             settings: Settings::new(&config.settings),
@@ -226,6 +197,11 @@ impl Backend {
         &self.id
     }
 
+    /// The namespace of its durable state.
+    pub fn state_namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// `sha256:<hex>` of its plugin file.
     pub fn digest(&self) -> &str {
         &self.prepared.digest
@@ -238,10 +214,15 @@ impl Backend {
 
     /// Every cluster and node the backend reports.
     pub async fn discover(self: &Arc<Self>) -> Result<Vec<wit::Cluster>, CallError> {
-        match self.call(Call::Discover).await? {
-            Answer::Discover(clusters) => Ok(clusters),
-            _ => Err(mismatched()),
-        }
+        self.call("discover", |plugin, store| {
+            Box::pin(async move {
+                plugin
+                    .replicante_platform_provider()
+                    .call_discover(store)
+                    .await
+            })
+        })
+        .await
     }
 
     /// Provision nodes.
@@ -249,10 +230,15 @@ impl Backend {
         self: &Arc<Self>,
         request: wit::ProvisionRequest,
     ) -> Result<wit::ProvisionResponse, CallError> {
-        match self.call(Call::Provision(request)).await? {
-            Answer::Provision(response) => Ok(response),
-            _ => Err(mismatched()),
-        }
+        self.call("provision", move |plugin, store| {
+            Box::pin(async move {
+                plugin
+                    .replicante_platform_provider()
+                    .call_provision(store, &request)
+                    .await
+            })
+        })
+        .await
     }
 
     /// Deprovision a node.
@@ -260,10 +246,25 @@ impl Backend {
         self: &Arc<Self>,
         request: wit::DeprovisionRequest,
     ) -> Result<(), CallError> {
-        self.call(Call::Deprovision(request)).await.map(|_| ())
+        self.call("deprovision", move |plugin, store| {
+            Box::pin(async move {
+                plugin
+                    .replicante_platform_provider()
+                    .call_deprovision(store, &request)
+                    .await
+            })
+        })
+        .await
     }
 
-    async fn call(self: &Arc<Self>, call: Call) -> Result<Answer, CallError> {
+    /// Run one export in a fresh sandbox, on a call slot, under the deadline.
+    async fn call<R, F>(self: &Arc<Self>, operation: &'static str, invoke: F) -> Result<R, CallError>
+    where
+        R: AnswerSize + Send + 'static,
+        F: for<'a> FnOnce(&'a Plugin, &'a mut Store<CallState>) -> Invocation<'a, R>
+            + Send
+            + 'static,
+    {
         let timeout = self.limits.timeout;
         let deadline = Instant::now() + timeout;
         let permit = self.wait_for_slot(timeout).await?;
@@ -271,7 +272,7 @@ impl Backend {
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            runtime.block_on(this.run(call, deadline))
+            runtime.block_on(this.run(operation, invoke, deadline))
         })
         .await
         .map_err(|e| CallError::Host(format!("the call's thread failed: {e}")))?
@@ -301,8 +302,16 @@ impl Backend {
         }
     }
 
-    async fn run(&self, call: Call, deadline: Instant) -> Result<Answer, CallError> {
-        let operation = call.name();
+    async fn run<R, F>(
+        &self,
+        operation: &'static str,
+        invoke: F,
+        deadline: Instant,
+    ) -> Result<R, CallError>
+    where
+        R: AnswerSize,
+        F: for<'a> FnOnce(&'a Plugin, &'a mut Store<CallState>) -> Invocation<'a, R>,
+    {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         let data = CallState {
@@ -316,7 +325,7 @@ impl Backend {
             },
             settings: self.settings.clone(),
             logging: Logging::new(self.id.clone(), self.secrets.clone()),
-            state: PluginState::new(self.id.clone(), self.state.clone(), deadline),
+            state: PluginState::new(self.namespace.clone(), self.state.clone(), deadline),
             http: OutboundHttp::new(
                 self.id.clone(),
                 self.http.clone(),
@@ -336,7 +345,7 @@ impl Backend {
         // Host calls that wait are stopped by the timeout, which drops the whole call.
         let outcome = tokio::time::timeout(remaining + EPOCH_TICK, async {
             let plugin = self.prepared.pre.instantiate_async(&mut store).await?;
-            invoke(&plugin, &mut store, &call).await
+            invoke(&plugin, &mut store).await
         })
         .await;
 

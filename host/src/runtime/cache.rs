@@ -2,10 +2,12 @@
 //!
 //! Keyed by the SHA-256 of the component bytes and the engine's compatibility hash, so a new
 //! wasmtime or a different engine configuration never loads stale machine code. Kept in memory
-//! for the life of the runtime (two backends of one plugin share one compilation) and on disk
-//! under the state directory (a restart or a config-only reload compiles nothing).
+//! while a generation uses it (two backends of one plugin share one compilation) and on disk
+//! under the state directory (a restart or a config-only reload compiles nothing). After each
+//! generation is installed, [`ComponentCache::retain`] drops from memory what it does not use and
+//! trims the directory, least recently used first, to its size bound.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -26,17 +28,19 @@ pub struct Compiled {
 /// Compiled components by content.
 pub struct ComponentCache {
     dir: Option<PathBuf>,
+    max_bytes: u64,
     engine_key: String,
     loaded: Mutex<HashMap<String, Component>>,
 }
 
 impl ComponentCache {
     /// A cache for `engine`, persisted under `dir` when given.
-    pub fn new(engine: &Engine, dir: Option<PathBuf>) -> ComponentCache {
+    pub fn new(engine: &Engine, dir: Option<PathBuf>, max_bytes: u64) -> ComponentCache {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         ComponentCache {
             dir,
+            max_bytes,
             engine_key: format!("{:016x}", hasher.finish()),
             loaded: Mutex::new(HashMap::new()),
         }
@@ -75,15 +79,69 @@ impl ComponentCache {
         Ok(Compiled { component, digest })
     }
 
+    /// Keep in memory only the components with these digests (those the serving generation
+    /// uses; calls still running on an older one hold their own reference), and trim the
+    /// directory to its bound without deleting those.
+    pub fn retain(&self, in_use: &HashSet<String>) {
+        self.lock().retain(|digest, _| in_use.contains(digest));
+        if let Some(dir) = &self.dir {
+            let keep: HashSet<String> = in_use
+                .iter()
+                .map(|d| d.trim_start_matches("sha256:").to_string())
+                .collect();
+            trim_dir(dir, self.max_bytes, &keep);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Component>> {
         // The map holds no invariant a panic could break; keep using it.
         self.loaded.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
+/// Delete `.cwasm` files of `dir`, least recently used first, until they take at most
+/// `max_bytes`; files whose digest is in `keep` are never deleted.
+fn trim_dir(dir: &Path, max_bytes: u64, keep: &HashSet<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, u64, PathBuf, bool)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let digest = name.split('-').next().unwrap_or_default().to_string();
+            let used = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+            Some((used, meta.len(), e.path(), keep.contains(&digest)))
+        })
+        .collect();
+    let mut total: u64 = files.iter().map(|f| f.1).sum();
+    files.sort_by_key(|f| f.0);
+    for (_, size, path, kept) in files {
+        if total <= max_bytes {
+            break;
+        }
+        if kept {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                total -= size;
+                tracing::info!(file = %path.display(), "evicted compiled plugin from the cache");
+            }
+            Err(e) => tracing::warn!(file = %path.display(), "cannot evict: {e}"),
+        }
+    }
+}
+
 fn load(engine: &Engine, file: &Path) -> Option<Component> {
     if !file.exists() {
         return None;
+    }
+    // Mark it used, for the least-recently-used trimming.
+    if let Ok(f) = std::fs::File::options().append(true).open(file) {
+        let _ = f.set_modified(std::time::SystemTime::now());
     }
     // SAFETY: the file was written by `store` below from `Component::serialize` of this very
     // engine configuration (its name carries the compatibility hash), in the gateway's own
@@ -111,5 +169,41 @@ fn store(component: &Component, file: &Path) {
     })();
     if let Err(e) = result {
         tracing::warn!(file = %file.display(), "cannot cache compiled plugin: {e:#}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn file(dir: &Path, digest: &str, size: usize, age: u64) -> PathBuf {
+        let path = dir.join(format!("{digest}-engine.cwasm"));
+        std::fs::write(&path, vec![0u8; size]).unwrap();
+        let f = std::fs::File::options().append(true).open(&path).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(age))
+            .unwrap();
+        path
+    }
+
+    #[test]
+    fn trimming_evicts_least_recently_used_files_but_never_those_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let oldest = file(dir.path(), "aaa", 400, 300);
+        let in_use_and_old = file(dir.path(), "bbb", 400, 200);
+        let middle = file(dir.path(), "ccc", 400, 100);
+        let newest = file(dir.path(), "ddd", 400, 0);
+        let other = dir.path().join("notes.txt");
+        std::fs::write(&other, vec![0u8; 4000]).unwrap();
+        let keep: HashSet<String> = ["bbb".to_string()].into();
+        trim_dir(dir.path(), 900, &keep);
+        assert!(!oldest.exists(), "the least recently used goes first");
+        assert!(in_use_and_old.exists(), "a file in use is never evicted");
+        assert!(!middle.exists(), "still over the bound: the next oldest goes");
+        assert!(newest.exists(), "under the bound now: the rest stays");
+        assert!(other.exists(), "only compiled plugins are touched");
+        // Under the bound, nothing more is deleted.
+        trim_dir(dir.path(), 900, &HashSet::new());
+        assert!(in_use_and_old.exists() && newest.exists());
     }
 }

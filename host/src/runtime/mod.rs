@@ -6,7 +6,6 @@
 //! cap and deadline, so nothing a plugin does in one call survives into the next.
 
 mod backend;
-pub(crate) mod bindings;
 mod cache;
 
 use std::path::PathBuf;
@@ -27,12 +26,8 @@ use crate::capability::{
 };
 use crate::config::BackendConfig;
 
-/// The WIT types plugins exchange with the host, re-exported by hand from the bindings.
-pub mod wit {
-    pub use super::bindings::replicante::platform::types::{
-        Cluster, DeprovisionRequest, Error, Node, ProvisionRequest, ProvisionResponse,
-    };
-}
+pub use crate::bindings::wit;
+use crate::bindings;
 
 /// How often the epoch advances: the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -104,8 +99,9 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// A runtime whose compiled components are cached under `cache_dir` (memory only if None).
-    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
+    /// A runtime whose compiled components are cached under `cache_dir` (memory only if None),
+    /// which is trimmed to `cache_max` bytes.
+    pub fn new(cache_dir: Option<PathBuf>, cache_max: u64) -> anyhow::Result<Runtime> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(512)
             .total_core_instances(4096)
@@ -151,7 +147,7 @@ impl Runtime {
             })?;
 
         Ok(Runtime {
-            cache: cache::ComponentCache::new(&engine, cache_dir),
+            cache: cache::ComponentCache::new(&engine, cache_dir, cache_max),
             engine,
             linker,
             http_linker,
@@ -185,6 +181,13 @@ impl Runtime {
             pre,
             digest: compiled.digest,
         })
+    }
+
+    /// Keep only the compiled components with these digests in memory, and trim the on-disk
+    /// cache: call after installing a generation, with its digests.
+    pub fn retain<'a>(&self, in_use: impl IntoIterator<Item = &'a str>) {
+        let in_use = in_use.into_iter().map(str::to_string).collect();
+        self.cache.retain(&in_use);
     }
 
     /// The engine (for building stores).

@@ -7,8 +7,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::api::error::ApiError;
-use crate::api::model;
+use super::error::ApiError;
+use super::{model, validate};
 use crate::config::Config;
 use crate::convert;
 
@@ -76,33 +76,31 @@ pub fn explain(
         let request: model::ProvisionRequest = serde_json::from_value(body).map_err(|e| {
             ApiError::bad_request("invalid provision request").with_cause(e.to_string())
         })?;
-        let request = convert::provision_request(request)?;
+        let request = validate::provision_request(request)?;
         let key = convert::route_key(&request);
-        let mut tried = Vec::new();
-        let mut decision = Decision::NoRoute;
-        for (index, route) in config.routes.routes().iter().enumerate() {
-            let matched = route.matches.matches(&key);
-            tried.push(Tried {
+        // Decide through the same selection the gateway uses; list what was tried up to it.
+        let selected = config.routes.select(&key);
+        let tried_up_to = selected.map_or(config.routes.routes().len(), |(index, _)| index + 1);
+        let tried = config.routes.routes()[..tried_up_to]
+            .iter()
+            .map(|route| Tried {
                 route: route.name.clone(),
                 conditions: route.matches.describe(),
                 backend: route.backend.to_string(),
-                matched,
-            });
-            if matched {
-                decision = Decision::Route {
-                    backend: route.backend.to_string(),
-                    route: route.name.clone(),
-                    index,
-                };
-                break;
-            }
-        }
+                matched: route.matches.matches(&key),
+            })
+            .collect();
+        let decision = match selected {
+            Some((index, route)) => Decision::Route {
+                backend: route.backend.to_string(),
+                route: route.name.clone(),
+                index,
+            },
+            None => Decision::NoRoute,
+        };
         Ok(Explanation {
             operation: "provision",
-            request: format!(
-                "cluster `{}`, store `{}` {}, node group `{}`, node class `{}`",
-                key.cluster_id, key.store, key.store_version, key.node_group_id, key.node_class
-            ),
+            request: key.to_string(),
             tried,
             decision,
         })
@@ -111,7 +109,7 @@ pub fn explain(
             ApiError::bad_request("not a provision or deprovision request")
                 .with_cause(e.to_string())
         })?;
-        let request = convert::deprovision_request(request)?;
+        let request = validate::deprovision_request(request)?;
         let decision = match owner(&request.cluster_id, &request.node_id)
             .map_err(|e| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, e))?
         {

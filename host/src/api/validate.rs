@@ -1,0 +1,205 @@
+//! Validation of the Platform API's request bodies: the client's provision body is checked and
+//! resolved here (the node group, the effective store version, the merged attributes, the count),
+//! so every plugin receives the same checked input and bad input stops with a 400 before any
+//! plugin is called.
+
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::model;
+use crate::runtime::wit;
+
+/// Validate a provision body and resolve what the plugin gets.
+pub fn provision_request(
+    request: model::ProvisionRequest,
+) -> Result<wit::ProvisionRequest, ApiError> {
+    let model::ProvisionRequest { cluster, provision } = request;
+    non_empty("cluster.cluster_id", &cluster.cluster_id)?;
+    non_empty("cluster.store", &cluster.store)?;
+    non_empty("provision.node_group_id", &provision.node_group_id)?;
+    let Some(group) = cluster.nodes.get(&provision.node_group_id) else {
+        let defined: Vec<&String> = cluster.nodes.keys().collect();
+        return Err(ApiError::bad_request(format!(
+            "node group `{}` is not defined in cluster.nodes",
+            provision.node_group_id
+        ))
+        .with_cause(if defined.is_empty() {
+            "cluster.nodes defines no group".to_string()
+        } else {
+            format!(
+                "defined node groups: {}",
+                defined
+                    .iter()
+                    .map(|g| g.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .with_field("node_groups", json!(defined)));
+    };
+    let store_version = match (&group.version, &group.store_version) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::bad_request(format!(
+                "node group `{}` has `version` {a:?} and `store_version` {b:?}; they must agree",
+                provision.node_group_id
+            )));
+        }
+        (Some(v), _) | (None, Some(v)) => v.clone(),
+        (None, None) => cluster.store_version.clone(),
+    };
+    non_empty("store_version", &store_version)?;
+    let count = provision.count.unwrap_or(1);
+    if count == 0 {
+        return Err(ApiError::bad_request("provision.count must be at least 1"));
+    }
+    let mut attributes = Value::Object(cluster.attributes.unwrap_or_default());
+    if let Some(group_attributes) = &group.attributes {
+        json_patch::merge(&mut attributes, &Value::Object(group_attributes.clone()));
+    }
+    Ok(wit::ProvisionRequest {
+        cluster_id: cluster.cluster_id,
+        store: cluster.store,
+        store_version,
+        node_group: provision.node_group_id,
+        node_class: group.node_class.clone(),
+        desired_count: group.desired_count,
+        count,
+        attributes: attributes.to_string(),
+    })
+}
+
+/// Validate a deprovision body.
+pub fn deprovision_request(
+    request: model::DeprovisionRequest,
+) -> Result<wit::DeprovisionRequest, ApiError> {
+    non_empty("cluster_id", &request.cluster_id)?;
+    non_empty("node_id", &request.node_id)?;
+    Ok(wit::DeprovisionRequest {
+        cluster_id: request.cluster_id,
+        node_id: request.node_id,
+    })
+}
+
+fn non_empty(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() {
+        Err(ApiError::bad_request(format!(
+            "`{field}` must not be empty"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    fn request(body: Value) -> Result<wit::ProvisionRequest, ApiError> {
+        provision_request(serde_json::from_value(body).expect("decodes"))
+    }
+
+    fn seed_body() -> Value {
+        json!({
+            "cluster": {
+                "cluster_id": "c1",
+                "store": "mongodb",
+                "store_version": "4.0",
+                "attributes": { "a": 1, "nested": { "x": 1, "y": 2 }, "gone": true },
+                "nodes": {
+                    "data": {
+                        "attributes": { "b": 2, "nested": { "y": 3 }, "gone": null },
+                        "desired_count": 3,
+                        "node_class": "small",
+                        "version": "4.2"
+                    },
+                    "arbiter": { "desired_count": 1, "node_class": "tiny" }
+                }
+            },
+            "provision": { "node_group_id": "data" }
+        })
+    }
+
+    #[test]
+    fn seed_request_resolves_group_version_count_and_merged_attributes() {
+        let r = request(seed_body()).unwrap();
+        assert_eq!(r.node_group, "data");
+        assert_eq!(r.node_class, "small");
+        assert_eq!(r.store_version, "4.2");
+        assert_eq!(r.count, 1);
+        assert_eq!(r.desired_count, 3);
+        let attributes: Value = serde_json::from_str(&r.attributes).unwrap();
+        // RFC 7396: group on top of cluster, nested objects merged, null removes.
+        assert_eq!(
+            attributes,
+            json!({ "a": 1, "b": 2, "nested": { "x": 1, "y": 3 } })
+        );
+    }
+
+    #[test]
+    fn group_without_version_uses_the_cluster_version() {
+        let mut body = seed_body();
+        body["provision"]["node_group_id"] = json!("arbiter");
+        let r = request(body).unwrap();
+        assert_eq!(r.store_version, "4.0");
+        let attributes: Value = serde_json::from_str(&r.attributes).unwrap();
+        assert_eq!(
+            attributes,
+            json!({ "a": 1, "nested": { "x": 1, "y": 2 }, "gone": true })
+        );
+    }
+
+    #[test]
+    fn newer_store_version_and_count_are_accepted() {
+        let mut body = seed_body();
+        let group = &mut body["cluster"]["nodes"]["data"];
+        group.as_object_mut().unwrap().remove("version");
+        group["store_version"] = json!("5.0");
+        body["provision"]["count"] = json!(3);
+        let r = request(body).unwrap();
+        assert_eq!(r.store_version, "5.0");
+        assert_eq!(r.count, 3);
+    }
+
+    #[test]
+    fn both_version_names_must_agree() {
+        let mut body = seed_body();
+        body["cluster"]["nodes"]["data"]["store_version"] = json!("4.2");
+        assert!(request(body.clone()).is_ok());
+        body["cluster"]["nodes"]["data"]["store_version"] = json!("5.0");
+        let e = request(body).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("must agree"), "{}", e.message);
+    }
+
+    #[test]
+    fn absent_attributes_are_an_empty_object() {
+        let mut body = seed_body();
+        body["cluster"]
+            .as_object_mut()
+            .unwrap()
+            .remove("attributes");
+        body["provision"]["node_group_id"] = json!("arbiter");
+        assert_eq!(request(body).unwrap().attributes, "{}");
+    }
+
+    #[test]
+    fn unknown_group_lists_the_defined_groups() {
+        let mut body = seed_body();
+        body["provision"]["node_group_id"] = json!("shard");
+        let e = request(body).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.body()["node_groups"], json!(["arbiter", "data"]));
+        assert!(e.message.contains("`shard`"));
+    }
+
+    #[test]
+    fn zero_count_and_empty_ids_are_refused() {
+        let mut body = seed_body();
+        body["provision"]["count"] = json!(0);
+        assert_eq!(request(body).unwrap_err().status, StatusCode::BAD_REQUEST);
+        let mut body = seed_body();
+        body["cluster"]["cluster_id"] = json!("");
+        assert!(request(body).unwrap_err().message.contains("cluster_id"));
+    }
+}

@@ -1,0 +1,131 @@
+//! What the three operations fail with, in domain terms. `api::error` is the one place that turns
+//! these into HTTP statuses and the error body.
+
+use crate::model::BackendId;
+use crate::runtime::CallError;
+use crate::state::StateError;
+
+/// Why an operation of the Platform API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No generation is loaded yet.
+    #[error("the gateway is still loading its backends")]
+    Loading,
+    /// No provision route matches the request.
+    #[error("no route matches {request}")]
+    NoRoute {
+        /// The request as routing saw it.
+        request: String,
+    },
+    /// A backend's call failed (the plugin's own error, a trap, a deadline, a full queue).
+    #[error("backend `{backend}`{}", describe_call(.error, .operation))]
+    Call {
+        /// The backend.
+        backend: BackendId,
+        /// `discover`, `provision` or `deprovision`.
+        operation: &'static str,
+        /// What went wrong.
+        error: CallError,
+    },
+    /// A backend's answer broke the contract.
+    #[error("backend `{backend}` returned an invalid {operation} answer")]
+    InvalidAnswer {
+        /// The backend.
+        backend: BackendId,
+        /// The operation.
+        operation: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Discovery failed on some backend, and answering would hide nodes that may exist.
+    #[error("discovery failed on backend {}: answering would hide nodes that may still exist", names(.failures))]
+    DiscoveryFailed {
+        /// Each failed backend and why.
+        failures: Vec<(BackendId, String)>,
+        /// The node a deprovision looked for, when that is what needed the discovery.
+        looking_for: Option<String>,
+    },
+    /// Neither the ownership index nor a fresh discovery knows the node.
+    #[error("node `{node_id}` of cluster `{cluster_id}` does not exist")]
+    NodeNotFound {
+        /// The cluster.
+        cluster_id: String,
+        /// The node.
+        node_id: String,
+    },
+    /// Several backends report the node and the index does not settle which owns it.
+    #[error("node `{node_id}` of cluster `{cluster_id}` is claimed by backends {}; refusing to guess which to ask", names_of(.backends))]
+    NodeClaimed {
+        /// The cluster.
+        cluster_id: String,
+        /// The node.
+        node_id: String,
+        /// Every backend that reports it.
+        backends: Vec<BackendId>,
+    },
+    /// The node's owner is not in the current config.
+    #[error("node `{node_id}` belongs to backend state `{owner}`, which no backend of the current config uses")]
+    OwnerNotLoaded {
+        /// The node.
+        node_id: String,
+        /// The owner's state namespace.
+        owner: String,
+    },
+    /// The state store failed or cannot be reached.
+    #[error("the gateway's state store failed while {what}")]
+    State {
+        /// What the gateway was doing.
+        what: &'static str,
+        /// The store's error.
+        error: StateError,
+    },
+}
+
+impl Error {
+    /// The root cause worth showing apart from the message, if any.
+    pub fn cause(&self) -> Option<String> {
+        match self {
+            Error::NoRoute { .. } => {
+                Some("add a matching route (or a default route) to the gateway config".into())
+            }
+            Error::InvalidAnswer { problem, .. } => Some(problem.clone()),
+            Error::DiscoveryFailed {
+                failures,
+                looking_for,
+            } => {
+                let reasons: Vec<&str> = failures.iter().map(|(_, r)| r.as_str()).collect();
+                let reasons = reasons.join("; ");
+                Some(match looking_for {
+                    Some(node) => format!(
+                        "node `{node}` was not found on the backends that answered; {reasons}"
+                    ),
+                    None => reasons,
+                })
+            }
+            Error::State { error, .. } => Some(match error {
+                StateError::Unavailable(m) => format!("state store unavailable: {m}"),
+                // Storage failures are for the operator's log, not the client.
+                StateError::Storage(_) => "see the gateway log".into(),
+                StateError::TooLarge(m) => m.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn describe_call(error: &CallError, operation: &str) -> String {
+    match error {
+        CallError::Plugin(e) => format!(": {}", crate::convert::plugin_message(e)),
+        other => format!(" {other} ({operation})"),
+    }
+}
+
+fn names_of(backends: &[BackendId]) -> String {
+    let names: Vec<String> = backends.iter().map(|b| format!("`{b}`")).collect();
+    names.join(" and ")
+}
+
+fn names(failures: &[(BackendId, String)]) -> String {
+    let names: Vec<String> = failures.iter().map(|(b, _)| format!("`{b}`")).collect();
+    names.join(", ")
+}

@@ -1,0 +1,443 @@
+//! The gateway: the current generation of loaded backends and the three operations of the
+//! Platform API over it, in domain terms (requests already validated by `api/`, answers checked
+//! by [`crate::convert`], failures as [`Error`]).
+//!
+//! A [`Generation`] is an immutable snapshot (config plus loaded backends). Each request takes
+//! the current one with a cheap `Arc` load and finishes on it, whatever happens meanwhile. The
+//! ownership index is a cache that discovery rebuilds: failing to write it never fails a request
+//! whose side effects already happened.
+
+mod error;
+mod ownership;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use futures::future::join_all;
+
+pub use error::Error;
+
+use crate::config::{Config, DiscoveryPolicy};
+use crate::convert;
+use crate::model::BackendId;
+use crate::runtime::{Backend, CallError, LoadError, Runtime, wit};
+use crate::state::{Ownership, StateStore};
+
+/// One immutable snapshot of the config and the loaded backends.
+pub struct Generation {
+    /// Its number: 1 at start, one more for every successful reload.
+    pub number: u64,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// The config it was built from.
+    pub config: Config,
+    /// The loaded backends, by name.
+    pub backends: BTreeMap<BackendId, Arc<Backend>>,
+}
+
+impl Generation {
+    /// Compile (or fetch from the cache) and pre-instantiate every backend of `config`. Slow on
+    /// a cold cache: call it off the async runtime. A backend that keeps its name and its
+    /// concurrency limit keeps its call slots from `previous`, so a reload never lets more calls
+    /// run at once than the limit allows.
+    pub fn load(
+        number: u64,
+        config: Config,
+        runtime: &Runtime,
+        state: &Arc<dyn StateStore>,
+        previous: Option<&Generation>,
+    ) -> Result<Generation, LoadError> {
+        let mut backends = BTreeMap::new();
+        for (id, backend_config) in &config.backends {
+            let prepared = runtime.prepare(backend_config)?;
+            tracing::debug!(backend = %id, digest = %prepared.digest, "loaded backend");
+            let mut backend =
+                Backend::new(backend_config, prepared, runtime.engine(), state.clone());
+            if let Some(old) = previous.and_then(|p| p.backends.get(id)) {
+                backend.share_slots_with(old);
+            }
+            backends.insert(id.clone(), Arc::new(backend));
+        }
+        Ok(Generation {
+            number,
+            loaded_at: SystemTime::now(),
+            config,
+            backends,
+        })
+    }
+
+    /// The backend whose state namespace is `namespace` (ownership records name namespaces).
+    fn backend_by_namespace(&self, namespace: &str) -> Option<&Arc<Backend>> {
+        self.backends
+            .values()
+            .find(|b| b.state_namespace() == namespace)
+    }
+}
+
+/// A node ID that several backends report in one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConflict {
+    /// The cluster.
+    pub cluster_id: String,
+    /// The node ID.
+    pub node_id: String,
+    /// Every backend that reported it.
+    pub backends: Vec<BackendId>,
+}
+
+/// A successful discovery: the merged clusters, and what the API reports beside them.
+pub struct DiscoverReply {
+    /// The merged clusters, each node once per backend that reports it.
+    pub clusters: Vec<wit::Cluster>,
+    /// Backends left out under the `partial` policy.
+    pub failed: Vec<BackendId>,
+    /// Node IDs reported by several backends.
+    pub conflicts: Vec<NodeConflict>,
+}
+
+/// What a discovery found, before the failure policy is applied.
+struct Discovery {
+    clusters: Vec<wit::Cluster>,
+    /// The owner of every node that exactly one backend reports.
+    owners: Vec<Ownership>,
+    failures: Vec<(BackendId, String)>,
+    conflicts: Vec<NodeConflict>,
+}
+
+/// The gateway's shared state: the generation being served and the state store.
+pub struct Gateway {
+    current: ArcSwapOption<Generation>,
+    state: Arc<dyn StateStore>,
+    ownership: ownership::Upkeep,
+}
+
+impl Gateway {
+    /// A gateway with no generation yet (every API call answers 503 until one is installed).
+    pub fn new(state: Arc<dyn StateStore>) -> Gateway {
+        Gateway {
+            current: ArcSwapOption::empty(),
+            ownership: ownership::Upkeep::default(),
+            state,
+        }
+    }
+
+    /// Serve `generation` from now on. Requests that started on the previous one finish on it.
+    pub fn install(&self, generation: Generation) {
+        self.current.store(Some(Arc::new(generation)));
+    }
+
+    /// The generation being served, if one is loaded.
+    pub fn current(&self) -> Option<Arc<Generation>> {
+        self.current.load_full()
+    }
+
+    /// The state store.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.state
+    }
+
+    /// Ready to serve: a generation is loaded and the state store answers.
+    pub async fn ready(&self) -> Result<(), Error> {
+        if self.current.load().is_none() {
+            return Err(Error::Loading);
+        }
+        self.state.check().await.map_err(|error| Error::State {
+            what: "checking that it can serve",
+            error,
+        })
+    }
+
+    /// `GET /discover`: every backend, concurrently, merged by cluster, under the configured
+    /// failure policy. Refreshes the ownership index with every node seen.
+    pub async fn discover(&self, generation: &Generation) -> Result<DiscoverReply, Error> {
+        let discovery = self.discover_all(generation).await;
+        if !discovery.failures.is_empty() && generation.config.discovery == DiscoveryPolicy::Fail {
+            return Err(Error::DiscoveryFailed {
+                failures: discovery.failures,
+                looking_for: None,
+            });
+        }
+        for (backend, reason) in &discovery.failures {
+            tracing::warn!(%backend, "discovery answered without this backend: {reason}");
+        }
+        Ok(DiscoverReply {
+            clusters: discovery.clusters,
+            failed: discovery.failures.into_iter().map(|(b, _)| b).collect(),
+            conflicts: discovery.conflicts,
+        })
+    }
+
+    /// Ask every backend concurrently, each under its own deadline; merge by cluster ID; record
+    /// the owners of the nodes that exactly one backend reports, and let the index forget the
+    /// nodes that answering backends no longer report.
+    async fn discover_all(&self, generation: &Generation) -> Discovery {
+        let answers = join_all(generation.backends.values().map(|backend| async move {
+            let answer = backend.discover().await;
+            (backend.clone(), answer)
+        }))
+        .await;
+
+        let mut failures = Vec::new();
+        let mut answered = Vec::new();
+        // cluster -> node -> every (backend, node) that reported it
+        let mut merged: BTreeMap<String, BTreeMap<String, Vec<(Arc<Backend>, wit::Node)>>> =
+            BTreeMap::new();
+        for (backend, answer) in answers {
+            let checked = answer
+                .map_err(|error| Error::Call {
+                    backend: backend.id().clone(),
+                    operation: "discover",
+                    error,
+                })
+                .and_then(|clusters| {
+                    convert::check_discovery(&clusters)
+                        .map(|()| clusters)
+                        .map_err(|problem| Error::InvalidAnswer {
+                            backend: backend.id().clone(),
+                            operation: "discover",
+                            problem,
+                        })
+                });
+            let clusters = match checked {
+                Ok(clusters) => clusters,
+                Err(e) => {
+                    let reason = match e.cause() {
+                        Some(cause) => format!("{e}: {cause}"),
+                        None => e.to_string(),
+                    };
+                    failures.push((backend.id().clone(), reason));
+                    continue;
+                }
+            };
+            answered.push(backend.state_namespace().to_string());
+            for cluster in clusters {
+                let nodes = merged.entry(cluster.cluster_id).or_default();
+                for node in cluster.nodes {
+                    nodes
+                        .entry(node.node_id.clone())
+                        .or_default()
+                        .push((backend.clone(), node));
+                }
+            }
+        }
+
+        let mut clusters = Vec::with_capacity(merged.len());
+        let mut owners = Vec::new();
+        let mut conflicts = Vec::new();
+        for (cluster_id, nodes) in merged {
+            let mut out = Vec::with_capacity(nodes.len());
+            for (node_id, claims) in nodes {
+                if let [(backend, _)] = claims.as_slice() {
+                    owners.push(Ownership {
+                        cluster_id: cluster_id.clone(),
+                        node_id: node_id.clone(),
+                        backend: backend.state_namespace().to_string(),
+                    });
+                } else {
+                    let backends: Vec<BackendId> =
+                        claims.iter().map(|(b, _)| b.id().clone()).collect();
+                    tracing::warn!(
+                        cluster = %cluster_id, node = %node_id, backends = ?backends,
+                        "node ID reported by several backends; every report is returned"
+                    );
+                    conflicts.push(NodeConflict {
+                        cluster_id: cluster_id.clone(),
+                        node_id: node_id.clone(),
+                        backends,
+                    });
+                }
+                out.extend(claims.into_iter().map(|(_, n)| n));
+            }
+            clusters.push(wit::Cluster {
+                cluster_id,
+                nodes: out,
+            });
+        }
+        // The index is a cache: a failed write is logged, and the next discovery fixes it.
+        if let Err(e) = self.state.record_owners(&owners).await {
+            tracing::warn!("ownership index not updated after discovery: {e}");
+        }
+        self.ownership
+            .forget_vanished(self.state.clone(), answered, owners.clone());
+        Discovery {
+            clusters,
+            owners,
+            failures,
+            conflicts,
+        }
+    }
+
+    /// The recorded owner (a state namespace) of a node, from the ownership index.
+    pub async fn recorded_owner(
+        &self,
+        cluster_id: &str,
+        node_id: &str,
+    ) -> Result<Option<String>, Error> {
+        self.state
+            .owner(cluster_id, node_id)
+            .await
+            .map_err(|error| Error::State {
+                what: "looking up the node's owner",
+                error,
+            })
+    }
+
+    /// The one backend that reports `request`'s node, by a fresh discovery.
+    async fn find_owner(
+        &self,
+        generation: &Generation,
+        request: &wit::DeprovisionRequest,
+    ) -> Result<String, Error> {
+        let discovery = self.discover_all(generation).await;
+        let claims: Vec<BackendId> = discovery
+            .conflicts
+            .iter()
+            .filter(|c| c.cluster_id == request.cluster_id && c.node_id == request.node_id)
+            .flat_map(|c| c.backends.iter().cloned())
+            .collect();
+        if !claims.is_empty() {
+            return Err(Error::NodeClaimed {
+                cluster_id: request.cluster_id.clone(),
+                node_id: request.node_id.clone(),
+                backends: claims,
+            });
+        }
+        if let Some(owner) = discovery
+            .owners
+            .into_iter()
+            .find(|o| o.cluster_id == request.cluster_id && o.node_id == request.node_id)
+        {
+            return Ok(owner.backend);
+        }
+        if !discovery.failures.is_empty() {
+            return Err(Error::DiscoveryFailed {
+                failures: discovery.failures,
+                looking_for: Some(request.node_id.clone()),
+            });
+        }
+        Err(Error::NodeNotFound {
+            cluster_id: request.cluster_id.clone(),
+            node_id: request.node_id.clone(),
+        })
+    }
+
+    /// `POST /provision`: route, call, check, remember who owns the new nodes.
+    pub async fn provision(
+        &self,
+        generation: &Generation,
+        request: wit::ProvisionRequest,
+    ) -> Result<wit::ProvisionResponse, Error> {
+        let key = convert::route_key(&request);
+        let Some((_, route)) = generation.config.routes.select(&key) else {
+            return Err(Error::NoRoute {
+                request: key.to_string(),
+            });
+        };
+        // The config checks that routes name defined backends, and a generation loads them all.
+        let Some(backend) = generation.backends.get(&route.backend) else {
+            return Err(Error::Call {
+                backend: route.backend.clone(),
+                operation: "provision",
+                error: CallError::Host("the route names a backend that is not loaded".into()),
+            });
+        };
+        tracing::debug!(route = %route.name, backend = %route.backend, "routed provision");
+        let answer = backend
+            .provision(request.clone())
+            .await
+            .map_err(|error| Error::Call {
+                backend: backend.id().clone(),
+                operation: "provision",
+                error,
+            })?;
+        convert::check_provision(&request, &answer).map_err(|problem| Error::InvalidAnswer {
+            backend: backend.id().clone(),
+            operation: "provision",
+            problem,
+        })?;
+        if let Some(ids) = &answer.node_ids {
+            let owners: Vec<Ownership> = ids
+                .iter()
+                .map(|id| Ownership {
+                    cluster_id: request.cluster_id.clone(),
+                    node_id: id.clone(),
+                    backend: backend.state_namespace().to_string(),
+                })
+                .collect();
+            // The nodes exist now, and the client must hear so, or it would retry and create
+            // them again. The index is a cache: the next discovery records these owners.
+            if let Err(e) = self.state.record_owners(&owners).await {
+                tracing::warn!(
+                    backend = %backend.id(),
+                    "provisioned {ids:?}, but the ownership index was not updated (discovery \
+                     will record them): {e}"
+                );
+            }
+        }
+        Ok(answer)
+    }
+
+    /// `POST /deprovision`: find the owner (index first, then recent deprovisions, then a fresh
+    /// discovery), call it, remember that the node is gone so that a retry is answered 204.
+    pub async fn deprovision(
+        &self,
+        generation: &Generation,
+        request: wit::DeprovisionRequest,
+    ) -> Result<(), Error> {
+        let known = self
+            .recorded_owner(&request.cluster_id, &request.node_id)
+            .await?;
+        let owner = match known {
+            Some(name) => name,
+            None => {
+                if ownership::was_deprovisioned(&*self.state, &request).await {
+                    tracing::info!(
+                        cluster = %request.cluster_id, node = %request.node_id,
+                        "node already deprovisioned through the gateway: answering the retry as done"
+                    );
+                    return Ok(());
+                }
+                // Not provisioned through this gateway (or before the index existed): ask
+                // everyone.
+                self.find_owner(generation, &request).await?
+            }
+        };
+        let Some(backend) = generation.backend_by_namespace(&owner) else {
+            return Err(Error::OwnerNotLoaded {
+                node_id: request.node_id,
+                owner,
+            });
+        };
+        let outcome = backend.deprovision(request.clone()).await;
+        match &outcome {
+            Ok(()) => {
+                ownership::remember_deprovision(&*self.state, &request).await;
+                self.forget_owner(&request).await;
+            }
+            // Unknown to its owner: the ownership record is stale.
+            Err(CallError::Plugin(wit::Error::NotFound(_))) => self.forget_owner(&request).await,
+            Err(_) => {}
+        }
+        outcome.map_err(|error| Error::Call {
+            backend: backend.id().clone(),
+            operation: "deprovision",
+            error,
+        })
+    }
+
+    async fn forget_owner(&self, request: &wit::DeprovisionRequest) {
+        if let Err(e) = self
+            .state
+            .forget_owner(&request.cluster_id, &request.node_id)
+            .await
+        {
+            // A stale record costs one call that answers not-found, then it is forgotten.
+            tracing::warn!(
+                cluster = %request.cluster_id, node = %request.node_id,
+                "ownership record not removed: {e}"
+            );
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Moving state between stores: `platform-gateway state export` and `state import`.
