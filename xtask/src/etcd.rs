@@ -170,7 +170,11 @@ impl EtcdCluster {
             let text = std::fs::read_to_string(self.log_path(m)).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(30)..];
-            out.push_str(&format!("--- etcd member {} ---\n{}\n", m.name, tail.join("\n")));
+            out.push_str(&format!(
+                "--- etcd member {} ---\n{}\n",
+                m.name,
+                tail.join("\n")
+            ));
         }
         out
     }
@@ -290,7 +294,8 @@ fn health(port: u16) -> bool {
         let mut stream =
             TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))?;
         stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-        stream.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
         let mut reply = String::new();
         stream.read_to_string(&mut reply)?;
         Ok(reply)
