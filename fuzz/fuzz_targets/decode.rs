@@ -6,11 +6,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use platform_gateway::api::model::{DeprovisionRequest, ProvisionRequest};
-use platform_gateway::convert;
+use platform_gateway::api::validate;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(request) = serde_json::from_slice::<ProvisionRequest>(data) {
-        match convert::provision_request(request) {
+        match validate::provision_request(request) {
             Ok(resolved) => {
                 assert!(resolved.count >= 1);
                 assert!(!resolved.cluster_id.is_empty() && !resolved.node_group.is_empty());
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(request) = serde_json::from_slice::<DeprovisionRequest>(data) {
-        if let Err(error) = convert::deprovision_request(request) {
+        if let Err(error) = validate::deprovision_request(request) {
             assert!(error.status.is_client_error());
         }
     }

@@ -16,6 +16,7 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::capability::Grants;
 use crate::capability::http::Allowlist;
 use crate::model::BackendId;
 use crate::routing::{ClusterPattern, Route, RouteMatch, RouteTable, RouteTableError};
@@ -135,13 +136,6 @@ impl std::fmt::Debug for BackendConfig {
             .field("grants", &self.grants)
             .finish()
     }
-}
-
-/// Capabilities a backend is granted beyond its sandbox; none by default.
-#[derive(Debug, Clone, Default)]
-pub struct Grants {
-    /// Outbound HTTP through `wasi:http`, to these destinations only.
-    pub http: Option<Arc<Allowlist>>,
 }
 
 /// What one call of a backend may use.
@@ -1128,5 +1122,109 @@ limits = { memory = "16MiB", timeout = "250ms", concurrency = 4, queue = 2, max_
         .to_string();
         assert!(err.contains("routes[0].cluster_id"), "{err}");
         assert!(err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn zero_and_absurd_timeouts_are_refused_naming_key_and_line() {
+        for timeout in ["0s", "100000h"] {
+            let text = format!(
+                "[backends.pool]\nplugin = \"p.wasm\"\nlimits = {{ timeout = \"{timeout}\" }}\n"
+            );
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(
+                e.contains("line 3") && e.contains("backends.pool.limits.timeout"),
+                "{e}"
+            );
+        }
+        let e = parse("[state]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\ntimeout = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("state.timeout") && e.contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn a_zero_body_size_limit_is_refused() {
+        let e = parse("[server]\nmax_body_size = 0\n").unwrap_err().to_string();
+        assert!(e.contains("server.max_body_size") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn toml_dates_and_times_reach_plugins_as_rfc3339_strings() {
+        let config = parse(
+            r#"
+[backends.pool]
+plugin = "p.wasm"
+[backends.pool.settings]
+since = 1979-05-27T07:32:00Z
+day = 1979-05-27
+nested = { at = 1979-05-27T00:32:00-07:00, list = [07:32:00] }
+"#,
+        )
+        .unwrap();
+        let settings: BTreeMap<_, _> = config.backends.values().next().unwrap().settings.iter().cloned().collect();
+        assert_eq!(settings["since"], "\"1979-05-27T07:32:00Z\"");
+        assert_eq!(settings["day"], "\"1979-05-27\"");
+        assert_eq!(
+            settings["nested"],
+            r#"{"at":"1979-05-27T00:32:00-07:00","list":["07:32:00"]}"#
+        );
+    }
+
+    #[test]
+    fn a_changed_listen_address_is_reported_as_needing_a_restart() {
+        let before = parse(MINIMAL).unwrap();
+        let after = parse(&format!("[server]\nlisten = \"127.0.0.1:9999\"\n{MINIMAL}")).unwrap();
+        assert_eq!(before.restart_only_changes(&after), ["server.listen"]);
+    }
+
+    #[test]
+    fn the_etcd_store_takes_endpoints_prefix_timeout_and_credentials() {
+        // SAFETY: a variable only this test reads, set before any thread of it reads it.
+        unsafe { std::env::set_var("PG_TEST_ETCD_PASSWORD", "hunter2") };
+        let config = parse(
+            r#"
+[state]
+backend = "etcd"
+endpoints = ["http://127.0.0.1:2379", "http://127.0.0.1:22379"]
+prefix = "/platform-gateway/prod/"
+timeout = "3s"
+username = "gateway"
+password = { from_env = "PG_TEST_ETCD_PASSWORD" }
+tls = { ca = "ca.pem" }
+dir = "state"
+"#,
+        )
+        .unwrap();
+        let StoreConfig::Etcd(etcd) = &config.store else {
+            panic!("not etcd: {:?}", config.store);
+        };
+        assert_eq!(etcd.endpoints.len(), 2);
+        assert_eq!(etcd.prefix, "/platform-gateway/prod");
+        assert_eq!(etcd.timeout, Duration::from_secs(3));
+        assert_eq!(etcd.username.as_deref(), Some("gateway"));
+        assert_eq!(etcd.password.as_deref(), Some("hunter2"));
+        assert_eq!(
+            etcd.tls.as_ref().unwrap().ca.as_deref(),
+            Some(Path::new("/etc/gateway/ca.pem"))
+        );
+        assert_eq!(config.state_dir, PathBuf::from("/etc/gateway/state"));
+        // The embedded store is the default, and etcd keys are refused beside it.
+        assert_eq!(parse(MINIMAL).unwrap().store, StoreConfig::Embedded);
+        let e = parse("[state]\nendpoints = [\"http://x:1\"]\n").unwrap_err().to_string();
+        assert!(e.contains("state.endpoints") && e.contains("etcd"), "{e}");
+        let e = parse("[state]\nbackend = \"etcd\"\n").unwrap_err().to_string();
+        assert!(e.contains("state.endpoints") && e.contains("line 2"), "{e}");
+        let e = parse("[state]\nbackend = \"zookeeper\"\n").unwrap_err().to_string();
+        assert!(e.contains("backend") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn two_backends_cannot_share_a_state_namespace() {
+        let e = parse(
+            "[backends.a]\nplugin = \"p.wasm\"\n[backends.b]\nplugin = \"p.wasm\"\nstate_namespace = \"a\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("already used by backend `a`"), "{e}");
     }
 }

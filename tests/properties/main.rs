@@ -42,7 +42,7 @@ fn fixture() -> &'static Fixture {
         let config = Config::parse(&dir.path().join("gateway.toml"), &text).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let state: Arc<dyn StateStore> = Arc::new(RedbStore::open(&config.state_dir).unwrap());
-        let engine = Runtime::new(None).unwrap();
+        let engine = Runtime::new(None, u64::MAX).unwrap();
         let generation = Generation::load(1, config.clone(), &engine, &state, None).unwrap();
         let gateway = Arc::new(Gateway::new(state.clone()));
         gateway.install(generation);
@@ -76,7 +76,11 @@ fn send(method: Method, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
 
 /// The reply is a 4xx with the error shape Replicante decodes, and the pool's state is untouched.
 fn refused(status: u16, body: &[u8]) -> Result<(), TestCaseError> {
-    let keys = fixture().state.list_keys("pool", "").unwrap();
+    let f = fixture();
+    let keys = f
+        .runtime
+        .block_on(platform_gateway::state::all_keys(&*f.state, "pool", ""))
+        .unwrap();
     prop_assert!(keys.is_empty(), "state changed: {keys:?}");
     prop_assert!(
         (400..500).contains(&status),
@@ -92,7 +96,11 @@ fn refused(status: u16, body: &[u8]) -> Result<(), TestCaseError> {
 
 fn nothing_changed() {
     let f = fixture();
-    assert_eq!(f.state.list_keys("pool", "").unwrap(), Vec::<String>::new());
+    let keys = f
+        .runtime
+        .block_on(platform_gateway::state::all_keys(&*f.state, "pool", ""))
+        .unwrap();
+    assert_eq!(keys, Vec::<String>::new());
     let (status, body) = send(Method::GET, "/discover", Vec::new());
     assert_eq!(status, 200);
     assert_eq!(

@@ -42,7 +42,7 @@ pub fn router(gateway: Arc<Gateway>, max_body_size: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_size))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(catch_panics())
         .layer(middleware::from_fn_with_state(
             gateway.clone(),
             with_generation,
@@ -190,7 +190,13 @@ pub(crate) fn loading() -> ApiError {
     crate::gateway::Error::Loading.into()
 }
 
-/// A handler that panicked answers 500 in the error shape instead of dropping the connection.
+/// A handler that panics answers 500 in the error shape instead of dropping the connection.
+fn catch_panics() -> tower_http::catch_panic::CatchPanicLayer<
+    fn(Box<dyn std::any::Any + Send + 'static>) -> Response,
+> {
+    tower_http::catch_panic::CatchPanicLayer::custom(panicked as fn(_) -> Response)
+}
+
 fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let detail = panic
         .downcast_ref::<String>()
@@ -242,4 +248,29 @@ async fn log_request(request: Request, next: Next) -> Response {
         None => tracing::info!(%method, path, status, ?elapsed, "request served"),
     }
     response.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_the_error_shape() {
+        async fn boom() -> &'static str {
+            panic!("boom")
+        }
+        let app = Router::new().route("/boom", get(boom)).layer(catch_panics());
+        let response = app
+            .oneshot(Request::get("/boom").body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["error"], json!(true));
+        assert!(body["error_msg"].as_str().unwrap().contains("see its log"));
+    }
 }

@@ -8,6 +8,14 @@
 //! Whatever a plugin says (errors, log lines, stderr) passes through [`redact`] first, so the
 //! backend's secrets never reach a log or a client.
 
+/// Capabilities a backend is granted beyond its sandbox (from its config's `grants`); none by
+/// default.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// Outbound HTTP through `wasi:http`, to these destinations only.
+    pub http: Option<std::sync::Arc<http::Allowlist>>,
+}
+
 /// `text` with every secret replaced by `[redacted]`.
 pub fn redact(text: &str, secrets: &[String]) -> String {
     let mut text = text.to_string();

@@ -441,3 +441,131 @@ impl Gateway {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+
+    use crate::state::{RedbStore, StateError};
+
+    /// The embedded store, but the ownership index can be made to fail.
+    struct BrokenIndex {
+        inner: RedbStore,
+        failing: AtomicBool,
+    }
+
+    impl BrokenIndex {
+        fn fail(&self) -> Result<(), StateError> {
+            if self.failing.load(Ordering::SeqCst) {
+                Err(StateError::Unavailable("index write refused by the test".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[async_trait]
+    impl StateStore for BrokenIndex {
+        async fn get(&self, ns: &str, k: &str) -> Result<Option<Vec<u8>>, StateError> {
+            self.inner.get(ns, k).await
+        }
+        async fn set(&self, ns: &str, k: &str, v: &[u8]) -> Result<(), StateError> {
+            self.inner.set(ns, k, v).await
+        }
+        async fn delete(&self, ns: &str, k: &str) -> Result<(), StateError> {
+            self.inner.delete(ns, k).await
+        }
+        async fn compare_and_swap(
+            &self,
+            ns: &str,
+            k: &str,
+            e: Option<&[u8]>,
+            n: Option<&[u8]>,
+        ) -> Result<bool, StateError> {
+            self.inner.compare_and_swap(ns, k, e, n).await
+        }
+        async fn list_keys(
+            &self,
+            ns: &str,
+            p: &str,
+            a: Option<&str>,
+            l: usize,
+        ) -> Result<Vec<String>, StateError> {
+            self.inner.list_keys(ns, p, a, l).await
+        }
+        async fn namespaces(&self, a: Option<&str>, l: usize) -> Result<Vec<String>, StateError> {
+            self.inner.namespaces(a, l).await
+        }
+        async fn owner(&self, c: &str, n: &str) -> Result<Option<String>, StateError> {
+            self.inner.owner(c, n).await
+        }
+        async fn record_owners(&self, owners: &[Ownership]) -> Result<(), StateError> {
+            self.fail()?;
+            self.inner.record_owners(owners).await
+        }
+        async fn forget_owner(&self, c: &str, n: &str) -> Result<(), StateError> {
+            self.fail()?;
+            self.inner.forget_owner(c, n).await
+        }
+        async fn owners(
+            &self,
+            a: Option<(&str, &str)>,
+            l: usize,
+        ) -> Result<Vec<Ownership>, StateError> {
+            self.inner.owners(a, l).await
+        }
+        async fn check(&self) -> Result<(), StateError> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "broken index".into()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_index_write_never_fails_a_provision_or_a_discovery_that_happened() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(BrokenIndex {
+            inner: RedbStore::open(dir.path()).unwrap(),
+            failing: AtomicBool::new(true),
+        });
+        let text = format!(
+            "[backends.pool]\nplugin = {:?}\n[backends.pool.settings]\nmachines = [{{ id = \"m1\", agent_address = \"http://10.0.0.1:1\", node_class = \"small\" }}]\n[[routes]]\nbackend = \"pool\"\n",
+            xtask::plugin_path("pool").display().to_string()
+        );
+        let config = Config::parse(&dir.path().join("gateway.toml"), &text).unwrap();
+        let runtime = Runtime::new(None, u64::MAX).unwrap();
+        let state: Arc<dyn StateStore> = store.clone();
+        let generation = Generation::load(1, config, &runtime, &state, None).unwrap();
+        let gateway = Gateway::new(state);
+
+        let request = wit::ProvisionRequest {
+            cluster_id: "c1".into(),
+            store: "mongodb".into(),
+            store_version: "6.0".into(),
+            node_group: "data".into(),
+            node_class: "small".into(),
+            desired_count: 1,
+            count: 1,
+            attributes: "{}".into(),
+        };
+        // The machine is taken (the plugin's own state) but the index cannot be written: the
+        // client must still hear about the node, or its retry would take another machine.
+        let answer = gateway.provision(&generation, request).await.unwrap();
+        assert_eq!(answer.node_ids.as_deref(), Some(&["m1".to_string()][..]));
+        let reply = gateway.discover(&generation).await.unwrap();
+        assert_eq!(reply.clusters[0].nodes[0].node_id, "m1");
+        assert_eq!(gateway.recorded_owner("c1", "m1").await.unwrap(), None);
+
+        // Once the store takes writes again, the next discovery records the owner.
+        store.failing.store(false, Ordering::SeqCst);
+        gateway.discover(&generation).await.unwrap();
+        assert_eq!(
+            gateway.recorded_owner("c1", "m1").await.unwrap().as_deref(),
+            Some("pool")
+        );
+    }
+}
