@@ -123,5 +123,10 @@ async fn route(
         (Some(Value::String(c)), Some(Value::String(n))) => gateway.recorded_owner(c, n).await?,
         _ => None,
     };
+    // The index records state namespaces: name the backend that uses it now.
+    let owner = owner.map(|namespace| match generation.backend_by_namespace(&namespace) {
+        Some(backend) => backend.id().to_string(),
+        None => namespace,
+    });
     super::inspect::explain(&generation.config, body, |_, _| Ok(owner)).map(Json)
 }

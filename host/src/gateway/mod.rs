@@ -69,7 +69,7 @@ impl Generation {
     }
 
     /// The backend whose state namespace is `namespace` (ownership records name namespaces).
-    fn backend_by_namespace(&self, namespace: &str) -> Option<&Arc<Backend>> {
+    pub fn backend_by_namespace(&self, namespace: &str) -> Option<&Arc<Backend>> {
         self.backends
             .values()
             .find(|b| b.state_namespace() == namespace)
