@@ -411,7 +411,12 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
-    fn invalid(&self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    fn invalid(
+        &self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_path_buf(),
             line: line_of(self.text, span.start),
@@ -430,7 +435,11 @@ impl Source<'_> {
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// A duration that must be more than zero and at most [`MAX_TIMEOUT`].
-fn check_timeout(value: Spanned<HumanDuration>, key: String, source: &Source) -> Result<Duration, ConfigError> {
+fn check_timeout(
+    value: Spanned<HumanDuration>,
+    key: String,
+    source: &Source,
+) -> Result<Duration, ConfigError> {
     let duration = value.get_ref().0;
     if duration.is_zero() || duration > MAX_TIMEOUT {
         return Err(source.invalid(value.span(), key, "must be more than 0s and at most 1h"));
@@ -471,7 +480,9 @@ struct StateSection {
 }
 
 fn state_section(mut raw: RawState, source: &Source) -> Result<StateSection, ConfigError> {
-    let dir = source.base.join(raw.dir.clone().unwrap_or_else(|| PathBuf::from("state")));
+    let dir = source
+        .base
+        .join(raw.dir.clone().unwrap_or_else(|| PathBuf::from("state")));
     let cache_dir = match raw.cache_dir.clone() {
         Some(path) => source.base.join(path),
         None => dir.join("compiled"),
@@ -497,7 +508,8 @@ fn state_section(mut raw: RawState, source: &Source) -> Result<StateSection, Con
     };
     let store = match kind {
         StoreKind::Embedded => {
-            if let Some((key, Some(span))) = etcd_only.into_iter().find(|(_, span)| span.is_some()) {
+            if let Some((key, Some(span))) = etcd_only.into_iter().find(|(_, span)| span.is_some())
+            {
                 return Err(source.invalid(
                     span,
                     format!("state.{key}"),
@@ -654,9 +666,9 @@ fn backend(
             None => None,
             Some(patterns) => {
                 let span = patterns.span();
-                Some(Arc::new(Allowlist::parse(patterns.get_ref()).map_err(|message| {
-                    source.invalid(span, format!("backends.{name}.grants.http"), message)
-                })?))
+                Some(Arc::new(Allowlist::parse(patterns.get_ref()).map_err(
+                    |message| source.invalid(span, format!("backends.{name}.grants.http"), message),
+                )?))
             }
         },
     };
@@ -671,13 +683,16 @@ fn backend(
     })
 }
 
+/// Settings as the plugin reads them: `(key, value)` pairs.
+type Settings = Vec<(String, String)>;
+
 /// A backend's settings as the plugin reads them: strings as they are, every other value as
 /// JSON (dates and times as RFC 3339 strings), secret references resolved.
 fn settings(
     raw: BTreeMap<String, Spanned<toml::Value>>,
     backend: &str,
     source: &Source,
-) -> Result<(Vec<(String, String)>, Vec<String>), ConfigError> {
+) -> Result<(Settings, Vec<String>), ConfigError> {
     let mut settings = Vec::new();
     let mut secrets = Vec::new();
     for (key, value) in raw {
@@ -797,7 +812,11 @@ fn limits(raw: RawLimits, backend: &str, source: &Source) -> Result<Limits, Conf
         let bytes = memory.get_ref().as_u64();
         // A component needs at least one 64 KiB page; past 4 GiB a 32-bit memory cannot grow.
         if !(64 << 10..=4 << 30).contains(&bytes) {
-            return Err(source.invalid(memory.span(), key("memory"), "must be between 64KiB and 4GiB"));
+            return Err(source.invalid(
+                memory.span(),
+                key("memory"),
+                "must be between 64KiB and 4GiB",
+            ));
         }
         limits.memory = bytes as usize;
     }
@@ -806,7 +825,11 @@ fn limits(raw: RawLimits, backend: &str, source: &Source) -> Result<Limits, Conf
     }
     if let Some(concurrency) = raw.concurrency {
         if *concurrency.get_ref() == 0 {
-            return Err(source.invalid(concurrency.span(), key("concurrency"), "must be at least 1"));
+            return Err(source.invalid(
+                concurrency.span(),
+                key("concurrency"),
+                "must be at least 1",
+            ));
         }
         limits.concurrency = concurrency.into_inner();
     }
@@ -816,7 +839,11 @@ fn limits(raw: RawLimits, backend: &str, source: &Source) -> Result<Limits, Conf
     if let Some(max_response) = raw.max_response {
         let bytes = max_response.get_ref().as_u64();
         if bytes == 0 {
-            return Err(source.invalid(max_response.span(), key("max_response"), "must be more than 0"));
+            return Err(source.invalid(
+                max_response.span(),
+                key("max_response"),
+                "must be more than 0",
+            ));
         }
         limits.max_response = bytes as usize;
     }
@@ -1144,8 +1171,13 @@ limits = { memory = "16MiB", timeout = "250ms", concurrency = 4, queue = 2, max_
 
     #[test]
     fn a_zero_body_size_limit_is_refused() {
-        let e = parse("[server]\nmax_body_size = 0\n").unwrap_err().to_string();
-        assert!(e.contains("server.max_body_size") && e.contains("line 2"), "{e}");
+        let e = parse("[server]\nmax_body_size = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("server.max_body_size") && e.contains("line 2"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1161,7 +1193,15 @@ nested = { at = 1979-05-27T00:32:00-07:00, list = [07:32:00] }
 "#,
         )
         .unwrap();
-        let settings: BTreeMap<_, _> = config.backends.values().next().unwrap().settings.iter().cloned().collect();
+        let settings: BTreeMap<_, _> = config
+            .backends
+            .values()
+            .next()
+            .unwrap()
+            .settings
+            .iter()
+            .cloned()
+            .collect();
         assert_eq!(settings["since"], "\"1979-05-27T07:32:00Z\"");
         assert_eq!(settings["day"], "\"1979-05-27\"");
         assert_eq!(
@@ -1210,11 +1250,17 @@ dir = "state"
         assert_eq!(config.state_dir, PathBuf::from("/etc/gateway/state"));
         // The embedded store is the default, and etcd keys are refused beside it.
         assert_eq!(parse(MINIMAL).unwrap().store, StoreConfig::Embedded);
-        let e = parse("[state]\nendpoints = [\"http://x:1\"]\n").unwrap_err().to_string();
+        let e = parse("[state]\nendpoints = [\"http://x:1\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("state.endpoints") && e.contains("etcd"), "{e}");
-        let e = parse("[state]\nbackend = \"etcd\"\n").unwrap_err().to_string();
+        let e = parse("[state]\nbackend = \"etcd\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("state.endpoints") && e.contains("line 2"), "{e}");
-        let e = parse("[state]\nbackend = \"zookeeper\"\n").unwrap_err().to_string();
+        let e = parse("[state]\nbackend = \"zookeeper\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("backend") && e.contains("line 2"), "{e}");
     }
 

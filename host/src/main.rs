@@ -119,7 +119,9 @@ fn recorded_owner(config: &Config, cluster: &str, node: &str) -> Result<Option<S
         StoreConfig::Etcd(settings) => {
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
             runtime.block_on(async {
-                let store = EtcdStore::connect(settings).await.map_err(|e| e.to_string())?;
+                let store = EtcdStore::connect(settings)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 store.owner(cluster, node).await.map_err(|e| e.to_string())
             })
         }

@@ -34,4 +34,3 @@ impl fmt::Display for BackendId {
         f.write_str(&self.0)
     }
 }
-

@@ -275,9 +275,11 @@ async fn check_namespaces_kept(
             continue;
         }
         // Only a rename is refused: a new backend that takes the old one's plugin.
-        let Some(new) = next.backends.values().find(|b| {
-            b.plugin == old.plugin && !running.backends.contains_key(&b.name)
-        }) else {
+        let Some(new) = next
+            .backends
+            .values()
+            .find(|b| b.plugin == old.plugin && !running.backends.contains_key(&b.name))
+        else {
             continue;
         };
         let holds = crate::state::holds_data(state, &old.state_namespace)

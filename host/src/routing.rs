@@ -425,7 +425,10 @@ mod tests {
             table.select(&key("prod-1", "mongodb")).unwrap().1.name,
             "prod-mongo"
         );
-        assert_eq!(table.select(&key("prod-1", "kafka")).unwrap().1.name, "kafka");
+        assert_eq!(
+            table.select(&key("prod-1", "kafka")).unwrap().1.name,
+            "kafka"
+        );
         assert_eq!(
             table.select(&key("dev-1", "mongodb")).unwrap().1.name,
             "default"

@@ -4,7 +4,9 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Workdir, node_ids, plugin, pool_backend, provision_body, static_backend, toml_str};
+use crate::support::{
+    Workdir, node_ids, plugin, pool_backend, provision_body, static_backend, toml_str,
+};
 
 fn pool_config(name: &str, extra: &str) -> String {
     format!(
@@ -17,7 +19,10 @@ fn pool_config(name: &str, extra: &str) -> String {
 async fn a_retried_deprovision_is_answered_204_and_a_node_never_known_stays_404() {
     let gw = Workdir::new().start(&pool_config("pool", "")).await;
     let (status, reply) = gw
-        .post("/provision", &provision_body("c1", "mongodb", "data", "small"))
+        .post(
+            "/provision",
+            &provision_body("c1", "mongodb", "data", "small"),
+        )
         .await;
     assert_eq!(status, 200, "{reply}");
     let node = reply["node_ids"][0].as_str().unwrap().to_string();
@@ -103,7 +108,10 @@ async fn renaming_a_backend_away_from_its_allocations_is_refused_until_it_keeps_
     let work = Workdir::new();
     let gw = work.start(&pool_config("pool", "")).await;
     let (status, reply) = gw
-        .post("/provision", &provision_body("c1", "mongodb", "data", "small"))
+        .post(
+            "/provision",
+            &provision_body("c1", "mongodb", "data", "small"),
+        )
         .await;
     assert_eq!(status, 200, "{reply}");
     let taken = reply["node_ids"][0].as_str().unwrap().to_string();
@@ -131,7 +139,10 @@ async fn renaming_a_backend_away_from_its_allocations_is_refused_until_it_keeps_
     let mut given = vec![taken.clone()];
     for _ in 0..2 {
         let (status, reply) = gw
-            .post("/provision", &provision_body("c1", "mongodb", "data", "small"))
+            .post(
+                "/provision",
+                &provision_body("c1", "mongodb", "data", "small"),
+            )
             .await;
         assert_eq!(status, 200, "{reply}");
         given.push(reply["node_ids"][0].as_str().unwrap().to_string());
@@ -166,7 +177,10 @@ async fn sighup_and_an_admin_reload_while_the_first_generation_loads_do_not_stop
     let (status, reply) = gw.admin("/admin/reload", Some(&json!({}))).await;
     assert_eq!(status, 503, "{reply}");
     assert!(
-        reply["error_msg"].as_str().unwrap().contains("still loading"),
+        reply["error_msg"]
+            .as_str()
+            .unwrap()
+            .contains("still loading"),
         "{reply}"
     );
     gw.signal(libc::SIGHUP);

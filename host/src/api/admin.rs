@@ -124,9 +124,11 @@ async fn route(
         _ => None,
     };
     // The index records state namespaces: name the backend that uses it now.
-    let owner = owner.map(|namespace| match generation.backend_by_namespace(&namespace) {
-        Some(backend) => backend.id().to_string(),
-        None => namespace,
-    });
+    let owner = owner.map(
+        |namespace| match generation.backend_by_namespace(&namespace) {
+            Some(backend) => backend.id().to_string(),
+            None => namespace,
+        },
+    );
     super::inspect::explain(&generation.config, body, |_, _| Ok(owner)).map(Json)
 }

@@ -191,9 +191,9 @@ pub(crate) fn loading() -> ApiError {
 }
 
 /// A handler that panics answers 500 in the error shape instead of dropping the connection.
-fn catch_panics() -> tower_http::catch_panic::CatchPanicLayer<
-    fn(Box<dyn std::any::Any + Send + 'static>) -> Response,
-> {
+fn catch_panics()
+-> tower_http::catch_panic::CatchPanicLayer<fn(Box<dyn std::any::Any + Send + 'static>) -> Response>
+{
     tower_http::catch_panic::CatchPanicLayer::custom(panicked as fn(_) -> Response)
 }
 
@@ -260,9 +260,15 @@ mod tests {
         async fn boom() -> &'static str {
             panic!("boom")
         }
-        let app = Router::new().route("/boom", get(boom)).layer(catch_panics());
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .layer(catch_panics());
         let response = app
-            .oneshot(Request::get("/boom").body(axum::body::Body::empty()).unwrap())
+            .oneshot(
+                Request::get("/boom")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);

@@ -17,10 +17,7 @@ pub struct Logging {
 
 impl Logging {
     /// Logging for one call of `backend`, with its `secrets` cut out of every message.
-    pub fn new(
-        backend: crate::model::BackendId,
-        secrets: std::sync::Arc<Vec<String>>,
-    ) -> Logging {
+    pub fn new(backend: crate::model::BackendId, secrets: std::sync::Arc<Vec<String>>) -> Logging {
         Logging { backend, secrets }
     }
 }

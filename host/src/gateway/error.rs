@@ -64,7 +64,9 @@ pub enum Error {
         backends: Vec<BackendId>,
     },
     /// The node's owner is not in the current config.
-    #[error("node `{node_id}` belongs to backend state `{owner}`, which no backend of the current config uses")]
+    #[error(
+        "node `{node_id}` belongs to backend state `{owner}`, which no backend of the current config uses"
+    )]
     OwnerNotLoaded {
         /// The node.
         node_id: String,

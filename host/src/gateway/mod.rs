@@ -97,6 +97,9 @@ pub struct DiscoverReply {
     pub conflicts: Vec<NodeConflict>,
 }
 
+/// One cluster's nodes in a discovery: node ID -> every (backend, node) that reported it.
+type NodeClaims = BTreeMap<String, Vec<(Arc<Backend>, wit::Node)>>;
+
 /// What a discovery found, before the failure policy is applied.
 struct Discovery {
     clusters: Vec<wit::Cluster>,
@@ -181,9 +184,7 @@ impl Gateway {
 
         let mut failures = Vec::new();
         let mut answered = Vec::new();
-        // cluster -> node -> every (backend, node) that reported it
-        let mut merged: BTreeMap<String, BTreeMap<String, Vec<(Arc<Backend>, wit::Node)>>> =
-            BTreeMap::new();
+        let mut merged: BTreeMap<String, NodeClaims> = BTreeMap::new();
         for (backend, answer) in answers {
             let checked = answer
                 .map_err(|error| Error::Call {
@@ -460,7 +461,9 @@ mod tests {
     impl BrokenIndex {
         fn fail(&self) -> Result<(), StateError> {
             if self.failing.load(Ordering::SeqCst) {
-                Err(StateError::Unavailable("index write refused by the test".into()))
+                Err(StateError::Unavailable(
+                    "index write refused by the test".into(),
+                ))
             } else {
                 Ok(())
             }

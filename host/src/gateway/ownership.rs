@@ -30,7 +30,10 @@ fn deprovision_key(day: u64, request: &wit::DeprovisionRequest) -> String {
 pub async fn was_deprovisioned(state: &dyn StateStore, request: &wit::DeprovisionRequest) -> bool {
     let today = today();
     for day in [today, today.saturating_sub(1)] {
-        match state.get(DEPROVISIONED, &deprovision_key(day, request)).await {
+        match state
+            .get(DEPROVISIONED, &deprovision_key(day, request))
+            .await
+        {
             Ok(Some(_)) => return true,
             Ok(None) => {}
             Err(e) => {
@@ -104,7 +107,10 @@ impl Upkeep {
             let mut after: Option<(String, String)> = None;
             loop {
                 let page = match state
-                    .owners(after.as_ref().map(|(c, n)| (c.as_str(), n.as_str())), MAX_PAGE)
+                    .owners(
+                        after.as_ref().map(|(c, n)| (c.as_str(), n.as_str())),
+                        MAX_PAGE,
+                    )
                     .await
                 {
                     Ok(page) => page,
@@ -121,7 +127,9 @@ impl Upkeep {
                             backend = %record.backend,
                             "forgetting the owner of a node its backend no longer reports"
                         );
-                        let _ = state.forget_owner(&record.cluster_id, &record.node_id).await;
+                        let _ = state
+                            .forget_owner(&record.cluster_id, &record.node_id)
+                            .await;
                     }
                 }
                 match page.last() {

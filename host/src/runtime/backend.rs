@@ -17,8 +17,8 @@ use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-use crate::bindings::Plugin;
 use super::{CallState, EPOCH_TICK, Prepared, wit};
+use crate::bindings::Plugin;
 use crate::capability::http::{Allowlist, OutboundHttp};
 use crate::capability::{logging::Logging, redact, settings::Settings, state::PluginState};
 use crate::config::{BackendConfig, Limits};
@@ -258,7 +258,11 @@ impl Backend {
     }
 
     /// Run one export in a fresh sandbox, on a call slot, under the deadline.
-    async fn call<R, F>(self: &Arc<Self>, operation: &'static str, invoke: F) -> Result<R, CallError>
+    async fn call<R, F>(
+        self: &Arc<Self>,
+        operation: &'static str,
+        invoke: F,
+    ) -> Result<R, CallError>
     where
         R: AnswerSize + Send + 'static,
         F: for<'a> FnOnce(&'a Plugin, &'a mut Store<CallState>) -> Invocation<'a, R>

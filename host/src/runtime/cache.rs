@@ -199,7 +199,10 @@ mod tests {
         trim_dir(dir.path(), 900, &keep);
         assert!(!oldest.exists(), "the least recently used goes first");
         assert!(in_use_and_old.exists(), "a file in use is never evicted");
-        assert!(!middle.exists(), "still over the bound: the next oldest goes");
+        assert!(
+            !middle.exists(),
+            "still over the bound: the next oldest goes"
+        );
         assert!(newest.exists(), "under the bound now: the rest stays");
         assert!(other.exists(), "only compiled plugins are touched");
         // Under the bound, nothing more is deleted.

@@ -26,8 +26,8 @@ use crate::capability::{
 };
 use crate::config::BackendConfig;
 
-pub use crate::bindings::wit;
 use crate::bindings;
+pub use crate::bindings::wit;
 
 /// How often the epoch advances: the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);

@@ -15,7 +15,10 @@ pub async fn run(store: Arc<dyn StateStore>) {
     list_keys_stays_inside_prefix_and_namespace_and_pages(&*store).await;
     oversized_keys_and_values_are_refused(&*store).await;
     owners_are_recorded_listed_and_forgotten(&*store).await;
-    store.check().await.expect("a healthy store passes its check");
+    store
+        .check()
+        .await
+        .expect("a healthy store passes its check");
 }
 
 async fn namespaces_do_not_see_each_other(s: &dyn StateStore) {
@@ -73,11 +76,7 @@ async fn compare_and_swap_only_swaps_the_expected_value(s: &dyn StateStore) {
     );
     s.set(ns, "k", b"").await.unwrap();
     assert!(!s.compare_and_swap(ns, "k", None, Some(b"x")).await.unwrap());
-    assert!(
-        s.compare_and_swap(ns, "k", Some(b""), None)
-            .await
-            .unwrap()
-    );
+    assert!(s.compare_and_swap(ns, "k", Some(b""), None).await.unwrap());
 }
 
 async fn concurrent_compare_and_swap_has_one_winner_per_round(s: Arc<dyn StateStore>) {
@@ -118,7 +117,10 @@ async fn list_keys_stays_inside_prefix_and_namespace_and_pages(s: &dyn StateStor
     ] {
         s.set(ns, k, b"x").await.unwrap();
     }
-    assert_eq!(all_keys(s, "contract-l", "m/").await.unwrap(), ["m/1", "m/2"]);
+    assert_eq!(
+        all_keys(s, "contract-l", "m/").await.unwrap(),
+        ["m/1", "m/2"]
+    );
     assert_eq!(
         all_keys(s, "contract-l", "").await.unwrap(),
         ["m", "m/1", "m/2", "n/1"]
@@ -226,10 +228,7 @@ async fn owners_are_recorded_listed_and_forgotten(s: &dyn StateStore) {
     assert_eq!(listed.len(), 4, "{listed:?}");
     let first_two = s.owners(Some(("contract-c0", "")), 2).await.unwrap();
     let next = s
-        .owners(
-            Some((&first_two[1].cluster_id, &first_two[1].node_id)),
-            100,
-        )
+        .owners(Some((&first_two[1].cluster_id, &first_two[1].node_id)), 100)
         .await
         .unwrap();
     assert!(
