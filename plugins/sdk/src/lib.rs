@@ -293,6 +293,23 @@ pub mod http {
         }
     }
 
+    /// `scheme://authority/path?query#fragment` as scheme, authority and path with query (`/`
+    /// when the URL has no path, so `https://host?x=1` asks for `/?x=1`); the fragment is
+    /// dropped, since it is never sent.
+    fn split_url(url: &str) -> Result<(&str, &str, String), Error> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| Error::Internal(format!("not an absolute URL: {url}")))?;
+        let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
+        let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        Ok((scheme, authority, path))
+    }
+
     /// Send `method url` with `headers` and `body`, and read the whole response.
     pub fn send(
         method: &str,
@@ -300,13 +317,7 @@ pub mod http {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Response, Error> {
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| Error::Internal(format!("not an absolute URL: {url}")))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
+        let (scheme, authority, path) = split_url(url)?;
         let fields = Fields::new();
         for (name, value) in headers {
             fields
@@ -335,7 +346,7 @@ pub mod http {
             .set_authority(Some(authority))
             .map_err(|_| bad("authority"))?;
         request
-            .set_path_with_query(Some(path))
+            .set_path_with_query(Some(&path))
             .map_err(|_| bad("path"))?;
 
         let outgoing = request.body().map_err(|e| failed("body", e))?;
@@ -390,5 +401,48 @@ pub mod http {
             headers,
             body,
         })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::split_url;
+
+        fn split(url: &str) -> (String, String, String) {
+            let (scheme, authority, path) = split_url(url).unwrap();
+            (scheme.into(), authority.into(), path)
+        }
+
+        fn parts(scheme: &str, authority: &str, path: &str) -> (String, String, String) {
+            (scheme.into(), authority.into(), path.into())
+        }
+
+        #[test]
+        fn a_query_without_a_path_stays_out_of_the_authority() {
+            assert_eq!(
+                split("https://ec2.amazonaws.com?Action=DescribeInstances&Version=2016-11-15"),
+                parts(
+                    "https",
+                    "ec2.amazonaws.com",
+                    "/?Action=DescribeInstances&Version=2016-11-15"
+                )
+            );
+            assert_eq!(
+                split("http://127.0.0.1:8888?a=1"),
+                parts("http", "127.0.0.1:8888", "/?a=1")
+            );
+        }
+
+        #[test]
+        fn paths_queries_and_fragments() {
+            assert_eq!(split("http://h"), parts("http", "h", "/"));
+            assert_eq!(split("http://h/"), parts("http", "h", "/"));
+            assert_eq!(
+                split("http://h:1/v4/libpod/info?x=/y"),
+                parts("http", "h:1", "/v4/libpod/info?x=/y")
+            );
+            assert_eq!(split("http://h/p#frag"), parts("http", "h", "/p"));
+            assert_eq!(split("http://h#frag?no"), parts("http", "h", "/"));
+            assert!(split_url("h/p").is_err());
+        }
     }
 }
