@@ -10,6 +10,7 @@ mod ownership;
 mod podman;
 mod pool;
 mod providers;
+mod replicas;
 mod reload;
 mod routing;
 mod support;

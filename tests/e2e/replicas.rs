@@ -1,0 +1,486 @@
+//! Several gateways over one etcd cluster (Debian's `etcd-server`, three members on loopback,
+//! started by each test): shared allocations and ownership, a replica killed mid-provision, etcd
+//! members lost and back, and state moved from the embedded store into etcd.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use xtask::etcd::EtcdCluster;
+
+use crate::support::{Gateway, Workdir, node_ids, pool_backend, provision_body, toml_str};
+
+/// The per-operation deadline of the state store in these tests.
+const STATE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The `[state]` section of a replica: etcd under `prefix`, the local directory `dir`.
+fn etcd_state(cluster: &EtcdCluster, prefix: &str, dir: &Path) -> String {
+    let endpoints: Vec<String> = cluster.endpoints().iter().map(|e| toml_str(e)).collect();
+    format!(
+        "[state]\nbackend = \"etcd\"\nendpoints = [{}]\nprefix = {}\ntimeout = \"{}s\"\ndir = {}\n\
+         cache_dir = {}\n\n",
+        endpoints.join(", "),
+        toml_str(prefix),
+        STATE_TIMEOUT.as_secs(),
+        toml_str(&dir.join("state").display().to_string()),
+        // The compiled-plugin cache the other end-to-end tests share.
+        toml_str(
+            &xtask::root()
+                .join("target/e2e-compiled-cache")
+                .display()
+                .to_string()
+        ),
+    )
+}
+
+/// A key prefix no other test (or run) uses.
+fn unique_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "/platform-gateway/test-{test}-{}-{nanos}",
+        std::process::id()
+    )
+}
+
+/// One `pool` backend of `machines` small machines (m01, m02, ...), routed everything, with
+/// room for every test's concurrency.
+fn pool_config(machines: usize) -> String {
+    let ids: Vec<String> = (1..=machines).map(|i| format!("m{i:02}")).collect();
+    let list: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), "small")).collect();
+    format!(
+        "{}[[routes]]\nbackend = \"pool\"\n",
+        pool_backend("pool", &list).replace(
+            "[backends.pool.settings]",
+            "limits = { concurrency = 64, timeout = \"60s\" }\n[backends.pool.settings]"
+        )
+    )
+}
+
+/// Gateways over one etcd cluster, each with a directory of its own.
+struct Replicas {
+    gateways: Vec<Arc<Gateway>>,
+    // Dropped after the gateways (fields drop in order): etcd outlives its clients.
+    cluster: EtcdCluster,
+    _work: Vec<Workdir>,
+}
+
+impl Replicas {
+    async fn start(test: &str, replicas: usize, backends: &str) -> Replicas {
+        let cluster = EtcdCluster::start(3);
+        let prefix = unique_prefix(test);
+        let mut work = Vec::new();
+        let mut gateways = Vec::new();
+        for _ in 0..replicas {
+            let dir = Workdir::new();
+            let config = format!("{}{backends}", etcd_state(&cluster, &prefix, dir.path()));
+            gateways.push(Arc::new(start(&dir, &config).await));
+            work.push(dir);
+        }
+        Replicas {
+            gateways,
+            cluster,
+            _work: work,
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for (i, gw) in self.gateways.iter().enumerate() {
+            out.push_str(&format!("--- replica {i} ---\n{}\n", gw.log()));
+        }
+        out + &self.cluster.log()
+    }
+}
+
+/// Start a gateway on `config` (written as it is) in `work` and wait until it is ready.
+async fn start(work: &Workdir, config: &str) -> Gateway {
+    let gw = work.start_cold(config).await;
+    gw.wait_ready().await;
+    gw
+}
+
+/// A request's answer, or `None` if the connection failed (the replica was killed).
+async fn try_post(gw: &Gateway, path: &str, body: &Value) -> Option<(u16, Option<String>, Value)> {
+    let reply = gw.client.post(gw.url(path)).json(body).send().await.ok()?;
+    let status = reply.status().as_u16();
+    let retry_after = reply
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = reply.bytes().await.ok()?;
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)))
+    };
+    Some((status, retry_after, body))
+}
+
+/// Every (cluster, node) a gateway discovers.
+async fn discovered(gw: &Gateway) -> Vec<(String, String)> {
+    let discovery = gw.discover().await;
+    let mut nodes: Vec<(String, String)> = discovery["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| {
+            let cluster = c["cluster_id"].as_str().unwrap().to_string();
+            node_ids(&discovery, &cluster)
+                .into_iter()
+                .map(move |n| (cluster.clone(), n))
+        })
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_hand_out_fifty_machines_once_among_ninety_six_concurrent_provisions() {
+    let r = Replicas::start("share", 3, &pool_config(50)).await;
+    let requests = (0..96).map(|i| {
+        let gw = r.gateways[i % 3].clone();
+        async move {
+            let body = provision_body(&format!("c{}", i % 4), "mongodb", "data", "small");
+            try_post(&gw, "/provision", &body).await
+        }
+    });
+    let replies = futures::future::join_all(requests).await;
+
+    let mut allocated: Vec<(String, String)> = Vec::new();
+    let mut refused = 0;
+    for (i, reply) in replies.into_iter().enumerate() {
+        let (status, retry_after, body) = reply.expect("every replica answers");
+        match status {
+            200 => {
+                assert_eq!(body["count"], json!(1), "{body}");
+                let node = body["node_ids"][0].as_str().unwrap().to_string();
+                allocated.push((format!("c{}", i % 4), node));
+            }
+            503 => {
+                let message = body["error_msg"].as_str().unwrap_or_default();
+                assert!(message.contains("no free machine"), "{body}");
+                assert!(retry_after.is_some(), "a 503 without Retry-After: {body}");
+                refused += 1;
+            }
+            other => panic!("provision {i}: {other} {body}\n{}", r.logs()),
+        }
+    }
+    let machines: HashSet<&String> = allocated.iter().map(|(_, node)| node).collect();
+    assert_eq!(allocated.len(), 50, "every machine allocated");
+    assert_eq!(machines.len(), 50, "no machine allocated twice");
+    assert_eq!(refused, 46);
+
+    // Every replica discovers exactly what was acknowledged.
+    allocated.sort();
+    for gw in &r.gateways {
+        assert_eq!(discovered(gw).await, allocated);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_provisioned_through_one_replica_is_deprovisioned_through_another() {
+    let r = Replicas::start("ownership", 3, &pool_config(3)).await;
+    let (a, b, c) = (&r.gateways[0], &r.gateways[1], &r.gateways[2]);
+    let (status, reply) = a
+        .post(
+            "/provision",
+            &provision_body("c1", "mongodb", "data", "small"),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let node = reply["node_ids"][0].as_str().unwrap().to_string();
+    for gw in &r.gateways {
+        assert_eq!(node_ids(&gw.discover().await, "c1"), [node.clone()]);
+    }
+
+    let request = json!({ "cluster_id": "c1", "node_id": node });
+    let (status, reply) = b.post("/deprovision", &request).await;
+    assert_eq!(status, 204, "{reply}\n{}", r.logs());
+    for gw in &r.gateways {
+        assert!(node_ids(&gw.discover().await, "c1").is_empty());
+    }
+    // The third replica knows it was deprovisioned through the gateway: a retry is 204.
+    let (status, reply) = c.post("/deprovision", &request).await;
+    assert_eq!(status, 204, "{reply}");
+    // And the machine is free again, through any replica.
+    let (status, reply) = c
+        .post(
+            "/provision",
+            &provision_body("c2", "mongodb", "data", "small"),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_replica_mid_provision_loses_no_acknowledged_allocation_and_doubles_none() {
+    let r = Replicas::start("crash", 3, &pool_config(50)).await;
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let gw = r.gateways[i % 3].clone();
+            let acknowledged = acknowledged.clone();
+            tokio::spawn(async move {
+                let cluster = format!("c{}", i % 5);
+                let body = provision_body(&cluster, "mongodb", "data", "small");
+                let reply = try_post(&gw, "/provision", &body).await;
+                if let Some((200, _, body)) = &reply {
+                    acknowledged.fetch_add(1, Ordering::SeqCst);
+                    let node = body["node_ids"][0].as_str().unwrap().to_string();
+                    return (i, Some((cluster, node)), reply.map(|(s, _, b)| (s, b)));
+                }
+                (i, None, reply.map(|(s, _, b)| (s, b)))
+            })
+        })
+        .collect();
+    // Once some provisions are through (and others still in flight), replica 0 dies.
+    let started = Instant::now();
+    while acknowledged.load(Ordering::SeqCst) < 10 {
+        assert!(started.elapsed() < Duration::from_secs(60), "{}", r.logs());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    r.gateways[0].signal(libc::SIGKILL);
+
+    let mut allocated: Vec<(String, String)> = Vec::new();
+    let (mut lost, mut refused) = (0, 0);
+    for task in tasks {
+        let (i, allocation, reply) = task.await.unwrap();
+        match (allocation, reply) {
+            (Some(allocation), _) => allocated.push(allocation),
+            // Connections to the killed replica fail: those provisions were never acknowledged.
+            (None, None) => {
+                assert_eq!(i % 3, 0, "provision {i} to a live replica got no answer");
+                lost += 1;
+            }
+            (None, Some((503, body))) => {
+                assert!(
+                    body["error_msg"]
+                        .as_str()
+                        .unwrap()
+                        .contains("no free machine"),
+                    "{body}"
+                );
+                refused += 1;
+            }
+            (None, Some((status, body))) => panic!("provision {i}: {status} {body}"),
+        }
+    }
+    let machines: HashSet<&String> = allocated.iter().map(|(_, node)| node).collect();
+    assert_eq!(
+        machines.len(),
+        allocated.len(),
+        "a machine acknowledged twice"
+    );
+
+    // Every acknowledged allocation is there, discovered through another replica; the dead
+    // replica may have taken machines it never acknowledged, but none twice.
+    let survivor = &r.gateways[1];
+    let found = discovered(survivor).await;
+    for allocation in &allocated {
+        assert!(found.contains(allocation), "{allocation:?} lost: {found:?}");
+    }
+    let found_machines: HashSet<&String> = found.iter().map(|(_, node)| node).collect();
+    assert_eq!(
+        found_machines.len(),
+        found.len(),
+        "a machine allocated twice"
+    );
+
+    // What is left is handed out by the survivors, and the pool ends exactly full.
+    loop {
+        let (status, reply) = survivor
+            .post(
+                "/provision",
+                &provision_body("late", "mongodb", "data", "small"),
+            )
+            .await;
+        match status {
+            200 => continue,
+            503 => break,
+            other => panic!("{other}: {reply}"),
+        }
+    }
+    let full = discovered(&r.gateways[2]).await;
+    let full_machines: HashSet<&String> = full.iter().map(|(_, node)| node).collect();
+    assert_eq!((full.len(), full_machines.len()), (50, 50));
+    eprintln!(
+        "replica killed mid-provision: {} acknowledged, {lost} unanswered by the killed replica, \
+         {refused} refused as full; {} allocations found afterwards, none twice",
+        allocated.len(),
+        found.len()
+    );
+}
+
+/// Provision and deprovision in a loop through every replica, from `workers` clients, until
+/// `stop`; every request must succeed. Returns how many requests were made.
+fn spawn_load(
+    r: &Replicas,
+    workers: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<usize>> {
+    (0..workers)
+        .map(|w| {
+            let gateways = r.gateways.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut requests = 0;
+                let mut round = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let cluster = format!("load-{w}");
+                    let through = &gateways[(w + round) % gateways.len()];
+                    let (status, reply) = through
+                        .post(
+                            "/provision",
+                            &provision_body(&cluster, "mongodb", "data", "small"),
+                        )
+                        .await;
+                    assert_eq!(status, 200, "worker {w} round {round} provision: {reply}");
+                    let node = reply["node_ids"][0].as_str().unwrap().to_string();
+                    // Released through the next replica.
+                    let through = &gateways[(w + round + 1) % gateways.len()];
+                    let (status, reply) = through
+                        .post(
+                            "/deprovision",
+                            &json!({ "cluster_id": cluster, "node_id": node }),
+                        )
+                        .await;
+                    assert_eq!(status, 204, "worker {w} round {round} deprovision: {reply}");
+                    requests += 2;
+                    round += 1;
+                }
+                requests
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_member_stopped_or_killed_under_load_fails_no_request() {
+    let mut r = Replicas::start("member", 3, &pool_config(20)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_load(&r, 6, stop.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Member 0 stops the operator's way, then member 1 crashes; each comes back.
+    for (member, crash) in [(0, false), (1, true)] {
+        tokio::task::block_in_place(|| {
+            if crash {
+                r.cluster.kill_member(member)
+            } else {
+                r.cluster.stop_member(member)
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::task::block_in_place(|| {
+            r.cluster.start_member(member);
+            r.cluster.wait_healthy();
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut requests = 0;
+    for worker in load {
+        requests += worker.await.unwrap_or_else(|e| panic!("{e}\n{}", r.logs()));
+    }
+    // Every machine is free again: the pool has all 20 to give.
+    assert!(discovered(&r.gateways[2]).await.is_empty());
+    eprintln!("{requests} requests while an etcd member was stopped, then killed: none failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_etcd_quorum_requests_are_503_naming_the_state_store_and_served_again_after() {
+    let mut r = Replicas::start("quorum", 3, &pool_config(5)).await;
+    let mut before = Vec::new();
+    for (i, gw) in r.gateways.iter().enumerate().take(2) {
+        let cluster = format!("c{i}");
+        let (status, reply) = gw
+            .post(
+                "/provision",
+                &provision_body(&cluster, "mongodb", "data", "small"),
+            )
+            .await;
+        assert_eq!(status, 200, "{reply}");
+        before.push((cluster, reply["node_ids"][0].as_str().unwrap().to_string()));
+    }
+    before.sort();
+
+    tokio::task::block_in_place(|| {
+        r.cluster.stop_member(1);
+        r.cluster.stop_member(2);
+    });
+    let requests: [(&str, Option<Value>); 3] = [
+        (
+            "/provision",
+            Some(provision_body("c9", "mongodb", "data", "small")),
+        ),
+        (
+            "/deprovision",
+            Some(json!({ "cluster_id": before[0].0, "node_id": before[0].1 })),
+        ),
+        ("/discover", None),
+    ];
+    let (mut answered, mut slowest) = (0, Duration::ZERO);
+    for gw in &r.gateways {
+        for (path, body) in &requests {
+            let started = Instant::now();
+            let request = match body {
+                Some(body) => gw.client.post(gw.url(path)).json(body),
+                None => gw.client.get(gw.url(path)),
+            };
+            let reply = request.send().await.expect("the replica answers");
+            let elapsed = started.elapsed();
+            let status = reply.status().as_u16();
+            let retry_after = reply.headers().contains_key("retry-after");
+            let body: Value = reply.json().await.unwrap();
+            assert_eq!(status, 503, "{path} without quorum: {body}");
+            assert!(retry_after, "{path}: no Retry-After");
+            let message = body["error_msg"].as_str().unwrap();
+            assert!(message.contains("state store"), "{path}: {message}");
+            // One state operation's deadline, twice at most (a lookup, then the plugin's
+            // first access), plus slack for a loaded machine.
+            assert!(
+                elapsed < STATE_TIMEOUT * 2 + Duration::from_secs(3),
+                "{path} took {elapsed:?} without quorum"
+            );
+            answered += 1;
+            slowest = slowest.max(elapsed);
+        }
+        let (status, reply) = gw.get("/readyz").await;
+        assert_eq!(status, 503, "/readyz without quorum: {reply}");
+    }
+
+    // The members come back: every replica serves again by itself, with the data intact.
+    tokio::task::block_in_place(|| {
+        r.cluster.start_member(1);
+        r.cluster.start_member(2);
+        r.cluster.wait_healthy();
+    });
+    for gw in &r.gateways {
+        let started = Instant::now();
+        while gw.get("/readyz").await.0 != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "a replica stayed unready after etcd came back:\n{}",
+                r.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(discovered(gw).await, before);
+    }
+    let (status, reply) = r.gateways[2]
+        .post(
+            "/provision",
+            &provision_body("c9", "mongodb", "data", "small"),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    eprintln!(
+        "{answered} requests without quorum: all 503 naming the state store, the slowest in \
+         {slowest:?}"
+    );
+}
