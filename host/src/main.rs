@@ -26,6 +26,30 @@ enum Command {
     Check(CheckArgs),
     /// Explain which backend a provision or deprovision request (a JSON file) would go to.
     Route(RouteArgs),
+    /// Copy the durable state (plugin data, node ownership) out of or into the config's store.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Write every namespace and the ownership index as JSON on stdout.
+    Export {
+        /// The gateway config file (its `[state]` section names the store).
+        #[arg(long, short, env = "PLATFORM_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Load a dump written by `state export` into the config's store.
+    Import {
+        /// The gateway config file (its `[state]` section names the store).
+        #[arg(long, short, env = "PLATFORM_GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// The dump (`-` for stdin).
+        dump: PathBuf,
+        /// Import even if the store already holds data (keys in the dump replace theirs).
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 #[derive(Args)]
@@ -61,6 +85,7 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => check(args),
         Some(Command::Route(args)) => route(args),
         Some(Command::Serve(args)) => serve(args),
+        Some(Command::State(command)) => state(command),
         None => serve(cli.serve),
     };
     match result {
@@ -126,6 +151,53 @@ fn recorded_owner(config: &Config, cluster: &str, node: &str) -> Result<Option<S
             })
         }
     }
+}
+
+fn state(command: StateCommand) -> anyhow::Result<()> {
+    use platform_gateway::state::{self, transfer};
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        match command {
+            StateCommand::Export { config } => {
+                let config = Config::load(&config)?;
+                let store = state::open(&config.store, &config.state_dir)
+                    .await
+                    .context("opening the state store")?;
+                let dump = transfer::export(&*store).await?;
+                let stdout = std::io::stdout().lock();
+                serde_json::to_writer_pretty(stdout, &dump)?;
+                println!();
+                Ok(())
+            }
+            StateCommand::Import {
+                config,
+                dump,
+                replace,
+            } => {
+                let config = Config::load(&config)?;
+                let text = if dump.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())?
+                } else {
+                    std::fs::read_to_string(&dump)
+                        .with_context(|| format!("cannot read {}", dump.display()))?
+                };
+                let dump: transfer::Dump = serde_json::from_str(&text)
+                    .context("not a dump written by `platform-gateway state export`")?;
+                let store = state::open(&config.store, &config.state_dir)
+                    .await
+                    .context("opening the state store")?;
+                transfer::import(&*store, &dump, replace).await?;
+                eprintln!(
+                    "imported into {}: {} keys in {} namespaces, {} ownership records",
+                    store.describe(),
+                    dump.key_count(),
+                    dump.namespaces.len(),
+                    dump.owners.len()
+                );
+                Ok(())
+            }
+        }
+    })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
