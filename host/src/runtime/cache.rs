@@ -1,7 +1,11 @@
 //! The compiled-component cache: a component is compiled once per content, ever.
 //!
-//! Keyed by the SHA-256 of the component bytes and the engine's compatibility hash, so a new
-//! wasmtime or a different engine configuration never loads stale machine code. Kept in memory
+//! Keyed by the SHA-256 of the component bytes and a SHA-256 of the engine's compatibility hash,
+//! so a new wasmtime or a different engine configuration never loads stale machine code, and the
+//! key of an unchanged engine stays the same across builds of the gateway (std's `DefaultHasher`
+//! may change between Rust releases, which would orphan every cached file). Files are written
+//! to a temporary name, synced, renamed into place and the directory synced, so that a crash
+//! leaves either no file or a whole one. Kept in memory
 //! while a generation uses it (two backends of one plugin share one compilation) and on disk
 //! under the state directory (a restart or a config-only reload compiles nothing). After each
 //! generation is installed, [`ComponentCache::retain`] drops from memory what it does not use and
@@ -9,6 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -36,12 +41,10 @@ pub struct ComponentCache {
 impl ComponentCache {
     /// A cache for `engine`, persisted under `dir` when given.
     pub fn new(engine: &Engine, dir: Option<PathBuf>, max_bytes: u64) -> ComponentCache {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
         ComponentCache {
             dir,
             max_bytes,
-            engine_key: format!("{:016x}", hasher.finish()),
+            engine_key: engine_key(engine),
             loaded: Mutex::new(HashMap::new()),
         }
     }
@@ -96,6 +99,30 @@ impl ComponentCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Component>> {
         // The map holds no invariant a panic could break; keep using it.
         self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The engine's part of a cache file's name: the first 128 bits, in hex, of the SHA-256 of its
+/// precompile compatibility hash (wasmtime's version and every setting that changes the code).
+fn engine_key(engine: &Engine) -> String {
+    let mut hasher = Sha256Hasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let digest = hasher.0.finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A [`Hasher`] that feeds what it is given into SHA-256: a digest of a `Hash` value that does
+/// not depend on std's hashing algorithm, which may change between Rust releases.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finalize();
+        u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
     }
 }
 
@@ -161,10 +188,22 @@ fn store(component: &Component, file: &Path) {
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        // Write then rename, so that a reader never sees half a file.
+        // Write, sync, then rename, so that a reader never sees half a file and a crash never
+        // leaves one under the final name; then sync the directory, so that the rename lasts.
         let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, file)?;
+        let written = (|| {
+            let mut out = std::fs::File::create(&tmp)?;
+            out.write_all(&bytes)?;
+            out.sync_all()?;
+            std::fs::rename(&tmp, file)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+        if let Some(dir) = file.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
         Ok(())
     })();
     if let Err(e) = result {
@@ -184,6 +223,42 @@ mod tests {
         f.set_modified(SystemTime::now() - Duration::from_secs(age))
             .unwrap();
         path
+    }
+
+    #[test]
+    fn the_engine_key_is_a_sha256_that_does_not_depend_on_std_hashing() {
+        // `str`'s `Hash` writes its bytes and 0xff: the digest is SHA-256 of exactly that.
+        let mut hasher = Sha256Hasher(Sha256::new());
+        "wasmtime".hash(&mut hasher);
+        assert_eq!(
+            format!("{:x}", hasher.0.finalize()),
+            "3f89979b2d7e5e3f5b641942bcce255aeba4587af4e8c9b135761ae5a85674f1"
+        );
+        let engine = Engine::default();
+        let key = engine_key(&engine);
+        assert_eq!(key.len(), 32);
+        assert!(key.bytes().all(|b| b.is_ascii_hexdigit()), "{key}");
+        assert_eq!(key, engine_key(&Engine::default()), "the same engine, the same key");
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let other = Engine::new(&config).unwrap();
+        assert_ne!(key, engine_key(&other), "code built differently, another key");
+    }
+
+    #[test]
+    fn a_stored_component_loads_back_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        // The smallest component: the preamble of the component binary format.
+        let component = Component::new(&engine, b"\0asm\x0d\0\x01\0").unwrap();
+        let path = dir.path().join("cache").join("digest-engine.cwasm");
+        store(&component, &path);
+        let names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["digest-engine.cwasm"]);
+        assert!(load(&engine, &path).is_some());
     }
 
     #[test]
