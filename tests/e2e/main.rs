@@ -10,6 +10,7 @@ mod ownership;
 mod podman;
 mod pool;
 mod providers;
+mod redaction;
 mod replicas;
 mod reload;
 mod routing;

@@ -120,12 +120,18 @@ impl Workdir {
         Gateway::spawn(&path, Some(self.temp.clone())).await
     }
 
+    /// Like [`Workdir::start`], with the log filtered by `filter` (`RUST_LOG`) instead of `info`.
+    pub async fn start_logging(&self, config: &str, filter: &str) -> Gateway {
+        let path = self.write_config(config);
+        Gateway::spawn_with(&path, Some(self.temp.clone()), true, filter).await
+    }
+
     /// Write `config` as it is (no cache settings added: a cold compiled cache) and start a
     /// gateway on it without waiting for it to be ready.
     pub async fn start_cold(&self, config: &str) -> Gateway {
         let path = self.path().join("gateway.toml");
         std::fs::write(&path, config).expect("write config");
-        Gateway::spawn_with(&path, Some(self.temp.clone()), false).await
+        Gateway::spawn_with(&path, Some(self.temp.clone()), false, "info").await
     }
 
     /// Write `config` (state and cache settings added) as the gateway's config file, in place.
@@ -147,19 +153,20 @@ impl Gateway {
     }
 
     async fn spawn(config: &Path, temp: Option<Arc<tempfile::TempDir>>) -> Gateway {
-        Gateway::spawn_with(config, temp, true).await
+        Gateway::spawn_with(config, temp, true, "info").await
     }
 
     async fn spawn_with(
         config: &Path,
         temp: Option<Arc<tempfile::TempDir>>,
         wait_ready: bool,
+        log_filter: &str,
     ) -> Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_platform-gateway"))
             .args(["serve", "--config"])
             .arg(config)
             .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

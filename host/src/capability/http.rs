@@ -109,10 +109,12 @@ pub struct OutboundHttp {
 }
 
 impl OutboundHttp {
-    /// Outbound HTTP for one call of `backend`, to `allow`, until `deadline`.
+    /// Outbound HTTP for one call of `backend`, to `allow`, until `deadline`; `secrets` are cut
+    /// out of what is logged about the plugin's requests.
     pub fn new(
         backend: BackendId,
         allow: Arc<Allowlist>,
+        secrets: Arc<Vec<String>>,
         deadline: Instant,
         max_response: usize,
     ) -> OutboundHttp {
@@ -121,6 +123,7 @@ impl OutboundHttp {
             hooks: Hooks {
                 backend,
                 allow,
+                secrets,
                 deadline,
                 max_response,
             },
@@ -136,6 +139,7 @@ impl OutboundHttp {
 struct Hooks {
     backend: BackendId,
     allow: Arc<Allowlist>,
+    secrets: Arc<Vec<String>>,
     deadline: Instant,
     max_response: usize,
 }
@@ -152,12 +156,19 @@ impl WasiHttpHooks for Hooks {
         drop(fut);
         let uri = request.uri().clone();
         if !self.allow.allows(&uri) {
+            // The plugin chose the address: it may hold a secret.
+            let destination = super::redact(
+                &format!(
+                    "{}://{}",
+                    uri.scheme_str().unwrap_or("?"),
+                    uri.authority().map(|a| a.as_str()).unwrap_or("?"),
+                ),
+                &self.secrets,
+            );
             tracing::warn!(
                 target: "plugin",
                 backend = %self.backend,
-                "outbound request to {}://{} denied: not in the backend's http grant",
-                uri.scheme_str().unwrap_or("?"),
-                uri.authority().map(|a| a.as_str()).unwrap_or("?"),
+                "outbound request to {destination} denied: not in the backend's http grant",
             );
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }

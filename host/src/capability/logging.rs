@@ -16,7 +16,8 @@ pub struct Logging {
 }
 
 impl Logging {
-    /// Logging for one call of `backend`, with its `secrets` cut out of every message.
+    /// Logging for one call of `backend`, with its `secrets` cut out of every message and
+    /// context.
     pub fn new(backend: crate::model::BackendId, secrets: std::sync::Arc<Vec<String>>) -> Logging {
         Logging { backend, secrets }
     }
@@ -36,6 +37,8 @@ fn cut(text: &str) -> &str {
 impl Host for Logging {
     fn log(&mut self, level: Level, context: String, message: String) {
         let backend = self.backend.as_str();
+        // Both strings come from the plugin: either may carry a secret.
+        let context = super::redact(&context, &self.secrets);
         let message = super::redact(&message, &self.secrets);
         let (context, message) = (cut(&context), cut(&message));
         match level {

@@ -5,8 +5,9 @@
 //! no network names: std's plumbing works, but a plugin reaches nothing outside the sandbox.
 //! Outbound HTTP is linked only for backends granted it ([`http`]).
 //!
-//! Whatever a plugin says (errors, log lines, stderr) passes through [`redact`] first, so the
-//! backend's secrets never reach a log or a client.
+//! Every string a plugin hands the host (error messages, log messages and contexts, stdout,
+//! stderr, the address of a denied HTTP request) passes through [`redact`] before it reaches a
+//! log or a client, so the backend's secrets never do.
 
 /// Capabilities a backend is granted beyond its sandbox (from its config's `grants`); none by
 /// default.
@@ -27,7 +28,58 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
     text
 }
 
+/// Like [`redact`], for a text cut at a size bound: a secret the cut split in two is cut out
+/// too (a text that ends with the start of a secret ends with `[redacted]`).
+pub fn redact_cut(text: &str, secrets: &[String]) -> String {
+    let mut text = redact(text, secrets);
+    let split = secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|secret| {
+            (1..secret.len())
+                .rev()
+                .filter(|&n| secret.is_char_boundary(n))
+                .find(|&n| text.ends_with(&secret[..n]))
+        })
+        .max();
+    if let Some(length) = split {
+        text.truncate(text.len() - length);
+        text.push_str("[redacted]");
+    }
+    text
+}
+
 pub mod http;
 pub mod logging;
 pub mod settings;
 pub mod state;
+pub mod stdio;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_copy_of_every_secret_is_cut_out() {
+        let secrets = vec!["hunter2".to_string(), String::new(), "s3cr3t".to_string()];
+        assert_eq!(
+            redact("hunter2 and s3cr3t and hunter2", &secrets),
+            "[redacted] and [redacted] and [redacted]"
+        );
+        assert_eq!(redact("nothing to hide", &secrets), "nothing to hide");
+    }
+
+    #[test]
+    fn a_secret_split_by_a_cut_is_cut_out_too() {
+        let secrets = vec!["hunter2".to_string()];
+        assert_eq!(
+            redact_cut("the token is hunt", &secrets),
+            "the token is [redacted]"
+        );
+        assert_eq!(
+            redact_cut("hunter2, hunter", &secrets),
+            "[redacted], [redacted]"
+        );
+        assert_eq!(redact_cut("the end", &secrets), "the end");
+    }
+}

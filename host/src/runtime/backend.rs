@@ -15,18 +15,19 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::WasiCtx;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::{CallState, EPOCH_TICK, Prepared, wit};
 use crate::bindings::Plugin;
 use crate::capability::http::{Allowlist, OutboundHttp};
+use crate::capability::stdio::Capture;
 use crate::capability::{logging::Logging, redact, settings::Settings, state::PluginState};
 use crate::config::{BackendConfig, Limits};
 use crate::model::BackendId;
 use crate::state::StateStore;
 
-/// How much of a plugin's stderr (panic messages) is kept per call and logged.
-const STDERR_CAPACITY: usize = 16 << 10;
+/// How much of a plugin's stdout and of its stderr (panic messages) is kept per call and
+/// logged; the rest is dropped.
+const OUTPUT_CAPACITY: usize = 16 << 10;
 
 /// Why a call did not produce the plugin's answer.
 #[derive(Debug, thiserror::Error)]
@@ -316,8 +317,11 @@ impl Backend {
         R: AnswerSize,
         F: for<'a> FnOnce(&'a Plugin, &'a mut Store<CallState>) -> Invocation<'a, R>,
     {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        let (stdout, stderr) = (Capture::new(OUTPUT_CAPACITY), Capture::new(OUTPUT_CAPACITY));
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
         let data = CallState {
             wasi,
             table: wasmtime::component::ResourceTable::new(),
@@ -333,6 +337,7 @@ impl Backend {
             http: OutboundHttp::new(
                 self.id.clone(),
                 self.http.clone(),
+                self.secrets.clone(),
                 deadline,
                 self.limits.max_response,
             ),
@@ -353,10 +358,12 @@ impl Backend {
         })
         .await;
 
-        let output = stderr.contents();
-        if !output.is_empty() {
-            let text = redact(&String::from_utf8_lossy(&output), &self.secrets);
-            tracing::warn!(target: "plugin", backend = %self.id, operation, "stderr: {}", text.trim_end());
+        // stderr is where a plugin's panic message goes; stdout is the plugin's chatter.
+        if let Some(text) = stderr.text(&self.secrets) {
+            tracing::warn!(target: "plugin", backend = %self.id, operation, "stderr: {text}");
+        }
+        if let Some(text) = stdout.text(&self.secrets) {
+            tracing::debug!(target: "plugin", backend = %self.id, operation, "stdout: {text}");
         }
         match outcome {
             Err(_elapsed) => {
@@ -396,10 +403,12 @@ impl Backend {
             Some(Trap::Interrupt) => CallError::Timeout(self.limits.timeout),
             _ if memory_refused => CallError::OutOfMemory(self.limits.memory),
             Some(trap) => CallError::Trap(trap.to_string()),
-            None => CallError::Host(error.root_cause().to_string()),
+            None => CallError::Host(redact(&error.root_cause().to_string(), &self.secrets)),
         };
-        // The full error (with the guest backtrace) is for the operator's log only.
-        tracing::warn!(backend = %self.id, operation, "call failed: {error:?}");
+        // The full error (with the guest backtrace) is for the operator's log only; a host
+        // error may quote what the plugin passed.
+        let details = redact(&format!("{error:?}"), &self.secrets);
+        tracing::warn!(backend = %self.id, operation, "call failed: {details}");
         classified
     }
 }

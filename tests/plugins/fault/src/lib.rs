@@ -8,8 +8,9 @@
 //! `huge` (discovery reports `huge_nodes` nodes), `invalid` (discovery reports a node without an
 //! ID, provision a count its node IDs disagree with), `state-loop` (writes state in a tight loop,
 //! ignoring errors), `probe` (tries the filesystem, the environment and a socket to `probe_addr`,
-//! and fails with a report of what it reached), `leak` (logs the `token` setting and fails with
-//! it in its message).
+//! and fails with a report of what it reached), `leak` (puts the `token` setting in a log message,
+//! a log context, stdout and stderr, and fails with it in its message), `chatty` (prints 1 MiB to
+//! stdout and to stderr, then behaves as `echo`).
 
 use platform_sdk::{
     Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
@@ -46,8 +47,20 @@ fn misbehave() -> Result<(), Error> {
         "leak" => {
             let token = settings::get("token")?.unwrap_or_default();
             platform_sdk::log::warn(&format!("the token is {token}"));
+            // As a plugin calling wasi:logging itself may: the context is the plugin's choice.
+            use platform_sdk::__private::bindings::wasi::logging::logging::{Level, log};
+            log(Level::Warn, &format!("ctx-{token}"), "the context carries the token");
+            println!("stdout says the token is {token}");
             eprintln!("stderr says the token is {token}");
             Err(Error::Internal(format!("the token is {token}")))
+        }
+        "chatty" => {
+            let line = "x".repeat(1023);
+            for _ in 0..1024 {
+                println!("{line}");
+                eprintln!("{line}");
+            }
+            Ok(())
         }
         "sleep" => {
             let ms: u64 = settings::json("sleep_ms")?.unwrap_or(1000);
