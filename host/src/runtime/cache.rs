@@ -238,11 +238,19 @@ mod tests {
         let key = engine_key(&engine);
         assert_eq!(key.len(), 32);
         assert!(key.bytes().all(|b| b.is_ascii_hexdigit()), "{key}");
-        assert_eq!(key, engine_key(&Engine::default()), "the same engine, the same key");
+        assert_eq!(
+            key,
+            engine_key(&Engine::default()),
+            "the same engine, the same key"
+        );
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         let other = Engine::new(&config).unwrap();
-        assert_ne!(key, engine_key(&other), "code built differently, another key");
+        assert_ne!(
+            key,
+            engine_key(&other),
+            "code built differently, another key"
+        );
     }
 
     #[test]
