@@ -20,6 +20,7 @@ use crate::capability::Grants;
 use crate::capability::http::Allowlist;
 use crate::model::BackendId;
 use crate::routing::{ClusterPattern, Route, RouteMatch, RouteTable, RouteTableError};
+use crate::server::ConnectionLimits;
 use crate::state::{EtcdSettings, EtcdTls};
 
 /// The default listen address: loopback only, so nothing is exposed until the operator says so.
@@ -38,10 +39,14 @@ pub struct Config {
     pub cache_dir: PathBuf,
     /// How many bytes of compiled plugins the cache keeps on disk at most.
     pub cache_max: u64,
+    /// The largest plugin file the gateway reads.
+    pub max_plugin_size: u64,
     /// Where the durable state lives: the embedded store in `state_dir`, or etcd.
     pub store: StoreConfig,
     /// The largest request body the API accepts.
     pub max_body_size: usize,
+    /// Connection deadlines and caps of both listeners.
+    pub connections: ConnectionLimits,
     /// The backends, by name.
     pub backends: BTreeMap<BackendId, BackendConfig>,
     /// The provision routes, checked against the backends.
@@ -85,6 +90,9 @@ pub enum DiscoveryPolicy {
     /// `Platform-Gateway-Failed-Backends` header and the log.
     Partial,
 }
+
+/// The default bound on a plugin file's size: above the ~18 MB of a componentize-py plugin.
+pub const DEFAULT_MAX_PLUGIN_SIZE: u64 = 64 << 20;
 
 /// The default size bound of the compiled-plugin cache on disk.
 pub const DEFAULT_CACHE_MAX: u64 = 1 << 30;
@@ -216,6 +224,14 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     reload: RawReload,
+    #[serde(default)]
+    runtime: RawRuntime,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    max_plugin_size: Option<Spanned<ByteSize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -244,6 +260,10 @@ struct RawAdmin {
 struct RawServer {
     listen: Option<SocketAddr>,
     max_body_size: Option<Spanned<ByteSize>>,
+    head_timeout: Option<Spanned<HumanDuration>>,
+    body_timeout: Option<Spanned<HumanDuration>>,
+    max_connections: Option<Spanned<usize>>,
+    shutdown_grace: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -338,6 +358,9 @@ impl Config {
         if self.max_body_size != next.max_body_size {
             changed.push("server.max_body_size");
         }
+        if self.connections != next.connections {
+            changed.push("server (connection limits)");
+        }
         if self.state_dir != next.state_dir {
             changed.push("state.dir");
         }
@@ -376,18 +399,31 @@ impl Config {
             text,
             base: path.parent().unwrap_or(Path::new(".")),
         };
-        let (listen, max_body_size) = server_section(raw.server, &source)?;
+        let (listen, max_body_size, connections) = server_section(raw.server, &source)?;
         let state = state_section(raw.state, &source)?;
         let backends = backends_section(raw.backends, &source)?;
         let routes = routes_section(raw.routes, &backends, &source)?;
+        let max_plugin_size = match raw.runtime.max_plugin_size {
+            None => DEFAULT_MAX_PLUGIN_SIZE,
+            Some(size) if size.get_ref().as_u64() < 1 << 10 => {
+                return Err(source.invalid(
+                    size.span(),
+                    "runtime.max_plugin_size",
+                    "must be at least 1KiB",
+                ));
+            }
+            Some(size) => size.get_ref().as_u64(),
+        };
         Ok(Config {
             source: path.to_path_buf(),
             listen,
             state_dir: state.dir,
             cache_dir: state.cache_dir,
             cache_max: state.cache_max,
+            max_plugin_size,
             store: state.store,
             max_body_size,
+            connections,
             backends,
             routes,
             discovery: raw.discovery.on_backend_failure,
@@ -447,7 +483,10 @@ fn check_timeout(
     Ok(duration)
 }
 
-fn server_section(raw: RawServer, source: &Source) -> Result<(SocketAddr, usize), ConfigError> {
+fn server_section(
+    raw: RawServer,
+    source: &Source,
+) -> Result<(SocketAddr, usize, ConnectionLimits), ConfigError> {
     let listen = raw.listen.unwrap_or_else(|| {
         DEFAULT_LISTEN
             .parse()
@@ -468,7 +507,35 @@ fn server_section(raw: RawServer, source: &Source) -> Result<(SocketAddr, usize)
             bytes as usize
         }
     };
-    Ok((listen, max_body_size))
+    let mut limits = ConnectionLimits::default();
+    for (value, key, field) in [
+        (
+            raw.head_timeout,
+            "server.head_timeout",
+            &mut limits.head_timeout,
+        ),
+        (
+            raw.body_timeout,
+            "server.body_timeout",
+            &mut limits.body_timeout,
+        ),
+        (
+            raw.shutdown_grace,
+            "server.shutdown_grace",
+            &mut limits.shutdown_grace,
+        ),
+    ] {
+        if let Some(value) = value {
+            *field = check_timeout(value, key.to_string(), source)?;
+        }
+    }
+    if let Some(max) = raw.max_connections {
+        if *max.get_ref() == 0 {
+            return Err(source.invalid(max.span(), "server.max_connections", "must be at least 1"));
+        }
+        limits.max_connections = max.into_inner();
+    }
+    Ok((listen, max_body_size, limits))
 }
 
 /// The `[state]` section, validated.

@@ -32,6 +32,7 @@ pub mod model;
 pub mod reload;
 pub mod routing;
 pub mod runtime;
+pub mod server;
 pub mod state;
 pub mod telemetry;
 
@@ -65,7 +66,10 @@ pub async fn serve(
         config.cache_max,
     )?);
     let gateway = Arc::new(Gateway::new(state.clone()));
-    let public = api::router(gateway.clone(), config.max_body_size);
+    let public = api::router(gateway.clone(), config.max_body_size).layer(axum::Extension(
+        api::BodyTimeout(config.connections.body_timeout),
+    ));
+    let limits = config.connections.clone();
     let admin = match config.admin_listen {
         Some(address) => {
             let listener = TcpListener::bind(address)
@@ -125,20 +129,16 @@ pub async fn serve(
     };
 
     let admin_server = admin.map(|listener| {
-        let app = api::admin::router(gateway.clone(), reload_handle);
-        let stopped = stopped.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(until_stopped(stopped))
-                .await
-        })
+        let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+        let app = api::admin::router(gateway.clone(), reload_handle, loopback)
+            .layer(axum::Extension(api::BodyTimeout(limits.body_timeout)));
+        let (stopped, limits) = (stopped.clone(), limits.clone());
+        tokio::spawn(server::run(listener, app, limits, until_stopped(stopped)))
     });
     tracing::info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, public)
-        .with_graceful_shutdown(until_stopped(stopped))
-        .await?;
+    server::run(listener, public, limits, until_stopped(stopped)).await;
     if let Some(server) = admin_server {
-        server.await??;
+        server.await?;
     }
     if let Some(error) = load_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
         return Err(error);
@@ -147,15 +147,17 @@ pub async fn serve(
 }
 
 /// Load and validate everything `config` names, as `serve` would, without serving: every
-/// plugin is compiled (into the cache) and checked against the world. Returns each backend
-/// with its plugin digest.
+/// plugin is compiled and checked against the world. Returns each backend with its plugin
+/// digest. The compiled cache is used (and filled) only if its directory exists: a check
+/// creates no directory.
 pub fn check(config: &Config) -> anyhow::Result<Vec<(BackendId, String)>> {
-    let runtime = Runtime::new(Some(config.cache_dir.clone()), config.cache_max)?;
+    let cache = Some(config.cache_dir.clone()).filter(|dir| dir.is_dir());
+    let runtime = Runtime::new(cache, config.cache_max)?;
     config
         .backends
         .values()
         .map(|backend| {
-            let prepared = runtime.prepare(backend)?;
+            let prepared = runtime.prepare(backend, config.max_plugin_size)?;
             Ok((backend.name.clone(), prepared.digest))
         })
         .collect()

@@ -2,6 +2,7 @@
 
 mod aws;
 mod cli;
+mod edge;
 mod faults;
 mod hardening;
 mod lifecycle;
@@ -11,8 +12,8 @@ mod podman;
 mod pool;
 mod providers;
 mod redaction;
-mod replicas;
 mod reload;
+mod replicas;
 mod routing;
 mod support;
 mod validation;

@@ -363,6 +363,29 @@ impl Gateway {
     }
 
     /// Stop with SIGTERM; the gateway must exit by itself, successfully.
+    /// The `host:port` the admin API listens on (it must be enabled).
+    pub fn admin_address(&self) -> String {
+        let admin = self.admin.as_ref().expect("the admin API is not enabled");
+        admin.trim_start_matches("http://").to_string()
+    }
+
+    /// The `host:port` the public API listens on.
+    pub fn address(&self) -> String {
+        self.base.trim_start_matches("http://").to_string()
+    }
+
+    /// Wait up to `bound` for the process to exit by itself; its exit status, if it did.
+    pub fn wait_exit(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     pub fn stop(mut self) {
         // SAFETY: kill(2) on our own child's PID, which we have not reaped yet.
         unsafe {

@@ -19,8 +19,9 @@ struct Admin {
     reload: ReloadHandle,
 }
 
-/// The admin API over `gateway`, reloading through `reload`.
-pub fn router(gateway: Arc<Gateway>, reload: ReloadHandle) -> Router {
+/// The admin API over `gateway`, reloading through `reload`. `loopback`: the admin listener is
+/// on a loopback address, so only loopback `Host`s are accepted.
+pub fn router(gateway: Arc<Gateway>, reload: ReloadHandle, loopback: bool) -> Router {
     Router::new()
         .route("/admin/backends", get(backends))
         .route("/admin/routes", get(routes))
@@ -29,7 +30,71 @@ pub fn router(gateway: Arc<Gateway>, reload: ReloadHandle) -> Router {
         .route("/admin/reload", post(reload_now))
         .fallback(super::not_found)
         .method_not_allowed_fallback(super::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            loopback,
+            same_site_only,
+        ))
         .with_state(Admin { gateway, reload })
+}
+
+/// Browsers must not be usable against the admin API: a page elsewhere cannot make a browser
+/// POST to it (a foreign `Origin`, or a form's content type), and while it listens on loopback a
+/// DNS name that resolves to 127.0.0.1 cannot reach it either (its `Host` is not loopback).
+async fn same_site_only(
+    State(loopback): State<bool>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let refuse = |why: String| {
+        ApiError::new(StatusCode::FORBIDDEN, "the admin API refused the request")
+            .with_cause(why)
+            .into_response()
+    };
+    if loopback && !is_loopback_host(host) {
+        return refuse(format!(
+            "Host `{host}` is not a loopback address (the admin API listens on loopback only)"
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        let own = ["http://", "https://"]
+            .iter()
+            .any(|scheme| origin.strip_prefix(scheme) == Some(host));
+        if !own {
+            return refuse(format!("cross-site request from `{origin}`"));
+        }
+    }
+    if request.method() == axum::http::Method::POST
+        && let Some(kind) = headers.get(header::CONTENT_TYPE)
+        && !kind
+            .to_str()
+            .is_ok_and(|k| k.starts_with("application/json"))
+    {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "admin requests with a body must send it as application/json",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `GET /admin/generation`: the generation being served, when it loaded, and the last refused
@@ -131,4 +196,31 @@ async fn route(
         },
     );
     super::inspect::explain(&generation.config, body, |_, _| Ok(owner)).map(Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn only_loopback_hosts_pass_the_rebinding_guard() {
+        for host in [
+            "localhost",
+            "localhost:9090",
+            "127.0.0.1:9090",
+            "127.1.2.3",
+            "[::1]:9090",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example:9090",
+            "10.0.0.1:9090",
+            "",
+            "localhost.evil.example",
+            "[::2]:1",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 }

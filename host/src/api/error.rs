@@ -110,6 +110,7 @@ impl From<Error> for ApiError {
             Error::NoRoute { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Call { error, .. } => call_status(error),
             Error::InvalidAnswer { .. } | Error::DiscoveryFailed { .. } => StatusCode::BAD_GATEWAY,
+            Error::DiscoveryUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::NodeNotFound { .. } => StatusCode::NOT_FOUND,
             Error::NodeClaimed { .. } => StatusCode::CONFLICT,
             Error::OwnerNotLoaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -122,6 +123,7 @@ impl From<Error> for ApiError {
         let retry = matches!(
             &error,
             Error::Loading
+                | Error::DiscoveryUnavailable { .. }
                 | Error::Call {
                     error: CallError::Busy(_) | CallError::Plugin(wit::Error::Unavailable(_)),
                     ..
@@ -203,8 +205,20 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
-        Ok(ApiJson(value))
+        // A body must arrive within the listener's body deadline (a stalled client gets 408
+        // rather than holding the connection).
+        let deadline = req
+            .extensions()
+            .get::<super::BodyTimeout>()
+            .map(|t| t.0)
+            .unwrap_or(std::time::Duration::from_secs(10));
+        match tokio::time::timeout(deadline, axum::Json::<T>::from_request(req, state)).await {
+            Ok(decoded) => Ok(ApiJson(decoded?.0)),
+            Err(_) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {deadline:?}"),
+            )),
+        }
     }
 }
 

@@ -42,6 +42,10 @@ pub fn router(gateway: Arc<Gateway>, max_body_size: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_size))
+        .layer(middleware::from_fn_with_state(
+            max_body_size,
+            refuse_declared_oversize,
+        ))
         .layer(catch_panics())
         .layer(middleware::from_fn_with_state(
             gateway.clone(),
@@ -51,8 +55,37 @@ pub fn router(gateway: Arc<Gateway>, max_body_size: usize) -> Router {
         .with_state(gateway)
 }
 
+/// How long a request body may take to arrive once its head has (from `[server] body_timeout`),
+/// for the extractors that read bodies.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub std::time::Duration);
+
 /// Every response names the generation that answered it.
 pub const GENERATION_HEADER: &str = "platform-gateway-generation";
+
+/// A body declared larger than the limit is refused from its head alone: at once, and before
+/// an `Expect: 100-continue` client is told to send it.
+async fn refuse_declared_oversize(
+    State(max_body_size): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > max_body_size as u64 => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body is too large")
+                .with_cause(format!(
+                    "Content-Length {length} is over the {max_body_size}-byte limit"
+                ))
+                .into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
 
 /// Pin the request to the generation current when it arrives: the handler works on it to the
 /// end, whatever reloads happen meanwhile, and the response says which one it was.

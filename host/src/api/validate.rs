@@ -48,6 +48,7 @@ pub fn provision_request(
         (None, None) => cluster.store_version.clone(),
     };
     non_empty("store_version", &store_version)?;
+    text("node_class", &group.node_class)?;
     let count = provision.count.unwrap_or(1);
     if count == 0 {
         return Err(ApiError::bad_request("provision.count must be at least 1"));
@@ -80,14 +81,35 @@ pub fn deprovision_request(
     })
 }
 
+/// The longest ID or name the API accepts (a DNS name's length): enough for any real ID, and
+/// small enough that one client cannot fill a backend's discovery answer with a few nodes.
+pub const MAX_ID_LENGTH: usize = 253;
+
+/// An ID or name: not empty, not only white space, at most [`MAX_ID_LENGTH`] bytes, no control
+/// characters.
 fn non_empty(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.is_empty() {
-        Err(ApiError::bad_request(format!(
-            "`{field}` must not be empty"
-        )))
-    } else {
-        Ok(())
+    if value.trim().is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "`{field}` must not be empty or only white space"
+        )));
     }
+    text(field, value)
+}
+
+/// Free text that may be empty (a node class): bounded, no control characters.
+fn text(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.len() > MAX_ID_LENGTH {
+        return Err(ApiError::bad_request(format!(
+            "`{field}` is {} bytes long; at most {MAX_ID_LENGTH} are accepted",
+            value.len()
+        )));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(ApiError::bad_request(format!(
+            "`{field}` contains the control character {c:?}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -201,5 +223,35 @@ mod tests {
         let mut body = seed_body();
         body["cluster"]["cluster_id"] = json!("");
         assert!(request(body).unwrap_err().message.contains("cluster_id"));
+    }
+
+    #[test]
+    fn ids_are_bounded_and_free_of_control_characters_and_blank_values() {
+        for (field, value) in [
+            ("cluster_id", json!("x".repeat(MAX_ID_LENGTH + 1))),
+            ("cluster_id", json!("\u{0}")),
+            ("cluster_id", json!("   ")),
+            ("cluster_id", json!("a\nb")),
+            ("store", json!("mongo\tdb")),
+        ] {
+            let mut body = seed_body();
+            body["cluster"][field] = value;
+            let e = request(body).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains(field), "{}", e.message);
+        }
+        let mut body = seed_body();
+        body["cluster"]["nodes"]["data"]["node_class"] = json!("x".repeat(300));
+        assert!(request(body).unwrap_err().message.contains("node_class"));
+        // The longest accepted ID, and an empty node class, still pass.
+        let mut body = seed_body();
+        body["cluster"]["cluster_id"] = json!("c".repeat(MAX_ID_LENGTH));
+        body["cluster"]["nodes"]["data"]["node_class"] = json!("");
+        assert!(request(body).is_ok());
+        let long = deprovision_request(model::DeprovisionRequest {
+            cluster_id: "c".into(),
+            node_id: "n".repeat(MAX_ID_LENGTH + 1),
+        });
+        assert!(long.unwrap_err().message.contains("node_id"));
     }
 }

@@ -45,6 +45,14 @@ pub enum Error {
         /// The node a deprovision looked for, when that is what needed the discovery.
         looking_for: Option<String>,
     },
+    /// Discovery could not ask some backend now, for a reason that passes (every call slot and
+    /// queue place taken, the backend or its state store unavailable): the client should retry
+    /// shortly. Never reported as a backend failure.
+    #[error("discovery cannot ask every backend now: {}", reasons(.failures))]
+    DiscoveryUnavailable {
+        /// Each backend that could not answer, and why.
+        failures: Vec<(BackendId, String)>,
+    },
     /// Neither the ownership index nor a fresh discovery knows the node.
     #[error("node `{node_id}` of cluster `{cluster_id}` does not exist")]
     NodeNotFound {
@@ -125,6 +133,11 @@ fn describe_call(error: &CallError, operation: &str) -> String {
 fn names_of(backends: &[BackendId]) -> String {
     let names: Vec<String> = backends.iter().map(|b| format!("`{b}`")).collect();
     names.join(" and ")
+}
+
+fn reasons(failures: &[(BackendId, String)]) -> String {
+    let reasons: Vec<&str> = failures.iter().map(|(_, r)| r.as_str()).collect();
+    reasons.join("; ")
 }
 
 fn names(failures: &[(BackendId, String)]) -> String {

@@ -51,7 +51,7 @@ impl Generation {
     ) -> Result<Generation, LoadError> {
         let mut backends = BTreeMap::new();
         for (id, backend_config) in &config.backends {
-            let prepared = runtime.prepare(backend_config)?;
+            let prepared = runtime.prepare(backend_config, config.max_plugin_size)?;
             tracing::debug!(backend = %id, digest = %prepared.digest, "loaded backend");
             let mut backend =
                 Backend::new(backend_config, prepared, runtime.engine(), state.clone());
@@ -103,10 +103,25 @@ type NodeClaims = BTreeMap<String, Vec<(Arc<Backend>, wit::Node)>>;
 /// What a discovery found, before the failure policy is applied.
 struct Discovery {
     clusters: Vec<wit::Cluster>,
+    /// How many of `failures` pass by themselves (capacity, `unavailable`): worth a retry.
+    retryable: usize,
     /// The owner of every node that exactly one backend reports.
     owners: Vec<Ownership>,
     failures: Vec<(BackendId, String)>,
     conflicts: Vec<NodeConflict>,
+}
+
+impl Discovery {
+    /// When every failure passes by itself (a backend at capacity or unavailable), the answer
+    /// is "retry shortly" (503), not "a backend failed" (502).
+    fn overloaded(&self) -> Result<(), Error> {
+        if self.retryable > 0 && self.retryable == self.failures.len() {
+            return Err(Error::DiscoveryUnavailable {
+                failures: self.failures.clone(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The gateway's shared state: the generation being served and the state store.
@@ -157,6 +172,7 @@ impl Gateway {
     pub async fn discover(&self, generation: &Generation) -> Result<DiscoverReply, Error> {
         let discovery = self.discover_all(generation).await;
         if !discovery.failures.is_empty() && generation.config.discovery == DiscoveryPolicy::Fail {
+            discovery.overloaded()?;
             return Err(Error::DiscoveryFailed {
                 failures: discovery.failures,
                 looking_for: None,
@@ -183,6 +199,7 @@ impl Gateway {
         .await;
 
         let mut failures = Vec::new();
+        let mut retryable = 0;
         let mut answered = Vec::new();
         let mut merged: BTreeMap<String, NodeClaims> = BTreeMap::new();
         for (backend, answer) in answers {
@@ -204,6 +221,16 @@ impl Gateway {
             let clusters = match checked {
                 Ok(clusters) => clusters,
                 Err(e) => {
+                    if matches!(
+                        e,
+                        Error::Call {
+                            error: CallError::Busy(_)
+                                | CallError::Plugin(wit::Error::Unavailable(_)),
+                            ..
+                        }
+                    ) {
+                        retryable += 1;
+                    }
                     let reason = match e.cause() {
                         Some(cause) => format!("{e}: {cause}"),
                         None => e.to_string(),
@@ -264,6 +291,7 @@ impl Gateway {
             .forget_vanished(self.state.clone(), answered, owners.clone());
         Discovery {
             clusters,
+            retryable,
             owners,
             failures,
             conflicts,
@@ -307,12 +335,13 @@ impl Gateway {
         }
         if let Some(owner) = discovery
             .owners
-            .into_iter()
+            .iter()
             .find(|o| o.cluster_id == request.cluster_id && o.node_id == request.node_id)
         {
-            return Ok(owner.backend);
+            return Ok(owner.backend.clone());
         }
         if !discovery.failures.is_empty() {
+            discovery.overloaded()?;
             return Err(Error::DiscoveryFailed {
                 failures: discovery.failures,
                 looking_for: Some(request.node_id.clone()),

@@ -154,11 +154,11 @@ impl Runtime {
         })
     }
 
-    /// Compile (or fetch) and pre-instantiate `config`'s plugin. Slow on a cache miss: call it
-    /// off the request path.
-    pub fn prepare(&self, config: &BackendConfig) -> Result<Prepared, LoadError> {
+    /// Compile (or fetch) and pre-instantiate `config`'s plugin, a regular file of at most
+    /// `max_size` bytes. Slow on a cache miss: call it off the request path.
+    pub fn prepare(&self, config: &BackendConfig, max_size: u64) -> Result<Prepared, LoadError> {
         let name = config.name.to_string();
-        let bytes = std::fs::read(&config.plugin).map_err(|source| LoadError::Read {
+        let bytes = read_plugin(&config.plugin, max_size).map_err(|source| LoadError::Read {
             backend: name.clone(),
             path: config.plugin.clone(),
             source,
@@ -194,6 +194,33 @@ impl Runtime {
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
+}
+
+/// Read a plugin file: only a regular file (a FIFO would block, a device never end), and at
+/// most `max_size` bytes, checked before and while reading (the file may grow meanwhile).
+fn read_plugin(path: &std::path::Path, max_size: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let too_large = || {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than runtime.max_plugin_size ({max_size} bytes)"),
+        )
+    };
+    if meta.len() > max_size {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)?
+        .take(max_size + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_size {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 /// A backend's component, compiled and checked against the world, ready to instantiate.
