@@ -1,37 +1,64 @@
 //! `cargo xtask`: `plugins` builds the bundled plugins; `serve` builds them and serves
-//! `examples/gateway.toml` (or the config given) with the gateway.
+//! `examples/gateway.toml` (or the config given) with the gateway; `setup` builds them and
+//! installs what the tests need that is missing; `test` does the same, then runs every test.
 
-use std::process::{Command, ExitCode};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+const USAGE: &str = "\
+usage: cargo xtask plugins          build the bundled plugins
+       cargo xtask serve [ARGS...]  build them and serve examples/gateway.toml
+                                    (ARGS go to `platform-gateway serve`)
+       cargo xtask setup            build them and install what the tests need that is missing:
+                                    moto (in a virtualenv, target/venv) and, as root, podman,
+                                    runc, busybox-static, etcd and protoc (apt-get)
+       cargo xtask test [ARGS...]   setup, then `cargo test --workspace --locked [ARGS...]`";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("plugins") => xtask::build_plugins().map(|dir| {
-            println!("plugins built in {}", dir.display());
-        }),
+        Some("plugins") => xtask::build_plugins()
+            .map(|dir| println!("plugins built in {}", dir.display()))
+            .map_err(Failure::from),
         Some("serve") => serve(&args[1..]),
+        Some("setup") => setup().map(|_| println!("setup: everything the tests need is here")),
+        Some("test") => setup().and_then(|tools| test(&tools, &args[1..])),
         _ => {
-            eprintln!(
-                "usage: cargo xtask plugins        build the bundled plugins\n       \
-                 cargo xtask serve [ARGS...]  build them and serve examples/gateway.toml\n                                    \
-                 (ARGS go to `platform-gateway serve`)"
-            );
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Message(e)) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+        Err(Failure::Exit(code)) => ExitCode::from(code),
     }
 }
 
-fn serve(args: &[String]) -> Result<(), String> {
+/// Why a command failed: a message to print, or an exit status to pass on (cargo's, which
+/// printed its own).
+enum Failure {
+    Message(String),
+    Exit(u8),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure::Message(message)
+    }
+}
+
+fn cargo() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+fn serve(args: &[String]) -> Result<(), Failure> {
     xtask::build_plugins()?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
+    let mut command = Command::new(cargo());
     command.current_dir(xtask::root()).args([
         "run",
         "--release",
@@ -50,6 +77,187 @@ fn serve(args: &[String]) -> Result<(), String> {
     if status.success() {
         Ok(())
     } else {
-        Err(format!("the gateway exited with {status}"))
+        Err(format!("the gateway exited with {status}").into())
+    }
+}
+
+/// The external programs the tests run, and the Debian package of each.
+const PACKAGES: &[(&str, &str)] = &[
+    ("podman", "podman"),
+    // podman's runtime for the tests (crun fails on this project's machine).
+    ("runc", "runc"),
+    // A static busybox: the podman tests build their container image from it.
+    ("/bin/busybox", "busybox-static"),
+    ("etcd", "etcd-server"),
+    // The etcd client's build compiles etcd's protobuf definitions.
+    ("protoc", "protobuf-compiler"),
+];
+
+/// moto's package, installed into the virtualenv.
+const MOTO: &str = "moto[ec2,server]";
+
+/// What `setup` found, for the test run.
+struct Tools {
+    /// The virtualenv's `bin`, which holds `moto_server`.
+    venv_bin: PathBuf,
+    protoc: Option<PathBuf>,
+}
+
+/// Build the plugins, then install what the tests need and the machine lacks: the Debian
+/// packages of `PACKAGES` (as root; otherwise print the command and fail) and moto, in a
+/// virtualenv under `target/venv` rather than in the system's Python.
+fn setup() -> Result<Tools, Failure> {
+    xtask::build_plugins()?;
+
+    let mut missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(program, _)| find(program).is_none())
+        .map(|(_, package)| *package)
+        .collect();
+    let python = find("python3");
+    if python.is_none() {
+        missing.push("python3");
+    }
+    // Debian splits `venv` (and the pip it seeds) out of python3.
+    if python.is_none() || !succeeds(Command::new("python3").args(["-c", "import ensurepip, venv"]))
+    {
+        missing.push("python3-venv");
+    }
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
+
+    let venv = xtask::root().join("target/venv");
+    let venv_bin = venv.join("bin");
+    install_moto(&venv)?;
+    Ok(Tools {
+        venv_bin,
+        protoc: find("protoc"),
+    })
+}
+
+/// `apt-get install` the `packages` as root; anyone else gets the command to run.
+fn apt_install(packages: &[&str]) -> Result<(), Failure> {
+    let list = packages.join(" ");
+    if !is_root() {
+        return Err(format!(
+            "the tests need Debian packages that are missing; install them with\n  \
+             sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y {list}\n\
+             then run this command again"
+        )
+        .into());
+    }
+    println!("setup: apt-get install {list}");
+    // Wait for the dpkg lock rather than fail if something else is installing.
+    let lock = ["-o", "DPkg::Lock::Timeout=300"];
+    run(Command::new("apt-get").args(lock).args(["update", "-qq"]))?;
+    // dpkg reports every file it unpacks on stdout, whatever the quiet flags; errors go to stderr.
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(lock)
+        .args(["install", "-y", "-qq"])
+        .args(packages)
+        .stdout(Stdio::null()))?;
+    Ok(())
+}
+
+/// Make sure `venv/bin/moto_server` exists: create the virtualenv (again, if its Python no
+/// longer runs) and install moto into it.
+fn install_moto(venv: &Path) -> Result<(), Failure> {
+    let python = venv.join("bin/python");
+    let moto_server = venv.join("bin/moto_server");
+    let healthy = succeeds(Command::new(&python).args(["-c", ""]));
+    if healthy && moto_server.is_file() {
+        return Ok(());
+    }
+    if !healthy {
+        println!("setup: python3 -m venv {}", venv.display());
+        run(Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(venv))?;
+    }
+    println!("setup: pip install '{MOTO}' (into {})", venv.display());
+    run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        MOTO,
+    ]))?;
+    if moto_server.is_file() {
+        Ok(())
+    } else {
+        Err(format!("installed {MOTO}, but {} is missing", moto_server.display()).into())
+    }
+}
+
+/// `cargo test --workspace --locked ARGS`, with the virtualenv's `bin` first on `PATH` (the
+/// tests start `moto_server` by name) and `PROTOC` set to the `protoc` found.
+fn test(tools: &Tools, args: &[String]) -> Result<(), Failure> {
+    let mut path = vec![tools.venv_bin.clone()];
+    path.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let path = std::env::join_paths(path).map_err(|e| format!("cannot build PATH: {e}"))?;
+    let mut command = Command::new(cargo());
+    command
+        .current_dir(xtask::root())
+        .args(["test", "--workspace", "--locked"])
+        .args(args)
+        .env("PATH", path);
+    if let Some(protoc) = &tools.protoc
+        && std::env::var_os("PROTOC").is_none()
+    {
+        command.env("PROTOC", protoc);
+    }
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        // Killed by a signal: no code.
+        code => Err(Failure::Exit(
+            code.and_then(|c| u8::try_from(c).ok()).unwrap_or(1),
+        )),
+    }
+}
+
+/// `program` if it is a path to a file, else the first `program` on `PATH`.
+fn find(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        return path.is_file().then_some(path);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// Whether `command` runs and exits successfully, its output discarded.
+fn succeeds(command: &mut Command) -> bool {
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Run `command`, failing with its description if it does not succeed.
+fn run(command: &mut Command) -> Result<(), Failure> {
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed: {status}").into())
     }
 }
