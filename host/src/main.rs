@@ -1,21 +1,83 @@
 //! The `platform-gateway` binary: parse the command line, set up tracing, call the library.
+//!
+//! Exit codes: 0 success, 1 failure (an invalid config, a plugin that does not load, a request
+//! no route matches), 2 a usage error (clap's own: a missing or unknown argument).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use platform_gateway::config::Config;
+use platform_gateway::telemetry::LogFormat;
 
 /// A Replicante Platform server whose provisioning logic runs in WebAssembly plugins.
+///
+/// Every flag can also be set by the environment variable named in its help.
 #[derive(Parser)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    version,
+    about,
+    subcommand_negates_reqs = true,
+    arg_required_else_help = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
     serve: ServeArgs,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+/// Logging, for every command.
+#[derive(Args)]
+struct LogArgs {
+    /// What to log: a level (error, warn, info, debug, trace) or filter directives such as
+    /// `info,plugin=debug` [default: RUST_LOG's value, else info]
+    #[arg(
+        long,
+        global = true,
+        env = "PLATFORM_GATEWAY_LOG_LEVEL",
+        value_name = "FILTER",
+        value_parser = platform_gateway::telemetry::filter
+    )]
+    log_level: Option<tracing_subscriber::EnvFilter>,
+    /// How log lines are written (on stderr).
+    #[arg(
+        long,
+        global = true,
+        env = "PLATFORM_GATEWAY_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormatArg::Text
+    )]
+    log_format: LogFormatArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// How `check` and `route` print their result.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Lines for people.
+    Text,
+    /// One JSON document, for scripts.
+    Json,
+}
+
+/// The `--output` flag.
+#[derive(Args)]
+struct OutputArgs {
+    /// Print the result as text or as JSON; with JSON, a failure is `{"error": "..."}`.
+    #[arg(long, short, env = "PLATFORM_GATEWAY_OUTPUT", value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 #[derive(Subcommand)]
@@ -29,6 +91,11 @@ enum Command {
     /// Copy the durable state (plugin data, node ownership) out of or into the config's store.
     #[command(subcommand)]
     State(StateCommand),
+    /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -47,7 +114,7 @@ enum StateCommand {
         /// The dump (`-` for stdin).
         dump: PathBuf,
         /// Import even if the store already holds data (keys in the dump replace theirs).
-        #[arg(long)]
+        #[arg(long, env = "PLATFORM_GATEWAY_STATE_REPLACE")]
         replace: bool,
     },
 }
@@ -59,15 +126,19 @@ struct RouteArgs {
     config: PathBuf,
     /// The request body, as Replicante would POST it (`-` for stdin).
     request: PathBuf,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(Args)]
 struct ServeArgs {
     /// The gateway config file.
-    #[arg(long, short, env = "PLATFORM_GATEWAY_CONFIG")]
+    // Required, but optional in the type: the same flags serve when no command is given, and
+    // are then absent when one is.
+    #[arg(long, short, env = "PLATFORM_GATEWAY_CONFIG", required = true)]
     config: Option<PathBuf>,
     /// Listen on this address instead of the config's `server.listen`.
-    #[arg(long)]
+    #[arg(long, env = "PLATFORM_GATEWAY_LISTEN")]
     listen: Option<SocketAddr>,
 }
 
@@ -76,42 +147,93 @@ struct CheckArgs {
     /// The gateway config file.
     #[arg(long, short, env = "PLATFORM_GATEWAY_CONFIG")]
     config: PathBuf,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
+/// A command's outcome: success, or a failure already reported (the exit code says which).
+type Outcome = anyhow::Result<ExitCode>;
+
 fn main() -> ExitCode {
-    platform_gateway::telemetry::init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Some(Command::Check(args)) => check(args),
-        Some(Command::Route(args)) => route(args),
-        Some(Command::Serve(args)) => serve(args),
-        Some(Command::State(command)) => state(command),
-        None => serve(cli.serve),
+    let format = match cli.log.log_format {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    };
+    platform_gateway::telemetry::init(cli.log.log_level, format);
+    let (result, output) = match cli.command {
+        Some(Command::Check(args)) => {
+            let output = args.output.output;
+            (check(args), output)
+        }
+        Some(Command::Route(args)) => {
+            let output = args.output.output;
+            (route(args), output)
+        }
+        Some(Command::Serve(args)) => (serve(args), Output::Text),
+        Some(Command::State(command)) => (state(command), Output::Text),
+        Some(Command::Completions { shell }) => (completions(shell), Output::Text),
+        None => (serve(cli.serve), Output::Text),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
+            if output == Output::Json {
+                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn check(args: CheckArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args.config)?;
-    for (backend, digest) in platform_gateway::check(&config)? {
-        println!("backend {backend}: ok ({digest})");
-    }
-    println!(
-        "{}: ok ({} backends, {} routes)",
-        args.config.display(),
-        config.backends.len(),
-        config.routes.routes().len()
+fn completions(shell: clap_complete::Shell) -> Outcome {
+    let mut command = Cli::command();
+    clap_complete::generate(
+        shell,
+        &mut command,
+        "platform-gateway",
+        &mut std::io::stdout(),
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-fn route(args: RouteArgs) -> anyhow::Result<()> {
+fn check(args: CheckArgs) -> Outcome {
+    let config = Config::load(&args.config)?;
+    let backends = platform_gateway::check(&config)?;
+    match args.output.output {
+        Output::Json => {
+            let backends: Vec<_> = backends
+                .iter()
+                .map(
+                    |(name, digest)| serde_json::json!({ "name": name.as_str(), "digest": digest }),
+                )
+                .collect();
+            println!(
+                "{:#}",
+                serde_json::json!({
+                    "config": args.config,
+                    "backends": backends,
+                    "routes": config.routes.routes().len(),
+                })
+            );
+        }
+        Output::Text => {
+            for (backend, digest) in &backends {
+                println!("backend {backend}: ok ({digest})");
+            }
+            println!(
+                "{}: ok ({} backends, {} routes)",
+                args.config.display(),
+                config.backends.len(),
+                config.routes.routes().len()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn route(args: RouteArgs) -> Outcome {
     let config = Config::load(&args.config)?;
     let text = if args.request.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
@@ -127,8 +249,15 @@ fn route(args: RouteArgs) -> anyhow::Result<()> {
         })
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    print!("{}", explanation.render());
-    Ok(())
+    match args.output.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&explanation)?),
+        Output::Text => print!("{}", explanation.render()),
+    }
+    // A request that no route matches would be refused (422): a failure for scripts.
+    Ok(match explanation.decision {
+        platform_gateway::api::inspect::Decision::NoRoute => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    })
 }
 
 /// The owner of a node from the config's state store: the embedded file read-only (which a
@@ -153,68 +282,70 @@ fn recorded_owner(config: &Config, cluster: &str, node: &str) -> Result<Option<S
     }
 }
 
-fn state(command: StateCommand) -> anyhow::Result<()> {
+fn state(command: StateCommand) -> Outcome {
     use platform_gateway::state::{self, transfer};
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        match command {
-            StateCommand::Export { config } => {
-                let config = Config::load(&config)?;
-                let store = state::open(&config.store, &config.state_dir)
-                    .await
-                    .context("opening the state store")?;
-                let dump = transfer::export(&*store).await?;
-                let stdout = std::io::stdout().lock();
-                serde_json::to_writer_pretty(stdout, &dump)?;
-                println!();
-                Ok(())
+    runtime
+        .block_on(async {
+            match command {
+                StateCommand::Export { config } => {
+                    let config = Config::load(&config)?;
+                    let store = state::open(&config.store, &config.state_dir)
+                        .await
+                        .context("opening the state store")?;
+                    let dump = transfer::export(&*store).await?;
+                    let stdout = std::io::stdout().lock();
+                    serde_json::to_writer_pretty(stdout, &dump)?;
+                    println!();
+                    Ok(())
+                }
+                StateCommand::Import {
+                    config,
+                    dump,
+                    replace,
+                } => {
+                    let config = Config::load(&config)?;
+                    let text = if dump.as_os_str() == "-" {
+                        std::io::read_to_string(std::io::stdin())?
+                    } else {
+                        std::fs::read_to_string(&dump)
+                            .with_context(|| format!("cannot read {}", dump.display()))?
+                    };
+                    let dump: transfer::Dump = serde_json::from_str(&text)
+                        .context("not a dump written by `platform-gateway state export`")?;
+                    let store = state::open(&config.store, &config.state_dir)
+                        .await
+                        .context("opening the state store")?;
+                    transfer::import(&*store, &dump, replace).await?;
+                    eprintln!(
+                        "imported into {}: {} keys in {} namespaces, {} ownership records",
+                        store.describe(),
+                        dump.key_count(),
+                        dump.namespaces.len(),
+                        dump.owners.len()
+                    );
+                    Ok(())
+                }
             }
-            StateCommand::Import {
-                config,
-                dump,
-                replace,
-            } => {
-                let config = Config::load(&config)?;
-                let text = if dump.as_os_str() == "-" {
-                    std::io::read_to_string(std::io::stdin())?
-                } else {
-                    std::fs::read_to_string(&dump)
-                        .with_context(|| format!("cannot read {}", dump.display()))?
-                };
-                let dump: transfer::Dump = serde_json::from_str(&text)
-                    .context("not a dump written by `platform-gateway state export`")?;
-                let store = state::open(&config.store, &config.state_dir)
-                    .await
-                    .context("opening the state store")?;
-                transfer::import(&*store, &dump, replace).await?;
-                eprintln!(
-                    "imported into {}: {} keys in {} namespaces, {} ownership records",
-                    store.describe(),
-                    dump.key_count(),
-                    dump.namespaces.len(),
-                    dump.owners.len()
-                );
-                Ok(())
-            }
-        }
-    })
+        })
+        .map(|()| ExitCode::SUCCESS)
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let path = args
-        .config
-        .context("no config file: pass --config FILE (or set PLATFORM_GATEWAY_CONFIG)")?;
+fn serve(args: ServeArgs) -> Outcome {
+    let path = args.config.context("no config file: pass --config FILE")?;
     let mut config = Config::load(&path)?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        platform_gateway::serve(config, listener, shutdown_signal()).await
-    })
+    runtime
+        .block_on(async {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            platform_gateway::serve(config, listener, shutdown_signal()).await
+        })
+        .map(|()| ExitCode::SUCCESS)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,4 +1,6 @@
-//! The command line: `check`, `--version`, and the compiled-plugin cache seen from outside.
+//! The command line: clap's conventions (help, exit codes, environment variables, completions),
+//! `check` and `route` for people and for scripts, log formats, and the compiled-plugin cache
+//! seen from outside.
 
 use crate::support::{fault_backend, pool_backend, run_cli, toml_str};
 
@@ -19,7 +21,7 @@ fn version_prints_the_crate_version() {
 }
 
 #[test]
-fn check_accepts_a_good_config_and_compiles_each_plugin_once_ever() {
+fn check_accepts_a_good_config_creates_no_directory_and_uses_an_existing_cache() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -29,6 +31,14 @@ fn check_accepts_a_good_config_and_compiles_each_plugin_once_ever() {
             pool_backend("b", &[("m2", "small")]),
         ),
     );
+    let entries = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
     let (ok, stdout, stderr) = run_cli(&["check", "--config", &config]);
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("backend a: ok (sha256:"), "{stdout}");
@@ -36,8 +46,14 @@ fn check_accepts_a_good_config_and_compiles_each_plugin_once_ever() {
     assert!(stdout.contains("ok (2 backends, 1 routes)"), "{stdout}");
     // Two backends of one plugin: one compilation.
     assert_eq!(stderr.matches("compiled plugin").count(), 1, "{stderr}");
+    assert_eq!(entries(), ["gateway.toml"], "check created something");
 
-    // The next run finds it in the on-disk cache and compiles nothing.
+    // Once the cache directory exists (a gateway served from it), check fills it, and the next
+    // run compiles nothing.
+    std::fs::create_dir_all(dir.path().join("state/compiled")).unwrap();
+    let (ok, _, stderr) = run_cli(&["check", "--config", &config]);
+    assert!(ok);
+    assert_eq!(stderr.matches("compiled plugin").count(), 1, "{stderr}");
     let (ok, _, stderr) = run_cli(&["check", "--config", &config]);
     assert!(ok);
     assert_eq!(stderr.matches("compiled plugin").count(), 0, "{stderr}");
@@ -109,4 +125,226 @@ fn serve_exits_with_the_reason_when_a_backend_cannot_load() {
     let (ok, _, stderr) = run_cli(&["serve", "--config", &config, "--listen", "127.0.0.1:0"]);
     assert!(!ok, "{stderr}");
     assert!(stderr.contains("backend `core`"), "{stderr}");
+}
+
+/// Run the binary with `args` and `env` (and no other `PLATFORM_GATEWAY_*` variable): (exit
+/// code, stdout, stderr).
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_platform-gateway"));
+    command.args(args).env("RUST_LOG", "info");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PLATFORM_GATEWAY_") {
+            command.env_remove(name);
+        }
+    }
+    let out = command
+        .envs(env.iter().copied())
+        .output()
+        .expect("run platform-gateway");
+    (
+        out.status.code().expect("exited"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bare_invocation_prints_help_and_usage_errors_exit_2() {
+    let (code, _, stderr) = run(&[], &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("Usage: platform-gateway"), "{stderr}");
+    assert!(stderr.contains("Commands:"), "{stderr}");
+    for args in [
+        &["serve"][..],
+        &["check"],
+        &["route", "request.json"],
+        &["--listen", "127.0.0.1:0"],
+        &["state", "export"],
+    ] {
+        let (code, _, stderr) = run(args, &[]);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains("--config <CONFIG>"), "{args:?}: {stderr}");
+    }
+    for args in [
+        &["completions", "tcsh"][..],
+        &["check", "--config", "x.toml", "--output", "yaml"],
+        &["check", "--config", "x.toml", "--log-format", "xml"],
+        &["check", "--config", "x.toml", "--log-level", "info,=["],
+        &["frobnicate"],
+    ] {
+        let (code, _, stderr) = run(args, &[]);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    }
+    // A command that runs and fails is 1, not 2.
+    let (code, _, stderr) = run(&["check", "--config", "/nonexistent/gateway.toml"], &[]);
+    assert_eq!(code, 1, "{stderr}");
+}
+
+#[test]
+fn every_flag_has_an_environment_variable() {
+    let commands: [&[&str]; 7] = [
+        &[],
+        &["serve"],
+        &["check"],
+        &["route"],
+        &["state", "export"],
+        &["state", "import"],
+        &["completions"],
+    ];
+    let mut flags = 0;
+    for command in commands {
+        let args: Vec<&str> = command.iter().copied().chain(["--help"]).collect();
+        let (code, help, stderr) = run(&args, &[]);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        // Each option's help starts on a line of its own, indented by 2 (`-c, --config`) or 6
+        // (`--listen`) spaces; its description lines are indented by 10.
+        let mut blocks: Vec<String> = Vec::new();
+        for line in help.lines() {
+            let indent = line.len() - line.trim_start().len();
+            if line.trim_start().starts_with('-') && indent < 8 {
+                blocks.push(line.to_string());
+            } else if let Some(block) = blocks.last_mut()
+                && (line.is_empty() || indent >= 8)
+            {
+                block.push_str(line);
+            } else if !line.is_empty() {
+                blocks.push(String::new());
+            }
+        }
+        for block in blocks.iter().filter(|b| !b.is_empty()) {
+            if block.contains("--help") || block.contains("--version") {
+                continue;
+            }
+            flags += 1;
+            assert!(
+                block.contains("[env: PLATFORM_GATEWAY_"),
+                "{args:?}: a flag without an environment variable: {block}"
+            );
+        }
+    }
+    // --config, --listen, --log-level, --log-format, --output, --replace at least.
+    assert!(flags >= 6, "{flags} flags found");
+
+    // And they are read.
+    let (code, stdout, stderr) = run(
+        &["check"],
+        &[
+            ("PLATFORM_GATEWAY_CONFIG", "/nonexistent/gateway.toml"),
+            ("PLATFORM_GATEWAY_OUTPUT", "json"),
+            ("PLATFORM_GATEWAY_LOG_FORMAT", "json"),
+        ],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    let reply: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/gateway.toml"),
+        "{reply}"
+    );
+}
+
+#[test]
+fn check_and_route_answer_in_json_for_scripts_and_route_fails_when_nothing_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{}[[routes]]\nname = \"mongo\"\nstore = \"mongodb\"\nbackend = \"pool\"\n",
+            pool_backend("pool", &[("m1", "small")])
+        ),
+    );
+    let (code, stdout, stderr) = run(&["check", "--config", &config, "--output", "json"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let reply: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(reply["backends"][0]["name"], "pool", "{reply}");
+    assert!(
+        reply["backends"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "{reply}"
+    );
+    assert_eq!(reply["routes"], 1, "{reply}");
+
+    let request = dir.path().join("request.json");
+    let body =
+        |store: &str| crate::support::provision_body("c1", store, "data", "small").to_string();
+    std::fs::write(&request, body("mongodb")).unwrap();
+    let request = request.display().to_string();
+    let (code, stdout, stderr) = run(&["route", "--config", &config, &request, "-o", "json"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let reply: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(reply["decision"]["by"], "route", "{reply}");
+    assert_eq!(reply["decision"]["backend"], "pool", "{reply}");
+    assert_eq!(reply["decision"]["route"], "mongo", "{reply}");
+
+    // No route matches: the explanation, and a failure.
+    std::fs::write(dir.path().join("request.json"), body("kafka")).unwrap();
+    let (code, stdout, _) = run(&["route", "--config", &config, &request, "-o", "json"], &[]);
+    assert_eq!(code, 1, "{stdout}");
+    let reply: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(reply["decision"]["by"], "no_route", "{reply}");
+    assert_eq!(reply["tried"][0]["matched"], false, "{reply}");
+    let (code, stdout, _) = run(&["route", "--config", &config, &request], &[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("route 0 `mongo`"), "{stdout}");
+
+    // A config that does not load: the error, as JSON on stdout.
+    let broken = write_config(dir.path(), "[server]\nlisen = 1\n");
+    let (code, stdout, _) = run(&["check", "--config", &broken, "--output", "json"], &[]);
+    assert_eq!(code, 1, "{stdout}");
+    let reply: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        reply["error"].as_str().unwrap().contains("lisen"),
+        "{reply}"
+    );
+}
+
+#[test]
+fn logs_can_be_json_lines_filtered_by_log_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{}[[routes]]\nbackend = \"pool\"\n",
+            pool_backend("pool", &[("m1", "small")])
+        ),
+    );
+    let (code, _, stderr) = run(&["check", "--config", &config, "--log-format", "json"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let compiled = lines
+        .iter()
+        .find(|l| l["message"] == "compiled plugin")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(compiled["level"], "INFO", "{compiled}");
+    assert!(
+        compiled["digest"].as_str().unwrap().starts_with("sha256:"),
+        "{compiled}"
+    );
+
+    // --log-level wins over RUST_LOG (which `run` sets to info).
+    let (code, _, stderr) = run(&["check", "--config", &config, "--log-level", "warn"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("compiled plugin"), "{stderr}");
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F _platform__gateway"),
+        ("zsh", "#compdef platform-gateway"),
+        ("fish", "complete -c platform-gateway"),
+    ] {
+        let (code, script, stderr) = run(&["completions", shell], &[]);
+        assert_eq!(code, 0, "{shell}: {stderr}");
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("log-format"), "{shell}: {script}");
+    }
 }
