@@ -57,6 +57,9 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// How the gateway picks up changes.
     pub reload: ReloadSettings,
+    /// The files besides itself that the config took values from (secrets given `from_file`,
+    /// CA bundles): a change to one is a change to the config, so reload watches them too.
+    pub included_files: Vec<PathBuf>,
 }
 
 /// How the gateway picks up changes to its config and plugin files.
@@ -398,6 +401,7 @@ impl Config {
             path,
             text,
             base: path.parent().unwrap_or(Path::new(".")),
+            included: Default::default(),
         };
         let (listen, max_body_size, connections) = server_section(raw.server, &source)?;
         let state = state_section(raw.state, &source)?;
@@ -435,6 +439,7 @@ impl Config {
                     .debounce
                     .unwrap_or(ReloadSettings::default().debounce),
             },
+            included_files: source.included.take(),
         })
     }
 }
@@ -444,6 +449,8 @@ struct Source<'a> {
     path: &'a Path,
     text: &'a str,
     base: &'a Path,
+    /// The files read for values so far (see [`Config::included_files`]).
+    included: std::cell::RefCell<Vec<PathBuf>>,
 }
 
 impl Source<'_> {
@@ -463,6 +470,24 @@ impl Source<'_> {
 
     fn line(&self, span: Range<usize>) -> usize {
         line_of(self.text, span.start)
+    }
+
+    /// The value of a secret reference (`{ from_env = ... }` or `{ from_file = ... }`), noting
+    /// the file it came from.
+    fn secret(&self, table: &toml::Table) -> Result<String, String> {
+        let value = resolve_secret(table, self.base)?;
+        if let Some(file) = table.get("from_file").and_then(|p| p.as_str()) {
+            self.include(self.base.join(file));
+        }
+        Ok(value)
+    }
+
+    /// Note that the config took a value from `file`.
+    fn include(&self, file: PathBuf) {
+        let mut included = self.included.borrow_mut();
+        if !included.contains(&file) {
+            included.push(file);
+        }
     }
 }
 
@@ -648,11 +673,10 @@ fn etcd_settings(
             let span = value.span();
             match value.into_inner() {
                 toml::Value::String(s) => Ok(Some(s)),
-                toml::Value::Table(table) if is_secret_reference(&table) => {
-                    resolve_secret(&table, source.base)
-                        .map(Some)
-                        .map_err(|message| source.invalid(span, format!("state.{key}"), message))
-                }
+                toml::Value::Table(table) if is_secret_reference(&table) => source
+                    .secret(&table)
+                    .map(Some)
+                    .map_err(|message| source.invalid(span, format!("state.{key}"), message)),
                 _ => Err(source.invalid(
                     span,
                     format!("state.{key}"),
@@ -767,7 +791,7 @@ fn settings(
         let value = match value.into_inner() {
             toml::Value::String(s) => s,
             toml::Value::Table(table) if is_secret_reference(&table) => {
-                let secret = resolve_secret(&table, source.base).map_err(|message| {
+                let secret = source.secret(&table).map_err(|message| {
                     source.invalid(span, format!("backends.{backend}.settings.{key}"), message)
                 })?;
                 secrets.push(secret.clone());
@@ -1154,6 +1178,8 @@ limits = { memory = "16MiB", timeout = "250ms", concurrency = 4, queue = 2, max_
         // Two keys: an ordinary table, not a secret reference.
         assert_eq!(get("other"), r#"{"extra":1,"from_env":"X"}"#);
         assert_eq!(backend.secrets, vec!["s3cr3t-file", "s3cr3t-env"]);
+        // The file is watched with the config; the environment cannot be.
+        assert_eq!(config.included_files, [dir.path().join("key")]);
         let debug = format!("{config:?}");
         assert!(!debug.contains("s3cr3t"), "{debug}");
     }

@@ -1,7 +1,9 @@
 //! Reload: one task builds the next generation off the request path and swaps it in.
 //!
-//! Triggers (file events on the config and on every plugin file it names, SIGHUP, the admin API)
-//! all go to one channel. The task debounces file events, so an editor's save or a copy in
+//! Triggers (file events on the config, on every plugin file it names and on the files it took
+//! values from, SIGHUP, the admin API) all go to one channel. Files are watched through their
+//! directories and through every symlink on their way, so a Kubernetes ConfigMap or Secret
+//! update, which swaps a `..data` symlink, is seen like an edit. The task debounces file events, so an editor's save or a copy in
 //! several writes is one reload, and triggers that arrive while a reload runs coalesce into one
 //! more. A reload is all or nothing: the config is parsed and checked, every plugin compiled (or
 //! fetched from the cache) and pre-instantiated on a blocking thread, and only then is the new
@@ -20,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::Config;
 use crate::gateway::{Gateway, Generation};
 use crate::runtime::Runtime;
+use crate::server::Tls;
 use crate::state::StateStore;
 
 /// What asked for a reload.
@@ -108,6 +111,8 @@ pub struct Reloader {
     triggers: mpsc::UnboundedSender<Trigger>,
     inbox: mpsc::UnboundedReceiver<Trigger>,
     watch: Option<FileWatch>,
+    /// The listeners' TLS (public, admin), whose files are read again on every reload.
+    tls: (Option<Arc<Tls>>, Option<Arc<Tls>>),
 }
 
 impl Reloader {
@@ -128,7 +133,14 @@ impl Reloader {
             triggers,
             inbox,
             watch: None,
+            tls: (None, None),
         }
+    }
+
+    /// Read the certificates of these listeners again on every reload.
+    pub fn with_tls(mut self, public: Option<Arc<Tls>>, admin: Option<Arc<Tls>>) -> Reloader {
+        self.tls = (public, admin);
+        self
     }
 
     /// A handle to trigger reloads and read the status.
@@ -217,12 +229,24 @@ impl Reloader {
                     .values()
                     .map(|b| b.digest().to_string())
                     .collect();
+                for (tls, files) in [
+                    (&self.tls.0, &generation.config.tls),
+                    (&self.tls.1, &generation.config.admin_tls),
+                ] {
+                    // The config check read these files a moment ago; a failure now is rare.
+                    if let (Some(tls), Some(files)) = (tls, files)
+                        && let Err(e) = tls.reload(files)
+                    {
+                        tracing::error!("TLS certificates not reloaded, the old ones serve: {e}");
+                    }
+                }
                 self.gateway.install(generation);
                 let runtime = self.runtime.clone();
                 tokio::task::spawn_blocking(move || {
                     runtime.retain(digests.iter().map(String::as_str))
                 });
                 tracing::info!(generation = number, backends, load_ms, "reloaded");
+                self.runtime.metrics().record_reload("ok");
                 let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
                 status.generation = number;
                 status.loaded_at = rfc3339(loaded_at);
@@ -236,7 +260,12 @@ impl Reloader {
                     "reload refused, generation {} keeps serving: {reason}",
                     number - 1
                 );
-                // A config that no longer parses may still name plugins to watch: keep the old set.
+                self.runtime.metrics().record_reload("refused");
+                // A config that no longer parses may still name plugins to watch: keep the old
+                // set, but follow its symlinks again (they may point elsewhere now).
+                if let Some(watch) = &mut self.watch {
+                    watch.refresh();
+                }
                 let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
                 status.refused += 1;
                 status.last_refused = Some(Refusal {
@@ -252,6 +281,7 @@ impl Reloader {
         if let Some(watch) = &mut self.watch {
             let mut files = vec![config.source.clone()];
             files.extend(config.backends.values().map(|b| b.plugin.clone()));
+            files.extend(config.included_files.iter().cloned());
             watch.set(&files);
         }
     }
@@ -316,9 +346,13 @@ fn collect(trigger: Trigger, waiters: &mut Vec<oneshot::Sender<Result<u64, Strin
 }
 
 /// Watches the directories of the files of interest (a file replaced by rename is a new inode,
-/// so watching the file itself would lose it) and reports events on those files.
+/// so watching the file itself would lose it) and reports events on those files and on every
+/// symlink they are reached through.
 struct FileWatch {
     watcher: notify::RecommendedWatcher,
+    /// The files asked for.
+    wanted: Vec<PathBuf>,
+    /// Those files and the symlinks on their way: the paths whose events trigger a reload.
     files: Arc<Mutex<HashSet<PathBuf>>>,
     dirs: HashSet<PathBuf>,
 }
@@ -341,13 +375,25 @@ impl FileWatch {
         })?;
         Ok(FileWatch {
             watcher,
+            wanted: Vec::new(),
             files,
             dirs: HashSet::new(),
         })
     }
 
+    /// Watch `files` (and what they are reached through) instead of what was watched.
     fn set(&mut self, files: &[PathBuf]) {
-        let files: HashSet<PathBuf> = files.iter().map(|f| absolute(f)).collect();
+        self.wanted = files.to_vec();
+        self.refresh();
+    }
+
+    /// Follow the symlinks of the watched files again.
+    fn refresh(&mut self) {
+        let files: HashSet<PathBuf> = self
+            .wanted
+            .iter()
+            .flat_map(|f| reached_through(&absolute(f)))
+            .collect();
         let dirs: HashSet<PathBuf> = files
             .iter()
             .filter_map(|f| f.parent().map(Path::to_path_buf))
@@ -378,6 +424,60 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// The paths whose change changes what reading `path` (absolute) gives: `path` itself, every
+/// symlink met while resolving it (in any component, as Kubernetes' `..data`), and the file it
+/// resolves to. Renaming a new symlink over one of them, as the kubelet publishes a ConfigMap,
+/// is an event on that path.
+fn reached_through(path: &Path) -> Vec<PathBuf> {
+    use std::collections::VecDeque;
+    use std::path::Component;
+
+    /// As the kernel's limit on symlinks followed in one lookup.
+    const MAX_LINKS: usize = 40;
+    let owned = |p: &Path| -> Vec<PathBuf> {
+        p.components()
+            .map(|c| PathBuf::from(c.as_os_str()))
+            .collect()
+    };
+    let mut paths = vec![path.to_path_buf()];
+    let mut pending: VecDeque<PathBuf> = owned(path).into();
+    let mut resolved = PathBuf::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        match part.components().next() {
+            Some(Component::Prefix(_) | Component::RootDir) => resolved = part,
+            Some(Component::ParentDir) => {
+                resolved.pop();
+            }
+            Some(Component::Normal(name)) => {
+                let next = resolved.join(name);
+                let target = match std::fs::symlink_metadata(&next) {
+                    Ok(meta) if meta.file_type().is_symlink() && links < MAX_LINKS => {
+                        std::fs::read_link(&next).ok()
+                    }
+                    _ => None,
+                };
+                let Some(target) = target else {
+                    resolved = next;
+                    continue;
+                };
+                links += 1;
+                paths.push(next);
+                // The rest of the path now goes through the link's target: relative to the
+                // link's directory (`resolved`), or from the root if absolute.
+                for part in owned(&target).into_iter().rev() {
+                    pending.push_front(part);
+                }
+            }
+            Some(Component::CurDir) | None => {}
+        }
+    }
+    paths.push(resolved);
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
 #[cfg(unix)]
 fn spawn_sighup(triggers: mpsc::UnboundedSender<Trigger>) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -397,3 +497,45 @@ fn spawn_sighup(triggers: mpsc::UnboundedSender<Trigger>) {
 
 #[cfg(not(unix))]
 fn spawn_sighup(_: mpsc::UnboundedSender<Trigger>) {}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_kubernetes_volume_file_is_reached_through_its_link_and_the_data_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(vol.join("..2026_11_28_10_00_00.1")).unwrap();
+        std::fs::write(vol.join("..2026_11_28_10_00_00.1/gateway.toml"), "").unwrap();
+        symlink("..2026_11_28_10_00_00.1", vol.join("..data")).unwrap();
+        symlink("..data/gateway.toml", vol.join("gateway.toml")).unwrap();
+        let mut expected = vec![
+            vol.join("gateway.toml"),
+            vol.join("..data"),
+            vol.join("..2026_11_28_10_00_00.1/gateway.toml"),
+        ];
+        expected.sort();
+        assert_eq!(reached_through(&vol.join("gateway.toml")), expected);
+
+        // A plain file is reached through itself only; an absolute link through both.
+        std::fs::write(vol.join("plain"), "").unwrap();
+        assert_eq!(reached_through(&vol.join("plain")), [vol.join("plain")]);
+        symlink(vol.join("plain"), vol.join("absolute")).unwrap();
+        assert_eq!(
+            reached_through(&vol.join("absolute")),
+            [vol.join("absolute"), vol.join("plain")]
+        );
+    }
+
+    #[test]
+    fn a_symlink_loop_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        symlink("b", base.join("a")).unwrap();
+        symlink("a", base.join("b")).unwrap();
+        let paths = reached_through(&base.join("a"));
+        assert!(paths.contains(&base.join("a")) && paths.contains(&base.join("b")));
+    }
+}

@@ -373,3 +373,116 @@ async fn admin_reloads_that_arrive_during_a_reload_coalesce_into_one_more() {
     assert!(generations[1..].iter().all(|g| *g == 3), "{generations:?}");
     assert_eq!(gw.admin_generation().await["reloads"], json!(2));
 }
+
+/// Publish `files` (name, content) into the volume directory `vol` exactly as the kubelet's
+/// atomic writer updates a ConfigMap or Secret volume: the files go into a new timestamped
+/// directory, a `..data_tmp` symlink to it is renamed over `..data`, each file is a symlink
+/// `name -> ..data/name` (made once), and the previous timestamped directory is removed.
+fn kubelet_publish(vol: &std::path::Path, files: &[(&str, &str)]) {
+    use std::os::unix::fs::symlink;
+    static VERSION: AtomicUsize = AtomicUsize::new(0);
+    let version = VERSION.fetch_add(1, Ordering::SeqCst);
+    std::fs::create_dir_all(vol).unwrap();
+    let previous = std::fs::read_link(vol.join("..data")).ok();
+    let timestamped = format!("..2026_11_28_10_00_{:02}.{}", version % 60, 1000 + version);
+    std::fs::create_dir(vol.join(&timestamped)).unwrap();
+    for (name, content) in files {
+        std::fs::write(vol.join(&timestamped).join(name), content).unwrap();
+    }
+    symlink(&timestamped, vol.join("..data_tmp")).unwrap();
+    std::fs::rename(vol.join("..data_tmp"), vol.join("..data")).unwrap();
+    for (name, _) in files {
+        if std::fs::symlink_metadata(vol.join(name)).is_err() {
+            symlink(format!("..data/{name}"), vol.join(name)).unwrap();
+        }
+    }
+    if let Some(previous) = previous {
+        std::fs::remove_dir_all(vol.join(previous)).unwrap();
+    }
+}
+
+/// The backend names `GET /admin/backends` lists.
+async fn backend_names(gw: &Gateway) -> Vec<String> {
+    let (status, body) = gw.admin("/admin/backends", None).await;
+    assert_eq!(status, 200, "{body}");
+    let mut names: Vec<String> = body["backends"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no backends in {body}"))
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_kubernetes_configmap_update_is_seen_and_reloaded() {
+    let dir = Workdir::new();
+    let vol = dir.path().join("config");
+    // The config as the other tests write it, its state outside the volume.
+    let config = |backends: &str| {
+        let text = std::fs::read_to_string(
+            dir.write_config(&format!("{ADMIN}{backends}[[routes]]\nbackend = \"a\"\n")),
+        )
+        .unwrap();
+        text.replace(
+            "dir = \"state\"",
+            &format!(
+                "dir = {}",
+                toml_str(&dir.path().join("state").display().to_string())
+            ),
+        )
+    };
+    let a = pool_backend("a", &[("m1", "small")]);
+    let b = pool_backend("b", &[("m2", "small")]);
+    let c = pool_backend("c", &[("m3", "small")]);
+    kubelet_publish(&vol, &[("gateway.toml", &config(&a))]);
+    let gw = dir.start_at(&vol.join("gateway.toml")).await;
+    assert_eq!(backend_names(&gw).await, ["a"]);
+
+    kubelet_publish(&vol, &[("gateway.toml", &config(&format!("{a}{b}")))]);
+    gw.wait_status("the first ConfigMap update", |s| s["generation"] == 2)
+        .await;
+    assert_eq!(backend_names(&gw).await, ["a", "b"]);
+
+    // The watch follows `..data` to its new target: the next update is seen too.
+    kubelet_publish(&vol, &[("gateway.toml", &config(&format!("{a}{c}")))]);
+    let status = gw
+        .wait_status("the second ConfigMap update", |s| s["generation"] == 3)
+        .await;
+    assert_eq!(status["refused"], 0, "{status}");
+    assert_eq!(backend_names(&gw).await, ["a", "c"]);
+}
+
+#[tokio::test]
+async fn a_secret_file_that_changes_reloads_the_config() {
+    let dir = Workdir::new();
+    // A Kubernetes Secret volume, and a plain file rewritten in place.
+    let secrets = dir.path().join("secrets");
+    kubelet_publish(&secrets, &[("node", "node-v1\n")]);
+    std::fs::write(dir.path().join("cluster"), "c1\n").unwrap();
+    let config = format!(
+        "{ADMIN}{}[[routes]]\nbackend = \"f\"\n",
+        crate::support::fault_backend_with(
+            "f",
+            "echo",
+            "",
+            "node_id = { from_file = \"secrets/node\" }\ncluster_id = { from_file = \"cluster\" }",
+        )
+    );
+    let gw = dir.start(&config).await;
+    let discovered = gw.discover().await;
+    assert_eq!(crate::support::node_ids(&discovered, "c1"), ["node-v1"]);
+
+    kubelet_publish(&secrets, &[("node", "node-v2\n")]);
+    gw.wait_status("the Secret update", |s| s["generation"] == 2)
+        .await;
+    let discovered = gw.discover().await;
+    assert_eq!(crate::support::node_ids(&discovered, "c1"), ["node-v2"]);
+
+    std::fs::write(dir.path().join("cluster"), "c2\n").unwrap();
+    gw.wait_status("the secret file's edit", |s| s["generation"] == 3)
+        .await;
+    let discovered = gw.discover().await;
+    assert_eq!(crate::support::node_ids(&discovered, "c2"), ["node-v2"]);
+}

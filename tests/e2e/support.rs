@@ -120,6 +120,11 @@ impl Workdir {
         Gateway::spawn(&path, Some(self.temp.clone())).await
     }
 
+    /// Start a gateway on the config file at `path`, as it is.
+    pub async fn start_at(&self, path: &Path) -> Gateway {
+        Gateway::spawn(path, Some(self.temp.clone())).await
+    }
+
     /// Like [`Workdir::start`], with the log filtered by `filter` (`RUST_LOG`) instead of `info`.
     pub async fn start_logging(&self, config: &str, filter: &str) -> Gateway {
         let path = self.write_config(config);
