@@ -317,7 +317,10 @@ async fn check_namespaces_kept(
             .map_err(|e| format!("cannot check backend `{}`'s state: {e}", old.name))?;
         if holds {
             return Err(format!(
-                "backend `{old}` was renamed to `{new}`, but its state (namespace `{ns}`) holds                  data that `{new}` would not see, so it could hand out again what `{old}`                  allocated; to rename it, add `state_namespace = \"{ns}\"` to                  [backends.{new}]",
+                "backend `{old}` was renamed to `{new}`, but its state (namespace `{ns}`) holds \
+                 data that `{new}` would not see, so it could hand out again what `{old}` \
+                 allocated; to rename it, add `state_namespace = \"{ns}\"` to \
+                 [backends.{new}]",
                 old = old.name,
                 new = new.name,
                 ns = old.state_namespace,
