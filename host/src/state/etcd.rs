@@ -100,10 +100,10 @@ impl EtcdStore {
             // A member without a leader answers at once instead of waiting.
             .with_require_leader(true)
             .with_connect_timeout(settings.timeout)
-            .with_keep_alive(
-                settings.timeout.max(Duration::from_secs(1)),
-                settings.timeout,
-            );
+            // Find dead connections; etcd sends pings more often than every 5 s, or pings on a
+            // connection without a call, away (GOAWAY "too_many_pings").
+            .with_keep_alive(Duration::from_secs(10), settings.timeout)
+            .with_keep_alive_while_idle(false);
         match (&settings.username, &settings.password) {
             (Some(user), Some(password)) => {
                 options = options
@@ -312,6 +312,20 @@ fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, StateError> {
     }
 }
 
+/// Whether etcd's answer says the credentials are missing, wrong or short of a permission
+/// (etcd answers some of these as invalid arguments).
+fn refused_credentials(message: &str) -> bool {
+    [
+        "etcdserver: authentication failed",
+        "etcdserver: user name is empty",
+        "etcdserver: invalid auth token",
+        "etcdserver: permission denied",
+        "etcdserver: user name not found",
+    ]
+    .iter()
+    .any(|known| message.starts_with(known))
+}
+
 /// Why one attempt failed.
 enum Failure {
     /// Worth another attempt within the deadline.
@@ -330,6 +344,12 @@ impl From<etcd_client::Error> for Failure {
     fn from(e: etcd_client::Error) -> Self {
         use etcd_client::Error as E;
         match e {
+            E::GRpcStatus(status) if refused_credentials(status.message()) => {
+                Failure::Final(StateError::Unavailable(format!(
+                    "etcd refused the credentials: {}",
+                    status.message()
+                )))
+            }
             E::GRpcStatus(status) => {
                 let message = format!("{}: {}", status.code(), status.message());
                 // gRPC codes by number (etcd-client does not re-export tonic's `Code`).
@@ -1109,6 +1129,47 @@ mod cluster_tests {
             .await
             .unwrap();
         contract::run(Arc::new(store)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn credentials_are_used_and_refused_ones_answer_unavailable_naming_them() {
+        let cluster = EtcdCluster::start(1);
+        let mut admin = Client::connect(cluster.endpoints(), None).await.unwrap();
+        admin.user_add("root", "secret", None).await.unwrap();
+        admin.user_grant_role("root", "root").await.unwrap();
+        admin.auth_enable().await.unwrap();
+
+        let t = Duration::from_secs(5);
+        let mut with = settings(&cluster, "auth", t);
+        with.username = Some("root".into());
+        with.password = Some("secret".into());
+        let store = EtcdStore::connect(&with).await.unwrap();
+        store.set("ns", "k", b"v").await.unwrap();
+        assert!(
+            store
+                .compare_and_swap("ns", "k", Some(b"v"), Some(b"w"))
+                .await
+                .unwrap()
+        );
+        store.check().await.unwrap();
+
+        with.password = Some("wrong".into());
+        let wrong = EtcdStore::connect(&with).await.unwrap();
+        let anonymous = EtcdStore::connect(&settings(&cluster, "auth", t))
+            .await
+            .unwrap();
+        for store in [wrong, anonymous] {
+            let started = std::time::Instant::now();
+            match store.get("ns", "k").await {
+                Err(StateError::Unavailable(m)) => {
+                    assert!(m.contains("etcd refused the credentials"), "{m}")
+                }
+                other => panic!("{other:?}"),
+            }
+            // Refused at once, not retried until the deadline.
+            assert!(started.elapsed() < t / 2, "{:?}", started.elapsed());
+            assert!(store.check().await.is_err());
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
