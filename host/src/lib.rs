@@ -18,6 +18,7 @@
 //! - [`state`]: the durable store behind plugin data and node ownership: embedded or etcd.
 //! - [`config`]: the TOML file turned into a validated [`config::Config`].
 //! - [`telemetry`]: tracing setup.
+//! - [`metrics`]: the Prometheus registry (served by [`api::metrics`]) and the metered state store.
 //!
 //! [`serve`] runs the gateway until its shutdown future resolves; the binary and the tests start
 //! it the same way.
@@ -28,6 +29,7 @@ pub mod capability;
 pub mod config;
 pub mod convert;
 pub mod gateway;
+pub mod metrics;
 pub mod model;
 pub mod reload;
 pub mod routing;
@@ -58,14 +60,19 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state: Arc<dyn StateStore> = state::open(&config.store, &config.state_dir)
-        .await
-        .context("opening the state store")?;
-    let runtime = Arc::new(Runtime::new(
-        Some(config.cache_dir.clone()),
-        config.cache_max,
-    )?);
-    let gateway = Arc::new(Gateway::new(state.clone()));
+    // One registry for the whole gateway: its store, runtime, backends, API and reloads.
+    let metrics = Arc::new(metrics::Metrics::new());
+    let state: Arc<dyn StateStore> = metrics::MeteredStore::wrap(
+        state::open(&config.store, &config.state_dir)
+            .await
+            .context("opening the state store")?,
+        metrics.clone(),
+    );
+    let runtime = Arc::new(
+        Runtime::new(Some(config.cache_dir.clone()), config.cache_max)?
+            .with_metrics(metrics.clone()),
+    );
+    let gateway = Arc::new(Gateway::new(state.clone()).with_metrics(metrics));
     let public = api::router(gateway.clone(), config.max_body_size).layer(axum::Extension(
         api::BodyTimeout(config.connections.body_timeout),
     ));

@@ -28,13 +28,26 @@ pub fn router(gateway: Arc<Gateway>, reload: ReloadHandle, loopback: bool) -> Ro
         .route("/admin/route", post(route))
         .route("/admin/generation", get(generation))
         .route("/admin/reload", post(reload_now))
+        .route("/metrics", get(metrics))
         .fallback(super::not_found)
         .method_not_allowed_fallback(super::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             loopback,
             same_site_only,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.metrics().clone(),
+            super::metrics::count_request,
+        ))
         .with_state(Admin { gateway, reload })
+}
+
+/// `GET /metrics`: the gateway's metrics, for Prometheus.
+async fn metrics(
+    State(admin): State<Admin>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    super::metrics::exposition(admin.gateway.metrics(), &headers)
 }
 
 /// Browsers must not be usable against the admin API: a page elsewhere cannot make a browser

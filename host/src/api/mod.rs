@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod error;
 pub mod inspect;
+pub mod metrics;
 pub mod model;
 mod strict;
 pub mod validate;
@@ -52,6 +53,10 @@ pub fn router(gateway: Arc<Gateway>, max_body_size: usize) -> Router {
             with_generation,
         ))
         .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            gateway.metrics().clone(),
+            metrics::count_request,
+        ))
         .with_state(gateway)
 }
 

@@ -21,6 +21,7 @@ pub use error::Error;
 
 use crate::config::{Config, DiscoveryPolicy};
 use crate::convert;
+use crate::metrics::Metrics;
 use crate::model::BackendId;
 use crate::runtime::{Backend, CallError, LoadError, Runtime, wit};
 use crate::state::{Ownership, StateStore};
@@ -49,17 +50,24 @@ impl Generation {
         state: &Arc<dyn StateStore>,
         previous: Option<&Generation>,
     ) -> Result<Generation, LoadError> {
+        let started = std::time::Instant::now();
         let mut backends = BTreeMap::new();
         for (id, backend_config) in &config.backends {
             let prepared = runtime.prepare(backend_config, config.max_plugin_size)?;
             tracing::debug!(backend = %id, digest = %prepared.digest, "loaded backend");
-            let mut backend =
-                Backend::new(backend_config, prepared, runtime.engine(), state.clone());
+            let mut backend = Backend::new(
+                backend_config,
+                prepared,
+                runtime.engine(),
+                state.clone(),
+                runtime.metrics(),
+            );
             if let Some(old) = previous.and_then(|p| p.backends.get(id)) {
                 backend.share_slots_with(old);
             }
             backends.insert(id.clone(), Arc::new(backend));
         }
+        runtime.metrics().record_build(started.elapsed());
         Ok(Generation {
             number,
             loaded_at: SystemTime::now(),
@@ -129,6 +137,7 @@ pub struct Gateway {
     current: ArcSwapOption<Generation>,
     state: Arc<dyn StateStore>,
     ownership: ownership::Upkeep,
+    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
@@ -138,11 +147,26 @@ impl Gateway {
             current: ArcSwapOption::empty(),
             ownership: ownership::Upkeep::default(),
             state,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Count what it does (generations, discovery conflicts, the ownership index, the API's
+    /// requests) in `metrics` (by default, a registry of its own that nobody reads).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Gateway {
+        self.ownership = ownership::Upkeep::counting(metrics.ownership_records());
+        self.metrics = metrics;
+        self
+    }
+
+    /// Where it counts what it does.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Serve `generation` from now on. Requests that started on the previous one finish on it.
     pub fn install(&self, generation: Generation) {
+        self.metrics.set_generation(generation.number);
         self.current.store(Some(Arc::new(generation)));
     }
 
@@ -212,10 +236,14 @@ impl Gateway {
                 .and_then(|clusters| {
                     convert::check_discovery(&clusters)
                         .map(|()| clusters)
-                        .map_err(|problem| Error::InvalidAnswer {
-                            backend: backend.id().clone(),
-                            operation: "discover",
-                            problem,
+                        .map_err(|problem| {
+                            self.metrics
+                                .record_invalid_answer(backend.id().as_str(), "discover");
+                            Error::InvalidAnswer {
+                                backend: backend.id().clone(),
+                                operation: "discover",
+                                problem,
+                            }
                         })
                 });
             let clusters = match checked {
@@ -283,6 +311,7 @@ impl Gateway {
                 nodes: out,
             });
         }
+        self.metrics.record_conflicts(conflicts.len());
         // The index is a cache: a failed write is logged, and the next discovery fixes it.
         if let Err(e) = self.state.record_owners(&owners).await {
             tracing::warn!("ownership index not updated after discovery: {e}");
@@ -382,10 +411,14 @@ impl Gateway {
                 operation: "provision",
                 error,
             })?;
-        convert::check_provision(&request, &answer).map_err(|problem| Error::InvalidAnswer {
-            backend: backend.id().clone(),
-            operation: "provision",
-            problem,
+        convert::check_provision(&request, &answer).map_err(|problem| {
+            self.metrics
+                .record_invalid_answer(backend.id().as_str(), "provision");
+            Error::InvalidAnswer {
+                backend: backend.id().clone(),
+                operation: "provision",
+                problem,
+            }
         })?;
         if let Some(ids) = &answer.node_ids {
             let owners: Vec<Ownership> = ids

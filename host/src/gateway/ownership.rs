@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::runtime::wit;
 use crate::state::{MAX_PAGE, Ownership, StateStore};
 
@@ -78,13 +80,23 @@ pub async fn remember_deprovision(state: &dyn StateStore, request: &wit::Deprovi
     }
 }
 
-/// Runs at most one pass at a time of forgetting vanished nodes, in the background.
+/// Runs at most one pass at a time of forgetting vanished nodes, in the background. Each pass
+/// that reads the whole index sets `records` to the number of records it kept.
 #[derive(Default)]
 pub struct Upkeep {
     running: Arc<AtomicBool>,
+    records: Gauge,
 }
 
 impl Upkeep {
+    /// An upkeep that reports the index's size on `records`.
+    pub fn counting(records: Gauge) -> Upkeep {
+        Upkeep {
+            running: Arc::default(),
+            records,
+        }
+    }
+
     /// Forget the owner records of backends (by namespace) that answered discovery
     /// successfully but no longer report the node. `seen` is every owner that discovery
     /// found. Skipped while a pass is still running.
@@ -97,7 +109,7 @@ impl Upkeep {
         if answered.is_empty() || self.running.swap(true, Ordering::AcqRel) {
             return;
         }
-        let running = self.running.clone();
+        let (running, records) = (self.running.clone(), self.records.clone());
         tokio::spawn(async move {
             let answered: HashSet<String> = answered.into_iter().collect();
             let seen: HashSet<(String, String)> = seen
@@ -105,6 +117,7 @@ impl Upkeep {
                 .map(|o| (o.cluster_id, o.node_id))
                 .collect();
             let mut after: Option<(String, String)> = None;
+            let (mut kept, mut complete) = (0i64, true);
             loop {
                 let page = match state
                     .owners(
@@ -116,9 +129,11 @@ impl Upkeep {
                     Ok(page) => page,
                     Err(e) => {
                         tracing::debug!("ownership upkeep stopped: {e}");
+                        complete = false;
                         break;
                     }
                 };
+                kept += page.len() as i64;
                 for record in &page {
                     let key = (record.cluster_id.clone(), record.node_id.clone());
                     if answered.contains(&record.backend) && !seen.contains(&key) {
@@ -127,9 +142,13 @@ impl Upkeep {
                             backend = %record.backend,
                             "forgetting the owner of a node its backend no longer reports"
                         );
-                        let _ = state
+                        if state
                             .forget_owner(&record.cluster_id, &record.node_id)
-                            .await;
+                            .await
+                            .is_ok()
+                        {
+                            kept -= 1;
+                        }
                     }
                 }
                 match page.last() {
@@ -138,6 +157,10 @@ impl Upkeep {
                     }
                     _ => break,
                 }
+            }
+            // Only a pass that read every page knows the size.
+            if complete {
+                records.set(kept);
             }
             running.store(false, Ordering::Release);
         });

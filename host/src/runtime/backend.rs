@@ -22,6 +22,7 @@ use crate::capability::http::{Allowlist, OutboundHttp};
 use crate::capability::stdio::Capture;
 use crate::capability::{logging::Logging, redact, settings::Settings, state::PluginState};
 use crate::config::{BackendConfig, Limits};
+use crate::metrics::{GaugeGuard, Metrics};
 use crate::model::BackendId;
 use crate::state::StateStore;
 
@@ -58,6 +59,50 @@ pub enum CallError {
     /// The host failed to run the call (no instance slot, an internal error).
     #[error("could not be run: {0}")]
     Host(String),
+}
+
+impl CallError {
+    /// The call's outcome as a metric label value.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            CallError::Plugin(wit::Error::InvalidRequest(_)) => "invalid_request",
+            CallError::Plugin(wit::Error::NotFound(_)) => "not_found",
+            CallError::Plugin(wit::Error::Conflict(_)) => "conflict",
+            CallError::Plugin(wit::Error::Unavailable(_)) => "unavailable",
+            CallError::Plugin(wit::Error::Internal(_)) => "internal",
+            CallError::Timeout(_) => "timeout",
+            CallError::OutOfMemory(_) => "out_of_memory",
+            CallError::Trap(_) => "trap",
+            CallError::TooLarge { .. } => "too_large",
+            CallError::Busy(_) => "busy",
+            CallError::Host(_) => "host",
+        }
+    }
+}
+
+/// A call counted in the backend's queue (its slots' `waiting`) for as long as it lives, so a
+/// caller that goes away while waiting leaves the queue too.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    /// Join the queue; how many were waiting before.
+    fn join(count: &'a AtomicUsize) -> (Waiting<'a>, usize) {
+        let ahead = count.fetch_add(1, Ordering::AcqRel);
+        (Waiting(count), ahead)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Where a backend's calls are counted: the registry, and its slot gauges.
+struct CallMetrics {
+    metrics: Arc<Metrics>,
+    in_flight: prometheus_client::metrics::gauge::Gauge,
+    queued: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// The store's resource limiter: `StoreLimits`, remembering whether it refused memory, since a
@@ -158,16 +203,20 @@ pub struct Backend {
     limits: Limits,
     slots: Arc<Slots>,
     state: Arc<dyn StateStore>,
+    metrics: CallMetrics,
 }
 
 impl Backend {
-    /// A backend from its config and its prepared component.
+    /// A backend from its config and its prepared component; its calls are counted in
+    /// `metrics`.
     pub fn new(
         config: &BackendConfig,
         prepared: Prepared,
         engine: &wasmtime::Engine,
         state: Arc<dyn StateStore>,
+        metrics: &Arc<Metrics>,
     ) -> Backend {
+        let (in_flight, queued) = metrics.slot_gauges(config.name.as_str());
         Backend {
             id: config.name.clone(),
             namespace: config.state_namespace.as_str().into(),
@@ -182,7 +231,23 @@ impl Backend {
                 waiting: AtomicUsize::new(0),
             }),
             state,
+            metrics: CallMetrics {
+                metrics: metrics.clone(),
+                in_flight,
+                queued,
+            },
         }
+    }
+
+    /// Count a call that ended `elapsed` after it asked for a slot.
+    fn record<R>(&self, operation: &'static str, result: &Result<R, CallError>, started: Instant) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(error) => error.outcome(),
+        };
+        self.metrics
+            .metrics
+            .record_call(self.id.as_str(), operation, outcome, started.elapsed());
     }
 
     /// Take over `previous`'s call slots when the concurrency limit is unchanged, so that calls
@@ -271,16 +336,32 @@ impl Backend {
             + 'static,
     {
         let timeout = self.limits.timeout;
-        let deadline = Instant::now() + timeout;
-        let permit = self.wait_for_slot(timeout).await?;
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let permit = match self.wait_for_slot(timeout).await {
+            Ok(permit) => permit,
+            Err(error) => {
+                let error = Err(error);
+                self.record(operation, &error, started);
+                return error;
+            }
+        };
+        let in_flight = GaugeGuard::hold(&self.metrics.in_flight);
         let this = self.clone();
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            runtime.block_on(this.run(operation, invoke, deadline))
+            let _slot = (permit, in_flight);
+            let result = runtime.block_on(this.run(operation, invoke, deadline));
+            // Counted here, not by the caller, which may be gone by now.
+            this.record(operation, &result, started);
+            result
         })
         .await
-        .map_err(|e| CallError::Host(format!("the call's thread failed: {e}")))?
+        .unwrap_or_else(|e| {
+            let error = Err(CallError::Host(format!("the call's thread failed: {e}")));
+            self.record(operation, &error, started);
+            error
+        })
     }
 
     /// A call slot; waiting counts against the deadline, and when the queue of waiting calls is
@@ -293,17 +374,25 @@ impl Backend {
         if let Ok(permit) = self.slots.semaphore.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        if self.slots.waiting.fetch_add(1, Ordering::AcqRel) >= self.limits.queue {
-            self.slots.waiting.fetch_sub(1, Ordering::AcqRel);
+        let (_waiting, ahead) = Waiting::join(&self.slots.waiting);
+        if ahead >= self.limits.queue {
+            self.metrics
+                .metrics
+                .record_refused(self.id.as_str(), "queue_full");
             return Err(busy);
         }
+        let _queued = GaugeGuard::hold(&self.metrics.queued);
         let permit =
             tokio::time::timeout(timeout, self.slots.semaphore.clone().acquire_owned()).await;
-        self.slots.waiting.fetch_sub(1, Ordering::AcqRel);
         match permit {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(CallError::Host("backend is shut down".into())),
-            Err(_) => Err(busy),
+            Err(_) => {
+                self.metrics
+                    .metrics
+                    .record_refused(self.id.as_str(), "queue_timeout");
+                Err(busy)
+            }
         }
     }
 

@@ -84,16 +84,16 @@ impl ComponentCache {
 
     /// Keep in memory only the components with these digests (those the serving generation
     /// uses; calls still running on an older one hold their own reference), and trim the
-    /// directory to its bound without deleting those.
-    pub fn retain(&self, in_use: &HashSet<String>) {
+    /// directory to its bound without deleting those. The bytes left in the directory, if
+    /// there is one.
+    pub fn retain(&self, in_use: &HashSet<String>) -> Option<u64> {
         self.lock().retain(|digest, _| in_use.contains(digest));
-        if let Some(dir) = &self.dir {
-            let keep: HashSet<String> = in_use
-                .iter()
-                .map(|d| d.trim_start_matches("sha256:").to_string())
-                .collect();
-            trim_dir(dir, self.max_bytes, &keep);
-        }
+        let dir = self.dir.as_ref()?;
+        let keep: HashSet<String> = in_use
+            .iter()
+            .map(|d| d.trim_start_matches("sha256:").to_string())
+            .collect();
+        Some(trim_dir(dir, self.max_bytes, &keep))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Component>> {
@@ -127,10 +127,10 @@ impl Hasher for Sha256Hasher {
 }
 
 /// Delete `.cwasm` files of `dir`, least recently used first, until they take at most
-/// `max_bytes`; files whose digest is in `keep` are never deleted.
-fn trim_dir(dir: &Path, max_bytes: u64, keep: &HashSet<String>) {
+/// `max_bytes`; files whose digest is in `keep` are never deleted. The bytes they take after.
+fn trim_dir(dir: &Path, max_bytes: u64, keep: &HashSet<String>) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+        return 0;
     };
     let mut files: Vec<(std::time::SystemTime, u64, PathBuf, bool)> = entries
         .filter_map(Result::ok)
@@ -160,6 +160,7 @@ fn trim_dir(dir: &Path, max_bytes: u64, keep: &HashSet<String>) {
             Err(e) => tracing::warn!(file = %path.display(), "cannot evict: {e}"),
         }
     }
+    total
 }
 
 fn load(engine: &Engine, file: &Path) -> Option<Component> {
@@ -279,7 +280,7 @@ mod tests {
         let other = dir.path().join("notes.txt");
         std::fs::write(&other, vec![0u8; 4000]).unwrap();
         let keep: HashSet<String> = ["bbb".to_string()].into();
-        trim_dir(dir.path(), 900, &keep);
+        assert_eq!(trim_dir(dir.path(), 900, &keep), 800, "two files of 400 left");
         assert!(!oldest.exists(), "the least recently used goes first");
         assert!(in_use_and_old.exists(), "a file in use is never evicted");
         assert!(

@@ -9,6 +9,7 @@ mod backend;
 mod cache;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{Linker, ResourceTable};
@@ -25,6 +26,7 @@ use crate::capability::{
     http::OutboundHttp, logging::Logging, settings::Settings, state::PluginState,
 };
 use crate::config::BackendConfig;
+use crate::metrics::Metrics;
 
 use crate::bindings;
 pub use crate::bindings::wit;
@@ -96,6 +98,7 @@ pub struct Runtime {
     /// That plus `wasi:http`, for backends granted outbound HTTP.
     http_linker: Linker<CallState>,
     cache: cache::ComponentCache,
+    metrics: Arc<Metrics>,
 }
 
 impl Runtime {
@@ -151,7 +154,20 @@ impl Runtime {
             engine,
             linker,
             http_linker,
+            metrics: Arc::default(),
         })
+    }
+
+    /// Count the calls of the backends it prepares, and the compiled cache, in `metrics`
+    /// (by default, a registry of its own that nobody reads).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Runtime {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Where its backends' calls are counted.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Compile (or fetch) and pre-instantiate `config`'s plugin, a regular file of at most
@@ -187,7 +203,9 @@ impl Runtime {
     /// cache: call after installing a generation, with its digests.
     pub fn retain<'a>(&self, in_use: impl IntoIterator<Item = &'a str>) {
         let in_use = in_use.into_iter().map(str::to_string).collect();
-        self.cache.retain(&in_use);
+        if let Some(bytes) = self.cache.retain(&in_use) {
+            self.metrics.set_cache_bytes(bytes);
+        }
     }
 
     /// The engine (for building stores).
