@@ -20,7 +20,7 @@ use crate::capability::Grants;
 use crate::capability::http::Allowlist;
 use crate::model::BackendId;
 use crate::routing::{ClusterPattern, Route, RouteMatch, RouteTable, RouteTableError};
-use crate::server::ConnectionLimits;
+use crate::server::{ConnectionLimits, TlsFiles};
 use crate::state::{EtcdSettings, EtcdTls};
 
 /// The default listen address: loopback only, so nothing is exposed until the operator says so.
@@ -55,6 +55,12 @@ pub struct Config {
     pub discovery: DiscoveryPolicy,
     /// Where the admin API listens; `None`: nowhere.
     pub admin_listen: Option<SocketAddr>,
+    /// The bearer token every admin request must carry, if set.
+    pub admin_token: Option<Secret>,
+    /// TLS on the admin listener.
+    pub admin_tls: Option<TlsFiles>,
+    /// TLS on the public listener.
+    pub tls: Option<TlsFiles>,
     /// How the gateway picks up changes.
     pub reload: ReloadSettings,
     /// The files besides itself that the config took values from (secrets given `from_file`,
@@ -92,6 +98,16 @@ pub enum DiscoveryPolicy {
     /// 200 with what the healthy backends returned; the failed ones are named in the
     /// `Platform-Gateway-Failed-Backends` header and the log.
     Partial,
+}
+
+/// A secret value: compared and used, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 /// The default bound on a plugin file's size: above the ~18 MB of a componentize-py plugin.
@@ -255,13 +271,24 @@ struct RawDiscovery {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
-    listen: Option<SocketAddr>,
+    listen: Option<Spanned<SocketAddr>>,
+    token: Option<Spanned<toml::Value>>,
+    tls: Option<Spanned<RawTls>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<SocketAddr>,
+    tls: Option<Spanned<RawTls>>,
     max_body_size: Option<Spanned<ByteSize>>,
     head_timeout: Option<Spanned<HumanDuration>>,
     body_timeout: Option<Spanned<HumanDuration>>,
@@ -326,6 +353,7 @@ struct RawBackend {
 #[serde(deny_unknown_fields)]
 struct RawGrants {
     http: Option<Spanned<Vec<String>>>,
+    ca: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -376,6 +404,15 @@ impl Config {
         if self.admin_listen != next.admin_listen {
             changed.push("admin.listen");
         }
+        if self.admin_token != next.admin_token {
+            changed.push("admin.token");
+        }
+        if self.tls.is_some() != next.tls.is_some() {
+            changed.push("server.tls (on or off)");
+        }
+        if self.admin_tls.is_some() != next.admin_tls.is_some() {
+            changed.push("admin.tls (on or off)");
+        }
         if self.reload != next.reload {
             changed.push("reload");
         }
@@ -403,7 +440,12 @@ impl Config {
             base: path.parent().unwrap_or(Path::new(".")),
             included: Default::default(),
         };
+        let tls = match &raw.server.tls {
+            Some(tls) => Some(tls_files(tls, "server.tls", &source)?),
+            None => None,
+        };
         let (listen, max_body_size, connections) = server_section(raw.server, &source)?;
+        let admin = admin_section(raw.admin, &source)?;
         let state = state_section(raw.state, &source)?;
         let backends = backends_section(raw.backends, &source)?;
         let routes = routes_section(raw.routes, &backends, &source)?;
@@ -431,7 +473,10 @@ impl Config {
             backends,
             routes,
             discovery: raw.discovery.on_backend_failure,
-            admin_listen: raw.admin.listen,
+            admin_listen: admin.listen,
+            admin_token: admin.token,
+            admin_tls: admin.tls,
+            tls,
             reload: ReloadSettings {
                 watch: raw.reload.watch.unwrap_or(true),
                 debounce: raw
@@ -506,6 +551,76 @@ fn check_timeout(
         return Err(source.invalid(value.span(), key, "must be more than 0s and at most 1h"));
     }
     Ok(duration)
+}
+
+/// A listener's TLS files, relative to the config file, checked to load.
+fn tls_files(raw: &Spanned<RawTls>, key: &str, source: &Source) -> Result<TlsFiles, ConfigError> {
+    let tls = raw.get_ref();
+    let files = TlsFiles {
+        cert: source.base.join(&tls.cert),
+        key: source.base.join(&tls.key),
+        client_ca: tls.client_ca.as_ref().map(|p| source.base.join(p)),
+    };
+    crate::server::Tls::check(&files).map_err(|message| source.invalid(raw.span(), key, message))?;
+    Ok(files)
+}
+
+/// The `[admin]` section, validated.
+struct AdminSection {
+    listen: Option<SocketAddr>,
+    token: Option<Secret>,
+    tls: Option<TlsFiles>,
+}
+
+fn admin_section(raw: RawAdmin, source: &Source) -> Result<AdminSection, ConfigError> {
+    let token = match raw.token {
+        None => None,
+        Some(value) => {
+            let span = value.span();
+            let text = match value.into_inner() {
+                toml::Value::String(s) => s,
+                toml::Value::Table(table) if is_secret_reference(&table) => {
+                    source.secret(&table)
+                        .map_err(|message| source.invalid(span.clone(), "admin.token", message))?
+                }
+                _ => {
+                    return Err(source.invalid(
+                        span,
+                        "admin.token",
+                        "must be a string, { from_env = \"NAME\" } or { from_file = \"path\" }",
+                    ));
+                }
+            };
+            if text.len() < 16 {
+                return Err(source.invalid(span, "admin.token", "must be at least 16 characters"));
+            }
+            Some(Secret(text))
+        }
+    };
+    let tls = match &raw.tls {
+        Some(tls) => Some(tls_files(tls, "admin.tls", source)?),
+        None => None,
+    };
+    let listen = match raw.listen {
+        None => None,
+        Some(listen) => {
+            let address = *listen.get_ref();
+            let mutual_tls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+            if !address.ip().is_loopback() && token.is_none() && !mutual_tls {
+                return Err(source.invalid(
+                    listen.span(),
+                    "admin.listen",
+                    format!(
+                        "{address} is not a loopback address: the admin API can reload the \
+                         gateway and shows its layout, so set `admin.token` (or client \
+                         certificates with `admin.tls.client_ca`) to expose it"
+                    ),
+                ));
+            }
+            Some(address)
+        }
+    };
+    Ok(AdminSection { listen, token, tls })
 }
 
 fn server_section(
@@ -753,13 +868,28 @@ fn backend(
     let limits = limits(raw.limits, name, source)?;
     let (settings, secrets) = settings(raw.settings, name, source)?;
     let grants = Grants {
-        http: match raw.grants.http {
-            None => None,
-            Some(patterns) => {
+        http: match (raw.grants.http, raw.grants.ca) {
+            (None, None) => None,
+            (None, Some(ca)) => {
+                return Err(source.invalid(
+                    ca.span(),
+                    format!("backends.{name}.grants.ca"),
+                    "a CA bundle applies to an `http` grant, which this backend does not have",
+                ));
+            }
+            (Some(patterns), ca) => {
                 let span = patterns.span();
-                Some(Arc::new(Allowlist::parse(patterns.get_ref()).map_err(
-                    |message| source.invalid(span, format!("backends.{name}.grants.http"), message),
-                )?))
+                let mut allow = Allowlist::parse(patterns.get_ref()).map_err(|message| {
+                    source.invalid(span, format!("backends.{name}.grants.http"), message)
+                })?;
+                if let Some(ca) = ca {
+                    let path = source.base.join(ca.get_ref());
+                    source.include(path.clone());
+                    allow = allow.trusting(&path).map_err(|message| {
+                        source.invalid(ca.span(), format!("backends.{name}.grants.ca"), message)
+                    })?;
+                }
+                Some(Arc::new(allow))
             }
         },
     };
@@ -1231,6 +1361,43 @@ limits = { memory = "16MiB", timeout = "250ms", concurrency = 4, queue = 2, max_
             err.contains("backends.cloud.grants.http") && err.contains("line 3"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_http_grant_may_trust_a_ca_bundle_instead_of_the_public_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.internal".to_string()]).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("empty.pem"), "not a certificate\n").unwrap();
+        let config = |ca: &str| {
+            Config::parse(
+                &dir.path().join("gateway.toml"),
+                &format!(
+                    "[backends.cloud]\nplugin = \"p.wasm\"\n\
+                     grants = {{ http = [\"https://api.internal\"], ca = \"{ca}\" }}\n"
+                ),
+            )
+        };
+        let parsed = config("ca.pem").unwrap();
+        let grant = parsed.backends.values().next().unwrap().grants.http.clone().unwrap();
+        assert_eq!(grant.ca(), Some(dir.path().join("ca.pem").as_path()));
+        // A reload watches the bundle with the config.
+        assert_eq!(parsed.included_files, [dir.path().join("ca.pem")]);
+
+        for (file, why) in [
+            ("empty.pem", "holds no PEM certificate"),
+            ("missing.pem", "cannot read CA bundle"),
+        ] {
+            let e = config(file).unwrap_err().to_string();
+            assert!(
+                e.contains("backends.cloud.grants.ca") && e.contains("line 3") && e.contains(why),
+                "{e}"
+            );
+        }
+        let e = parse("[backends.cloud]\nplugin = \"p.wasm\"\ngrants = { ca = \"ca.pem\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backends.cloud.grants.ca") && e.contains("`http` grant"), "{e}");
     }
 
     #[test]

@@ -77,12 +77,24 @@ pub async fn serve(
         api::BodyTimeout(config.connections.body_timeout),
     ));
     let limits = config.connections.clone();
+    let tls = |files: &Option<server::TlsFiles>, what: &str| -> anyhow::Result<Option<Arc<server::Tls>>> {
+        match files {
+            Some(files) => Ok(Some(Arc::new(
+                server::Tls::load(files).map_err(|e| anyhow::anyhow!("{what}: {e}"))?,
+            ))),
+            None => Ok(None),
+        }
+    };
+    let public_tls = tls(&config.tls, "server.tls")?;
+    let admin_tls = tls(&config.admin_tls, "admin.tls")?;
+    let admin_token = config.admin_token.clone();
     let admin = match config.admin_listen {
         Some(address) => {
             let listener = TcpListener::bind(address)
                 .await
                 .with_context(|| format!("cannot listen on {address} (admin)"))?;
-            tracing::info!("admin listening on http://{}", listener.local_addr()?);
+            let scheme = if config.admin_tls.is_some() { "https" } else { "http" };
+            tracing::info!("admin listening on {scheme}://{}", listener.local_addr()?);
             Some(listener)
         }
         None => None,
@@ -94,6 +106,7 @@ pub async fn serve(
         state.clone(),
         config.clone(),
     );
+    let reloader = reloader.with_tls(public_tls.clone(), admin_tls.clone());
     let reload_handle = reloader.handle();
     // Before the first load, which can take seconds: a SIGHUP meanwhile is queued as a reload
     // instead of ending the process (SIGHUP's default action).
@@ -137,13 +150,20 @@ pub async fn serve(
 
     let admin_server = admin.map(|listener| {
         let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
-        let app = api::admin::router(gateway.clone(), reload_handle, loopback)
+        let app = api::admin::router(gateway.clone(), reload_handle, loopback, admin_token)
             .layer(axum::Extension(api::BodyTimeout(limits.body_timeout)));
         let (stopped, limits) = (stopped.clone(), limits.clone());
-        tokio::spawn(server::run(listener, app, limits, until_stopped(stopped)))
+        tokio::spawn(server::run(
+            listener,
+            app,
+            limits,
+            admin_tls,
+            until_stopped(stopped),
+        ))
     });
-    tracing::info!("listening on http://{}", listener.local_addr()?);
-    server::run(listener, public, limits, until_stopped(stopped)).await;
+    let scheme = if public_tls.is_some() { "https" } else { "http" };
+    tracing::info!("listening on {scheme}://{}", listener.local_addr()?);
+    server::run(listener, public, limits, public_tls, until_stopped(stopped)).await;
     if let Some(server) = admin_server {
         server.await?;
     }

@@ -6,8 +6,15 @@
 //! read (`api::error::ApiJson`).
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio_rustls::TlsAcceptor;
 
 use axum::Router;
 use hyper::server::conn::http1;
@@ -43,12 +50,96 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Serve `app` on `listener` until `shutdown` resolves, then let the requests in flight finish
-/// within the grace period.
+/// A listener's TLS files, from `[server.tls]` or `[admin.tls]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// The private key (PEM).
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (PEM): mutual TLS.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// A listener's TLS, swappable: each new connection uses the configuration current when it
+/// arrives.
+pub struct Tls {
+    acceptor: ArcSwap<TlsAcceptor>,
+}
+
+impl Tls {
+    /// Read `files` and build the TLS configuration.
+    pub fn load(files: &TlsFiles) -> Result<Tls, String> {
+        Ok(Tls {
+            acceptor: ArcSwap::from_pointee(acceptor(files)?),
+        })
+    }
+
+    /// Read `files` again and use them for new connections; on error nothing changes.
+    pub fn reload(&self, files: &TlsFiles) -> Result<(), String> {
+        self.acceptor.store(Arc::new(acceptor(files)?));
+        Ok(())
+    }
+
+    /// Check that `files` make a usable TLS configuration, without using it.
+    pub fn check(files: &TlsFiles) -> Result<(), String> {
+        acceptor(files).map(|_| ())
+    }
+}
+
+fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&read_pem(&files.cert)?)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: not a PEM certificate chain: {e}", files.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: holds no certificate", files.cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read_pem(&files.key)?)
+        .map_err(|e| format!("{}: not a PEM private key: {e}", files.key.display()))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&read_pem(ca)?) {
+                let cert =
+                    cert.map_err(|e| format!("{}: not a PEM certificate: {e}", ca.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: unusable CA certificate: {e}", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("{}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        format!(
+            "{} and {}: the key does not go with the certificate: {e}",
+            files.cert.display(),
+            files.key.display()
+        )
+    })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serve `app` on `listener` (over TLS when `tls` is given) until `shutdown` resolves, then let
+/// the requests in flight finish within the grace period.
 pub async fn run(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -81,11 +172,34 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let connection = graceful.watch(connection);
+        let service = TowerToHyperService::new(app.clone());
+        let Some(tls) = &tls else {
+            let connection =
+                graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = connection.await {
+                    tracing::debug!("connection closed: {e}");
+                }
+            });
+            continue;
+        };
+        // The handshake runs in the connection's task, under the head deadline: a client that
+        // never finishes it (or speaks plain HTTP) is dropped.
+        let acceptor = tls.acceptor.load_full();
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let deadline = limits.head_timeout;
         tokio::spawn(async move {
             let _permit = permit;
+            let stream = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!("TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
             if let Err(e) = connection.await {
                 tracing::debug!("connection closed: {e}");
             }

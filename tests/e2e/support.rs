@@ -23,7 +23,7 @@ pub fn plugin(name: &str) -> PathBuf {
 }
 
 /// A compiled-plugin cache shared by every test, so each plugin is compiled once per run.
-fn shared_cache() -> PathBuf {
+pub fn shared_cache() -> PathBuf {
     xtask::root().join("target/e2e-compiled-cache")
 }
 
@@ -376,7 +376,11 @@ impl Gateway {
 
     /// The `host:port` the public API listens on.
     pub fn address(&self) -> String {
-        self.base.trim_start_matches("http://").to_string()
+        let base = self.base.as_str();
+        base.strip_prefix("https://")
+            .or_else(|| base.strip_prefix("http://"))
+            .unwrap_or(base)
+            .to_string()
     }
 
     /// Wait up to `bound` for the process to exit by itself; its exit status, if it did.

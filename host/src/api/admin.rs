@@ -21,7 +21,13 @@ struct Admin {
 
 /// The admin API over `gateway`, reloading through `reload`. `loopback`: the admin listener is
 /// on a loopback address, so only loopback `Host`s are accepted.
-pub fn router(gateway: Arc<Gateway>, reload: ReloadHandle, loopback: bool) -> Router {
+/// When `token` is set, every request must carry it as `Authorization: Bearer <token>`.
+pub fn router(
+    gateway: Arc<Gateway>,
+    reload: ReloadHandle,
+    loopback: bool,
+    token: Option<crate::config::Secret>,
+) -> Router {
     Router::new()
         .route("/admin/backends", get(backends))
         .route("/admin/routes", get(routes))
@@ -31,6 +37,10 @@ pub fn router(gateway: Arc<Gateway>, reload: ReloadHandle, loopback: bool) -> Ro
         .route("/metrics", get(metrics))
         .fallback(super::not_found)
         .method_not_allowed_fallback(super::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            token.map(|t| Arc::new(TokenDigest::of(&t.0))),
+            require_token,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             loopback,
             same_site_only,
@@ -96,6 +106,48 @@ async fn same_site_only(
         .into_response();
     }
     next.run(request).await
+}
+
+/// The admin token's SHA-256: requests are compared digest to digest, in constant time, so
+/// neither the token's bytes nor its length leak through timing.
+struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    fn of(token: &str) -> TokenDigest {
+        use sha2::Digest;
+        TokenDigest(sha2::Sha256::digest(token.as_bytes()).into())
+    }
+}
+
+async fn require_token(
+    State(token): State<Option<Arc<TokenDigest>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+    use subtle::ConstantTimeEq;
+    let Some(token) = token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(TokenDigest::of);
+    if given.is_some_and(|given| bool::from(given.0.ct_eq(&token.0))) {
+        return next.run(request).await;
+    }
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "the admin API needs the admin token: `Authorization: Bearer <token>`",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 /// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.

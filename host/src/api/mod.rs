@@ -228,6 +228,26 @@ pub(crate) fn loading() -> ApiError {
     crate::gateway::Error::Loading.into()
 }
 
+/// The trace ID and parent span ID of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`);
+/// `None` for anything else, including the all-zero IDs the spec forbids.
+fn trace_context(header: &str) -> Option<(&str, &str)> {
+    let mut parts = header.trim().split('-');
+    let (version, trace_id, parent_id, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace_id, 32)
+        && hex(parent_id, 16)
+        && hex(flags, 2)
+        && trace_id.bytes().any(|b| b != b'0')
+        && parent_id.bytes().any(|b| b != b'0')
+        && (version != "00" || parts.next().is_none());
+    valid.then_some((trace_id, parent_id))
+}
+
 /// A handler that panics answers 500 in the error shape instead of dropping the connection.
 fn catch_panics()
 -> tower_http::catch_panic::CatchPanicLayer<fn(Box<dyn std::any::Any + Send + 'static>) -> Response>
@@ -272,10 +292,30 @@ async fn method_not_allowed(request: Request) -> ApiError {
 }
 
 /// One log line per request, with the error message of failed ones.
+///
+/// Each request runs in a span that carries the W3C trace ID of its `traceparent` header, when
+/// it has a valid one, so every line logged for it (plugin log lines included) names the trace.
 async fn log_request(request: Request, next: Next) -> Response {
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let span = tracing::info_span!(
+        "request",
+        %method,
+        path,
+        trace_id = tracing::field::Empty,
+        parent_id = tracing::field::Empty
+    );
+    if let Some((trace_id, parent_id)) = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(trace_context)
+    {
+        span.record("trace_id", trace_id);
+        span.record("parent_id", parent_id);
+    }
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    let _entered = span.enter();
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     match response.extensions().get::<ApiError>() {
@@ -292,6 +332,27 @@ async fn log_request(request: Request, next: Next) -> Response {
 mod tests {
     use super::*;
     use tower::ServiceExt;
+
+    #[test]
+    fn only_valid_traceparents_give_a_trace_id() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            trace_context(valid),
+            Some(("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"))
+        );
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(trace_context(bad), None, "{bad}");
+        }
+    }
 
     #[tokio::test]
     async fn a_panicking_handler_answers_500_in_the_error_shape() {

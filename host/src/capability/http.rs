@@ -6,9 +6,18 @@
 //! inside the plugin with `HTTP-request-denied` and never leaves the gateway. Every request is
 //! bounded by what is left of the call's deadline (connect, first byte, between bytes) and its
 //! response body by the backend's `max_response`.
+//!
+//! HTTPS servers are verified against the public web roots (Mozilla's, built in), or, when the
+//! grant names a CA bundle (`ca = "ca.pem"`), against the certificates of that bundle only: a
+//! private cloud's API, an internal podman or OpenStack endpoint behind a private CA. Requests
+//! are sent by [`send`], which is wasmtime-wasi-http's default sender with the TLS trust made
+//! the grant's.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use globset::{Glob, GlobMatcher};
@@ -28,10 +37,49 @@ struct Rule {
     port: Option<u16>,
 }
 
-/// The destinations a backend may call.
-#[derive(Debug, Clone, Default)]
+/// The destinations a backend may call, and the certificate authorities it trusts there.
+#[derive(Debug, Clone)]
 pub struct Allowlist {
     rules: Vec<Rule>,
+    /// The CA bundle that replaces the public roots, if the grant names one.
+    ca: Option<PathBuf>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Default for Allowlist {
+    /// Nowhere, trusting the public roots.
+    fn default() -> Self {
+        Allowlist {
+            rules: Vec::new(),
+            ca: None,
+            tls: public_roots(),
+        }
+    }
+}
+
+/// A TLS client trusting `roots`, over the ring provider that the rest of the gateway uses.
+fn client_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+/// The TLS client of grants without a CA bundle: the public web roots, built once.
+fn public_roots() -> Arc<rustls::ClientConfig> {
+    static PUBLIC: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    PUBLIC
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            client_config(roots).expect("ring supports rustls' default protocol versions")
+        })
+        .clone()
 }
 
 impl Allowlist {
@@ -73,7 +121,46 @@ impl Allowlist {
                 })
             })
             .collect::<Result<_, String>>()?;
-        Ok(Allowlist { rules })
+        Ok(Allowlist {
+            rules,
+            ..Allowlist::default()
+        })
+    }
+
+    /// The same destinations, whose HTTPS servers are trusted if (and only if) their
+    /// certificates chain to one in the PEM bundle `ca`.
+    pub fn trusting(self, ca: &Path) -> Result<Allowlist, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+
+        let unreadable =
+            |e: &dyn std::fmt::Display| format!("cannot read CA bundle {}: {e}", ca.display());
+        let certificates = CertificateDer::pem_file_iter(ca)
+            .map_err(|e| unreadable(&e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| unreadable(&e))?;
+        if certificates.is_empty() {
+            return Err(format!(
+                "CA bundle {} holds no PEM certificate",
+                ca.display()
+            ));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in certificates {
+            roots
+                .add(certificate)
+                .map_err(|e| format!("CA bundle {}: {e}", ca.display()))?;
+        }
+        Ok(Allowlist {
+            ca: Some(ca.to_path_buf()),
+            tls: client_config(roots)?,
+            ..self
+        })
+    }
+
+    /// The CA bundle the backend trusts instead of the public roots, if any.
+    pub fn ca(&self) -> Option<&Path> {
+        self.ca.as_deref()
     }
 
     /// Whether a request to `uri` may leave the gateway.
@@ -180,9 +267,9 @@ impl WasiHttpHooks for Hooks {
             between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
         };
         let limit = self.max_response;
+        let tls = self.allow.tls.clone();
         Box::new(async move {
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let (response, io) = send(request, options, tls).await?;
             let response = response.map(|body| {
                 http_body_util::Limited::new(body, limit)
                     .map_err(move |e| match e.downcast::<HttpError>() {
@@ -191,8 +278,173 @@ impl WasiHttpHooks for Hooks {
                     })
                     .boxed_unsync()
             });
-            Ok((response, Box::new(io) as Io))
+            Ok((response, io))
         })
+    }
+}
+
+/// Send `request` over a new connection, HTTPS verified by `tls`: wasmtime-wasi-http's
+/// `default_send_request` (Apache-2.0 WITH LLVM-exception, the Bytecode Alliance), whose TLS
+/// trust is fixed to the public roots, with the trust made a parameter. The response arrives
+/// within the first-byte timeout, and each part of its body within the between-bytes timeout.
+async fn send(
+    mut request: http::Request<WasiBody>,
+    options: RequestOptions,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<(http::Response<WasiBody>, Io), HttpError> {
+    use tokio::net::TcpStream;
+    use wasmtime_wasi_http::io::TokioIo;
+
+    let uri = request.uri();
+    let authority = uri.authority().ok_or(HttpError::HttpRequestUriInvalid)?;
+    let use_tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    let host = authority.host().to_string();
+    let authority = match authority.port_u16() {
+        Some(_) => authority.to_string(),
+        None => format!("{authority}:{}", if use_tls { 443 } else { 80 }),
+    };
+    let forever = Duration::from_secs(600);
+    let connect_timeout = options.connect_timeout.unwrap_or(forever);
+    let first_byte_timeout = options.first_byte_timeout.unwrap_or(forever);
+    // Tokio panics on an interval of zero.
+    let between_bytes_timeout = options
+        .between_bytes_timeout
+        .unwrap_or(forever)
+        .max(Duration::from_nanos(1));
+
+    let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(&authority))
+        .await
+        .map_err(|_| HttpError::ConnectionTimeout)?
+        .map_err(HttpError::Connect)?;
+    let stream: Box<dyn Stream> = if use_tls {
+        let name = server_name(&host)?;
+        let connector = tokio_rustls::TlsConnector::from(tls);
+        let stream = tokio::time::timeout(connect_timeout, connector.connect(name, stream))
+            .await
+            .map_err(|_| HttpError::ConnectionTimeout)?
+            .map_err(HttpError::Tls)?;
+        Box::new(stream)
+    } else {
+        Box::new(stream)
+    };
+    let (mut sender, connection) = tokio::time::timeout(
+        connect_timeout,
+        hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)),
+    )
+    .await
+    .map_err(|_| HttpError::ConnectionTimeout)??;
+
+    // The request line carries the path only (the authority is in the Host header).
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(path)
+        .build()
+        .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+
+    // Drive the connection while waiting for the response head; keep driving it after, for
+    // the body, in the future handed back.
+    let mut connection = Some(connection);
+    let mut response = std::pin::pin!(tokio::time::timeout(
+        first_byte_timeout,
+        sender.send_request(request)
+    ));
+    let response = std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = response.as_mut().poll(cx) {
+            return Poll::Ready(
+                result
+                    .map_err(|_| HttpError::ConnectionReadTimeout)
+                    .and_then(|r| r.map_err(HttpError::from)),
+            );
+        }
+        let Some(driving) = connection.as_mut() else {
+            return Poll::Pending;
+        };
+        let done = ready!(Pin::new(driving).poll(cx));
+        connection = None;
+        match done {
+            Ok(()) => response.as_mut().poll(cx).map(|r| {
+                r.map_err(|_| HttpError::ConnectionReadTimeout)
+                    .and_then(|r| r.map_err(HttpError::from))
+            }),
+            Err(e) => Poll::Ready(Err(HttpError::from(e))),
+        }
+    })
+    .await?;
+    let response = response.map(|incoming| {
+        let mut timeout = tokio::time::interval(between_bytes_timeout);
+        timeout.reset();
+        IncomingBody { incoming, timeout }.boxed_unsync()
+    });
+    let io = async move {
+        match connection {
+            None => Ok(()),
+            Some(connection) => connection.await.map_err(|e| {
+                if e.is_timeout() {
+                    HttpError::HttpResponseTimeout
+                } else {
+                    HttpError::from(e)
+                }
+            }),
+        }
+    };
+    Ok((response, Box::new(io) as Io))
+}
+
+/// A connection, plain or TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// The name a server's certificate must carry: its IP address or its DNS name.
+fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, HttpError> {
+    use rustls::pki_types::ServerName;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(ServerName::from(ip));
+    }
+    ServerName::try_from(host.to_string()).map_err(|_| HttpError::HttpRequestUriInvalid)
+}
+
+/// A response body whose parts must each arrive within the between-bytes timeout.
+struct IncomingBody {
+    incoming: hyper::body::Incoming,
+    timeout: tokio::time::Interval,
+}
+
+impl hyper::body::Body for IncomingBody {
+    type Data = bytes::Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match Pin::new(&mut self.incoming).poll_frame(cx) {
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) if e.is_timeout() => {
+                Poll::Ready(Some(Err(HttpError::HttpResponseTimeout)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(HttpError::from(e)))),
+            Poll::Ready(Some(Ok(frame))) => {
+                self.timeout.reset();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => {
+                ready!(self.timeout.poll_tick(cx));
+                Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.incoming.size_hint()
     }
 }
 

@@ -349,8 +349,12 @@ impl Backend {
         let in_flight = GaugeGuard::hold(&self.metrics.in_flight);
         let this = self.clone();
         let runtime = tokio::runtime::Handle::current();
+        // The call's thread logs inside the request's span (its trace ID reaches the plugin's
+        // log lines) and a span of its own.
+        let span = tracing::info_span!("plugin_call", backend = %self.id, operation);
         tokio::task::spawn_blocking(move || {
             let _slot = (permit, in_flight);
+            let _entered = span.enter();
             let result = runtime.block_on(this.run(operation, invoke, deadline));
             // Counted here, not by the caller, which may be gone by now.
             this.record(operation, &result, started);

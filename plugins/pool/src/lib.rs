@@ -147,6 +147,12 @@ impl Provider for Pool {
                 node_ids.len()
             ));
         }
+        log::info(&format!(
+            "allocated {} to cluster `{}` group `{}`",
+            node_ids.join(", "),
+            request.cluster_id,
+            request.node_group
+        ));
         Ok(ProvisionResponse {
             count: node_ids.len() as u32,
             node_ids: Some(node_ids),
