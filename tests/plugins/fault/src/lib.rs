@@ -49,7 +49,11 @@ fn misbehave() -> Result<(), Error> {
             platform_sdk::log::warn(&format!("the token is {token}"));
             // As a plugin calling wasi:logging itself may: the context is the plugin's choice.
             use platform_sdk::__private::bindings::wasi::logging::logging::{Level, log};
-            log(Level::Warn, &format!("ctx-{token}"), "the context carries the token");
+            log(
+                Level::Warn,
+                &format!("ctx-{token}"),
+                "the context carries the token",
+            );
             println!("stdout says the token is {token}");
             eprintln!("stderr says the token is {token}");
             Err(Error::Internal(format!("the token is {token}")))

@@ -1,7 +1,8 @@
 //! Test fixture, not shipped: every operation makes a `GET` of the `path` setting (default `/`)
-//! to the `target` setting (`host:port`) through `wasi:http/outgoing-handler`, reads the whole
-//! body, and fails with a report of what happened, so that tests can see whether outbound HTTP
-//! was denied, reached its target, or was cut short.
+//! to the `target` setting (`host:port`) over the `scheme` setting (`http`, the default, or
+//! `https`) through `wasi:http/outgoing-handler`, reads the whole body, and fails with a report
+//! of what happened, so that tests can see whether outbound HTTP was denied, reached its
+//! target, or was cut short.
 
 use platform_sdk::{
     Cluster, DeprovisionRequest, Error, Provider, ProvisionRequest, ProvisionResponse,
@@ -15,8 +16,12 @@ fn fetch() -> String {
         .ok()
         .flatten()
         .unwrap_or_else(|| "127.0.0.1:9".to_string());
+    let scheme = match settings::get("scheme").ok().flatten().as_deref() {
+        Some("https") => Scheme::Https,
+        _ => Scheme::Http,
+    };
     let request = OutgoingRequest::new(Fields::new());
-    let _ = request.set_scheme(Some(&Scheme::Http));
+    let _ = request.set_scheme(Some(&scheme));
     let _ = request.set_authority(Some(&target));
     let path = settings::get("path")
         .ok()
