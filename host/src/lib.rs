@@ -19,6 +19,7 @@
 //! - [`config`]: the TOML file turned into a validated [`config::Config`].
 //! - [`telemetry`]: tracing setup.
 //! - [`metrics`]: the Prometheus registry (served by [`api::metrics`]) and the metered state store.
+//! - [`status`]: `platform-gateway status`, a running gateway's state read from its admin API.
 //!
 //! [`serve`] runs the gateway until its shutdown future resolves; the binary and the tests start
 //! it the same way.
@@ -36,6 +37,7 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod telemetry;
 
 use std::future::Future;

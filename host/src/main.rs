@@ -91,6 +91,9 @@ enum Command {
     /// Copy the durable state (plugin data, node ownership) out of or into the config's store.
     #[command(subcommand)]
     State(StateCommand),
+    /// Show what a running gateway serves: its generation, each backend's calls, errors and
+    /// calls in flight, the routes and the last refused reload (from its admin API).
+    Status(StatusArgs),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -117,6 +120,28 @@ enum StateCommand {
         #[arg(long, env = "PLATFORM_GATEWAY_STATE_REPLACE")]
         replace: bool,
     },
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The gateway's admin API.
+    #[arg(
+        long,
+        env = "PLATFORM_GATEWAY_ADMIN",
+        default_value = "http://127.0.0.1:9090",
+        value_name = "URL"
+    )]
+    admin: String,
+    /// The admin token (`[admin] token`), sent as `Authorization: Bearer`.
+    #[arg(
+        long,
+        env = "PLATFORM_GATEWAY_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    admin_token: Option<String>,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(Args)]
@@ -172,6 +197,10 @@ fn main() -> ExitCode {
         }
         Some(Command::Serve(args)) => (serve(args), Output::Text),
         Some(Command::State(command)) => (state(command), Output::Text),
+        Some(Command::Status(args)) => {
+            let output = args.output.output;
+            (status(args), output)
+        }
         Some(Command::Completions { shell }) => (completions(shell), Output::Text),
         None => (serve(cli.serve), Output::Text),
     };
@@ -185,6 +214,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn status(args: StatusArgs) -> Outcome {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let status = runtime.block_on(platform_gateway::status::fetch(
+        &args.admin,
+        args.admin_token.as_deref(),
+    ))?;
+    match args.output.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        Output::Text => print!("{}", status.render()),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn completions(shell: clap_complete::Shell) -> Outcome {

@@ -6,6 +6,7 @@ mod edge;
 mod faults;
 mod hardening;
 mod lifecycle;
+mod metrics;
 mod outbound;
 mod operating;
 mod ownership;

@@ -534,6 +534,37 @@ mod tests {
     }
 
     #[test]
+    fn the_example_dashboard_queries_only_metrics_that_exist() {
+        let metrics = Metrics::new();
+        let second = Duration::from_secs(1);
+        metrics.record_request("/discover", "GET", 200, second);
+        metrics.record_call("pool", "discover", "ok", second);
+        metrics.record_refused("pool", "queue_full");
+        metrics.record_invalid_answer("pool", "discover");
+        let _gauges = metrics.slot_gauges("pool");
+        metrics.record_reload("ok");
+        metrics.record_state("get", second, Some("storage"));
+        let text = metrics.encode_prometheus();
+        let exported: std::collections::HashSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let dashboard = include_str!("../../../examples/grafana-dashboard.json");
+        let _: serde_json::Value = serde_json::from_str(dashboard).expect("the dashboard is JSON");
+        let mut queried = 0;
+        for (start, _) in dashboard.match_indices("platform_gateway_") {
+            let name: String = dashboard[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(exported.contains(name.as_str()), "the dashboard queries {name}");
+            queried += 1;
+        }
+        assert!(queried > 20, "{queried}");
+    }
+
+    #[test]
     fn unknown_methods_share_one_label_value() {
         let odd = http::Method::from_bytes(b"BREW").unwrap();
         assert_eq!(method_label(&odd), "other");
