@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binary, real compiled plugins, a real socket on 127.0.0.1.
 
 mod aws;
+mod backup;
 mod cli;
 mod edge;
 mod faults;
