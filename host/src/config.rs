@@ -398,6 +398,9 @@ impl Config {
         if self.cache_dir != next.cache_dir {
             changed.push("state.cache_dir");
         }
+        if self.cache_max != next.cache_max {
+            changed.push("state.cache_max");
+        }
         if self.store != next.store {
             changed.push("state (the store)");
         }
@@ -562,6 +565,11 @@ fn tls_files(raw: &Spanned<RawTls>, key: &str, source: &Source) -> Result<TlsFil
         client_ca: tls.client_ca.as_ref().map(|p| source.base.join(p)),
     };
     crate::server::Tls::check(&files).map_err(|message| source.invalid(raw.span(), key, message))?;
+    // Watched with the config: a renewed certificate (cert-manager rewriting a Secret volume)
+    // reloads, and new connections get it.
+    for file in [&files.cert, &files.key].into_iter().chain(&files.client_ca) {
+        source.include(file.clone());
+    }
     Ok(files)
 }
 
