@@ -93,7 +93,10 @@ async fn get(base: &str, path: &str, token: Option<&str>) -> anyhow::Result<Stri
         .with_context(|| format!("`{base}` names no host"))?
         .clone();
     let port = authority.port_u16().unwrap_or(80);
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let stream = tokio::net::TcpStream::connect((host, port))
         .await
         .with_context(|| format!("cannot connect to {base}"))?;
@@ -246,15 +249,27 @@ impl Status {
         }
         if let Some(settings) = g["restart_needed"].as_array().filter(|s| !s.is_empty()) {
             let names: Vec<&str> = settings.iter().filter_map(Value::as_str).collect();
-            let _ = writeln!(out, "changed, taking effect at restart: {}", names.join(", "));
+            let _ = writeln!(
+                out,
+                "changed, taking effect at restart: {}",
+                names.join(", ")
+            );
         }
 
         out.push('\n');
-        let mut rows = vec![[
-            "BACKEND", "CALLS", "ERRORS", "IN FLIGHT", "QUEUED", "SLOTS", "PLUGIN",
-        ]
-        .map(String::from)
-        .to_vec()];
+        let mut rows = vec![
+            [
+                "BACKEND",
+                "CALLS",
+                "ERRORS",
+                "IN FLIGHT",
+                "QUEUED",
+                "SLOTS",
+                "PLUGIN",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
         for b in &self.backends {
             let digest = b.digest.get(..19).unwrap_or(&b.digest);
             rows.push(vec![
@@ -267,10 +282,18 @@ impl Status {
                 format!("{} ({digest}...)", b.plugin),
             ]);
         }
-        table(&mut out, &rows, &[false, true, true, true, true, true, false]);
+        table(
+            &mut out,
+            &rows,
+            &[false, true, true, true, true, true, false],
+        );
 
         out.push('\n');
-        let mut rows = vec![["ROUTE", "CONDITIONS", "BACKEND"].map(String::from).to_vec()];
+        let mut rows = vec![
+            ["ROUTE", "CONDITIONS", "BACKEND"]
+                .map(String::from)
+                .to_vec(),
+        ];
         for route in self.routes["routes"].as_array().into_iter().flatten() {
             let text = |key: &str| route[key].as_str().unwrap_or_default().to_string();
             rows.push(vec![text("name"), text("conditions"), text("backend")]);
@@ -287,7 +310,12 @@ impl Status {
 fn table(out: &mut String, rows: &[Vec<String>], right: &[bool]) {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for row in rows {
         let cells: Vec<String> = row

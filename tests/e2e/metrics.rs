@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{
-    Gateway, Workdir, fault_backend_with, pool_backend, provision_body, run_cli,
-};
+use crate::support::{Gateway, Workdir, fault_backend_with, pool_backend, provision_body, run_cli};
 
 /// The fault backends beside the pool: (name, mode, limits, settings). Each is reached by
 /// provisions for the store of its name, and every one is asked by a discovery.
@@ -70,7 +68,11 @@ async fn scrape(gw: &Gateway) -> prometheus_parse::Scrape {
 }
 
 /// Every sample of `metric`: its labels (those in `keys`, in that order) -> its value.
-fn series(scrape: &prometheus_parse::Scrape, metric: &str, keys: &[&str]) -> BTreeMap<Vec<String>, f64> {
+fn series(
+    scrape: &prometheus_parse::Scrape,
+    metric: &str,
+    keys: &[&str],
+) -> BTreeMap<Vec<String>, f64> {
     scrape
         .samples
         .iter()
@@ -182,8 +184,15 @@ async fn after_a_scripted_mix_the_counters_equal_the_requests_sent() {
 
     // A reload, then a refused one.
     let (status, body) = gw.admin("/admin/reload", Some(&json!({}))).await;
-    assert_eq!((status, body["generation"].as_u64()), (200, Some(2)), "{body}");
-    work.write_config(&format!("{}\n[[routes]]\nbackend = \"missing\"\n", config()));
+    assert_eq!(
+        (status, body["generation"].as_u64()),
+        (200, Some(2)),
+        "{body}"
+    );
+    work.write_config(&format!(
+        "{}\n[[routes]]\nbackend = \"missing\"\n",
+        config()
+    ));
     let (status, body) = gw.admin("/admin/reload", Some(&json!({}))).await;
     assert_eq!(status, 422, "{body}");
 
@@ -197,7 +206,10 @@ async fn after_a_scripted_mix_the_counters_equal_the_requests_sent() {
         if single(&scrape, "platform_gateway_ownership_records") == 1.0 {
             break scrape;
         }
-        assert!(Instant::now() < deadline, "the index was never counted as 1");
+        assert!(
+            Instant::now() < deadline,
+            "the index was never counted as 1"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // This scrape's own request is counted after it answered.
@@ -242,8 +254,14 @@ async fn after_a_scripted_mix_the_counters_equal_the_requests_sent() {
         "platform_gateway_http_request_duration_seconds_count",
         &["endpoint", "method"],
     );
-    assert_eq!(timed[&vec!["/provision".to_string(), "POST".to_string()]], 15.0);
-    assert_eq!(timed[&vec!["/deprovision".to_string(), "POST".to_string()]], 2.0);
+    assert_eq!(
+        timed[&vec!["/provision".to_string(), "POST".to_string()]],
+        15.0
+    );
+    assert_eq!(
+        timed[&vec!["/deprovision".to_string(), "POST".to_string()]],
+        2.0
+    );
 
     // Plugin calls by backend, operation and outcome: exactly these.
     let calls = series(
@@ -357,11 +375,22 @@ async fn after_a_scripted_mix_the_counters_equal_the_requests_sent() {
     );
     // The two deprovisions looked their owner up.
     assert!(state[&vec!["owner".to_string()]] >= 2.0, "{state:?}");
-    assert!(state[&vec!["record_owners".to_string()]] >= 3.0, "{state:?}");
     assert!(
-        series(&scrape, "platform_gateway_state_errors_total", &["operation"]).is_empty()
+        state[&vec!["record_owners".to_string()]] >= 3.0,
+        "{state:?}"
     );
-    assert_eq!(single(&scrape, "platform_gateway_discovery_conflicts_total"), 1.0);
+    assert!(
+        series(
+            &scrape,
+            "platform_gateway_state_errors_total",
+            &["operation"]
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        single(&scrape, "platform_gateway_discovery_conflicts_total"),
+        1.0
+    );
     // Types as declared.
     let kind = |name: &str| {
         scrape
@@ -372,7 +401,9 @@ async fn after_a_scripted_mix_the_counters_equal_the_requests_sent() {
     };
     assert_eq!(
         kind("platform_gateway_plugin_calls_total"),
-        Some(std::mem::discriminant(&prometheus_parse::Value::Counter(0.0)))
+        Some(std::mem::discriminant(&prometheus_parse::Value::Counter(
+            0.0
+        )))
     );
     assert_eq!(
         kind("platform_gateway_plugin_calls_in_flight"),
@@ -383,7 +414,10 @@ async fn after_a_scripted_mix_the_counters_equal_the_requests_sent() {
     let response = gw
         .client
         .get(format!("{}/metrics", gw.admin.as_ref().unwrap()))
-        .header("accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
         .send()
         .await
         .unwrap();
@@ -435,7 +469,10 @@ async fn status_shows_the_generation_backends_routes_and_the_last_refused_reload
     assert!(out.contains("store = \"trapping\""), "{out}");
     assert!(out.contains("default"), "{out}");
     assert!(out.contains("last refused reload"), "{out}");
-    assert!(out.contains("gateway.toml"), "the refusal's reason names the file: {out}");
+    assert!(
+        out.contains("gateway.toml"),
+        "the refusal's reason names the file: {out}"
+    );
 
     // The same from the environment, as JSON for scripts.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_platform-gateway"))
@@ -443,7 +480,11 @@ async fn status_shows_the_generation_backends_routes_and_the_last_refused_reload
         .env("PLATFORM_GATEWAY_ADMIN", &admin)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["generation"]["generation"], 1);
     assert_eq!(json["backends"][0]["name"], "pool");

@@ -49,7 +49,11 @@ pub fn exposition(metrics: &Metrics, headers: &HeaderMap) -> Response {
     } else {
         (metrics::PROMETHEUS_TEXT, metrics.encode_prometheus())
     };
-    ([(header::CONTENT_TYPE, HeaderValue::from_static(kind))], body).into_response()
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(kind))],
+        body,
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -94,7 +98,12 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let app = app(metrics.clone());
         for id in ["a", "b", "c"] {
-            assert_eq!(call(&app, "GET", &format!("/nodes/{id}"), None).await.status(), 200);
+            assert_eq!(
+                call(&app, "GET", &format!("/nodes/{id}"), None)
+                    .await
+                    .status(),
+                200
+            );
         }
         for path in ["/x", "/y/z"] {
             assert_eq!(call(&app, "GET", path, None).await.status(), 404);
@@ -108,15 +117,21 @@ mod tests {
         let text = text(response).await;
         let has = |line: &str| text.lines().any(|l| l == line);
         assert!(
-            has(r#"platform_gateway_http_requests_total{endpoint="/nodes/{id}",method="GET",status="200"} 3"#),
+            has(
+                r#"platform_gateway_http_requests_total{endpoint="/nodes/{id}",method="GET",status="200"} 3"#
+            ),
             "{text}"
         );
         assert!(
-            has(r#"platform_gateway_http_requests_total{endpoint="unmatched",method="GET",status="404"} 2"#),
+            has(
+                r#"platform_gateway_http_requests_total{endpoint="unmatched",method="GET",status="404"} 2"#
+            ),
             "{text}"
         );
         assert!(
-            has(r#"platform_gateway_http_requests_total{endpoint="/nodes/{id}",method="other",status="405"} 1"#),
+            has(
+                r#"platform_gateway_http_requests_total{endpoint="/nodes/{id}",method="other",status="405"} 1"#
+            ),
             "{text}"
         );
         assert!(!text.contains("/y/z"), "{text}");

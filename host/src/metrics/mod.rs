@@ -38,7 +38,9 @@ const STATE_BUCKETS: [f64; 13] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 5.0,
 ];
 /// Building a generation, in seconds: 10 ms (all cached) to 2 minutes (cold compiles).
-const BUILD_BUCKETS: [f64; 11] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 120.0];
+const BUILD_BUCKETS: [f64; 11] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 120.0,
+];
 
 fn call_histogram() -> Histogram {
     Histogram::new(CALL_BUCKETS)
@@ -353,7 +355,8 @@ impl Metrics {
 
     /// The generation being served.
     pub fn set_generation(&self, number: u64) {
-        self.generation.set(i64::try_from(number).unwrap_or(i64::MAX));
+        self.generation
+            .set(i64::try_from(number).unwrap_or(i64::MAX));
     }
 
     /// A reload's outcome: `ok` or `refused`.
@@ -467,8 +470,15 @@ mod tests {
         metrics.record_call("pool", "provision", "timeout", Duration::from_secs(2));
         metrics.set_generation(7);
         let scrape = scrape(&metrics);
-        let ok = [("endpoint", "/provision"), ("method", "POST"), ("status", "200")];
-        assert_eq!(value(&scrape, "platform_gateway_http_requests_total", &ok), 2.0);
+        let ok = [
+            ("endpoint", "/provision"),
+            ("method", "POST"),
+            ("status", "200"),
+        ];
+        assert_eq!(
+            value(&scrape, "platform_gateway_http_requests_total", &ok),
+            2.0
+        );
         let sample = scrape
             .samples
             .iter()
@@ -476,7 +486,10 @@ mod tests {
             .unwrap();
         assert!(matches!(sample.value, prometheus_parse::Value::Counter(_)));
         let timeouts = [("backend", "pool"), ("outcome", "timeout")];
-        assert_eq!(value(&scrape, "platform_gateway_plugin_calls_total", &timeouts), 1.0);
+        assert_eq!(
+            value(&scrape, "platform_gateway_plugin_calls_total", &timeouts),
+            1.0
+        );
         assert_eq!(value(&scrape, "platform_gateway_generation", &[]), 7.0);
         let histogram = scrape
             .samples
@@ -492,7 +505,11 @@ mod tests {
         assert_eq!(under(0.005), 1.0);
         assert_eq!(under(f64::INFINITY), 2.0);
         assert_eq!(
-            value(&scrape, "platform_gateway_plugin_call_duration_seconds_count", &[]),
+            value(
+                &scrape,
+                "platform_gateway_plugin_call_duration_seconds_count",
+                &[]
+            ),
             2.0
         );
     }
@@ -558,7 +575,10 @@ mod tests {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            assert!(exported.contains(name.as_str()), "the dashboard queries {name}");
+            assert!(
+                exported.contains(name.as_str()),
+                "the dashboard queries {name}"
+            );
             queried += 1;
         }
         assert!(queried > 20, "{queried}");

@@ -145,14 +145,21 @@ mod tests {
             metrics.clone(),
         );
         store.set("pool", "a", b"1").await.unwrap();
-        assert_eq!(store.get("pool", "a").await.unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(
+            store.get("pool", "a").await.unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
         assert!(store.get("pool", "missing").await.unwrap().is_none());
         let huge = vec![0u8; MAX_VALUE_SIZE + 1];
         assert!(matches!(
             store.set("pool", "b", &huge).await,
             Err(StateError::TooLarge(_))
         ));
-        assert!(store.describe().contains("state.redb"), "{}", store.describe());
+        assert!(
+            store.describe().contains("state.redb"),
+            "{}",
+            store.describe()
+        );
 
         let text = metrics.encode_prometheus();
         let has = |line: &str| text.lines().any(|l| l == line);

@@ -280,7 +280,11 @@ mod tests {
         let other = dir.path().join("notes.txt");
         std::fs::write(&other, vec![0u8; 4000]).unwrap();
         let keep: HashSet<String> = ["bbb".to_string()].into();
-        assert_eq!(trim_dir(dir.path(), 900, &keep), 800, "two files of 400 left");
+        assert_eq!(
+            trim_dir(dir.path(), 900, &keep),
+            800,
+            "two files of 400 left"
+        );
         assert!(!oldest.exists(), "the least recently used goes first");
         assert!(in_use_and_old.exists(), "a file in use is never evicted");
         assert!(
