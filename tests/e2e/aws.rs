@@ -1,5 +1,5 @@
 //! The `aws-ec2` plugin against a real EC2-compatible API: moto's server, started by the test on
-//! loopback (`pip install 'moto[ec2,server]'`; `.ci/run` installs it).
+//! loopback (`pip install 'moto[ec2,server]'`; `cargo xtask test` installs it).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -46,7 +46,7 @@ impl Moto {
         let child = command.spawn().unwrap_or_else(|e| {
             panic!(
                 "cannot start moto_server ({e}): install it with `pip install 'moto[ec2,server]'` \
-                 (.ci/run does)"
+                 (`cargo xtask test` installs it)"
             )
         });
         let moto = Moto {

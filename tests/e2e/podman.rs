@@ -1,5 +1,5 @@
 //! The `podman` plugin against a real podman: the test serves podman's REST API on loopback
-//! (`apt-get install podman runc busybox-static`; `.ci/run` installs them) and runs busybox
+//! (`apt-get install podman runc busybox-static`; `cargo xtask test` installs them) and runs busybox
 //! containers whose `httpd` stands in for a node's agent.
 
 use std::path::{Path, PathBuf};
@@ -36,7 +36,7 @@ fn podman(args: &[&str]) -> std::process::Output {
         .env("CONTAINERS_CONF", containers_conf())
         .output()
         .unwrap_or_else(|e| {
-            panic!("cannot run podman ({e}): `apt-get install podman runc busybox-static` (.ci/run does)")
+            panic!("cannot run podman ({e}): `apt-get install podman runc busybox-static` (`cargo xtask test` installs them)")
         })
 }
 

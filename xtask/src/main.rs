@@ -13,7 +13,7 @@ usage: cargo xtask plugins          build the bundled plugins
        cargo xtask setup            build them and install what the tests need that is missing:
                                     moto (in a virtualenv, target/venv) and, as root, podman,
                                     runc, busybox-static, etcd and protoc (apt-get)
-       cargo xtask test [ARGS...]   setup, then `cargo test --workspace --locked [ARGS...]`";
+       cargo xtask test [ARGS...]   setup, then `cargo test --workspace --locked --no-fail-fast [ARGS...]`";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -203,7 +203,7 @@ fn test(tools: &Tools, args: &[String]) -> Result<(), Failure> {
     let mut command = Command::new(cargo());
     command
         .current_dir(xtask::root())
-        .args(["test", "--workspace", "--locked"])
+        .args(["test", "--workspace", "--locked", "--no-fail-fast"])
         .args(args)
         .env("PATH", path);
     if let Some(protoc) = &tools.protoc
