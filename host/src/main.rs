@@ -140,6 +140,10 @@ struct StatusArgs {
         value_name = "TOKEN"
     )]
     admin_token: Option<String>,
+    /// The CA bundle (PEM) that signed an `https://` admin API's certificate [default: the
+    /// public web roots].
+    #[arg(long, env = "PLATFORM_GATEWAY_ADMIN_CA", value_name = "FILE")]
+    admin_ca: Option<PathBuf>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -221,10 +225,11 @@ fn status(args: StatusArgs) -> Outcome {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let status = runtime.block_on(platform_gateway::status::fetch(
-        &args.admin,
-        args.admin_token.as_deref(),
-    ))?;
+    let access = platform_gateway::status::Access {
+        token: args.admin_token.as_deref(),
+        ca: args.admin_ca.as_deref(),
+    };
+    let status = runtime.block_on(platform_gateway::status::fetch(&args.admin, &access))?;
     match args.output.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         Output::Text => print!("{}", status.render()),

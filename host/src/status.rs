@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -50,25 +52,40 @@ pub struct Status {
     pub routes: Value,
 }
 
-/// Read the status of the gateway whose admin API is at `admin` (`http://host:port`), sending
-/// `token` as a bearer token when given.
-pub async fn fetch(admin: &str, token: Option<&str>) -> anyhow::Result<Status> {
-    tokio::time::timeout(TIMEOUT, read(admin, token))
+/// How to reach the admin API.
+#[derive(Debug, Clone, Default)]
+pub struct Access<'a> {
+    /// Sent as `Authorization: Bearer` when given (`[admin] token`).
+    pub token: Option<&'a str>,
+    /// The CA bundle (PEM) that signed an `https://` admin API's certificate; without it, the
+    /// public web roots.
+    pub ca: Option<&'a Path>,
+}
+
+/// Read the status of the gateway whose admin API is at `admin` (`http://host:port` or
+/// `https://host:port`).
+pub async fn fetch(admin: &str, access: &Access<'_>) -> anyhow::Result<Status> {
+    tokio::time::timeout(TIMEOUT, read(admin, access))
         .await
         .map_err(|_| anyhow::anyhow!("{admin} did not answer within {TIMEOUT:?}"))?
 }
 
-async fn read(admin: &str, token: Option<&str>) -> anyhow::Result<Status> {
+async fn read(admin: &str, access: &Access<'_>) -> anyhow::Result<Status> {
     let base = admin.trim_end_matches('/');
+    let tls = match base.split("://").next() {
+        Some("https") => Some(connector(access.ca)?),
+        _ => None,
+    };
+    let (token, tls) = (access.token, &tls);
     let json = |path: &'static str| async move {
-        let text = get(base, path, token).await?;
+        let text = get(base, path, token, tls.as_ref()).await?;
         serde_json::from_str::<Value>(&text)
             .with_context(|| format!("{base}{path} did not answer JSON"))
     };
     let generation = json("/admin/generation").await?;
     let backends = json("/admin/backends").await?;
     let routes = json("/admin/routes").await?;
-    let metrics = Samples::parse(&get(base, "/metrics", token).await?);
+    let metrics = Samples::parse(&get(base, "/metrics", token, tls.as_ref()).await?);
     Ok(Status {
         admin: base.to_string(),
         generation,
@@ -77,51 +94,84 @@ async fn read(admin: &str, token: Option<&str>) -> anyhow::Result<Status> {
     })
 }
 
+/// A TLS client trusting `ca` (PEM), else the public web roots.
+fn connector(ca: Option<&Path>) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read the CA bundle {}", path.display()))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert =
+                    cert.with_context(|| format!("{}: not a PEM certificate", path.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("{}: unusable certificate", path.display()))?;
+            }
+            if roots.is_empty() {
+                bail!("{} holds no certificate", path.display());
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
 /// `GET base+path`: the body of a 200, or an error naming the URL and what the gateway said.
-async fn get(base: &str, path: &str, token: Option<&str>) -> anyhow::Result<String> {
+async fn get(
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> anyhow::Result<String> {
     let url = format!("{base}{path}");
     let uri: Uri = url
         .parse()
         .with_context(|| format!("`{base}` is not a URL"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some(other) => bail!("{base}: `status` speaks http only, not {other}"),
+        Some("http" | "https") => {}
+        Some(other) => bail!("{base}: `status` speaks http and https, not {other}"),
         None => bail!("`{base}` is not a URL (for example http://127.0.0.1:9090)"),
     }
     let authority = uri
         .authority()
         .with_context(|| format!("`{base}` names no host"))?
         .clone();
-    let port = authority.port_u16().unwrap_or(80);
     let host = authority
         .host()
         .trim_start_matches('[')
         .trim_end_matches(']');
+    let default_port = if tls.is_some() { 443 } else { 80 };
+    let port = authority.port_u16().unwrap_or(default_port);
     let stream = tokio::net::TcpStream::connect((host, port))
         .await
         .with_context(|| format!("cannot connect to {base}"))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .with_context(|| format!("cannot talk HTTP to {base}"))?;
-    tokio::spawn(connection);
     let mut request = Request::get(uri.path())
         .header(header::HOST, authority.as_str())
         .header(header::ACCEPT, "application/json, text/plain");
     if let Some(token) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    let response = sender
-        .send_request(request.body(Empty::<Bytes>::new())?)
-        .await
-        .with_context(|| format!("GET {url} failed"))?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .with_context(|| format!("GET {url}: the answer broke off"))?
-        .to_bytes();
+    let request = request.body(Empty::<Bytes>::new())?;
+    let (status, body) = match tls {
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .with_context(|| format!("`{host}` is not a TLS server name"))?;
+            let stream = tls
+                .connect(name, stream)
+                .await
+                .with_context(|| format!("TLS handshake with {base} failed"))?;
+            exchange(stream, request, &url).await?
+        }
+        None => exchange(stream, request, &url).await?,
+    };
     let text = String::from_utf8_lossy(&body).into_owned();
     if status != StatusCode::OK {
         // The gateway's error shape says why.
@@ -132,6 +182,34 @@ async fn get(base: &str, path: &str, token: Option<&str>) -> anyhow::Result<Stri
         bail!("GET {url}: {status}: {why}");
     }
     Ok(text)
+}
+
+/// One HTTP/1.1 request over `io`: the status and the whole body.
+async fn exchange<IO>(
+    io: IO,
+    request: Request<Empty<Bytes>>,
+    url: &str,
+) -> anyhow::Result<(StatusCode, Bytes)>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .with_context(|| format!("cannot talk HTTP to {url}"))?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .with_context(|| format!("GET {url} failed"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .with_context(|| format!("GET {url}: the answer broke off"))?
+        .to_bytes();
+    Ok((status, body))
 }
 
 /// The samples of a Prometheus text exposition: (name, labels) -> value. Enough of the format
@@ -420,9 +498,11 @@ discovery: on_backend_failure = fail
             .local_addr()
             .unwrap();
         let admin = format!("http://{address}");
-        let error = fetch(&admin, None).await.unwrap_err();
+        let error = fetch(&admin, &Access::default()).await.unwrap_err();
         assert!(format!("{error:#}").contains(&admin), "{error:#}");
-        let error = fetch("https://127.0.0.1:1", None).await.unwrap_err();
-        assert!(error.to_string().contains("http only"), "{error}");
+        let error = fetch("ftp://127.0.0.1:1", &Access::default())
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("http and https"), "{error}");
     }
 }

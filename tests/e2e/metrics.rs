@@ -498,3 +498,73 @@ async fn status_shows_the_generation_backends_routes_and_the_last_refused_reload
     assert!(!ok);
     assert!(err.contains(&admin), "{err}");
 }
+
+#[tokio::test]
+async fn status_sends_the_admin_token_and_speaks_tls_to_an_admin_api_that_needs_them() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let work = Workdir::new();
+    let write = |name: &str, text: &str| {
+        let path = work.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    // A CA, and a certificate it signs for 127.0.0.1.
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = write("ca.pem", &params.self_signed(&ca_key).unwrap().pem());
+    let issuer = Issuer::new(params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let token = "status-admin-token-0123456789";
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {{ from_file = {} }}\ntls = {{ cert = {}, key = {} }}\n\n{}[[routes]]\nbackend = \"pool\"\n",
+        crate::support::toml_str(&write("token", token)),
+        crate::support::toml_str(&write("admin.pem", &cert.pem())),
+        crate::support::toml_str(&write("admin-key.pem", &key.serialize_pem())),
+        pool_backend("pool", &[("m1", "small")]),
+    );
+    let gw = work.start(&config).await;
+    assert_eq!(provision(&gw, "mongodb", "small").await.0, 200);
+    let admin = gw.admin.clone().unwrap();
+    assert!(admin.starts_with("https://"), "{admin}");
+    let status = |token: Option<&str>, ca: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_platform-gateway"));
+        command.args(["status", "--admin", &admin]);
+        if let Some(token) = token {
+            command.env("PLATFORM_GATEWAY_ADMIN_TOKEN", token);
+        }
+        if let Some(ca) = ca {
+            command.env("PLATFORM_GATEWAY_ADMIN_CA", ca);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (ok, out, err) = status(Some(token), Some(&ca));
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("generation 1"), "{out}");
+    let pool = out
+        .lines()
+        .find(|l| l.starts_with("pool "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(pool.split_whitespace().nth(1), Some("1"), "{out}");
+
+    // Without the token: the gateway's 401, said plainly; the token itself never printed.
+    let (ok, _, err) = status(None, Some(&ca));
+    assert!(!ok);
+    assert!(err.contains("401"), "{err}");
+    assert!(err.contains("admin token"), "{err}");
+    // A CA that did not sign the certificate: the handshake fails.
+    let (ok, _, err) = status(Some(token), None);
+    assert!(!ok);
+    assert!(err.contains("TLS handshake"), "{err}");
+    assert!(!err.contains(token), "{err}");
+}
