@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use xtask::etcd::EtcdCluster;
 
-use crate::support::{Gateway, Workdir, node_ids, pool_backend, provision_body, toml_str};
+use crate::support::{Gateway, Workdir, node_ids, pool_backend, provision_body, run_cli, toml_str};
 
 /// The per-operation deadline of the state store in these tests.
 const STATE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -196,7 +196,10 @@ async fn a_node_provisioned_through_one_replica_is_deprovisioned_through_another
     assert_eq!(status, 200, "{reply}");
     let node = reply["node_ids"][0].as_str().unwrap().to_string();
     for gw in &r.gateways {
-        assert_eq!(node_ids(&gw.discover().await, "c1"), [node.clone()]);
+        assert_eq!(
+            node_ids(&gw.discover().await, "c1"),
+            std::slice::from_ref(&node)
+        );
     }
 
     let request = json!({ "cluster_id": "c1", "node_id": node });
@@ -482,5 +485,120 @@ async fn without_an_etcd_quorum_requests_are_503_naming_the_state_store_and_serv
     eprintln!(
         "{answered} requests without quorum: all 503 naming the state store, the slowest in \
          {slowest:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_exported_from_the_embedded_store_and_imported_into_etcd_serves_the_same_allocations()
+{
+    // One machine's gateway, on the embedded store, hands out nodes and takes one back.
+    let single = Workdir::new();
+    let gw = single.start(&pool_config(5)).await;
+    let mut body = provision_body("c1", "mongodb", "data", "small");
+    body["provision"]["count"] = json!(2);
+    let (status, reply) = gw.post("/provision", &body).await;
+    assert_eq!(status, 200, "{reply}");
+    let c1 = reply["node_ids"].clone();
+    for cluster in ["c2", "c3"] {
+        let (status, reply) = gw
+            .post(
+                "/provision",
+                &provision_body(cluster, "mongodb", "data", "small"),
+            )
+            .await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    let released = json!({ "cluster_id": "c1", "node_id": c1[0] });
+    let (status, reply) = gw.post("/deprovision", &released).await;
+    assert_eq!(status, 204, "{reply}");
+    let before = discovered(&gw).await;
+    assert_eq!(before.len(), 3, "{before:?}");
+    gw.stop();
+
+    let path = |work: &Workdir| work.path().join("gateway.toml").display().to_string();
+    let (ok, dump, stderr) = run_cli(&["state", "export", "--config", &path(&single)]);
+    assert!(ok, "{stderr}");
+    let dump_file = single.path().join("dump.json");
+    std::fs::write(&dump_file, &dump).unwrap();
+    let dump_file = dump_file.display().to_string();
+
+    // Into etcd, for two replicas.
+    let cluster = EtcdCluster::start(3);
+    let prefix = unique_prefix("moved");
+    let replicas = [Workdir::new(), Workdir::new()];
+    let configs: Vec<String> = replicas
+        .iter()
+        .map(|work| {
+            let config = format!(
+                "{}{}",
+                etcd_state(&cluster, &prefix, work.path()),
+                pool_config(5)
+            );
+            std::fs::write(path(work), &config).unwrap();
+            config
+        })
+        .collect();
+    let (ok, _, stderr) = run_cli(&[
+        "state",
+        "import",
+        "--config",
+        &path(&replicas[0]),
+        &dump_file,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("imported into etcd"), "{stderr}");
+    // Twice would mix two states: refused, saying how to force it.
+    let (ok, _, stderr) = run_cli(&[
+        "state",
+        "import",
+        "--config",
+        &path(&replicas[1]),
+        &dump_file,
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("already holds data") && stderr.contains("--replace"),
+        "{stderr}"
+    );
+
+    let a = start(&replicas[0], &configs[0]).await;
+    let b = start(&replicas[1], &configs[1]).await;
+    assert_eq!(discovered(&a).await, before);
+    assert_eq!(discovered(&b).await, before);
+    // The ownership index and the gateway's own records came along: a node is released
+    // through its owner, and the deprovision done on the single gateway is still known.
+    let (status, reply) = b
+        .post(
+            "/deprovision",
+            &json!({ "cluster_id": "c1", "node_id": c1[1] }),
+        )
+        .await;
+    assert_eq!(status, 204, "{reply}");
+    let (status, reply) = a.post("/deprovision", &released).await;
+    assert_eq!(status, 204, "a deprovision retried after the move: {reply}");
+    // The pool hands out exactly the machines that are free: 5, less c2's and c3's.
+    let mut handed_out = HashSet::new();
+    loop {
+        let (status, reply) = a
+            .post(
+                "/provision",
+                &provision_body("c4", "mongodb", "data", "small"),
+            )
+            .await;
+        match status {
+            200 => assert!(handed_out.insert(reply["node_ids"][0].as_str().unwrap().to_string())),
+            503 => break,
+            other => panic!("{other}: {reply}"),
+        }
+    }
+    let kept: HashSet<String> = before
+        .iter()
+        .filter(|(cluster, _)| cluster != "c1")
+        .map(|(_, node)| node.clone())
+        .collect();
+    assert_eq!(handed_out.len(), 3, "{handed_out:?}");
+    assert!(
+        handed_out.is_disjoint(&kept),
+        "{handed_out:?} overlaps {kept:?}"
     );
 }
