@@ -22,6 +22,7 @@ use crate::model::BackendId;
 use crate::routing::{ClusterPattern, Route, RouteMatch, RouteTable, RouteTableError};
 use crate::server::{ConnectionLimits, TlsFiles};
 use crate::state::{EtcdSettings, EtcdTls};
+use crate::telemetry::{LogFormat, TelemetrySettings};
 
 /// The default listen address: loopback only, so nothing is exposed until the operator says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -66,6 +67,9 @@ pub struct Config {
     /// The files besides itself that the config took values from (secrets given `from_file`,
     /// CA bundles): a change to one is a change to the config, so reload watches them too.
     pub included_files: Vec<PathBuf>,
+    /// `[telemetry]`: the log format and OTLP trace export (read by the binary before it
+    /// serves; a change needs a restart).
+    pub telemetry: TelemetrySettings,
 }
 
 /// How the gateway picks up changes to its config and plugin files.
@@ -245,6 +249,16 @@ struct RawConfig {
     reload: RawReload,
     #[serde(default)]
     runtime: RawRuntime,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    log_format: Option<LogFormat>,
+    otlp_endpoint: Option<Spanned<String>>,
+    service_name: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -419,6 +433,9 @@ impl Config {
         if self.reload != next.reload {
             changed.push("reload");
         }
+        if self.telemetry != next.telemetry {
+            changed.push("telemetry");
+        }
         changed
     }
 
@@ -452,6 +469,7 @@ impl Config {
         let state = state_section(raw.state, &source)?;
         let backends = backends_section(raw.backends, &source)?;
         let routes = routes_section(raw.routes, &backends, &source)?;
+        let telemetry = telemetry_section(raw.telemetry, &source)?;
         let max_plugin_size = match raw.runtime.max_plugin_size {
             None => DEFAULT_MAX_PLUGIN_SIZE,
             Some(size) if size.get_ref().as_u64() < 1 << 10 => {
@@ -488,6 +506,7 @@ impl Config {
                     .unwrap_or(ReloadSettings::default().debounce),
             },
             included_files: source.included.take(),
+            telemetry,
         })
     }
 }
@@ -537,6 +556,32 @@ impl Source<'_> {
             included.push(file);
         }
     }
+}
+
+/// The `[telemetry]` section, validated.
+fn telemetry_section(
+    raw: RawTelemetry,
+    source: &Source<'_>,
+) -> Result<TelemetrySettings, ConfigError> {
+    let otlp_endpoint = match raw.otlp_endpoint {
+        Some(endpoint) => Some(
+            crate::telemetry::parse_otlp_endpoint(endpoint.get_ref())
+                .map_err(|e| source.invalid(endpoint.span(), "telemetry.otlp_endpoint", e))?,
+        ),
+        None => None,
+    };
+    let service_name = match raw.service_name {
+        Some(name) if name.get_ref().trim().is_empty() => {
+            return Err(source.invalid(name.span(), "telemetry.service_name", "must not be empty"));
+        }
+        Some(name) => name.into_inner(),
+        None => crate::telemetry::DEFAULT_SERVICE_NAME.to_string(),
+    };
+    Ok(TelemetrySettings {
+        log_format: raw.log_format,
+        otlp_endpoint,
+        service_name,
+    })
 }
 
 /// The longest deadline a backend call or a state operation may have: beyond it a timeout is a
@@ -1540,5 +1585,42 @@ dir = "state"
         .unwrap_err()
         .to_string();
         assert!(e.contains("already used by backend `a`"), "{e}");
+    }
+
+    #[test]
+    fn telemetry_sets_the_log_format_and_otlp_export_strictly() {
+        let defaults = parse(MINIMAL).unwrap().telemetry;
+        assert_eq!(defaults, TelemetrySettings::default());
+        assert_eq!(defaults.service_name, "platform-gateway");
+        assert_eq!(defaults.traces_url(), None);
+
+        let config = parse(&format!(
+            "[telemetry]\nlog_format = \"json\"\notlp_endpoint = \"http://127.0.0.1:4318\"\nservice_name = \"gw-eu\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(config.telemetry.log_format, Some(LogFormat::Json));
+        assert_eq!(
+            config.telemetry.traces_url().as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        assert_eq!(config.telemetry.service_name, "gw-eu");
+        let text = parse(&format!("[telemetry]\nlog_format = \"text\"\n{MINIMAL}")).unwrap();
+        assert_eq!(text.telemetry.log_format, Some(LogFormat::Text));
+        // A telemetry change needs a restart: the subscriber is installed once.
+        let mut before = config.clone();
+        before.telemetry = TelemetrySettings::default();
+        assert_eq!(before.restart_only_changes(&config), ["telemetry"]);
+
+        for (text, key, line) in [
+            ("[telemetry]\nlog_format = \"xml\"\n", "log_format", "line 2"),
+            ("[telemetry]\n\nlog_fromat = \"json\"\n", "log_fromat", "line 3"),
+            ("[telemetry]\notlp_endpoint = \"https://collector:4318\"\n", "telemetry.otlp_endpoint", "line 2"),
+            ("[telemetry]\notlp_endpoint = \"collector\"\n", "telemetry.otlp_endpoint", "line 2"),
+            ("[telemetry]\notlp_endpoint = 4318\n", "otlp_endpoint", "line 2"),
+            ("[telemetry]\nservice_name = \" \"\n", "telemetry.service_name", "line 2"),
+        ] {
+            let e = parse(&format!("{text}{MINIMAL}")).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(line), "{text}: {e}");
+        }
     }
 }

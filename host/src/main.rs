@@ -44,15 +44,25 @@ struct LogArgs {
         value_parser = platform_gateway::telemetry::filter
     )]
     log_level: Option<tracing_subscriber::EnvFilter>,
-    /// How log lines are written (on stderr).
-    #[arg(
-        long,
-        global = true,
-        env = "PLATFORM_GATEWAY_LOG_FORMAT",
-        value_enum,
-        default_value_t = LogFormatArg::Text
-    )]
-    log_format: LogFormatArg,
+    /// How log lines are written (on stderr) [default: for serve, the config's
+    /// `[telemetry] log_format`; else text]
+    #[arg(long, global = true, env = "PLATFORM_GATEWAY_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormatArg>,
+}
+
+impl LogArgs {
+    /// Start logging (and, with `[telemetry] otlp_endpoint`, trace export: inside a Tokio
+    /// runtime) as these flags and the config's `[telemetry]` say.
+    fn init(
+        &self,
+        settings: Option<&platform_gateway::telemetry::TelemetrySettings>,
+    ) -> anyhow::Result<platform_gateway::telemetry::Telemetry> {
+        let format = self.log_format.map(|format| match format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        });
+        platform_gateway::telemetry::init(self.log_level.clone(), format, settings)
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -185,11 +195,11 @@ type Outcome = anyhow::Result<ExitCode>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let format = match cli.log.log_format {
-        LogFormatArg::Text => LogFormat::Text,
-        LogFormatArg::Json => LogFormat::Json,
-    };
-    platform_gateway::telemetry::init(cli.log.log_level, format);
+    // `serve` starts logging itself, once it has read the config's `[telemetry]`.
+    if !matches!(cli.command, None | Some(Command::Serve(_))) {
+        // Without OTLP export (that is for serve), nothing to shut down and no failure.
+        let _ = cli.log.init(None);
+    }
     let (result, output) = match cli.command {
         Some(Command::Check(args)) => {
             let output = args.output.output;
@@ -199,14 +209,14 @@ fn main() -> ExitCode {
             let output = args.output.output;
             (route(args), output)
         }
-        Some(Command::Serve(args)) => (serve(args), Output::Text),
+        Some(Command::Serve(args)) => (serve(args, &cli.log), Output::Text),
         Some(Command::State(command)) => (state(command), Output::Text),
         Some(Command::Status(args)) => {
             let output = args.output.output;
             (status(args), output)
         }
         Some(Command::Completions { shell }) => (completions(shell), Output::Text),
-        None => (serve(cli.serve), Output::Text),
+        None => (serve(cli.serve, &cli.log), Output::Text),
     };
     match result {
         Ok(code) => code,
@@ -381,21 +391,32 @@ fn state(command: StateCommand) -> Outcome {
         .map(|()| ExitCode::SUCCESS)
 }
 
-fn serve(args: ServeArgs) -> Outcome {
-    let path = args.config.context("no config file: pass --config FILE")?;
-    let mut config = Config::load(&path)?;
-    if let Some(listen) = args.listen {
-        config.listen = listen;
-    }
+fn serve(args: ServeArgs, log: &LogArgs) -> Outcome {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime
-        .block_on(async {
+    // The config's `[telemetry]` says how to log and where to export traces, so it is read
+    // before logging starts; one that does not load is reported as usual, below.
+    let config = args
+        .config
+        .context("no config file: pass --config FILE")
+        .and_then(|path| Ok(Config::load(&path)?));
+    let telemetry = {
+        let _runtime = runtime.enter();
+        log.init(config.as_ref().ok().map(|config| &config.telemetry))?
+    };
+    let served = config.and_then(|mut config| {
+        if let Some(listen) = args.listen {
+            config.listen = listen;
+        }
+        runtime.block_on(async {
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             platform_gateway::serve(config, listener, shutdown_signal()).await
         })
-        .map(|()| ExitCode::SUCCESS)
+    });
+    // After SIGTERM too: the spans still buffered go to the collector.
+    telemetry.shutdown();
+    served.map(|()| ExitCode::SUCCESS)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,12 +1,33 @@
 //! Telemetry: logs and spans through `tracing`, on stderr so that stdout stays free for command
-//! output, as text or as one JSON object per line.
+//! output, as text or as one JSON object per line; optionally, the spans exported over OTLP
+//! (HTTP/protobuf) to an OpenTelemetry collector (`[telemetry] otlp_endpoint`).
+//!
+//! What is exported: the `request` span of every API request and the `plugin_call` spans inside
+//! it, with the gateway's and the plugins' log lines at `info` and above as their events. A
+//! request with a valid W3C `traceparent` header is exported as a child of the caller's span
+//! ([`set_remote_parent`]).
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
+use anyhow::Context as _;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+use serde::Deserialize;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// For people: `2026-11-28T10:00:00.000000Z  INFO target: message key=value`.
     #[default]
@@ -15,23 +36,258 @@ pub enum LogFormat {
     Json,
 }
 
+/// The `service.name` of exported spans unless `[telemetry] service_name` says otherwise.
+pub const DEFAULT_SERVICE_NAME: &str = "platform-gateway";
+
+/// How long one export to the collector may take; a shutdown waits at most this long for the
+/// last batch.
+pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The config's `[telemetry]` section, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetrySettings {
+    /// `log_format`: `None` when the file does not say (text, unless `--log-format` says).
+    pub log_format: Option<LogFormat>,
+    /// `otlp_endpoint`: the collector's OTLP/HTTP base URL (`http://host:4318`); spans go to
+    /// its `/v1/traces`. `None`: no export.
+    pub otlp_endpoint: Option<http::Uri>,
+    /// `service_name`: the exported spans' `service.name`.
+    pub service_name: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            log_format: None,
+            otlp_endpoint: None,
+            service_name: DEFAULT_SERVICE_NAME.to_string(),
+        }
+    }
+}
+
+impl TelemetrySettings {
+    /// Where spans are sent: the endpoint's path followed by `/v1/traces`, as the OTLP spec
+    /// builds signal URLs from `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub fn traces_url(&self) -> Option<String> {
+        let endpoint = self.otlp_endpoint.as_ref()?;
+        let base = endpoint.to_string();
+        Some(format!("{}/v1/traces", base.trim_end_matches('/')))
+    }
+}
+
+/// Check an `otlp_endpoint` value: an `http://` URL with a host and no query. (The exporter's
+/// HTTP client speaks plain HTTP: TLS to a remote collector is the job of a local one.)
+pub fn parse_otlp_endpoint(value: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|e| format!("`{value}` is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "`{value}`: only http:// is supported (export to a collector on this host or \
+                 network, which can forward over TLS)"
+            ));
+        }
+        _ => return Err(format!("`{value}` is not an http:// URL")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("`{value}` has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!(
+            "`{value}` has a query; give the collector's base URL"
+        ));
+    }
+    Ok(uri)
+}
+
 /// The log filter `directives` (a level such as `debug`, or `RUST_LOG` syntax such as
 /// `info,plugin=debug`), checked.
 pub fn filter(directives: &str) -> Result<EnvFilter, String> {
     EnvFilter::try_new(directives).map_err(|e| format!("invalid log filter `{directives}`: {e}"))
 }
 
-/// Install the global subscriber. Call once, from the binary. `filter` is what to log: when
-/// `None`, `RUST_LOG`, else `info`.
-pub fn init(filter: Option<EnvFilter>, format: LogFormat) {
+/// What [`init`] installed: shut it down when the program ends, so that the last spans reach
+/// the collector.
+#[must_use = "call `shutdown` at the end to export the last spans"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Export the spans still buffered and stop exporting (waits at most about
+    /// [`EXPORT_TIMEOUT`]). Call it outside async code, while the Tokio runtime that [`init`]
+    /// ran in still runs: the exporter works on it.
+    pub fn shutdown(mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            tracing::warn!("exporting the last spans failed: {e}");
+        }
+    }
+}
+
+/// Install the global subscriber. Call once, from the binary.
+///
+/// `filter` is what to log: when `None`, `RUST_LOG`, else `info`. The log format is `format`
+/// (the command line's) if given, else the config's `log_format`, else text. With an
+/// `otlp_endpoint` in `settings`, spans are also exported; that needs to be called inside a
+/// Tokio runtime (the exporter's batches run on it).
+pub fn init(
+    filter: Option<EnvFilter>,
+    format: Option<LogFormat>,
+    settings: Option<&TelemetrySettings>,
+) -> anyhow::Result<Telemetry> {
     let filter = filter
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    let format = format
+        .or(settings.and_then(|s| s.log_format))
+        .unwrap_or_default();
+    let (provider, otel) = match settings {
+        Some(settings) if settings.otlp_endpoint.is_some() => {
+            let provider = tracer_provider(settings)?;
+            let tracer = provider.tracer("platform-gateway");
+            // Spans and events of the gateway and its plugins, whatever the log filter says:
+            // the operator chose to export them.
+            let exported = Targets::new()
+                .with_target("platform_gateway", tracing::Level::INFO)
+                .with_target("plugin", tracing::Level::INFO);
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(exported);
+            (Some(provider), Some(layer))
+        }
+        _ => (None, None),
+    };
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => logs.json().flatten_event(true).with_filter(filter).boxed(),
+    };
+    tracing_subscriber::registry().with(otel).with(logs).init();
+    Ok(Telemetry { provider })
+}
+
+/// The OTLP/HTTP exporter behind a batch processor on the current Tokio runtime.
+fn tracer_provider(settings: &TelemetrySettings) -> anyhow::Result<SdkTracerProvider> {
+    let url = settings.traces_url().context("no otlp_endpoint")?;
+    tokio::runtime::Handle::try_current()
+        .context("OTLP export needs a Tokio runtime to run its batches on")?;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        // hyper's client (the `hyper-client` feature), with this timeout.
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(url.clone())
+        .with_timeout(EXPORT_TIMEOUT)
+        .build()
+        .with_context(|| format!("setting up OTLP export to {url}"))?;
+    let processor = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio)
+        .with_batch_config(
+            opentelemetry_sdk::trace::BatchConfigBuilder::default()
+                .with_max_export_timeout(EXPORT_TIMEOUT)
+                .build(),
+        )
+        .build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(settings.service_name.clone())
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(resource)
+        .build())
+}
+
+/// Make `span` (not yet entered) a child of the remote span that `headers`' W3C `traceparent`
+/// names, when it is valid, for the exported trace. Nothing happens without OTLP export.
+pub fn set_remote_parent(span: &tracing::Span, headers: &http::HeaderMap) {
+    if !headers.contains_key("traceparent") {
+        return;
+    }
+    let context = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+    if context.span().span_context().is_valid() {
+        // Fails only when no OTLP layer is installed: then there is nothing to do.
+        let _ = span.set_parent(context);
+    }
+}
+
+/// Request headers as the propagator reads them.
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn otlp_endpoints_must_be_plain_http_base_urls() {
+        let ok = parse_otlp_endpoint("http://127.0.0.1:4318").unwrap();
+        let settings = TelemetrySettings {
+            otlp_endpoint: Some(ok),
+            ..TelemetrySettings::default()
+        };
+        assert_eq!(
+            settings.traces_url().as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        let with_path = TelemetrySettings {
+            otlp_endpoint: Some(parse_otlp_endpoint("http://collector:4318/otlp/").unwrap()),
+            ..TelemetrySettings::default()
+        };
+        assert_eq!(
+            with_path.traces_url().as_deref(),
+            Some("http://collector:4318/otlp/v1/traces")
+        );
+        for (bad, why) in [
+            ("https://collector:4318", "only http://"),
+            ("collector:4318", "not an http:// URL"),
+            ("http://", "not a URL"),
+            ("http://collector:4318/?x=1", "query"),
+            ("not a url", "not a URL"),
+        ] {
+            let e = parse_otlp_endpoint(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_remote_parent_is_read_from_a_valid_traceparent_only() {
+        let extract = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("traceparent", value.parse().unwrap());
+            let context = TraceContextPropagator::new().extract(&HeaderExtractor(&headers));
+            let span = context.span().span_context().clone();
+            span.is_valid()
+                .then(|| (span.trace_id().to_string(), span.span_id().to_string()))
+        };
+        assert_eq!(
+            extract("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some((
+                "4bf92f3577b34da6a3ce929d0e0e4736".to_string(),
+                "00f067aa0ba902b7".to_string()
+            ))
+        );
+        assert_eq!(
+            extract("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(extract("garbage"), None);
     }
 }

@@ -20,4 +20,5 @@ mod reload;
 mod replicas;
 mod routing;
 mod support;
+mod telemetry;
 mod validation;

@@ -294,7 +294,8 @@ async fn method_not_allowed(request: Request) -> ApiError {
 /// One log line per request, with the error message of failed ones.
 ///
 /// Each request runs in a span that carries the W3C trace ID of its `traceparent` header, when
-/// it has a valid one, so every line logged for it (plugin log lines included) names the trace.
+/// it has a valid one, so every line logged for it (plugin log lines included) names the trace;
+/// with OTLP export, the request's span is exported as a child of the caller's.
 async fn log_request(request: Request, next: Next) -> Response {
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     let span = tracing::info_span!(
@@ -312,6 +313,8 @@ async fn log_request(request: Request, next: Next) -> Response {
     {
         span.record("trace_id", trace_id);
         span.record("parent_id", parent_id);
+        // With OTLP export, the exported span is a child of the caller's.
+        crate::telemetry::set_remote_parent(&span, request.headers());
     }
     let started = Instant::now();
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
