@@ -609,10 +609,14 @@ fn tls_files(raw: &Spanned<RawTls>, key: &str, source: &Source) -> Result<TlsFil
         key: source.base.join(&tls.key),
         client_ca: tls.client_ca.as_ref().map(|p| source.base.join(p)),
     };
-    crate::server::Tls::check(&files).map_err(|message| source.invalid(raw.span(), key, message))?;
+    crate::server::Tls::check(&files)
+        .map_err(|message| source.invalid(raw.span(), key, message))?;
     // Watched with the config: a renewed certificate (cert-manager rewriting a Secret volume)
     // reloads, and new connections get it.
-    for file in [&files.cert, &files.key].into_iter().chain(&files.client_ca) {
+    for file in [&files.cert, &files.key]
+        .into_iter()
+        .chain(&files.client_ca)
+    {
         source.include(file.clone());
     }
     Ok(files)
@@ -630,20 +634,20 @@ fn admin_section(raw: RawAdmin, source: &Source) -> Result<AdminSection, ConfigE
         None => None,
         Some(value) => {
             let span = value.span();
-            let text = match value.into_inner() {
-                toml::Value::String(s) => s,
-                toml::Value::Table(table) if is_secret_reference(&table) => {
-                    source.secret(&table)
-                        .map_err(|message| source.invalid(span.clone(), "admin.token", message))?
-                }
-                _ => {
-                    return Err(source.invalid(
-                        span,
-                        "admin.token",
-                        "must be a string, { from_env = \"NAME\" } or { from_file = \"path\" }",
-                    ));
-                }
-            };
+            let text =
+                match value.into_inner() {
+                    toml::Value::String(s) => s,
+                    toml::Value::Table(table) if is_secret_reference(&table) => source
+                        .secret(&table)
+                        .map_err(|message| source.invalid(span.clone(), "admin.token", message))?,
+                    _ => {
+                        return Err(source.invalid(
+                            span,
+                            "admin.token",
+                            "must be a string, { from_env = \"NAME\" } or { from_file = \"path\" }",
+                        ));
+                    }
+                };
             if text.len() < 16 {
                 return Err(source.invalid(span, "admin.token", "must be at least 16 characters"));
             }
@@ -1432,7 +1436,15 @@ limits = { memory = "16MiB", timeout = "250ms", concurrency = 4, queue = 2, max_
             )
         };
         let parsed = config("ca.pem").unwrap();
-        let grant = parsed.backends.values().next().unwrap().grants.http.clone().unwrap();
+        let grant = parsed
+            .backends
+            .values()
+            .next()
+            .unwrap()
+            .grants
+            .http
+            .clone()
+            .unwrap();
         assert_eq!(grant.ca(), Some(dir.path().join("ca.pem").as_path()));
         // A reload watches the bundle with the config.
         assert_eq!(parsed.included_files, [dir.path().join("ca.pem")]);
@@ -1450,7 +1462,10 @@ limits = { memory = "16MiB", timeout = "250ms", concurrency = 4, queue = 2, max_
         let e = parse("[backends.cloud]\nplugin = \"p.wasm\"\ngrants = { ca = \"ca.pem\" }\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("backends.cloud.grants.ca") && e.contains("`http` grant"), "{e}");
+        assert!(
+            e.contains("backends.cloud.grants.ca") && e.contains("`http` grant"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1612,12 +1627,36 @@ dir = "state"
         assert_eq!(before.restart_only_changes(&config), ["telemetry"]);
 
         for (text, key, line) in [
-            ("[telemetry]\nlog_format = \"xml\"\n", "log_format", "line 2"),
-            ("[telemetry]\n\nlog_fromat = \"json\"\n", "log_fromat", "line 3"),
-            ("[telemetry]\notlp_endpoint = \"https://collector:4318\"\n", "telemetry.otlp_endpoint", "line 2"),
-            ("[telemetry]\notlp_endpoint = \"collector\"\n", "telemetry.otlp_endpoint", "line 2"),
-            ("[telemetry]\notlp_endpoint = 4318\n", "otlp_endpoint", "line 2"),
-            ("[telemetry]\nservice_name = \" \"\n", "telemetry.service_name", "line 2"),
+            (
+                "[telemetry]\nlog_format = \"xml\"\n",
+                "log_format",
+                "line 2",
+            ),
+            (
+                "[telemetry]\n\nlog_fromat = \"json\"\n",
+                "log_fromat",
+                "line 3",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = \"https://collector:4318\"\n",
+                "telemetry.otlp_endpoint",
+                "line 2",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = \"collector\"\n",
+                "telemetry.otlp_endpoint",
+                "line 2",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = 4318\n",
+                "otlp_endpoint",
+                "line 2",
+            ),
+            (
+                "[telemetry]\nservice_name = \" \"\n",
+                "telemetry.service_name",
+                "line 2",
+            ),
         ] {
             let e = parse(&format!("{text}{MINIMAL}")).unwrap_err().to_string();
             assert!(e.contains(key) && e.contains(line), "{text}: {e}");

@@ -79,7 +79,9 @@ pub async fn serve(
         api::BodyTimeout(config.connections.body_timeout),
     ));
     let limits = config.connections.clone();
-    let tls = |files: &Option<server::TlsFiles>, what: &str| -> anyhow::Result<Option<Arc<server::Tls>>> {
+    let tls = |files: &Option<server::TlsFiles>,
+               what: &str|
+     -> anyhow::Result<Option<Arc<server::Tls>>> {
         match files {
             Some(files) => Ok(Some(Arc::new(
                 server::Tls::load(files).map_err(|e| anyhow::anyhow!("{what}: {e}"))?,
@@ -95,7 +97,11 @@ pub async fn serve(
             let listener = TcpListener::bind(address)
                 .await
                 .with_context(|| format!("cannot listen on {address} (admin)"))?;
-            let scheme = if config.admin_tls.is_some() { "https" } else { "http" };
+            let scheme = if config.admin_tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             tracing::info!("admin listening on {scheme}://{}", listener.local_addr()?);
             Some(listener)
         }
@@ -163,7 +169,11 @@ pub async fn serve(
             until_stopped(stopped),
         ))
     });
-    let scheme = if public_tls.is_some() { "https" } else { "http" };
+    let scheme = if public_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!("listening on {scheme}://{}", listener.local_addr()?);
     server::run(listener, public, limits, public_tls, until_stopped(stopped)).await;
     if let Some(server) = admin_server {
