@@ -158,6 +158,21 @@ impl EtcdCluster {
         }
     }
 
+    /// The member that leads the cluster now, as the running members report it (`None` while
+    /// there is no leader).
+    pub fn leader(&self) -> Option<usize> {
+        self.members.iter().enumerate().find_map(|(i, m)| {
+            let (member_id, leader_id) = status(m.client_port).filter(|_| m.child.is_some())?;
+            (member_id == leader_id).then_some(i)
+        })
+    }
+
+    /// Any member that runs and does not lead the cluster.
+    pub fn follower(&self) -> Option<usize> {
+        let leader = self.leader()?;
+        (0..self.members.len()).find(|&i| i != leader && self.members[i].child.is_some())
+    }
+
     /// Whether member `i` runs and reports itself healthy.
     pub fn is_healthy(&self, i: usize) -> bool {
         self.members[i].child.is_some() && health(self.members[i].client_port)
@@ -303,6 +318,31 @@ fn health(port: u16) -> bool {
     ask().is_ok_and(|reply| reply.contains("\"health\":\"true\""))
 }
 
+/// The member's own ID and its leader's, from its status (etcd's JSON gateway to gRPC).
+fn status(port: u16) -> Option<(String, String)> {
+    let ask = || -> std::io::Result<String> {
+        let mut stream =
+            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        stream.write_all(
+            b"POST /v3/maintenance/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+              Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        )?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply)?;
+        Ok(reply)
+    };
+    let reply = ask().ok()?;
+    // IDs are 64-bit numbers, which the gateway writes as JSON strings.
+    let field = |name: &str| -> Option<String> {
+        let start = reply.find(&format!("\"{name}\":\""))? + name.len() + 4;
+        let end = start + reply[start..].find('"')?;
+        Some(reply[start..end].to_string())
+    };
+    let leader = field("leader").filter(|id| id != "0")?;
+    Some((field("member_id")?, leader))
+}
+
 /// `count` distinct ports that were free a moment ago.
 fn free_ports(count: usize) -> Vec<u16> {
     // Hold every listener until all are picked, so the kernel hands out distinct ports.
@@ -338,6 +378,9 @@ mod tests {
         let mut cluster = EtcdCluster::start(3);
         assert_eq!(cluster.endpoints().len(), 3);
         assert!((0..3).all(|i| cluster.is_healthy(i)));
+        let leader = cluster.leader().expect("a leader");
+        let follower = cluster.follower().expect("a follower");
+        assert_ne!(leader, follower);
         cluster.stop_member(1);
         cluster.kill_member(2);
         assert!(!cluster.is_healthy(1));
