@@ -212,7 +212,7 @@ fn every_flag_has_an_environment_variable() {
                 blocks.push(String::new());
             }
         }
-        for block in blocks.iter().filter(|b| !b.is_empty()) {
+        for block in blocks.iter().filter(|b| b.trim_start().starts_with('-')) {
             if block.contains("--help") || block.contains("--version") {
                 continue;
             }
