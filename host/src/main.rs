@@ -126,7 +126,8 @@ enum StateCommand {
         config: PathBuf,
         /// The dump (`-` for stdin).
         dump: PathBuf,
-        /// Import even if the store already holds data (keys in the dump replace theirs).
+        /// Import even if the store already holds data: everything it held is removed first, so
+        /// that afterwards it holds exactly the dump.
         #[arg(long, env = "PLATFORM_GATEWAY_STATE_REPLACE")]
         replace: bool,
     },
