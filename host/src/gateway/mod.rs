@@ -316,8 +316,18 @@ impl Gateway {
         if let Err(e) = self.state.record_owners(&owners).await {
             tracing::warn!("ownership index not updated after discovery: {e}");
         }
+        // Every node reported, conflicts included: a record is forgotten only when no backend
+        // reports its node any more.
+        let seen = clusters
+            .iter()
+            .flat_map(|c| {
+                c.nodes
+                    .iter()
+                    .map(|n| (c.cluster_id.clone(), n.node_id.clone()))
+            })
+            .collect();
         self.ownership
-            .forget_vanished(self.state.clone(), answered, owners.clone());
+            .forget_vanished(self.state.clone(), answered, seen);
         Discovery {
             clusters,
             retryable,

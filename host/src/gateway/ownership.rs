@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::runtime::wit;
-use crate::state::{MAX_PAGE, Ownership, StateStore};
+use crate::state::{MAX_PAGE, StateStore};
 
 /// The gateway's own namespace for recent deprovisions (backend names cannot start with `@`).
 pub const DEPROVISIONED: &str = "@deprovisioned";
@@ -98,13 +98,13 @@ impl Upkeep {
     }
 
     /// Forget the owner records of backends (by namespace) that answered discovery
-    /// successfully but no longer report the node. `seen` is every owner that discovery
-    /// found. Skipped while a pass is still running.
+    /// successfully but no longer report the node. `seen` is every `(cluster, node)` that
+    /// discovery found, from any backend (a node two backends report keeps its record). Skipped while a pass is still running.
     pub fn forget_vanished(
         &self,
         state: Arc<dyn StateStore>,
         answered: Vec<String>,
-        seen: Vec<Ownership>,
+        seen: HashSet<(String, String)>,
     ) {
         if answered.is_empty() || self.running.swap(true, Ordering::AcqRel) {
             return;
@@ -112,10 +112,6 @@ impl Upkeep {
         let (running, records) = (self.running.clone(), self.records.clone());
         tokio::spawn(async move {
             let answered: HashSet<String> = answered.into_iter().collect();
-            let seen: HashSet<(String, String)> = seen
-                .into_iter()
-                .map(|o| (o.cluster_id, o.node_id))
-                .collect();
             let mut after: Option<(String, String)> = None;
             let (mut kept, mut complete) = (0i64, true);
             loop {
