@@ -412,7 +412,9 @@ impl Gateway {
                 error: CallError::Host("the route names a backend that is not loaded".into()),
             });
         };
-        tracing::debug!(route = %route.name, backend = %route.backend, "routed provision");
+        // The decision's own span (a child of the request's), with what decided it.
+        tracing::info_span!("route", route = %route.name, backend = %route.backend)
+            .in_scope(|| tracing::debug!("routed provision"));
         let answer = backend
             .provision(request.clone())
             .await

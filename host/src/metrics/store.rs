@@ -1,6 +1,7 @@
 //! [`MeteredStore`]: any [`StateStore`], with the time and the failures of each operation
 //! counted. The gateway wraps its store in it once, where the store is opened, so plugin state,
-//! the ownership index and the gateway's own records are all measured.
+//! the ownership index and the gateway's own records are all measured, and each operation runs
+//! in a `state` span (debug level) inside the request or plugin call that made it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,7 +30,8 @@ impl MeteredStore {
         work: impl Future<Output = Result<T, StateError>>,
     ) -> Result<T, StateError> {
         let started = Instant::now();
-        let result = work.await;
+        let span = tracing::debug_span!("state", operation);
+        let result = tracing::Instrument::instrument(work, span).await;
         let error = result.as_ref().err().map(kind);
         self.metrics
             .record_state(operation, started.elapsed(), error);
