@@ -216,6 +216,7 @@ impl Gateway {
     /// the owners of the nodes that exactly one backend reports, and let the index forget the
     /// nodes that answering backends no longer report.
     async fn discover_all(&self, generation: &Generation) -> Discovery {
+        let started = std::time::Instant::now();
         let answers = join_all(generation.backends.values().map(|backend| async move {
             let answer = backend.discover().await;
             (backend.clone(), answer)
@@ -327,7 +328,7 @@ impl Gateway {
             })
             .collect();
         self.ownership
-            .forget_vanished(self.state.clone(), answered, seen);
+            .forget_vanished(self.state.clone(), answered, seen, started);
         Discovery {
             clusters,
             retryable,
@@ -450,6 +451,7 @@ impl Gateway {
                      will record them): {e}"
                 );
             }
+            ownership::clear_deprovisions(&*self.state, &request.cluster_id, ids).await;
         }
         Ok(answer)
     }

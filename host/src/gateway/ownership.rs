@@ -2,9 +2,11 @@
 //! nodes that vanished outside the gateway, and recent deprovisions, so that a client's retry of
 //! a deprovision that succeeded is answered 204 rather than 404.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -47,6 +49,26 @@ pub async fn was_deprovisioned(state: &dyn StateStore, request: &wit::Deprovisio
     false
 }
 
+/// Forget that these nodes were deprovisioned: their IDs were just handed out again (a pool
+/// reuses machine IDs), so a deprovision of them must reach their backend.
+pub async fn clear_deprovisions(state: &dyn StateStore, cluster_id: &str, node_ids: &[String]) {
+    let today = today();
+    for node_id in node_ids {
+        let request = wit::DeprovisionRequest {
+            cluster_id: cluster_id.to_string(),
+            node_id: node_id.clone(),
+        };
+        for day in [today, today.saturating_sub(1)] {
+            if let Err(e) = state
+                .delete(DEPROVISIONED, &deprovision_key(day, &request))
+                .await
+            {
+                tracing::warn!("cannot clear the deprovision record of a reused node ID: {e}");
+            }
+        }
+    }
+}
+
 /// Remember that the node was deprovisioned, and drop what is older than yesterday.
 pub async fn remember_deprovision(state: &dyn StateStore, request: &wit::DeprovisionRequest) {
     let today = today();
@@ -82,36 +104,48 @@ pub async fn remember_deprovision(state: &dyn StateStore, request: &wit::Deprovi
 
 /// Runs at most one pass at a time of forgetting vanished nodes, in the background. Each pass
 /// that reads the whole index sets `records` to the number of records it kept.
+///
+/// A record is forgotten only when a discovery that *started after* the record was first found
+/// unreported still does not report its node. A node provisioned while a discovery runs is
+/// missing from that discovery, but its allocation was written before its record, so any
+/// discovery started after the record was seen reports it: no live node loses its record.
 #[derive(Default)]
 pub struct Upkeep {
     running: Arc<AtomicBool>,
     records: Gauge,
+    /// Records found unreported, and when first.
+    suspects: Arc<Mutex<HashMap<(String, String), Instant>>>,
 }
 
 impl Upkeep {
     /// An upkeep that reports the index's size on `records`.
     pub fn counting(records: Gauge) -> Upkeep {
         Upkeep {
-            running: Arc::default(),
             records,
+            ..Upkeep::default()
         }
     }
 
     /// Forget the owner records of backends (by namespace) that answered discovery
-    /// successfully but no longer report the node. `seen` is every `(cluster, node)` that
-    /// discovery found, from any backend (a node two backends report keeps its record). Skipped while a pass is still running.
+    /// successfully but no longer report the node, as described on [`Upkeep`]. `seen` is every
+    /// `(cluster, node)` that the discovery that `started` then found, from any backend (a node
+    /// two backends report keeps its record). Skipped while a pass is still running.
     pub fn forget_vanished(
         &self,
         state: Arc<dyn StateStore>,
         answered: Vec<String>,
         seen: HashSet<(String, String)>,
+        started: Instant,
     ) {
         if answered.is_empty() || self.running.swap(true, Ordering::AcqRel) {
             return;
         }
         let (running, records) = (self.running.clone(), self.records.clone());
+        let suspects = self.suspects.clone();
         tokio::spawn(async move {
             let answered: HashSet<String> = answered.into_iter().collect();
+            let before = std::mem::take(&mut *suspects.lock().unwrap_or_else(|e| e.into_inner()));
+            let mut now_suspect = HashMap::new();
             let mut after: Option<(String, String)> = None;
             let (mut kept, mut complete) = (0i64, true);
             loop {
@@ -132,7 +166,18 @@ impl Upkeep {
                 kept += page.len() as i64;
                 for record in &page {
                     let key = (record.cluster_id.clone(), record.node_id.clone());
-                    if answered.contains(&record.backend) && !seen.contains(&key) {
+                    if !answered.contains(&record.backend) || seen.contains(&key) {
+                        continue;
+                    }
+                    match before.get(&key) {
+                        // Unreported by a discovery that started after it was first suspected.
+                        Some(since) if started > *since => {}
+                        since => {
+                            now_suspect.insert(key, since.copied().unwrap_or_else(Instant::now));
+                            continue;
+                        }
+                    }
+                    {
                         tracing::info!(
                             cluster = %record.cluster_id, node = %record.node_id,
                             backend = %record.backend,
@@ -158,6 +203,7 @@ impl Upkeep {
             if complete {
                 records.set(kept);
             }
+            *suspects.lock().unwrap_or_else(|e| e.into_inner()) = now_suspect;
             running.store(false, Ordering::Release);
         });
     }
