@@ -73,7 +73,8 @@ fn decode(key: &str, bytes: &[u8]) -> Result<Allocation, Error> {
         .map_err(|e| Error::Internal(format!("state `{key}` is corrupt: {e}")))
 }
 
-struct Pool;
+/// The provider (a type, so that native tests and the benchmark can call it).
+pub struct Pool;
 
 impl Provider for Pool {
     fn discover() -> Result<Vec<Cluster>, Error> {

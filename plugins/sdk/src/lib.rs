@@ -21,6 +21,11 @@
 //!
 //! Every call runs in a fresh instance: keep what must outlive a call in [`state`], read the
 //! operator's settings with [`settings`], and log through [`log`].
+//!
+//! Built for any target but `wasm32`, the same plugin is a plain Rust library: its provider is
+//! called as a type, and settings, state and logs come from a [`native::Host`] (in memory), so
+//! `cargo test` runs a plugin's logic natively and the gateway's benchmark compares the very
+//! same code with and without the sandbox.
 
 #[doc(hidden)]
 pub mod __private {
@@ -102,6 +107,8 @@ macro_rules! export_provider {
                 }
             }
 
+            // Natively (tests, the benchmark's baseline) the provider is called as a plain type.
+            #[cfg(target_arch = "wasm32")]
             $crate::__private::bindings::__export_plugin!(__PlatformSdkExport with_types_in $crate::__private::bindings);
         };
     };
@@ -144,11 +151,18 @@ impl ProvisionRequest {
 /// JSON encoding, which [`settings::json`] decodes into your own `serde` type.
 pub mod settings {
     use super::Error;
-    use crate::__private::bindings::wasi::config::store;
 
     /// The setting `key`, if the operator set it.
+    #[cfg(target_arch = "wasm32")]
     pub fn get(key: &str) -> Result<Option<String>, Error> {
+        use crate::__private::bindings::wasi::config::store;
         store::get(key).map_err(|e| Error::Internal(format!("reading setting `{key}`: {e}")))
+    }
+
+    /// The setting `key`, if the operator set it (natively: from the current [`crate::native::Host`]).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn get(key: &str) -> Result<Option<String>, Error> {
+        crate::native::with(|host| host.setting(key))
     }
 
     /// The setting `key` decoded from JSON into `T`, if the operator set it.
@@ -173,8 +187,11 @@ pub mod settings {
 /// concurrent calls of the same backend may race on.
 pub mod state {
     use super::Error;
+
+    #[cfg(target_arch = "wasm32")]
     use crate::__private::bindings::replicante::platform::state as host;
 
+    #[cfg(target_arch = "wasm32")]
     fn convert(error: host::Error) -> Error {
         match error {
             host::Error::Unavailable(message) => {
@@ -186,17 +203,32 @@ pub mod state {
 
     /// The value under `key`, if any.
     pub fn get(key: &str) -> Result<Option<Vec<u8>>, Error> {
-        host::get(key).map_err(convert)
+        #[cfg(target_arch = "wasm32")]
+        return host::get(key).map_err(convert);
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::native::with(|host| Ok(host.state_get(key)))
     }
 
     /// Store `value` under `key`.
     pub fn set(key: &str, value: &[u8]) -> Result<(), Error> {
-        host::set(key, value).map_err(convert)
+        #[cfg(target_arch = "wasm32")]
+        return host::set(key, value).map_err(convert);
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::native::with(|host| {
+            host.state_swap(key, None, Some(value), true);
+            Ok(())
+        })
     }
 
     /// Remove `key`; removing a missing key is not an error.
     pub fn delete(key: &str) -> Result<(), Error> {
-        host::delete(key).map_err(convert)
+        #[cfg(target_arch = "wasm32")]
+        return host::delete(key).map_err(convert);
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::native::with(|host| {
+            host.state_swap(key, None, None, true);
+            Ok(())
+        })
     }
 
     /// Replace the value under `key` with `new` if it is currently `expected` (`None`: absent).
@@ -206,41 +238,61 @@ pub mod state {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool, Error> {
-        host::compare_and_swap(key, expected, new).map_err(convert)
+        #[cfg(target_arch = "wasm32")]
+        return host::compare_and_swap(key, expected, new).map_err(convert);
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::native::with(|host| Ok(host.state_swap(key, expected, new, false)))
     }
 
     /// The keys that start with `prefix`, in ascending order.
     pub fn list_keys(prefix: &str) -> Result<Vec<String>, Error> {
-        host::list_keys(prefix).map_err(convert)
+        #[cfg(target_arch = "wasm32")]
+        return host::list_keys(prefix).map_err(convert);
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::native::with(|host| Ok(host.state_keys(prefix)))
     }
 }
 
 /// Log into the gateway's log; each message is tagged with the backend's name.
 pub mod log {
-    use crate::__private::bindings::wasi::logging::logging::{Level, log};
+    #[cfg(target_arch = "wasm32")]
+    use crate::__private::bindings::wasi::logging::logging::log;
+
+    pub use crate::__private::bindings::wasi::logging::logging::Level;
 
     const CONTEXT: &str = "plugin";
 
+    /// A message at `level`.
+    pub fn at(level: Level, message: &str) {
+        #[cfg(target_arch = "wasm32")]
+        log(level, CONTEXT, message);
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::native::log(level, CONTEXT, message);
+    }
+
     /// A message useful when debugging the plugin.
     pub fn debug(message: &str) {
-        log(Level::Debug, CONTEXT, message);
+        at(Level::Debug, message);
     }
 
     /// A message for someone monitoring the platform.
     pub fn info(message: &str) {
-        log(Level::Info, CONTEXT, message);
+        at(Level::Info, message);
     }
 
     /// A hazardous situation.
     pub fn warn(message: &str) {
-        log(Level::Warn, CONTEXT, message);
+        at(Level::Warn, message);
     }
 
     /// A serious error.
     pub fn error(message: &str) {
-        log(Level::Error, CONTEXT, message);
+        at(Level::Error, message);
     }
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
 
 /// Outbound HTTP (feature `http`), for backends whose config grants it: a blocking client over
 /// `wasi:http/outgoing-handler`. A request outside the backend's allowlist fails with
