@@ -1,0 +1,445 @@
+//! `cargo xtask bench`: what the sandbox costs, measured side by side.
+//!
+//! For each scenario it starts the gateway (the release build, with the wasm build of the
+//! providers) and a native baseline (the very same provider code compiled natively behind plain
+//! axum handlers, see [`native`]) on loopback, drives each with the same bounded load, and prints
+//! requests per second and p50/p99 latency for both, with the ratio. `--compare` adds another
+//! gateway binary (an older build) to the same run, for before/after figures.
+
+mod load;
+mod native;
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use load::{Load, Measured, Work};
+
+#[derive(Parser)]
+#[command(about = "The gateway against a native build of the same providers, side by side")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Serve a gateway config's backends natively (the baseline).
+    Native {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Drive one running server (for profiling it meanwhile) and print what was measured.
+    Load {
+        /// The server's address.
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// `discover`, or `pool` (provision and deprovision).
+        #[arg(long, default_value = "discover")]
+        work: String,
+    },
+    /// Run the scenarios.
+    Run {
+        /// The gateway binary to measure.
+        #[arg(long)]
+        gateway: PathBuf,
+        /// Another gateway binary measured in the same run, `LABEL=PATH` (e.g. before=...).
+        #[arg(long)]
+        compare: Vec<String>,
+        /// The folder of the wasm plugins.
+        #[arg(long)]
+        plugins: PathBuf,
+        /// Where configs, state and logs go.
+        #[arg(long)]
+        work: PathBuf,
+        /// Seconds of measured load per scenario and server (after one of warm-up).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Run only the scenarios whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Commands::Native { config, listen } => native::serve(&config, listen),
+        Commands::Load {
+            addr,
+            connections,
+            seconds,
+            work,
+        } => {
+            let work = match work.as_str() {
+                "discover" => Work::Discover,
+                "pool" => Work::ProvisionDeprovision,
+                other => bail!("unknown work `{other}`: discover or pool"),
+            };
+            let load = Load {
+                connections,
+                warmup: Duration::from_secs(1),
+                duration: Duration::from_secs(seconds),
+                max_requests: 2_000_000,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let measured = runtime.block_on(load::run(addr, work, load))?;
+            println!("{}", line("server", &measured));
+            Ok(())
+        }
+        Commands::Run {
+            gateway,
+            compare,
+            plugins,
+            work,
+            seconds,
+            only,
+        } => {
+            let mut gateways = vec![("gateway".to_string(), gateway)];
+            for entry in compare {
+                let (label, path) = entry
+                    .split_once('=')
+                    .context("--compare takes LABEL=PATH")?;
+                gateways.push((label.to_string(), PathBuf::from(path)));
+            }
+            let bench = Bench {
+                gateways,
+                plugins: std::fs::canonicalize(&plugins)
+                    .with_context(|| format!("plugins folder {}", plugins.display()))?,
+                work: {
+                    std::fs::create_dir_all(&work)?;
+                    std::fs::canonicalize(&work)?
+                },
+                seconds,
+            };
+            bench.run(only.as_deref())
+        }
+    }
+}
+
+struct Bench {
+    /// Label and binary of each gateway measured.
+    gateways: Vec<(String, PathBuf)>,
+    plugins: PathBuf,
+    work: PathBuf,
+    seconds: u64,
+}
+
+/// One scenario: a config (its backends), a workload and a concurrency.
+struct Scenario {
+    name: &'static str,
+    backends: String,
+    work: Work,
+    connections: usize,
+}
+
+/// A server under test, killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// A `static` backend with `clusters` clusters of `nodes` nodes.
+fn static_backend(plugins: &Path, name: &str, clusters: usize, nodes: usize) -> String {
+    let mut out = format!(
+        "[backends.{name}]\nplugin = \"{}\"\nlimits = {{ memory = \"64MiB\", timeout = \"5s\", concurrency = 16, max_response = \"16MiB\" }}\n\n[backends.{name}.settings]\nclusters = [\n",
+        plugins.join("static_clusters.wasm").display()
+    );
+    for c in 0..clusters {
+        let _ = write!(out, "  {{ cluster_id = \"{name}-c{c}\", nodes = [");
+        for n in 0..nodes {
+            let _ = write!(
+                out,
+                "{{ node_id = \"{name}-c{c}-n{n}\", agent_address = \"http://10.{}.{}.{}:37000\", node_class = \"m5.large\", node_group = \"data\" }}, ",
+                c % 250,
+                n / 250,
+                n % 250
+            );
+        }
+        out.push_str("] },\n");
+    }
+    out.push_str("]\n\n");
+    out
+}
+
+fn pool_backend(plugins: &Path, machines: usize) -> String {
+    let mut out = format!(
+        "[backends.pool]\nplugin = \"{}\"\nlimits = {{ memory = \"32MiB\", timeout = \"5s\", concurrency = 16 }}\n\n[backends.pool.settings]\nmachines = [\n",
+        plugins.join("pool.wasm").display()
+    );
+    for m in 0..machines {
+        let _ = writeln!(
+            out,
+            "  {{ id = \"m{m}\", agent_address = \"http://10.0.{}.{}:37000\", node_class = \"small\" }},",
+            m / 250,
+            m % 250
+        );
+    }
+    out.push_str("]\n\n");
+    out
+}
+
+impl Bench {
+    fn scenarios(&self) -> Vec<Scenario> {
+        let p = &self.plugins;
+        let hundred: String = (0..100)
+            .map(|i| static_backend(p, &format!("b{i}"), 1, 1))
+            .collect();
+        vec![
+            Scenario {
+                name: "discover, static 3x3 nodes, 8 connections",
+                backends: static_backend(p, "static", 3, 3),
+                work: Work::Discover,
+                connections: 8,
+            },
+            Scenario {
+                name: "discover, static 3x3 nodes, 1 connection",
+                backends: static_backend(p, "static", 3, 3),
+                work: Work::Discover,
+                connections: 1,
+            },
+            Scenario {
+                name: "provision+deprovision, pool, 1 connection",
+                backends: pool_backend(p, 64),
+                work: Work::ProvisionDeprovision,
+                connections: 1,
+            },
+            Scenario {
+                name: "provision+deprovision, pool, 8 connections",
+                backends: pool_backend(p, 64),
+                work: Work::ProvisionDeprovision,
+                connections: 8,
+            },
+            Scenario {
+                name: "discover, 10,200 nodes over 3 static backends, 2 connections",
+                backends: ["s1", "s2", "s3"]
+                    .iter()
+                    .map(|name| static_backend(p, name, 34, 100))
+                    .collect(),
+                work: Work::Discover,
+                connections: 2,
+            },
+            Scenario {
+                name: "discover, 100 one-node static backends, 1 connection",
+                backends: hundred,
+                work: Work::Discover,
+                connections: 1,
+            },
+        ]
+    }
+
+    /// Write a config for `scenario` served at `addr` by the server labelled `label`.
+    fn config(
+        &self,
+        scenario: usize,
+        label: &str,
+        addr: SocketAddr,
+        backends: &str,
+    ) -> anyhow::Result<PathBuf> {
+        let dir = self.work.join(format!("s{scenario}-{label}"));
+        // A fresh state each time: the pool starts empty, the cache is the only thing reused.
+        let _ = std::fs::remove_dir_all(dir.join("state"));
+        std::fs::create_dir_all(&dir)?;
+        let first_backend = backends
+            .lines()
+            .find_map(|l| l.strip_prefix("[backends.")?.strip_suffix(']'))
+            .context("no backend")?;
+        let config = format!(
+            "[server]\nlisten = \"{addr}\"\n\n[state]\ndir = \"state\"\ncache_dir = \"{}\"\n\n{backends}[[routes]]\nname = \"default\"\nbackend = \"{first_backend}\"\n",
+            self.work.join(format!("cache-{label}")).display()
+        );
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, config)?;
+        Ok(path)
+    }
+
+    fn start(
+        &self,
+        program: &Path,
+        args: &[&str],
+        config: &Path,
+        addr: SocketAddr,
+    ) -> anyhow::Result<(Server, Duration)> {
+        let log = std::fs::File::create(config.with_extension("log"))?;
+        let started = Instant::now();
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let server = Server { child, addr };
+        wait_ready(addr, started + Duration::from_secs(120)).with_context(|| {
+            format!(
+                "{} (log: {})",
+                program.display(),
+                config.with_extension("log").display()
+            )
+        })?;
+        Ok((server, started.elapsed()))
+    }
+
+    fn run(&self, only: Option<&str>) -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let native = std::env::current_exe()?;
+        let load = |connections| Load {
+            connections,
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(self.seconds),
+            max_requests: 2_000_000,
+        };
+        println!(
+            "platform-gateway bench: {}s per scenario and server after 1s of warm-up, loopback\n",
+            self.seconds
+        );
+        for (index, scenario) in self.scenarios().iter().enumerate() {
+            if only.is_some_and(|o| !scenario.name.contains(o)) {
+                continue;
+            }
+            println!("{}", scenario.name);
+            let mut rows: Vec<(String, Measured)> = Vec::new();
+            for (label, binary) in &self.gateways {
+                let addr = free_port()?;
+                let config = self.config(index, label, addr, &scenario.backends)?;
+                let config_arg = config.display().to_string();
+                let (server, _) =
+                    self.start(binary, &["serve", "--config", &config_arg], &config, addr)?;
+                let measured = runtime.block_on(load::run(
+                    server.addr,
+                    scenario.work,
+                    load(scenario.connections),
+                ))?;
+                rows.push((label.clone(), measured));
+            }
+            let addr = free_port()?;
+            let config = self.config(index, "native", addr, &scenario.backends)?;
+            let (config_arg, listen) = (config.display().to_string(), addr.to_string());
+            let (server, _) = self.start(
+                &native,
+                &["native", "--config", &config_arg, "--listen", &listen],
+                &config,
+                addr,
+            )?;
+            let baseline = runtime.block_on(load::run(
+                server.addr,
+                scenario.work,
+                load(scenario.connections),
+            ))?;
+            drop(server);
+            print_rows(&rows, &baseline);
+        }
+        if only.is_none_or(|o| "ready".contains(o) || o.contains("ready")) {
+            self.ready_times()?;
+        }
+        Ok(())
+    }
+
+    /// From start to `/readyz` 200 with a hundred backends whose compiled plugins are cached.
+    fn ready_times(&self) -> anyhow::Result<()> {
+        println!("ready with 100 backends, compiled cache warm (median of 5 starts)");
+        let backends: String = (0..100)
+            .map(|i| static_backend(&self.plugins, &format!("b{i}"), 1, 1))
+            .collect();
+        for (label, binary) in &self.gateways {
+            let mut times = Vec::new();
+            for round in 0..6 {
+                let addr = free_port()?;
+                let config = self.config(99, label, addr, &backends)?;
+                let config_arg = config.display().to_string();
+                let (server, elapsed) =
+                    self.start(binary, &["serve", "--config", &config_arg], &config, addr)?;
+                drop(server);
+                // The first start fills the cache.
+                if round > 0 {
+                    times.push(elapsed);
+                }
+            }
+            times.sort();
+            println!("  {label:<10} {:>8.1} ms", ms(times[times.len() / 2]));
+        }
+        println!();
+        Ok(())
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// One server's figures on a line.
+fn line(label: &str, m: &Measured) -> String {
+    let all = m.all();
+    let mut out = format!(
+        "  {label:<10} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
+        m.per_second(),
+        ms(all.quantile(0.5)),
+        ms(all.quantile(0.99))
+    );
+    if m.latencies.len() > 1 {
+        for (kind, l) in &m.latencies {
+            let _ = write!(out, "  [{kind} p50 {:.3} ms]", ms(l.quantile(0.5)));
+        }
+    }
+    out
+}
+
+fn print_rows(rows: &[(String, Measured)], baseline: &Measured) {
+    let native_rate = baseline.per_second();
+    let native_p50 = baseline.all().quantile(0.5);
+    for (label, m) in rows {
+        let added = m.all().quantile(0.5).saturating_sub(native_p50);
+        println!(
+            "{}  ratio {:.2}  adds p50 {:.0} us",
+            line(label, m),
+            m.per_second() / native_rate,
+            added.as_secs_f64() * 1e6
+        );
+    }
+    println!("{}\n", line("native", baseline));
+}
+
+/// Poll `/readyz` every millisecond until it answers 200 or `deadline` passes.
+fn wait_ready(addr: SocketAddr, deadline: Instant) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
+            let _ = stream
+                .write_all(b"GET /readyz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n");
+            let mut reply = String::new();
+            let _ = stream.read_to_string(&mut reply);
+            if reply.starts_with("HTTP/1.1 200") {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("not ready at {addr} in time");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
