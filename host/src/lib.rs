@@ -49,7 +49,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::gateway::{Gateway, Generation};
 use crate::model::BackendId;
-use crate::runtime::Runtime;
+use crate::runtime::{Backend, Runtime};
 use crate::state::StateStore;
 
 /// Serve `config` on `listener` until `shutdown` resolves, then finish the requests in flight.
@@ -197,7 +197,15 @@ pub fn check(config: &Config) -> anyhow::Result<Vec<(BackendId, String)>> {
         .values()
         .map(|backend| {
             let prepared = runtime.prepare(backend, config.max_plugin_size)?;
-            Ok((backend.name.clone(), prepared.digest))
+            let digest = prepared.digest.clone();
+            let loaded = Backend::new(backend, prepared, runtime.engine(), None, runtime.metrics());
+            loaded
+                .probe()
+                .map_err(|message| runtime::LoadError::Start {
+                    backend: backend.name.to_string(),
+                    message,
+                })?;
+            Ok((backend.name.clone(), digest))
         })
         .collect()
 }

@@ -120,19 +120,16 @@ impl From<Error> for ApiError {
             } => StatusCode::SERVICE_UNAVAILABLE,
             Error::State { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let retry = matches!(
-            &error,
+        let retry = match &error {
             Error::Loading
-                | Error::DiscoveryUnavailable { .. }
-                | Error::Call {
-                    error: CallError::Busy(_) | CallError::Plugin(wit::Error::Unavailable(_)),
-                    ..
-                }
-                | Error::State {
-                    error: StateError::Unavailable(_),
-                    ..
-                }
-        );
+            | Error::DiscoveryUnavailable { .. }
+            | Error::State {
+                error: StateError::Unavailable(_),
+                ..
+            } => true,
+            Error::Call { error, .. } => error.is_retryable(),
+            _ => false,
+        };
         let mut reply = ApiError::new(status, error.to_string());
         if let Some(cause) = error.cause() {
             reply = reply.with_cause(cause);
@@ -154,7 +151,7 @@ fn call_status(error: &CallError) -> StatusCode {
             wit::Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         },
         CallError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        CallError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        CallError::Busy(_) | CallError::PoolExhausted => StatusCode::SERVICE_UNAVAILABLE,
         CallError::OutOfMemory(_) | CallError::Trap(_) | CallError::TooLarge { .. } => {
             StatusCode::BAD_GATEWAY
         }
@@ -270,6 +267,7 @@ mod tests {
             (CallError::OutOfMemory(1 << 20), 502),
             (CallError::Trap("unreachable".into()), 502),
             (CallError::Busy(4), 503),
+            (CallError::PoolExhausted, 503),
             (CallError::TooLarge { size: 9, limit: 1 }, 502),
             (CallError::Host("no slot".into()), 500),
         ];

@@ -16,13 +16,19 @@ use crate::state::{StateError, StateStore, all_keys};
 /// The per-call state capability.
 pub struct PluginState {
     namespace: Arc<str>,
-    store: Arc<dyn StateStore>,
+    store: Option<Arc<dyn StateStore>>,
     deadline: Instant,
 }
 
 impl PluginState {
-    /// State for one call of the backend whose namespace is `namespace`, until `deadline`.
-    pub fn new(namespace: Arc<str>, store: Arc<dyn StateStore>, deadline: Instant) -> PluginState {
+    /// State for one call of the backend whose namespace is `namespace`, until `deadline`;
+    /// without a store (a plugin instantiated only to be checked) every operation is
+    /// `unavailable`.
+    pub fn new(
+        namespace: Arc<str>,
+        store: Option<Arc<dyn StateStore>>,
+        deadline: Instant,
+    ) -> PluginState {
         PluginState {
             namespace,
             store,
@@ -30,11 +36,14 @@ impl PluginState {
         }
     }
 
-    fn open(&self) -> Result<(), Error> {
+    /// The store, while the call may still use it.
+    fn open(&self) -> Result<Arc<dyn StateStore>, Error> {
         if Instant::now() >= self.deadline {
             return Err(Error::Unavailable("the call's deadline has passed".into()));
         }
-        Ok(())
+        self.store
+            .clone()
+            .ok_or_else(|| Error::Unavailable("no state store while the plugin is checked".into()))
     }
 
     fn error(&self, e: StateError) -> Error {
@@ -54,24 +63,21 @@ impl PluginState {
 
 impl Host for PluginState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
-        self.open()?;
-        self.store
+        self.open()?
             .get(&self.namespace, &key)
             .await
             .map_err(|e| self.error(e))
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Error> {
-        self.open()?;
-        self.store
+        self.open()?
             .set(&self.namespace, &key, &value)
             .await
             .map_err(|e| self.error(e))
     }
 
     async fn delete(&mut self, key: String) -> Result<(), Error> {
-        self.open()?;
-        self.store
+        self.open()?
             .delete(&self.namespace, &key)
             .await
             .map_err(|e| self.error(e))
@@ -83,8 +89,7 @@ impl Host for PluginState {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> Result<bool, Error> {
-        self.open()?;
-        self.store
+        self.open()?
             .compare_and_swap(&self.namespace, &key, expected.as_deref(), new.as_deref())
             .await
             .map_err(|e| self.error(e))
@@ -92,8 +97,8 @@ impl Host for PluginState {
 
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, Error> {
         // Contract 0.1 returns every key at once; the store is read a page at a time.
-        self.open()?;
-        all_keys(&*self.store, &self.namespace, &prefix)
+        let store = self.open()?;
+        all_keys(&*store, &self.namespace, &prefix)
             .await
             .map_err(|e| self.error(e))
     }

@@ -16,6 +16,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
 use futures::future::join_all;
+use rayon::prelude::*;
 
 pub use error::Error;
 
@@ -51,21 +52,34 @@ impl Generation {
         previous: Option<&Generation>,
     ) -> Result<Generation, LoadError> {
         let started = std::time::Instant::now();
+        // Backends compile (or come from the cache) and are probed in parallel: a generation
+        // with a slow Python or JavaScript component loads in the time of its slowest backend.
+        let configs: Vec<_> = config.backends.iter().collect();
+        let loaded: Vec<(BackendId, Backend)> = configs
+            .par_iter()
+            .map(|(id, backend_config)| {
+                let prepared = runtime.prepare(backend_config, config.max_plugin_size)?;
+                tracing::debug!(backend = %id, digest = %prepared.digest, "loaded backend");
+                let backend = Backend::new(
+                    backend_config,
+                    prepared,
+                    runtime.engine(),
+                    Some(state.clone()),
+                    runtime.metrics(),
+                );
+                backend.probe().map_err(|message| LoadError::Start {
+                    backend: id.to_string(),
+                    message,
+                })?;
+                Ok(((*id).clone(), backend))
+            })
+            .collect::<Result<_, LoadError>>()?;
         let mut backends = BTreeMap::new();
-        for (id, backend_config) in &config.backends {
-            let prepared = runtime.prepare(backend_config, config.max_plugin_size)?;
-            tracing::debug!(backend = %id, digest = %prepared.digest, "loaded backend");
-            let mut backend = Backend::new(
-                backend_config,
-                prepared,
-                runtime.engine(),
-                state.clone(),
-                runtime.metrics(),
-            );
-            if let Some(old) = previous.and_then(|p| p.backends.get(id)) {
+        for (id, mut backend) in loaded {
+            if let Some(old) = previous.and_then(|p| p.backends.get(&id)) {
                 backend.share_slots_with(old);
             }
-            backends.insert(id.clone(), Arc::new(backend));
+            backends.insert(id, Arc::new(backend));
         }
         runtime.metrics().record_build(started.elapsed());
         Ok(Generation {
@@ -250,14 +264,7 @@ impl Gateway {
             let clusters = match checked {
                 Ok(clusters) => clusters,
                 Err(e) => {
-                    if matches!(
-                        e,
-                        Error::Call {
-                            error: CallError::Busy(_)
-                                | CallError::Plugin(wit::Error::Unavailable(_)),
-                            ..
-                        }
-                    ) {
+                    if matches!(&e, Error::Call { error, .. } if error.is_retryable()) {
                         retryable += 1;
                     }
                     let reason = match e.cause() {

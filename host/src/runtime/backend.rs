@@ -2,18 +2,20 @@
 //! full), build a fresh store with the memory cap and deadline, instantiate, call, check the
 //! size of the answer, classify what went wrong, drop the store.
 //!
-//! Calls run on tokio's blocking pool, each driven to completion by its own `block_on`: a
-//! plugin that spins burns one blocking thread until its epoch deadline traps it, and the host
-//! calls that block never stall an async worker. The same deadline also bounds the host calls
-//! that wait (a WASI sleep, an outbound HTTP request, a state operation on etcd): the whole call
-//! is a future under `tokio::time::timeout`, dropped when time is up.
+//! Calls run as tasks of the async runtime, not on threads of their own: guest code yields to
+//! the runtime at every epoch tick (so a plugin that computes for long never holds a worker),
+//! and the same deadline stops it, whether it computes or waits in a host call (a WASI sleep,
+//! an outbound HTTP request, a state operation on etcd): the whole call is a future under
+//! `tokio::time::timeout`, dropped when time is up. Host work that blocks (the embedded store)
+//! goes to the blocking pool where it is done.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
-use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use tracing::Instrument;
+use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 
 use super::{CallState, EPOCH_TICK, Prepared, wit};
@@ -29,6 +31,9 @@ use crate::state::StateStore;
 /// How much of a plugin's stdout and of its stderr (panic messages) is kept per call and
 /// logged; the rest is dropped.
 const OUTPUT_CAPACITY: usize = 16 << 10;
+
+/// How many host resources (streams, pollables, HTTP requests) one call may hold at once.
+const MAX_RESOURCES: usize = 4096;
 
 /// Why a call did not produce the plugin's answer.
 #[derive(Debug, thiserror::Error)]
@@ -56,12 +61,25 @@ pub enum CallError {
     /// Every call slot is busy and the queue is full, or stayed busy until the deadline.
     #[error("is busy: all {0} call slots are in use")]
     Busy(usize),
+    /// Every instance slot of the runtime's pool is in use (by all backends together).
+    #[error("could not be run now: every instance slot of the gateway is in use")]
+    PoolExhausted,
     /// The host failed to run the call (no instance slot, an internal error).
     #[error("could not be run: {0}")]
     Host(String),
 }
 
 impl CallError {
+    /// Whether the same call may well succeed if retried soon (answered with `Retry-After`).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            CallError::Busy(_)
+                | CallError::PoolExhausted
+                | CallError::Plugin(wit::Error::Unavailable(_))
+        )
+    }
+
     /// The call's outcome as a metric label value.
     pub fn outcome(&self) -> &'static str {
         match self {
@@ -75,6 +93,7 @@ impl CallError {
             CallError::Trap(_) => "trap",
             CallError::TooLarge { .. } => "too_large",
             CallError::Busy(_) => "busy",
+            CallError::PoolExhausted => "pool_exhausted",
             CallError::Host(_) => "host",
         }
     }
@@ -110,6 +129,8 @@ struct CallMetrics {
 pub(super) struct MemoryLimiter {
     limits: StoreLimits,
     refused: bool,
+    /// The largest memory size asked for, granted or not.
+    wanted: usize,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -121,6 +142,7 @@ impl ResourceLimiter for MemoryLimiter {
     ) -> wasmtime::Result<bool> {
         let allowed = self.limits.memory_growing(current, desired, maximum)?;
         self.refused |= !allowed;
+        self.wanted = self.wanted.max(desired);
         Ok(allowed)
     }
 
@@ -202,18 +224,19 @@ pub struct Backend {
     http: Arc<Allowlist>,
     limits: Limits,
     slots: Arc<Slots>,
-    state: Arc<dyn StateStore>,
+    state: Option<Arc<dyn StateStore>>,
     metrics: CallMetrics,
 }
 
 impl Backend {
     /// A backend from its config and its prepared component; its calls are counted in
-    /// `metrics`.
+    /// `metrics`. Without a state store (`check`) it can be probed but its plugin finds its
+    /// state unavailable.
     pub fn new(
         config: &BackendConfig,
         prepared: Prepared,
         engine: &wasmtime::Engine,
-        state: Arc<dyn StateStore>,
+        state: Option<Arc<dyn StateStore>>,
         metrics: &Arc<Metrics>,
     ) -> Backend {
         let (in_flight, queued) = metrics.slot_gauges(config.name.as_str());
@@ -348,21 +371,23 @@ impl Backend {
         };
         let in_flight = GaugeGuard::hold(&self.metrics.in_flight);
         let this = self.clone();
-        let runtime = tokio::runtime::Handle::current();
-        // The call's thread logs inside the request's span (its trace ID reaches the plugin's
-        // log lines) and a span of its own.
+        // The call logs inside the request's span (its trace ID reaches the plugin's log
+        // lines) and a span of its own. It is a task of its own so that it runs to its end, and
+        // is counted, even if the request that asked for it goes away: a provision is never cut
+        // in half by a client hanging up.
         let span = tracing::info_span!("plugin_call", backend = %self.id, operation);
-        tokio::task::spawn_blocking(move || {
-            let _slot = (permit, in_flight);
-            let _entered = span.enter();
-            let result = runtime.block_on(this.run(operation, invoke, deadline));
-            // Counted here, not by the caller, which may be gone by now.
-            this.record(operation, &result, started);
-            result
-        })
+        tokio::spawn(
+            async move {
+                let _slot = (permit, in_flight);
+                let result = this.run(operation, invoke, deadline).await;
+                this.record(operation, &result, started);
+                result
+            }
+            .instrument(span),
+        )
         .await
         .unwrap_or_else(|e| {
-            let error = Err(CallError::Host(format!("the call's thread failed: {e}")));
+            let error = Err(CallError::Host(format!("the call's task failed: {e}")));
             self.record(operation, &error, started);
             error
         })
@@ -410,39 +435,8 @@ impl Backend {
         R: AnswerSize,
         F: for<'a> FnOnce(&'a Plugin, &'a mut Store<CallState>) -> Invocation<'a, R>,
     {
-        let (stdout, stderr) = (Capture::new(OUTPUT_CAPACITY), Capture::new(OUTPUT_CAPACITY));
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
-        let data = CallState {
-            wasi,
-            table: wasmtime::component::ResourceTable::new(),
-            limiter: MemoryLimiter {
-                limits: StoreLimitsBuilder::new()
-                    .memory_size(self.limits.memory)
-                    .build(),
-                refused: false,
-            },
-            settings: self.settings.clone(),
-            logging: Logging::new(self.id.clone(), self.secrets.clone()),
-            state: PluginState::new(self.namespace.clone(), self.state.clone(), deadline),
-            http: OutboundHttp::new(
-                self.id.clone(),
-                self.http.clone(),
-                self.secrets.clone(),
-                deadline,
-                self.limits.max_response,
-            ),
-        };
-        let mut store = Store::new(&self.engine, data);
-        store.limiter(|s| &mut s.limiter);
-        // Guest code is stopped by the epoch: a deadline of n ticks fires between n-1 and n
-        // ticks after it is set, so add one to give the plugin its whole timeout.
+        let (mut store, stdout, stderr) = self.store(deadline);
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let ticks = remaining.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
 
         // Host calls that wait are stopped by the timeout, which drops the whole call.
         let outcome = tokio::time::timeout(remaining + EPOCH_TICK, async {
@@ -478,6 +472,86 @@ impl Backend {
         }
     }
 
+    /// A fresh store for one call ending at `deadline`, with the call's stdout and stderr.
+    fn store(&self, deadline: Instant) -> (Store<CallState>, Capture, Capture) {
+        let (stdout, stderr) = (Capture::new(OUTPUT_CAPACITY), Capture::new(OUTPUT_CAPACITY));
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        let mut table = wasmtime::component::ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let data = CallState {
+            wasi,
+            table,
+            limiter: MemoryLimiter {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(self.limits.memory)
+                    .build(),
+                refused: false,
+                wanted: 0,
+            },
+            settings: self.settings.clone(),
+            logging: Logging::new(self.id.clone(), self.secrets.clone()),
+            state: PluginState::new(self.namespace.clone(), self.state.clone(), deadline),
+            http: OutboundHttp::new(
+                self.id.clone(),
+                self.http.clone(),
+                self.secrets.clone(),
+                deadline,
+                self.limits.max_response,
+            ),
+        };
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(|s| &mut s.limiter);
+        // What one host call may copy out of the guest is bounded by the guest's own memory
+        // limit, so the host never allocates more for a call than the backend may use.
+        store.set_hostcall_fuel(self.limits.memory);
+        // Guest code yields to the runtime at every epoch tick, and is stopped at the first
+        // tick past the deadline.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        (store, stdout, stderr)
+    }
+
+    /// Instantiate the plugin once, as a call would, without calling it: a plugin that cannot
+    /// start within its limits (its memories at start are larger than `limits.memory`, its
+    /// shape does not fit the instance pool, its start traps) is refused at load rather than
+    /// failing every call. Instance slots all in use meanwhile are not the plugin's fault and
+    /// pass.
+    pub fn probe(&self) -> Result<(), String> {
+        let deadline = Instant::now() + self.limits.timeout;
+        let (mut store, _stdout, stderr) = self.store(deadline);
+        let started = futures::executor::block_on(self.prepared.pre.instantiate_async(&mut store));
+        let error = match started {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => return Ok(()),
+            Err(e) => e,
+        };
+        let limiter = &store.data().limiter;
+        if limiter.refused {
+            return Err(format!(
+                "the plugin needs {} of memory to start, over its `limits.memory` of {}",
+                bytesize::ByteSize(limiter.wanted as u64),
+                bytesize::ByteSize(self.limits.memory as u64)
+            ));
+        }
+        let output = stderr
+            .text(&self.secrets)
+            .map(|text| format!(" (stderr: {text})"))
+            .unwrap_or_default();
+        Err(format!(
+            "the plugin cannot start: {}{output}",
+            redact(&format!("{error:#}"), &self.secrets)
+        ))
+    }
+
     /// The plugin's error with the backend's secrets cut out.
     fn redacted(&self, error: wit::Error) -> wit::Error {
         let clean = |m: String| redact(&m, &self.secrets);
@@ -494,6 +568,9 @@ impl Backend {
         let trap = error.downcast_ref::<Trap>().copied();
         let classified = match trap {
             Some(Trap::Interrupt) => CallError::Timeout(self.limits.timeout),
+            None if error.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                return CallError::PoolExhausted;
+            }
             _ if memory_refused => CallError::OutOfMemory(self.limits.memory),
             Some(trap) => CallError::Trap(trap.to_string()),
             None => CallError::Host(redact(&error.root_cause().to_string(), &self.secrets)),

@@ -2,7 +2,9 @@
 //! fsynced before it returns. redb lets one process open the file, so this store serves one
 //! gateway; several replicas share [`super::etcd::EtcdStore`] instead.
 //!
-//! redb blocks, so each operation runs on tokio's blocking pool.
+//! A write waits for its fsync, so it runs on tokio's blocking pool. A read is a lookup in
+//! redb's page cache (MVCC: it never waits for a writer) and runs where it is asked, which
+//! spares each discovery the thread hand-offs of its index reads.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,7 +76,12 @@ impl RedbStore {
         })
     }
 
-    /// Run `f` on the blocking pool.
+    /// Run the read-only `f` here.
+    fn read<R>(&self, f: impl FnOnce(&Database) -> Result<R, StateError>) -> Result<R, StateError> {
+        f(&self.db)
+    }
+
+    /// Run `f` (which writes) on the blocking pool.
     async fn run<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> Result<R, StateError> + Send + 'static,
@@ -90,14 +97,13 @@ impl RedbStore {
 impl StateStore for RedbStore {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         let (namespace, key) = (namespace.to_string(), key.to_string());
-        self.run(move |db| {
+        self.read(|db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(KV)?;
             Ok(table
                 .get((namespace.as_str(), key.as_str()))?
                 .map(|v| v.value().to_vec()))
         })
-        .await
     }
 
     async fn set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), StateError> {
@@ -171,7 +177,7 @@ impl StateStore for RedbStore {
         let limit = limit.min(MAX_PAGE);
         let (namespace, prefix) = (namespace.to_string(), prefix.to_string());
         let after = after.map(str::to_string);
-        self.run(move |db| {
+        self.read(|db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(KV)?;
             let start = match &after {
@@ -195,7 +201,6 @@ impl StateStore for RedbStore {
             }
             Ok(keys)
         })
-        .await
     }
 
     async fn namespaces(
@@ -204,7 +209,7 @@ impl StateStore for RedbStore {
         limit: usize,
     ) -> Result<Vec<String>, StateError> {
         let after = after.map(str::to_string);
-        self.run(move |db| {
+        self.read(|db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(KV)?;
             let mut names: Vec<String> = Vec::new();
@@ -221,45 +226,42 @@ impl StateStore for RedbStore {
             }
             Ok(names)
         })
-        .await
     }
 
     async fn owner(&self, cluster_id: &str, node_id: &str) -> Result<Option<String>, StateError> {
         let (cluster_id, node_id) = (cluster_id.to_string(), node_id.to_string());
-        self.run(move |db| {
+        self.read(|db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(OWNERS)?;
             Ok(table
                 .get((cluster_id.as_str(), node_id.as_str()))?
                 .map(|v| v.value().to_string()))
         })
-        .await
     }
 
     async fn record_owners(&self, owners: &[Ownership]) -> Result<(), StateError> {
-        let owners = owners.to_vec();
-        self.run(move |db| {
-            // Discovery refreshes the index on every call: read first so that an unchanged
-            // index costs no write (and no fsync).
-            let stale: Vec<&Ownership> = {
-                let txn = db.begin_read()?;
-                let table = txn.open_table(OWNERS)?;
-                let mut stale = Vec::new();
-                for o in &owners {
-                    let known = table.get((o.cluster_id.as_str(), o.node_id.as_str()))?;
-                    if known.as_ref().map(|v| v.value()) != Some(o.backend.as_str()) {
-                        stale.push(o);
-                    }
+        // Discovery refreshes the index on every call: read first so that an unchanged index
+        // costs no write (and no fsync, and no trip to the blocking pool).
+        let stale: Vec<Ownership> = self.read(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(OWNERS)?;
+            let mut stale = Vec::new();
+            for o in owners {
+                let known = table.get((o.cluster_id.as_str(), o.node_id.as_str()))?;
+                if known.as_ref().map(|v| v.value()) != Some(o.backend.as_str()) {
+                    stale.push(o.clone());
                 }
-                stale
-            };
-            if stale.is_empty() {
-                return Ok(());
             }
+            Ok(stale)
+        })?;
+        if stale.is_empty() {
+            return Ok(());
+        }
+        self.run(move |db| {
             let txn = db.begin_write()?;
             {
                 let mut table = txn.open_table(OWNERS)?;
-                for o in stale {
+                for o in &stale {
                     table.insert(
                         (o.cluster_id.as_str(), o.node_id.as_str()),
                         o.backend.as_str(),
@@ -290,7 +292,7 @@ impl StateStore for RedbStore {
         limit: usize,
     ) -> Result<Vec<Ownership>, StateError> {
         let after = after.map(|(c, n)| (c.to_string(), n.to_string()));
-        self.run(move |db| {
+        self.read(|db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(OWNERS)?;
             let mut out = Vec::new();
@@ -318,7 +320,6 @@ impl StateStore for RedbStore {
             }
             Ok(out)
         })
-        .await
     }
 
     async fn check(&self) -> Result<(), StateError> {
