@@ -393,6 +393,11 @@ struct RawRoute {
 }
 
 impl Config {
+    /// How many plugin calls may run at once: the sum of the backends' concurrency limits.
+    pub fn call_slots(&self) -> usize {
+        self.backends.values().map(|b| b.limits.concurrency).sum()
+    }
+
     /// The settings that take effect only at start, which differ between `self` (running) and
     /// `next`: a reload applies everything else and reports these.
     pub fn restart_only_changes(&self, next: &Config) -> Vec<&'static str> {

@@ -71,8 +71,12 @@ pub async fn serve(
         metrics.clone(),
     );
     let runtime = Arc::new(
-        Runtime::new(Some(config.cache_dir.clone()), config.cache_max)?
-            .with_metrics(metrics.clone()),
+        Runtime::new(
+            Some(config.cache_dir.clone()),
+            config.cache_max,
+            config.call_slots(),
+        )?
+        .with_metrics(metrics.clone()),
     );
     let gateway = Arc::new(Gateway::new(state.clone()).with_metrics(metrics));
     let public = api::router(gateway.clone(), config.max_body_size).layer(axum::Extension(
@@ -191,7 +195,7 @@ pub async fn serve(
 /// creates no directory.
 pub fn check(config: &Config) -> anyhow::Result<Vec<(BackendId, String)>> {
     let cache = Some(config.cache_dir.clone()).filter(|dir| dir.is_dir());
-    let runtime = Runtime::new(cache, config.cache_max)?;
+    let runtime = Runtime::new(cache, config.cache_max, config.call_slots())?;
     config
         .backends
         .values()

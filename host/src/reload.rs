@@ -214,7 +214,13 @@ impl Reloader {
 
         match built {
             Ok(generation) => {
-                let restart_needed = self.initial.restart_only_changes(&generation.config);
+                let mut restart_needed = self.initial.restart_only_changes(&generation.config);
+                if !self.runtime.fits(generation.config.call_slots()) {
+                    restart_needed.push(
+                        "backends' concurrency (the instance pool is sized at start; calls \
+                         beyond it are answered 503)",
+                    );
+                }
                 if !restart_needed.is_empty() {
                     tracing::warn!(
                         settings = ?restart_needed,

@@ -2,7 +2,15 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Gateway, assert_error_shape, fault_backend, pool_backend, provision_body};
+use serde_json::json;
+
+use crate::support::{
+    Gateway, Workdir, assert_error_shape, fault_backend, fault_backend_with, pool_backend,
+    provision_body, run_cli,
+};
+
+/// The admin API (for reloads), and no watching: the tests reload when they choose.
+const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n[reload]\nwatch = false\n\n";
 
 fn with_fault(mode: &str, limits: &str) -> String {
     format!(
@@ -69,4 +77,80 @@ async fn a_plugin_that_traps_or_panics_gets_502_and_the_gateway_keeps_serving() 
             gw.wait_for_log("panics on purpose").await;
         }
     }
+}
+
+#[tokio::test]
+async fn a_memory_limit_below_what_the_plugin_needs_to_start_is_refused_by_check_and_reload() {
+    // A Rust plugin starts with over 1 MiB of memory (its stack): 128 KiB cannot even start it.
+    let tiny = format!(
+        "{ADMIN}{}[[routes]]\nbackend = \"tiny\"\n",
+        fault_backend("tiny", "echo", "memory = \"128KiB\"")
+    );
+    let work = Workdir::new();
+    let path = work.write_config(&tiny);
+    let (ok, _, stderr) = run_cli(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!ok, "check passed a plugin that cannot start: {stderr}");
+    for needle in [
+        "backend `tiny`",
+        "of memory to start",
+        "`limits.memory` of 128.0 KiB",
+    ] {
+        assert!(stderr.contains(needle), "no `{needle}` in: {stderr}");
+    }
+
+    // At load, the running generation keeps serving and the reload says why.
+    let fine = format!(
+        "{ADMIN}{}[[routes]]\nbackend = \"tiny\"\n",
+        fault_backend("tiny", "echo", "memory = \"16MiB\"")
+    );
+    let gw = work.start(&fine).await;
+    work.write_config(&tiny);
+    let (status, body) = gw.admin("/admin/reload", Some(&json!({}))).await;
+    assert_ne!(status, 200, "{body}");
+    let reason = body.to_string();
+    assert!(reason.contains("of memory to start"), "{reason}");
+    assert_eq!(gw.admin_generation().await["generation"], json!(1));
+}
+
+#[tokio::test]
+async fn calls_beyond_the_instance_pool_sized_at_start_get_503_with_a_retry_hint() {
+    let sleepy = |concurrency: usize| {
+        format!(
+            "{ADMIN}{}[[routes]]\nbackend = \"sleepy\"\n",
+            fault_backend_with(
+                "sleepy",
+                "sleep",
+                &format!("timeout = \"20s\", concurrency = {concurrency}, queue = 0"),
+                "sleep_ms = 3000"
+            )
+        )
+    };
+    // One call at a time: the pool gets its fewest slots (16). The reload allows 40 at once,
+    // which the pool cannot hold until a restart, and says so.
+    let work = Workdir::new();
+    let gw = work.start(&sleepy(1)).await;
+    work.write_config(&sleepy(40));
+    let (status, body) = gw.admin("/admin/reload", Some(&json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    gw.wait_for_log("instance pool is sized at start").await;
+
+    let body = provision_body("c1", "mongodb", "data", "small");
+    let replies =
+        futures::future::join_all((0..40).map(|_| gw.post_with_headers("/provision", &body))).await;
+    let mut refused = 0;
+    for (status, headers, reply) in &replies {
+        if *status == 503 {
+            assert_error_shape(*status, reply);
+            assert!(headers.contains_key("retry-after"), "{reply}");
+            let message = reply["error_msg"].as_str().unwrap();
+            assert!(message.contains("every instance slot"), "{message}");
+            refused += 1;
+        }
+    }
+    // 16 slots: at most 16 calls ran, every other one was refused at once.
+    assert!(refused >= 40 - 16, "only {refused} of 40 refused");
+    assert!(
+        replies.iter().all(|(s, _, _)| *s == 503 || *s < 300),
+        "{replies:?}"
+    );
 }

@@ -42,7 +42,7 @@ fn fixture() -> &'static Fixture {
         let config = Config::parse(&dir.path().join("gateway.toml"), &text).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let state: Arc<dyn StateStore> = Arc::new(RedbStore::open(&config.state_dir).unwrap());
-        let engine = Runtime::new(None, u64::MAX).unwrap();
+        let engine = Runtime::new(None, u64::MAX, 64).unwrap();
         let generation = Generation::load(1, config.clone(), &engine, &state, None).unwrap();
         let gateway = Arc::new(Gateway::new(state.clone()));
         gateway.install(generation);

@@ -623,7 +623,7 @@ mod tests {
             xtask::plugin_path("pool").display().to_string()
         );
         let config = Config::parse(&dir.path().join("gateway.toml"), &text).unwrap();
-        let runtime = Runtime::new(None, u64::MAX).unwrap();
+        let runtime = Runtime::new(None, u64::MAX, 64).unwrap();
         let state: Arc<dyn StateStore> = store.clone();
         let generation = Generation::load(1, config, &runtime, &state, None).unwrap();
         let gateway = Gateway::new(state);

@@ -107,18 +107,28 @@ pub struct Runtime {
     http_linker: Linker<CallState>,
     cache: cache::ComponentCache,
     metrics: Arc<Metrics>,
+    /// Component instances that can exist at once.
+    slots: u32,
 }
 
 impl Runtime {
     /// A runtime whose compiled components are cached under `cache_dir` (memory only if None),
-    /// which is trimmed to `cache_max` bytes.
-    pub fn new(cache_dir: Option<PathBuf>, cache_max: u64) -> anyhow::Result<Runtime> {
+    /// which is trimmed to `cache_max` bytes, with instance slots for `calls` calls at once
+    /// (the sum of the backends' concurrency limits: see [`instance_slots`]).
+    pub fn new(
+        cache_dir: Option<PathBuf>,
+        cache_max: u64,
+        calls: usize,
+    ) -> anyhow::Result<Runtime> {
+        let slots = instance_slots(calls);
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(512)
-            .total_core_instances(4096)
-            .total_memories(1024)
-            .total_tables(4096)
-            .total_stacks(512)
+        // Per component instance: its core instances (a Rust plugin has a few, an interpreter
+        // built by componentize-py or -js more), memories and tables, within the limits below.
+        pool.total_component_instances(slots)
+            .total_stacks(slots)
+            .total_core_instances(slots * 8)
+            .total_memories(slots * 2)
+            .total_tables(slots * 8)
             .max_memories_per_component(4)
             .max_tables_per_component(16)
             .max_core_instances_per_component(32)
@@ -161,6 +171,7 @@ impl Runtime {
             })?;
 
         Ok(Runtime {
+            slots,
             cache: cache::ComponentCache::new(&engine, cache_dir, cache_max),
             engine,
             linker,
@@ -219,10 +230,27 @@ impl Runtime {
         }
     }
 
+    /// Whether the pool sized at start holds `calls` calls at once with room for a reload's
+    /// overlap; when not, calls beyond it are answered 503 until a restart.
+    pub fn fits(&self, calls: usize) -> bool {
+        instance_slots(calls) <= self.slots
+    }
+
     /// The engine (for building stores).
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
+}
+
+/// The fewest and the most instance slots the pool gets. Each slot reserves address space (4
+/// GiB and a guard region per memory, as wasmtime's bounds-check elision needs), never
+/// committed memory until a call uses it.
+const SLOTS: (u32, u32) = (16, 2048);
+
+/// Instance slots for `calls` calls at once: twice that, since during a reload the calls of the
+/// old generation finish beside those of the new one.
+fn instance_slots(calls: usize) -> u32 {
+    (calls.saturating_mul(2).min(SLOTS.1 as usize) as u32).max(SLOTS.0)
 }
 
 /// Read a plugin file: only a regular file (a FIFO would block, a device never end), and at
