@@ -189,3 +189,99 @@ impl Provider for Pool {
 }
 
 export_provider!(Pool);
+
+/// The provider's logic, run natively against the SDK's in-memory host
+/// (`cargo test --target x86_64-unknown-linux-gnu -p pool` in `plugins/`).
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use platform_sdk::native::Host;
+    use serde_json::json;
+
+    use super::*;
+
+    fn pool(machines: usize) -> Arc<Host> {
+        let machines: Vec<_> = (0..machines)
+            .map(|i| json!({ "id": format!("m{i}"), "agent_address": format!("http://10.0.0.{i}:37000"), "node_class": "small" }))
+            .collect();
+        Host::with_settings(json!({ "machines": machines }))
+    }
+
+    fn request(cluster_id: &str, count: u32) -> ProvisionRequest {
+        ProvisionRequest {
+            cluster_id: cluster_id.into(),
+            store: "mongodb".into(),
+            store_version: "4.0".into(),
+            node_group: "data".into(),
+            node_class: "small".into(),
+            desired_count: count,
+            count,
+            attributes: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn provisioned_nodes_are_discovered_with_their_group_and_class_until_deprovisioned() {
+        let host = pool(3);
+        host.run(|| {
+            let answer = Pool::provision(request("c1", 2)).unwrap();
+            assert_eq!(answer.count, 2);
+            let ids = answer.node_ids.unwrap();
+            let clusters = Pool::discover().unwrap();
+            assert_eq!(clusters.len(), 1);
+            assert_eq!(clusters[0].cluster_id, "c1");
+            for node in &clusters[0].nodes {
+                assert!(ids.contains(&node.node_id));
+                assert_eq!(node.node_class, "small");
+                assert_eq!(node.node_group.as_deref(), Some("data"));
+            }
+            let other = DeprovisionRequest {
+                cluster_id: "c2".into(),
+                node_id: ids[0].clone(),
+            };
+            assert!(matches!(Pool::deprovision(other), Err(Error::NotFound(_))));
+            for id in &ids {
+                let release = DeprovisionRequest {
+                    cluster_id: "c1".into(),
+                    node_id: id.clone(),
+                };
+                Pool::deprovision(release).unwrap();
+            }
+            assert!(Pool::discover().unwrap().is_empty());
+        });
+        assert!(
+            host.logs()
+                .iter()
+                .any(|(_, line)| line.contains("allocated"))
+        );
+    }
+
+    #[test]
+    fn concurrent_provisions_never_hand_out_one_machine_twice() {
+        let host = pool(5);
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let host = host.clone();
+                std::thread::spawn(move || {
+                    host.run(|| Pool::provision(request(&format!("c{i}"), 1)))
+                })
+            })
+            .collect();
+        let mut handed_out = HashSet::new();
+        let mut refused = 0;
+        for thread in threads {
+            match thread.join().unwrap() {
+                Ok(answer) => {
+                    for id in answer.node_ids.unwrap() {
+                        assert!(handed_out.insert(id), "a machine was handed out twice");
+                    }
+                }
+                Err(Error::Unavailable(_)) => refused += 1,
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        assert_eq!((handed_out.len(), refused), (5, 3));
+    }
+}
