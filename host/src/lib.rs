@@ -44,6 +44,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use rayon::prelude::*;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -196,9 +197,10 @@ pub async fn serve(
 pub fn check(config: &Config) -> anyhow::Result<Vec<(BackendId, String)>> {
     let cache = Some(config.cache_dir.clone()).filter(|dir| dir.is_dir());
     let runtime = Runtime::new(cache, config.cache_max, config.call_slots())?;
-    config
-        .backends
-        .values()
+    // In parallel, as a load does.
+    let backends: Vec<_> = config.backends.values().collect();
+    backends
+        .par_iter()
         .map(|backend| {
             let prepared = runtime.prepare(backend, config.max_plugin_size)?;
             let digest = prepared.digest.clone();

@@ -69,6 +69,12 @@ impl ComponentCache {
         let component = match file.as_deref().and_then(|f| load(engine, f)) {
             Some(component) => component,
             None => {
+                // A 12-18 MB Python or JavaScript component compiles for seconds: say so first.
+                tracing::info!(
+                    %digest,
+                    size = %bytesize::ByteSize(bytes.len() as u64),
+                    "compiling plugin (not in the cache)"
+                );
                 let started = std::time::Instant::now();
                 let component = Component::new(engine, bytes)?;
                 tracing::info!(%digest, elapsed = ?started.elapsed(), "compiled plugin");

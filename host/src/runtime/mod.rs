@@ -196,6 +196,7 @@ impl Runtime {
     /// `max_size` bytes. Slow on a cache miss: call it off the request path.
     pub fn prepare(&self, config: &BackendConfig, max_size: u64) -> Result<Prepared, LoadError> {
         let name = config.name.to_string();
+        let _span = tracing::info_span!("load", backend = %name).entered();
         let bytes = read_plugin(&config.plugin, max_size).map_err(|source| LoadError::Read {
             backend: name.clone(),
             path: config.plugin.clone(),
