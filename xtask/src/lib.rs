@@ -4,6 +4,7 @@
 //! The plugins build into `target/plugins`, a target directory of their own, so that a build
 //! started while the host's build or tests hold `target/debug` never waits on its lock.
 
+pub mod bench;
 pub mod etcd;
 
 use std::path::{Path, PathBuf};

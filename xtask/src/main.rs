@@ -10,6 +10,9 @@ const USAGE: &str = "\
 usage: cargo xtask plugins          build the bundled plugins
        cargo xtask serve [ARGS...]  build them and serve examples/gateway.toml
                                     (ARGS go to `platform-gateway serve`)
+       cargo xtask bench [ARGS...]  the gateway against a native build of the same providers,
+                                    same loopback load (ARGS: --seconds N, --only TEXT,
+                                    --compare LABEL=BINARY; see bench/)
        cargo xtask setup            build them and install what the tests need that is missing:
                                     moto (in a virtualenv, target/venv) and, as root, podman,
                                     runc, busybox-static, etcd and protoc (apt-get)
@@ -22,6 +25,7 @@ fn main() -> ExitCode {
             .map(|dir| println!("plugins built in {}", dir.display()))
             .map_err(Failure::from),
         Some("serve") => serve(&args[1..]),
+        Some("bench") => xtask::bench::bench(&args[1..]).map_err(Failure::from),
         Some("setup") => setup().map(|_| println!("setup: everything the tests need is here")),
         Some("test") => setup().and_then(|tools| test(&tools, &args[1..])),
         _ => {
