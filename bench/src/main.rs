@@ -283,7 +283,18 @@ impl Bench {
         config: &Path,
         addr: SocketAddr,
     ) -> anyhow::Result<(Server, Duration)> {
-        let log = std::fs::File::create(config.with_extension("log"))?;
+        // Logs go beside the work folder, not beside the config: the gateway watches its
+        // config's folder, and a log written there would wake the watcher on every line.
+        let log_path = self.work.join("logs").join(format!(
+            "{}.log",
+            config
+                .parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())
+                .unwrap_or("server")
+        ));
+        std::fs::create_dir_all(self.work.join("logs"))?;
+        let log = std::fs::File::create(&log_path)?;
         let started = Instant::now();
         let child = Command::new(program)
             .args(args)
