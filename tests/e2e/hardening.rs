@@ -302,4 +302,7 @@ fn a_plugin_that_makes_outbound_http_without_a_grant_is_refused_at_load() {
     assert!(!ok);
     assert!(stderr.contains("backend `caller`"), "{stderr}");
     assert!(stderr.contains("wasi:http"), "{stderr}");
+    // The message says what to do about it.
+    assert!(stderr.contains("no `grants.http`"), "{stderr}");
+    assert!(stderr.contains("--disable http fetch-event"), "{stderr}");
 }

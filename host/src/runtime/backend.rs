@@ -445,12 +445,13 @@ impl Backend {
         })
         .await;
 
-        // stderr is where a plugin's panic message goes; stdout is the plugin's chatter.
+        // stderr is where a plugin's panic message goes; stdout is what `print` and
+        // `console.log` write in Python and JavaScript plugins: both reach the log.
         if let Some(text) = stderr.text(&self.secrets) {
             tracing::warn!(target: "plugin", backend = %self.id, operation, "stderr: {text}");
         }
         if let Some(text) = stdout.text(&self.secrets) {
-            tracing::debug!(target: "plugin", backend = %self.id, operation, "stdout: {text}");
+            tracing::info!(target: "plugin", backend = %self.id, operation, "stdout: {text}");
         }
         match outcome {
             Err(_elapsed) => {

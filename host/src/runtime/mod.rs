@@ -214,7 +214,19 @@ impl Runtime {
         };
         let instance_pre = linker
             .instantiate_pre(&compiled.component)
-            .map_err(invalid)?;
+            .map_err(|e| match config.grants.http {
+                None if format!("{e:#}").contains("wasi:http/") => LoadError::Invalid {
+                    backend: name.clone(),
+                    path: config.plugin.clone(),
+                    message: format!(
+                        "{e:#}; the plugin imports wasi:http (outbound HTTP) but the backend has \
+                         no `grants.http`: grant the addresses it may call, e.g. `grants = {{ \
+                         http = [\"https://api.example.com\"] }}` (a componentize-js build \
+                         imports wasi:http unless built with `--disable http fetch-event`)"
+                    ),
+                },
+                _ => invalid(e),
+            })?;
         let pre = bindings::PluginPre::new(instance_pre).map_err(invalid)?;
         Ok(Prepared {
             pre,
