@@ -15,7 +15,9 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
-        return Err(format!("building the gateway and the benchmark failed ({status})"));
+        return Err(format!(
+            "building the gateway and the benchmark failed ({status})"
+        ));
     }
     let release = root.join("target/release");
     let status = Command::new(release.join("platform-gateway-bench"))
