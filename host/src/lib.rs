@@ -20,6 +20,7 @@
 //! - [`telemetry`]: tracing setup.
 //! - [`metrics`]: the Prometheus registry (served by [`api::metrics`]) and the metered state store.
 //! - [`status`]: `platform-gateway status`, a running gateway's state read from its admin API.
+//! - [`kit`]: the conformance kit: one plugin loaded alone (`test-plugin`, `call`).
 //!
 //! [`serve`] runs the gateway until its shutdown future resolves; the binary and the tests start
 //! it the same way.
@@ -30,6 +31,7 @@ pub mod capability;
 pub mod config;
 pub mod convert;
 pub mod gateway;
+pub mod kit;
 pub mod metrics;
 pub mod model;
 pub mod reload;

@@ -12,6 +12,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use platform_gateway::config::Config;
 use platform_gateway::telemetry::LogFormat;
 
+mod kit_cli;
+
 /// A Replicante Platform server whose provisioning logic runs in WebAssembly plugins.
 ///
 /// Every flag can also be set by the environment variable named in its help.
@@ -104,6 +106,12 @@ enum Command {
     /// Show what a running gateway serves: its generation, each backend's calls, errors and
     /// calls in flight, the routes and the last refused reload (from its admin API).
     Status(StatusArgs),
+    /// Play the conformance scenario against one plugin, loaded alone in the real runtime,
+    /// and report PASS, FAIL or SKIP per check (exit 1 if one failed).
+    TestPlugin(kit_cli::TestPluginArgs),
+    /// Run one operation of one plugin, loaded alone, and print its answer as JSON (the
+    /// plugin's log goes to stderr).
+    Call(kit_cli::CallArgs),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -216,6 +224,8 @@ fn main() -> ExitCode {
             let output = args.output.output;
             (status(args), output)
         }
+        Some(Command::TestPlugin(args)) => (kit_cli::test_plugin(args), Output::Text),
+        Some(Command::Call(args)) => (kit_cli::call(args), Output::Text),
         Some(Command::Completions { shell }) => (completions(shell), Output::Text),
         None => (serve(cli.serve, &cli.log), Output::Text),
     };

@@ -6,6 +6,7 @@ mod cli;
 mod edge;
 mod faults;
 mod hardening;
+mod kit;
 mod lifecycle;
 mod metrics;
 mod operating;

@@ -1,0 +1,154 @@
+//! `test-plugin` and `call`: the conformance kit on the command line (see
+//! `platform_gateway::kit`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use platform_gateway::kit::{self, Options, Plugin, Script};
+
+/// How to load the plugin: the flags both commands share.
+#[derive(Args)]
+pub struct LoadArgs {
+    /// The plugin component (`.wasm`).
+    plugin: PathBuf,
+    /// A TOML file whose top-level keys are the backend's settings, as under
+    /// `[backends.NAME.settings]`.
+    #[arg(long, short, value_name = "FILE")]
+    settings: Option<PathBuf>,
+    /// `limits.memory` [default: the gateway's, 64MiB].
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// `limits.timeout` [default: the gateway's, 10s].
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+    /// A `grants.http` entry (`https://api.example.com`, repeatable).
+    #[arg(long = "grant-http", value_name = "ORIGIN")]
+    http: Vec<String>,
+    /// Keep compiled plugins in this folder, so that the next run starts at once.
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+}
+
+impl LoadArgs {
+    fn options(self, state: Option<PathBuf>) -> Options {
+        Options {
+            plugin: self.plugin,
+            settings: self.settings,
+            memory: self.memory,
+            timeout: self.timeout,
+            http: self.http,
+            state,
+            cache: self.cache,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct TestPluginArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// The store of the provision requests.
+    #[arg(long, default_value = "mongodb")]
+    store: String,
+    /// Their node group.
+    #[arg(long, default_value = "data")]
+    node_group: String,
+    /// Their node class: one the plugin's settings offer.
+    #[arg(long, default_value = "")]
+    node_class: String,
+    /// How many provisions race in the concurrency check.
+    #[arg(long, default_value_t = 8)]
+    concurrent: usize,
+    /// The plugin provisions nodes: a provision it refuses as invalid fails instead of
+    /// skipping the lifecycle checks (use it in CI, so a wrong node class cannot pass).
+    #[arg(long)]
+    provisions: bool,
+}
+
+#[derive(Args)]
+pub struct CallArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// `discover`, `provision` or `deprovision`.
+    operation: String,
+    /// The request, a JSON file (`-` for stdin): for provision `cluster_id`, `store`,
+    /// `store_version`, `node_group`, `node_class`, `count`, `desired_count`, `attributes`;
+    /// for deprovision `cluster_id` and `node_id`. Missing fields take defaults.
+    request: Option<PathBuf>,
+    /// Keep the plugin's state in this folder, so that calls see each other's effects
+    /// [default: a temporary folder, gone after the call].
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the async runtime")
+}
+
+/// Play the scenario and print the report; exit 1 if a check failed.
+pub fn test_plugin(args: TestPluginArgs) -> anyhow::Result<ExitCode> {
+    let script = Script {
+        store: args.store,
+        node_group: args.node_group,
+        node_class: args.node_class,
+        concurrent: args.concurrent.max(1),
+        provisions: args.provisions,
+    };
+    let options = args.load.options(None);
+    let runtime = runtime()?;
+    let checks = runtime.block_on(async {
+        match Plugin::open(&options).await {
+            Ok(plugin) => {
+                let mut checks = vec![kit::Check {
+                    name: "loads and starts within its limits",
+                    outcome: kit::Outcome::Pass,
+                }];
+                checks.extend(kit::scenario(&plugin, &script).await);
+                checks
+            }
+            Err(e) => vec![kit::Check {
+                name: "loads and starts within its limits",
+                outcome: kit::Outcome::Fail(format!("{e:#}")),
+            }],
+        }
+    });
+    let (report, passed) = kit::report(&checks);
+    print!("{report}");
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Run one operation and print its answer as JSON; exit 1 if the plugin answered an error.
+pub fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
+    let request: serde_json::Value = match &args.request {
+        None => serde_json::Value::Null,
+        Some(path) => {
+            let text = if path.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+            } else {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?
+            };
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?
+        }
+    };
+    let operation = args.operation.clone();
+    let options = args.load.options(args.state);
+    let runtime = runtime()?;
+    let (ok, answer) = runtime.block_on(async {
+        let plugin = Plugin::open(&options).await?;
+        plugin.call(&operation, &request).await
+    })?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
