@@ -14,12 +14,23 @@ use platform_gateway::telemetry::LogFormat;
 
 mod kit_cli;
 
+/// What `--version` prints after the name: the version, the git commit it was built from and
+/// the plugin contract versions it serves (both from `build.rs`).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("PLATFORM_GATEWAY_COMMIT"),
+    "\ncontracts: ",
+    env!("PLATFORM_GATEWAY_CONTRACTS"),
+);
+
 /// A Replicante Platform server whose provisioning logic runs in WebAssembly plugins.
 ///
 /// Every flag can also be set by the environment variable named in its help.
 #[derive(Parser)]
 #[command(
     version,
+    long_version = LONG_VERSION,
     about,
     subcommand_negates_reqs = true,
     arg_required_else_help = true
@@ -112,6 +123,9 @@ enum Command {
     /// Run one operation of one plugin, loaded alone, and print its answer as JSON (the
     /// plugin's log goes to stderr).
     Call(kit_cli::CallArgs),
+    /// Ask a running gateway whether it is ready (`GET /readyz`): exit 0 on 200, else 1. For
+    /// container health checks, where there is no curl.
+    Healthcheck(HealthcheckArgs),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -165,6 +179,22 @@ struct StatusArgs {
     admin_ca: Option<PathBuf>,
     #[command(flatten)]
     output: OutputArgs,
+}
+
+#[derive(Args)]
+struct HealthcheckArgs {
+    /// The readiness URL.
+    #[arg(
+        long,
+        env = "PLATFORM_GATEWAY_HEALTHCHECK_URL",
+        default_value = "http://127.0.0.1:8080/readyz",
+        value_name = "URL"
+    )]
+    url: String,
+    /// The CA bundle (PEM) that signed an `https://` listener's certificate [default: the
+    /// public web roots].
+    #[arg(long, env = "PLATFORM_GATEWAY_HEALTHCHECK_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -224,6 +254,7 @@ fn main() -> ExitCode {
             let output = args.output.output;
             (status(args), output)
         }
+        Some(Command::Healthcheck(args)) => (healthcheck(args), Output::Text),
         Some(Command::TestPlugin(args)) => (kit_cli::test_plugin(args), Output::Text),
         Some(Command::Call(args)) => (kit_cli::call(args), Output::Text),
         Some(Command::Completions { shell }) => (completions(shell), Output::Text),
@@ -255,6 +286,19 @@ fn status(args: StatusArgs) -> Outcome {
         Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         Output::Text => print!("{}", status.render()),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn healthcheck(args: HealthcheckArgs) -> Outcome {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(platform_gateway::status::probe(
+        &args.url,
+        args.ca.as_deref(),
+    ))?;
+    println!("{}: ready", args.url);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -70,6 +70,27 @@ pub async fn fetch(admin: &str, access: &Access<'_>) -> anyhow::Result<Status> {
         .map_err(|_| anyhow::anyhow!("{admin} did not answer within {TIMEOUT:?}"))?
 }
 
+/// `GET url` (a `/readyz`, for a health check): `Ok` on 200, else an error saying what
+/// answered; `ca` as in [`Access::ca`].
+pub async fn probe(url: &str, ca: Option<&Path>) -> anyhow::Result<()> {
+    let uri: Uri = url
+        .parse()
+        .with_context(|| format!("`{url}` is not a URL"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        bail!("`{url}` is not a URL (for example http://127.0.0.1:8080/readyz)");
+    };
+    let base = format!("{scheme}://{authority}");
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let tls = match scheme {
+        "https" => Some(connector(ca)?),
+        _ => None,
+    };
+    tokio::time::timeout(TIMEOUT, get(&base, path, None, tls.as_ref()))
+        .await
+        .map_err(|_| anyhow::anyhow!("{url} did not answer within {TIMEOUT:?}"))?
+        .map(drop)
+}
+
 async fn read(admin: &str, access: &Access<'_>) -> anyhow::Result<Status> {
     let base = admin.trim_end_matches('/');
     let tls = match base.split("://").next() {

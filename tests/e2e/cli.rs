@@ -11,12 +11,48 @@ fn write_config(dir: &std::path::Path, body: &str) -> String {
 }
 
 #[test]
-fn version_prints_the_crate_version() {
-    let (ok, stdout, _) = run_cli(&["--version"]);
+fn version_prints_the_crate_version_the_commit_and_the_contracts_served() {
+    let (ok, stdout, _) = run_cli(&["-V"]);
     assert!(ok);
     assert_eq!(
         stdout.trim(),
         format!("platform-gateway {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let (ok, stdout, _) = run_cli(&["--version"]);
+    assert!(ok);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("platform-gateway {}", env!("CARGO_PKG_VERSION"))
+    );
+    // This test runs from a git checkout: the commit is HEAD's.
+    let head = std::process::Command::new("git")
+        .current_dir(xtask::root())
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    assert_eq!(lines[1], format!("commit: {head}"), "{stdout}");
+    // Every contract version declared under wit/.
+    let mut declared = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(xtask::root().join("wit")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+        for line in text.lines() {
+            if let Some(name) = line.strip_prefix("package replicante:platform@") {
+                declared.insert(format!(
+                    "replicante:platform@{}",
+                    name.trim_end_matches(';')
+                ));
+            }
+        }
+    }
+    assert!(declared.contains("replicante:platform@0.1.0"));
+    let declared: Vec<String> = declared.into_iter().collect();
+    assert_eq!(
+        lines[2],
+        format!("contracts: {}", declared.join(", ")),
+        "{stdout}"
     );
 }
 
@@ -347,4 +383,41 @@ fn completions_are_printed_for_each_shell() {
         assert!(script.contains(marker), "{shell}: {script}");
         assert!(script.contains("log-format"), "{shell}: {script}");
     }
+}
+
+#[tokio::test]
+async fn healthcheck_exits_0_on_a_ready_gateway_and_1_with_the_reason_otherwise() {
+    let gw = crate::support::Gateway::start(&format!(
+        "{}[[routes]]\nbackend = \"a\"\n",
+        pool_backend("a", &[("m1", "small")])
+    ))
+    .await;
+    let url = gw.url("/readyz");
+    let (ok, stdout, stderr) = run_cli(&["healthcheck", "--url", &url]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), format!("{url}: ready"));
+
+    // Anything but 200 fails, naming the status and the gateway's reason.
+    let missing = gw.url("/no-such-path");
+    let (ok, _, stderr) = run_cli(&["healthcheck", "--url", &missing]);
+    assert!(!ok);
+    assert!(stderr.contains("404"), "{stderr}");
+    // Nothing listening: fails too, through the environment variable.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_platform-gateway"))
+        .arg("healthcheck")
+        .env(
+            "PLATFORM_GATEWAY_HEALTHCHECK_URL",
+            format!("http://127.0.0.1:{port}/readyz"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
