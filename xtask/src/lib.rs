@@ -5,6 +5,7 @@
 //! started while the host's build or tests hold `target/debug` never waits on its lock.
 
 pub mod bench;
+pub mod dist;
 pub mod etcd;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! `cargo xtask`: `plugins` builds the bundled plugins; `serve` builds them and serves
-//! `examples/gateway.toml` (or the config given) with the gateway; `setup` builds them and
-//! installs what the tests need that is missing; `test` does the same, then runs every test.
+//! `examples/gateway.toml` (or the config given) with the gateway; `dist` and `image` build
+//! what ships (see `xtask::dist`); `setup` builds the plugins and installs what the tests need
+//! that is missing; `test` does the same and `dist`, then runs every test.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -13,10 +14,17 @@ usage: cargo xtask plugins          build the bundled plugins
        cargo xtask bench [ARGS...]  the gateway against a native build of the same providers,
                                     same loopback load (ARGS: --seconds N, --only TEXT,
                                     --compare LABEL=BINARY; see bench/)
+       cargo xtask dist             the static binary (x86_64-unknown-linux-musl, profile dist),
+                                    the bundled plugins and the examples in
+                                    target/package/platform-gateway-VERSION-x86_64-linux-musl/
+                                    and its .tar.gz, with SHA256SUMS
+       cargo xtask image            dist, then the container image localhost/platform-gateway:VERSION
+                                    (FROM scratch, with podman)
        cargo xtask setup            build them and install what the tests need that is missing:
                                     moto (in a virtualenv, target/venv) and, as root, podman,
-                                    runc, busybox-static, etcd and protoc (apt-get)
-       cargo xtask test [ARGS...]   setup, then `cargo test --workspace --locked --no-fail-fast [ARGS...]`";
+                                    runc, busybox-static, etcd, protoc, musl-tools and
+                                    systemd-analyze (apt-get)
+       cargo xtask test [ARGS...]   setup, dist, then `cargo test --workspace --locked --no-fail-fast [ARGS...]`";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,8 +34,18 @@ fn main() -> ExitCode {
             .map_err(Failure::from),
         Some("serve") => serve(&args[1..]),
         Some("bench") => xtask::bench::bench(&args[1..]).map_err(Failure::from),
+        Some("dist") => xtask::dist::dist()
+            .map(|dir| println!("packaged in {}", dir.display()))
+            .map_err(Failure::from),
+        Some("image") => xtask::dist::image()
+            .map(|name| println!("built {name}"))
+            .map_err(Failure::from),
         Some("setup") => setup().map(|_| println!("setup: everything the tests need is here")),
-        Some("test") => setup().and_then(|tools| test(&tools, &args[1..])),
+        // The deploy tests run the packaged static binary: build it first, once.
+        Some("test") => setup().and_then(|tools| {
+            xtask::dist::dist()?;
+            test(&tools, &args[1..])
+        }),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -95,6 +113,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("etcd", "etcd-server"),
     // The etcd client's build compiles etcd's protobuf definitions.
     ("protoc", "protobuf-compiler"),
+    // The C code of the static (musl) binary's dependencies (ring) needs musl's compiler.
+    ("musl-gcc", "musl-tools"),
+    // `systemd-analyze verify` checks the shipped systemd unit.
+    ("systemd-analyze", "systemd"),
 ];
 
 /// moto's package, installed into the virtualenv.
