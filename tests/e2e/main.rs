@@ -3,6 +3,7 @@
 mod aws;
 mod backup;
 mod cli;
+mod deploy;
 mod edge;
 mod faults;
 mod hardening;

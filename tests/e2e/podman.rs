@@ -30,7 +30,7 @@ fn containers_conf() -> &'static Path {
     })
 }
 
-fn podman(args: &[&str]) -> std::process::Output {
+pub(crate) fn podman(args: &[&str]) -> std::process::Output {
     Command::new("podman")
         .args(args)
         .env("CONTAINERS_CONF", containers_conf())

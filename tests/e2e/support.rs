@@ -167,11 +167,29 @@ impl Gateway {
         wait_ready: bool,
         log_filter: &str,
     ) -> Gateway {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_platform-gateway"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_platform-gateway"));
+        command.env("RUST_LOG", log_filter);
+        Gateway::spawn_command(command, config, temp, wait_ready).await
+    }
+
+    /// Start `program` (another build of the gateway, such as the packaged static binary) on
+    /// the config file at `config`, with an empty environment, and wait until it is ready.
+    pub async fn start_program(program: &Path, config: &Path) -> Gateway {
+        let mut command = Command::new(program);
+        command.env_clear().env("RUST_LOG", "info");
+        Gateway::spawn_command(command, config, None, true).await
+    }
+
+    async fn spawn_command(
+        mut command: Command,
+        config: &Path,
+        temp: Option<Arc<tempfile::TempDir>>,
+        wait_ready: bool,
+    ) -> Gateway {
+        let mut child = command
             .args(["serve", "--config"])
             .arg(config)
             .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", log_filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
