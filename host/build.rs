@@ -2,7 +2,7 @@
 //! the plugin contract versions it serves, read from the `package` declarations under `wit/`
 //! (its `deps/` excluded), so that adding a contract version there is the only change needed.
 //!
-//! Without git (a source tarball), the commit is `PLATFORM_GATEWAY_COMMIT` if set, else
+//! Without git (a source tarball), the commit is `PLATFORM_GATEWAY_BUILD_COMMIT` if set, else
 //! `unknown`. Cargo reruns this script only when `wit/`, `.git/HEAD` or the branch it names
 //! moves, not on every edit.
 
@@ -33,8 +33,10 @@ fn main() {
         contracts.join(", ")
     );
 
-    println!("cargo:rerun-if-env-changed=PLATFORM_GATEWAY_COMMIT");
-    let commit = std::env::var("PLATFORM_GATEWAY_COMMIT")
+    // Not the name of the output below: cargo hands that one to the programs it runs (the
+    // tests), whose own builds would then see it set and rebuild.
+    println!("cargo:rerun-if-env-changed=PLATFORM_GATEWAY_BUILD_COMMIT");
+    let commit = std::env::var("PLATFORM_GATEWAY_BUILD_COMMIT")
         .ok()
         .filter(|c| !c.is_empty())
         .or_else(|| git_commit(root))

@@ -26,11 +26,11 @@ fn package() -> PathBuf {
     }
 }
 
-/// The image of `cargo xtask image`, built once per test process (podman reuses its layers when
-/// the package did not change).
+/// The image of `cargo xtask image`, built from [`package`] once per test process (podman
+/// reuses its layers when the package did not change).
 fn image() -> String {
     static BUILT: OnceLock<Result<String, String>> = OnceLock::new();
-    match BUILT.get_or_init(xtask::dist::image) {
+    match BUILT.get_or_init(|| xtask::dist::build_image(&package())) {
         Ok(name) => name.clone(),
         Err(e) => panic!("cargo xtask image: {e}"),
     }

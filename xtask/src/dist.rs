@@ -77,6 +77,9 @@ pub fn dist() -> Result<PathBuf, String> {
     crate::build_plugins()?;
     build_binary()?;
 
+    // One packager at a time (two test processes, a test and a shell): each rewrites files the
+    // other reads.
+    let _lock = Lock::take()?;
     let dir = package_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut changed = false;
@@ -164,7 +167,12 @@ pub fn dist() -> Result<PathBuf, String> {
 /// `deploy/container/Containerfile`: the static binary, the bundled plugins and the example
 /// platform's config, on nothing (`FROM scratch`, so there is no base image to pull).
 pub fn image() -> Result<String, String> {
-    let dir = dist()?;
+    build_image(&dist()?)
+}
+
+/// The image of [`image`], from the package folder `dir` that [`dist`] made.
+pub fn build_image(dir: &Path) -> Result<String, String> {
+    let _lock = Lock::take()?;
     let context = package_root().join("image");
     if context.exists() {
         std::fs::remove_dir_all(&context)
@@ -252,16 +260,36 @@ fn build_binary() -> Result<(), String> {
         "-p",
         "platform-gateway",
     ]);
-    // Settings of an outer cargo (when called from a test) are not this build's; nor is what
-    // cargo tells the program it runs (`cargo run -p xtask`, a test): ring's build script
-    // watches CARGO_MANIFEST_DIR, CARGO_PKG_NAME, OUT_DIR..., so leaving them would rebuild
-    // everything above ring whenever this build is started one way after the other.
+    // Settings of an outer cargo (when called from a test) are not this build's.
     for var in [
         "CARGO_TARGET_DIR",
         "CARGO_BUILD_TARGET",
         "CARGO_ENCODED_RUSTFLAGS",
         "RUSTFLAGS",
         "CARGO_MAKEFLAGS",
+    ] {
+        command.env_remove(var);
+    }
+    clear_cargo_run_env(&mut command);
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run cargo to build the static binary: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "building the static binary failed ({status}); is the {TARGET} target installed \
+             (`rustup target add {TARGET}`) and a musl C compiler (`apt-get install musl-tools`)?"
+        ))
+    }
+}
+
+/// Remove from `command`'s environment what cargo tells the program it runs (`cargo run -p
+/// xtask`, a test): ring's build script watches CARGO_MANIFEST_DIR, CARGO_PKG_NAME, OUT_DIR...,
+/// so leaving them would rebuild everything above ring whenever a build is started one way
+/// after the other (from a shell, from xtask, from a test).
+pub fn clear_cargo_run_env(command: &mut Command) {
+    for var in [
         "CARGO_PRIMARY_PACKAGE",
         "CARGO_MANIFEST_DIR",
         "CARGO_MANIFEST_PATH",
@@ -279,17 +307,6 @@ fn build_binary() -> Result<(), String> {
             command.env_remove(var);
         }
     }
-    let status = command
-        .status()
-        .map_err(|e| format!("cannot run cargo to build the static binary: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "building the static binary failed ({status}); is the {TARGET} target installed \
-             (`rustup target add {TARGET}`) and a musl C compiler (`apt-get install musl-tools`)?"
-        ))
-    }
 }
 
 /// Add the musl standard library to the pinned toolchain if it is missing.
@@ -305,6 +322,43 @@ fn ensure_musl_target() {
             .current_dir(root())
             .args(["target", "add", TARGET])
             .status();
+    }
+}
+
+/// An exclusive `flock` on `target/package/.lock`, released when dropped.
+struct Lock(std::fs::File);
+
+impl Lock {
+    fn take() -> Result<Lock, String> {
+        use std::os::fd::AsRawFd;
+        let path = package_root().join(".lock");
+        std::fs::create_dir_all(package_root())
+            .map_err(|e| format!("cannot create {}: {e}", package_root().display()))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        // SAFETY: flock on a descriptor this function owns; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(format!(
+                "cannot lock {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(Lock(file))
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: as in `take`.
+        unsafe {
+            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
+        }
     }
 }
 

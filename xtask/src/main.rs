@@ -232,6 +232,8 @@ fn test(tools: &Tools, args: &[String]) -> Result<(), Failure> {
         .args(["test", "--workspace", "--locked", "--no-fail-fast"])
         .args(args)
         .env("PATH", path);
+    // The same builds as a `cargo test` typed in a shell, not ones keyed to xtask's own env.
+    xtask::dist::clear_cargo_run_env(&mut command);
     if let Some(protoc) = &tools.protoc
         && std::env::var_os("PROTOC").is_none()
     {
