@@ -195,6 +195,7 @@ pub fn build_image(dir: &Path) -> Result<String, String> {
         .map_err(|e| format!("cannot create the image's state folder: {e}"))?;
     let containerfile = root().join("deploy/container/Containerfile");
     let name = image_name();
+    let previous = image_id(&name);
     let commit = git_commit().unwrap_or_else(|| "unknown".into());
     run(Command::new("podman")
         .args(["build", "--quiet", "--format", "docker", "--tag", &name])
@@ -208,7 +209,26 @@ pub fn build_image(dir: &Path) -> Result<String, String> {
         ])
         .arg(&context)
         .stdout(std::process::Stdio::null()))?;
+    // The build the tag left is of no use: drop it (unless a container still uses it).
+    if let Some(previous) = previous
+        && image_id(&name).is_some_and(|id| id != previous)
+    {
+        let _ = Command::new("podman")
+            .args(["image", "rm", &previous])
+            .output();
+    }
     Ok(name)
+}
+
+/// The ID of the image `name`, if podman has it.
+fn image_id(name: &str) -> Option<String> {
+    let out = Command::new("podman")
+        .args(["image", "inspect", "--format", "{{.Id}}", name])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// The image's config: `examples/gateway.toml` with its listener on every address, its state
