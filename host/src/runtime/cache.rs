@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -36,6 +36,9 @@ pub struct ComponentCache {
     max_bytes: u64,
     engine_key: String,
     loaded: Mutex<HashMap<String, Component>>,
+    /// A gate per content being loaded or compiled: backends load in parallel, and two of one
+    /// plugin must share one compilation.
+    loading: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl ComponentCache {
@@ -46,6 +49,7 @@ impl ComponentCache {
             max_bytes,
             engine_key: engine_key(engine),
             loaded: Mutex::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
         }
     }
 
@@ -53,12 +57,42 @@ impl ComponentCache {
     /// off the request path).
     pub fn get(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Compiled> {
         let digest = format!("sha256:{:x}", Sha256::digest(bytes));
-        if let Some(component) = self.lock().get(&digest) {
-            return Ok(Compiled {
+        let cached = |digest: &String| {
+            self.lock().get(digest).map(|component| Compiled {
                 component: component.clone(),
-                digest,
-            });
+                digest: digest.clone(),
+            })
+        };
+        if let Some(compiled) = cached(&digest) {
+            return Ok(compiled);
         }
+        // The first caller for this content loads it; the others wait and find it in memory.
+        let gate = self
+            .loading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(digest.clone())
+            .or_default()
+            .clone();
+        let _gate = gate.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(compiled) = cached(&digest) {
+            return Ok(compiled);
+        }
+        let compiled = self.load_or_compile(engine, bytes, digest.clone());
+        self.loading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&digest);
+        compiled
+    }
+
+    /// Load `bytes`' compiled form from disk, or compile it (and store it there).
+    fn load_or_compile(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        digest: String,
+    ) -> wasmtime::Result<Compiled> {
         let file = self.dir.as_ref().map(|dir| {
             dir.join(format!(
                 "{}-{}.cwasm",
