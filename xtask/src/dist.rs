@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::root;
+use crate::{root, run, without_outer_cargo};
 
 /// The target of the shipped binary: statically linked, so it runs on any x86-64 Linux and in
 /// an image with nothing else in it.
@@ -281,16 +281,7 @@ fn build_binary() -> Result<(), String> {
         "platform-gateway",
     ]);
     // Settings of an outer cargo (when called from a test) are not this build's.
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_MAKEFLAGS",
-    ] {
-        command.env_remove(var);
-    }
-    clear_cargo_run_env(&mut command);
+    without_outer_cargo(&mut command);
     let status = command
         .status()
         .map_err(|e| format!("cannot run cargo to build the static binary: {e}"))?;
@@ -301,31 +292,6 @@ fn build_binary() -> Result<(), String> {
             "building the static binary failed ({status}); is the {TARGET} target installed \
              (`rustup target add {TARGET}`) and a musl C compiler (`apt-get install musl-tools`)?"
         ))
-    }
-}
-
-/// Remove from `command`'s environment what cargo tells the program it runs (`cargo run -p
-/// xtask`, a test): ring's build script watches CARGO_MANIFEST_DIR, CARGO_PKG_NAME, OUT_DIR...,
-/// so leaving them would rebuild everything above ring whenever a build is started one way
-/// after the other (from a shell, from xtask, from a test).
-pub fn clear_cargo_run_env(command: &mut Command) {
-    for var in [
-        "CARGO_PRIMARY_PACKAGE",
-        "CARGO_MANIFEST_DIR",
-        "CARGO_MANIFEST_PATH",
-        "CARGO_MANIFEST_LINKS",
-        "CARGO_CRATE_NAME",
-        "CARGO_BIN_NAME",
-        "CARGO_TARGET_TMPDIR",
-        "OUT_DIR",
-    ] {
-        command.env_remove(var);
-    }
-    for (var, _) in std::env::vars_os() {
-        let name = var.to_string_lossy();
-        if name.starts_with("CARGO_PKG_") || name.starts_with("CARGO_CFG_") {
-            command.env_remove(var);
-        }
     }
 }
 
@@ -447,16 +413,4 @@ fn list_files(base: &Path, dir: &Path, files: &mut Vec<String>) -> Result<(), St
         }
     }
     Ok(())
-}
-
-/// Run `command`, failing with its description if it does not succeed.
-fn run(command: &mut Command) -> Result<(), String> {
-    let status = command
-        .status()
-        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{command:?} failed: {status}"))
-    }
 }

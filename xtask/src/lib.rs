@@ -68,16 +68,7 @@ pub fn build_plugins() -> Result<PathBuf, String> {
         ])
         .args(["--target-dir", "../target/plugins"]);
     // Settings of an outer cargo (when called from a build or a test) are not the plugins'.
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_MAKEFLAGS",
-        "CARGO_PRIMARY_PACKAGE",
-    ] {
-        command.env_remove(var);
-    }
+    without_outer_cargo(&mut command);
     let status = command
         .status()
         .map_err(|e| format!("cannot run cargo to build the plugins: {e}"))?;
@@ -88,4 +79,57 @@ pub fn build_plugins() -> Result<PathBuf, String> {
         ));
     }
     Ok(plugin_dir())
+}
+
+/// Remove from `command`'s environment what an outer cargo sets for a build of its own (target
+/// directory, target, flags, jobserver) and what it tells the program it runs (`cargo run -p
+/// xtask`, a test): ring's build script watches CARGO_MANIFEST_DIR, CARGO_PKG_NAME, OUT_DIR...,
+/// so leaving them would rebuild everything above ring whenever a build is started one way
+/// after the other (from a shell, from xtask, from a test).
+pub fn without_outer_cargo(command: &mut Command) {
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_MAKEFLAGS",
+    ] {
+        command.env_remove(var);
+    }
+    clear_cargo_run_env(command);
+}
+
+/// Remove from `command`'s environment only what cargo tells the program it runs (see
+/// [`without_outer_cargo`]); for a `cargo test` that should build as one typed in a shell.
+pub fn clear_cargo_run_env(command: &mut Command) {
+    for var in [
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_TARGET_TMPDIR",
+        "OUT_DIR",
+    ] {
+        command.env_remove(var);
+    }
+    for (var, _) in std::env::vars_os() {
+        let name = var.to_string_lossy();
+        if name.starts_with("CARGO_PKG_") || name.starts_with("CARGO_CFG_") {
+            command.env_remove(var);
+        }
+    }
+}
+
+/// Run `command`, failing with its description if it does not succeed.
+pub fn run(command: &mut Command) -> Result<(), String> {
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed: {status}"))
+    }
 }

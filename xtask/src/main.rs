@@ -176,14 +176,16 @@ fn apt_install(packages: &[&str]) -> Result<(), Failure> {
     println!("setup: apt-get install {list}");
     // Wait for the dpkg lock rather than fail if something else is installing.
     let lock = ["-o", "DPkg::Lock::Timeout=300"];
-    run(Command::new("apt-get").args(lock).args(["update", "-qq"]))?;
+    xtask::run(Command::new("apt-get").args(lock).args(["update", "-qq"]))?;
     // dpkg reports every file it unpacks on stdout, whatever the quiet flags; errors go to stderr.
-    run(Command::new("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(lock)
-        .args(["install", "-y", "-qq"])
-        .args(packages)
-        .stdout(Stdio::null()))?;
+    xtask::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(lock)
+            .args(["install", "-y", "-qq"])
+            .args(packages)
+            .stdout(Stdio::null()),
+    )?;
     Ok(())
 }
 
@@ -198,12 +200,14 @@ fn install_moto(venv: &Path) -> Result<(), Failure> {
     }
     if !healthy {
         println!("setup: python3 -m venv {}", venv.display());
-        run(Command::new("python3")
-            .args(["-m", "venv", "--clear"])
-            .arg(venv))?;
+        xtask::run(
+            Command::new("python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(venv),
+        )?;
     }
     println!("setup: pip install '{MOTO}' (into {})", venv.display());
-    run(Command::new(&python).args([
+    xtask::run(Command::new(&python).args([
         "-m",
         "pip",
         "install",
@@ -233,7 +237,7 @@ fn test(tools: &Tools, args: &[String]) -> Result<(), Failure> {
         .args(args)
         .env("PATH", path);
     // The same builds as a `cargo test` typed in a shell, not ones keyed to xtask's own env.
-    xtask::dist::clear_cargo_run_env(&mut command);
+    xtask::clear_cargo_run_env(&mut command);
     if let Some(protoc) = &tools.protoc
         && std::env::var_os("PROTOC").is_none()
     {
@@ -276,16 +280,4 @@ fn succeeds(command: &mut Command) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-/// Run `command`, failing with its description if it does not succeed.
-fn run(command: &mut Command) -> Result<(), Failure> {
-    let status = command
-        .status()
-        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{command:?} failed: {status}").into())
-    }
 }
