@@ -60,14 +60,12 @@ impl Plugin {
             }
             None => toml::Table::new(),
         };
-        let temp = match &options.state {
-            Some(_) => None,
-            None => Some(tempfile::tempdir().context("a temporary state folder")?),
-        };
-        let state_dir = match (&options.state, &temp) {
-            (Some(dir), _) => std::path::absolute(dir)?,
-            (None, Some(temp)) => temp.path().to_path_buf(),
-            (None, None) => unreachable!(),
+        let (state_dir, temp) = match &options.state {
+            Some(dir) => (std::path::absolute(dir)?, None),
+            None => {
+                let temp = tempfile::tempdir().context("a temporary state folder")?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
         };
 
         // The backend table an operator would write, read by the gateway's own config parser

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, node_ids, plugin, pool_backend, toml_str};
+use crate::support::{Gateway, free_port, node_ids, plugin, pool_backend, toml_str};
 
 /// A moto server on a free loopback port, stopped when dropped.
 pub(crate) struct Moto {
@@ -20,14 +20,6 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Moto {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::podman::podman;
-use crate::support::{Gateway, node_ids, provision_body};
+use crate::support::{Gateway, free_port, node_ids, provision_body};
 
 /// The package of `cargo xtask dist`, brought up to date once per test process.
 fn package() -> PathBuf {
@@ -42,14 +42,6 @@ fn text(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A name no other test run uses.

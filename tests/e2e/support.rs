@@ -27,6 +27,15 @@ pub fn shared_cache() -> PathBuf {
     xtask::root().join("target/e2e-compiled-cache")
 }
 
+/// A loopback port free a moment ago (for a server that must be told its port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A TOML string literal.
 pub fn toml_str(value: &str) -> String {
     toml::Value::String(value.to_string()).to_string()
