@@ -1,0 +1,8 @@
+// @platform-gateway/sdk/testing: the in-memory host a plugin's tests run against under Node.js.
+//
+//   node --import @platform-gateway/sdk/testing/register --test
+//
+// Then `import { provider } from '../src/index.js'` calls the plugin as the gateway would: each
+// method returns the contract's `{ tag: 'ok' | 'err', val }`.
+
+export { host, ComponentError } from './host.js';
