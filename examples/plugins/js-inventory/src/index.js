@@ -47,6 +47,9 @@ function machines() {
       throw new Internal(`setting \`machines\`: machine \`${id}\` has a \`node_class\` that is not a string`);
     }
     if (seen.has(id)) throw new Internal(`setting \`machines\`: machine \`${id}\` is listed twice`);
+    // Not caught here: an `agent_address` that is not a URL throws a TypeError, which the SDK
+    // answers as `internal` (HTTP 500) with its stack in the gateway's log, as any exception.
+    new URL(agentAddress);
     seen.add(id);
     return { id, agentAddress, nodeClass };
   });

@@ -107,3 +107,11 @@ test('bad settings and an unavailable store are answered, not crashed on', async
   const down = await provider.discover();
   assert.equal(down.val.tag, 'unavailable');
 });
+
+test('an exception nobody catches is internal, its stack logged at error', async () => {
+  host.settings = { machines: [{ id: 'm1', agent_address: 'not a URL', node_class: 'small' }] };
+  const answer = await provider.provision(request());
+  assert.equal(answer.val.tag, 'internal');
+  assert.match(answer.val.val, /^TypeError: /);
+  assert.match(host.logged('error')[0], /^provision: uncaught TypeError: .*\n.*src\/index\.js/s);
+});
