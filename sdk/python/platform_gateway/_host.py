@@ -57,6 +57,20 @@ class Host:
         raise NotImplementedError
 
 
+#: How many provider calls are running (0 or 1: a component instance runs one call at a time).
+#: The gateway's imports exist only during a call; at build time, when componentize-py imports
+#: the app module, calling one would trap without saying why.
+calls = 0
+
+
+def _outside_a_call() -> RuntimeError:
+    return RuntimeError(
+        "platform_gateway: settings, state and log are only available during a call "
+        "(discover, provision, deprovision), not when the module is imported: componentize-py "
+        "imports it while building the component. Move this to __init__ or a method."
+    )
+
+
 class _Gateway(Host):
     """The gateway, through the generated bindings."""
 
@@ -70,12 +84,18 @@ class _Gateway(Host):
         }
 
     def settings_json(self) -> str:
+        if not calls:
+            raise _outside_a_call()
         return wit_settings.get()
 
     def log(self, level: str, message: str) -> None:
+        if not calls:
+            raise _outside_a_call()
         wit_log.log(self._levels[level], message)
 
     def _state(self, operation: str, key: str, function: Any, *args: Any) -> Any:
+        if not calls:
+            raise _outside_a_call()
         try:
             return function(*args)
         except WitErr as e:  # type: ignore[misc]

@@ -53,6 +53,17 @@ class Provider:
     each call (so `__init__` may read `settings()`), and nothing in memory survives the call.
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> "Provider":
+        if _host.IN_COMPONENT and not _host.calls:
+            # componentize-py instantiates the app module's `Provider` while it builds the
+            # component: without `export`, that is this class or a subclass, not the adapter.
+            raise TypeError(
+                f"the app module's `Provider` is `{cls.__qualname__}`, not the class `export` "
+                f"makes: call `export(YourProvider)` at the top level of the app module (it "
+                f"defines the `Provider` class componentize-py looks for there)"
+            )
+        return super().__new__(cls)
+
     def discover(self) -> Iterable[Cluster]:
         """Every cluster this backend has nodes for, each with every one of its nodes, whatever
         their health. A deprovisioned node must not appear once it is gone."""
@@ -193,6 +204,7 @@ def _unexpected(operation: str, error: BaseException) -> ProviderError:
 
 
 def _call(make: Callable[[], Any], operation: str, call: Callable[[Any], Any]) -> Any:
+    _host.calls += 1
     try:
         return call(make())
     except ProviderError as e:
@@ -203,6 +215,8 @@ def _call(make: Callable[[], Any], operation: str, call: Callable[[Any], Any]) -
             if type(e.value).__name__.startswith("ProviderError_"):
                 raise
         raise _fail(_unexpected(operation, e)) from None
+    finally:
+        _host.calls -= 1
 
 
 def export(provider: Type[Provider]) -> type:

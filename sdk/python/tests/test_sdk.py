@@ -85,6 +85,20 @@ class ExportTest(unittest.TestCase):
             with self.assertRaisesRegex(pg.Internal, "node_ids must be a str"):
                 Adapter().provision(pg.ProvisionRequest(cluster_id="c1"))
 
+    def test_in_the_component_a_provider_is_created_only_by_the_adapter(self):
+        from platform_gateway import _host
+
+        Adapter = pg.export(Hello)
+        _host.IN_COMPONENT = True
+        try:
+            # What componentize-py does at build time when the app module forgot `export`.
+            with self.assertRaisesRegex(TypeError, r"call `export\(YourProvider\)`"):
+                Hello()
+            with Host():
+                self.assertEqual(Adapter().discover()[0].cluster_id, "c1")
+        finally:
+            _host.IN_COMPONENT = False
+
     def test_the_response_count_defaults_to_the_ids(self):
         self.assertEqual(pg.ProvisionResponse(node_ids=["a", "b"]).count, 2)
         self.assertEqual(pg.ProvisionResponse(count=3).node_ids, None)
