@@ -66,7 +66,10 @@ class Inventory(Provider):
     def provision(self, request):
         of_class = [m for m in self.machines if m.node_class == request.node_class]
         if not of_class:
-            raise InvalidRequest(f"the inventory has no machine of node class `{request.node_class}`")
+            offered = ", ".join(sorted({m.node_class for m in self.machines})) or "none"
+            raise InvalidRequest(
+                f"the inventory has no machine of node class `{request.node_class}` (it has: {offered})"
+            )
 
         taken = dict(allocations())
         # A retry of a request that was served (or half-served) gets the same machines back.
