@@ -1,6 +1,7 @@
 // Logging into the gateway's log, where each line is tagged with the backend and the request.
 
 import { log as emit } from 'replicante:platform/log@0.2.0';
+import { requireCall } from './call.js';
 
 /** One value of a log call as text: strings as they are, errors with their stack, others as JSON. */
 function text(value) {
@@ -15,7 +16,10 @@ function text(value) {
 }
 
 function at(level) {
-  return (...parts) => emit(level, parts.map(text).join(' '));
+  return (...parts) => {
+    requireCall(`log.${level}()`);
+    emit(level, parts.map(text).join(' '));
+  };
 }
 
 /**

@@ -1,5 +1,6 @@
 // The `provider` interface: the base class a plugin extends, and its export.
 
+import { enterCall } from './call.js';
 import { Internal, Unsupported, toProviderError } from './errors.js';
 import { log } from './log.js';
 import { resetSettings } from './settings.js';
@@ -129,6 +130,7 @@ function toProvisionRequest(request) {
  * what it threw as a `provider-error` (never a trap).
  */
 async function run(operation, f, shape) {
+  enterCall();
   resetSettings();
   try {
     return { tag: 'ok', val: shape(await f()) };

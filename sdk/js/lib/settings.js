@@ -1,6 +1,7 @@
 // The backend's settings: the `settings` table of its entry in the gateway config, as JSON.
 
 import { get } from 'replicante:platform/settings@0.2.0';
+import { requireCall } from './call.js';
 import { Internal } from './errors.js';
 
 let cached;
@@ -17,6 +18,7 @@ export function resetSettings() {
  * @returns {Record<string, any>}
  */
 export function settings() {
+  requireCall('settings()');
   if (cached === undefined) {
     const text = get();
     let parsed;

@@ -1,6 +1,7 @@
 // Durable key-value state, private to the backend: bytes, with string and JSON conveniences.
 
 import * as wit from 'replicante:platform/state@0.2.0';
+import { requireCall } from './call.js';
 import { Internal, Unavailable } from './errors.js';
 
 const encoder = new TextEncoder();
@@ -23,6 +24,7 @@ function translate(operation, key, error) {
 }
 
 function call(operation, key, f) {
+  requireCall(`state (${operation})`);
   try {
     return f();
   } catch (e) {

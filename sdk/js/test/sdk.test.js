@@ -257,3 +257,15 @@ test('log writes at each level, joining its arguments', () => {
   ]);
   assert.match(host.logs[2].message, /^Error: bad\n/);
 });
+
+test('the gateway outside a call (at the top level: build time) is a clear error', async () => {
+  const { spawnSync } = await import('node:child_process');
+  // A process that never imports the testing host, so no call is under way.
+  const script = "import('./index.js').then((sdk) => sdk.settings())";
+  const child = spawnSync(process.execPath, ['--import', './testing/register.js', '-e', script], {
+    cwd: new URL('..', import.meta.url),
+    encoding: 'utf8',
+  });
+  assert.notEqual(child.status, 0);
+  assert.match(child.stderr, /settings\(\) is only available during a call .* not at the top level of a module/);
+});

@@ -5,4 +5,9 @@
 // Then `import { provider } from '../src/index.js'` calls the plugin as the gateway would: each
 // method returns the contract's `{ tag: 'ok' | 'err', val }`.
 
+import { enterCall } from '../lib/call.js';
+
 export { host, ComponentError } from './host.js';
+
+// Under Node.js a test may use settings, state and log directly, outside a provider call.
+enterCall();
