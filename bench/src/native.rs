@@ -117,7 +117,8 @@ fn error(error: Error) -> Response {
         Error::InvalidRequest(m) => (StatusCode::BAD_REQUEST, m),
         Error::NotFound(m) => (StatusCode::NOT_FOUND, m),
         Error::Conflict(m) => (StatusCode::CONFLICT, m),
-        Error::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+        Error::Unsupported(m) => (StatusCode::NOT_IMPLEMENTED, m),
+        Error::Unavailable(u) => (StatusCode::SERVICE_UNAVAILABLE, u.message),
         Error::Internal(m) => (StatusCode::BAD_GATEWAY, m),
     };
     (status, Json(json!({ "error": message }))).into_response()
@@ -135,7 +136,7 @@ async fn discover(State(backends): State<Backends>) -> Response {
                         json!({
                             "agent_address": node.agent_address,
                             "node_id": node.node_id,
-                            "node_class": node.node_class,
+                            "node_class": node.node_class.unwrap_or_default(),
                             "node_group": node.node_group,
                         })
                     })
@@ -158,12 +159,17 @@ fn text(value: &Value, key: &str) -> String {
 
 async fn provision(State(backends): State<Backends>, Json(body): Json<Value>) -> Response {
     let Some(backend) = provisioner(&backends) else {
-        return error(Error::InvalidRequest("no backend provisions".into()));
+        return error(Error::unsupported("no backend provisions"));
     };
     let cluster = &body["cluster"];
     let group_id = text(&body["provision"], "node_group_id");
     let group = &cluster["nodes"][&group_id];
+    static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let request = ProvisionRequest {
+        request_id: format!(
+            "r-{}",
+            SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ),
         cluster_id: text(cluster, "cluster_id"),
         store: text(cluster, "store"),
         store_version: text(cluster, "store_version"),

@@ -140,9 +140,10 @@ pub struct BackendConfig {
     pub state_namespace: String,
     /// The plugin component file.
     pub plugin: PathBuf,
-    /// The settings given to the plugin through `wasi:config/store`: strings as they are,
-    /// every other value as JSON, secret references resolved.
-    pub settings: Vec<(String, String)>,
+    /// The settings given to the plugin (as JSON values, TOML's dates and times as RFC 3339
+    /// strings), secret references resolved. See `capability::settings` for how each contract
+    /// version reads them.
+    pub settings: Vec<Setting>,
     /// The values of the settings that came from secrets: never shown, and cut out of anything
     /// the plugin says (errors, logs) before it reaches a log or a client.
     pub secrets: Vec<String>,
@@ -161,7 +162,7 @@ impl std::fmt::Debug for BackendConfig {
             .field("plugin", &self.plugin)
             .field(
                 "settings",
-                &self.settings.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                &self.settings.iter().map(|s| &s.key).collect::<Vec<_>>(),
             )
             .field("limits", &self.limits)
             .field("grants", &self.grants)
@@ -966,11 +967,23 @@ fn backend(
     })
 }
 
-/// Settings as the plugin reads them: `(key, value)` pairs.
-type Settings = Vec<(String, String)>;
+/// One setting of a backend, in the two forms plugins read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    /// Its key in the `settings` table.
+    pub key: String,
+    /// Its value as JSON (contract 0.2 reads the whole table as one object of these).
+    pub json: serde_json::Value,
+    /// Its value as contract 0.1 reads it through `wasi:config/store`: a string as is, any other
+    /// value (a date included) as its JSON encoding.
+    pub text: String,
+}
 
-/// A backend's settings as the plugin reads them: strings as they are, every other value as
-/// JSON (dates and times as RFC 3339 strings), secret references resolved.
+/// A backend's settings.
+type Settings = Vec<Setting>;
+
+/// A backend's settings as JSON values (dates and times as RFC 3339 strings), secret references
+/// resolved.
 fn settings(
     raw: BTreeMap<String, Spanned<toml::Value>>,
     backend: &str,
@@ -981,17 +994,22 @@ fn settings(
     for (key, value) in raw {
         let span = value.span();
         let value = match value.into_inner() {
-            toml::Value::String(s) => s,
+            toml::Value::String(text) => (serde_json::Value::String(text.clone()), text),
             toml::Value::Table(table) if is_secret_reference(&table) => {
                 let secret = source.secret(&table).map_err(|message| {
                     source.invalid(span, format!("backends.{backend}.settings.{key}"), message)
                 })?;
                 secrets.push(secret.clone());
-                secret
+                (serde_json::Value::String(secret.clone()), secret)
             }
-            other => toml_to_json(other).to_string(),
+            other => {
+                let json = toml_to_json(other);
+                let text = json.to_string();
+                (json, text)
+            }
         };
-        settings.push((key, value));
+        let (json, text) = value;
+        settings.push(Setting { key, json, text });
     }
     Ok((settings, secrets))
 }
@@ -1208,7 +1226,7 @@ machines = [{ id = "m1", ok = true }]
         )
         .unwrap();
         let settings = &config.backends.values().next().unwrap().settings;
-        let get = |k: &str| settings.iter().find(|(key, _)| key == k).unwrap().1.clone();
+        let get = |k: &str| settings.iter().find(|s| s.key == k).unwrap().text.clone();
         assert_eq!(get("region"), "eu-west-1");
         assert_eq!(get("size"), "3");
         let machines: serde_json::Value = serde_json::from_str(&get("machines")).unwrap();
@@ -1360,10 +1378,9 @@ limits = { memory = "16MiB", timeout = "250ms", concurrency = 4, queue = 2, max_
             backend
                 .settings
                 .iter()
-                .find(|(key, _)| key == k)
+                .find(|s| s.key == k)
+                .map(|s| s.text.clone())
                 .unwrap()
-                .1
-                .clone()
         };
         assert_eq!(get("key"), "s3cr3t-env");
         assert_eq!(get("file"), "s3cr3t-file");
@@ -1533,7 +1550,7 @@ nested = { at = 1979-05-27T00:32:00-07:00, list = [07:32:00] }
             .unwrap()
             .settings
             .iter()
-            .cloned()
+            .map(|s| (s.key.clone(), s.text.clone()))
             .collect();
         assert_eq!(settings["since"], "\"1979-05-27T07:32:00Z\"");
         assert_eq!(settings["day"], "\"1979-05-27\"");

@@ -1,14 +1,15 @@
-//! Where the plugin contract's records meet the gateway's checks: the route key of a resolved
-//! request, and the checks on plugin answers (a broken answer never reaches a client as if it
-//! were valid). Failures are plain descriptions; the gateway wraps them in its domain error.
+//! Where the plugin contract's records meet the gateway's own: one module per contract version
+//! turns its generated records into `crate::model`'s and back, and the checks on plugin answers
+//! (a broken answer never reaches a client as if it were valid) run on the model, whatever the
+//! version. Failures are plain descriptions; the gateway wraps them in its domain error.
 
 use std::collections::HashSet;
 
+use crate::model::{Cluster, ProvisionRequest, ProvisionResponse};
 use crate::routing::RouteKey;
-use crate::runtime::wit;
 
 /// What the route table matches a resolved provision request on.
-pub fn route_key(request: &wit::ProvisionRequest) -> RouteKey<'_> {
+pub fn route_key(request: &ProvisionRequest) -> RouteKey<'_> {
     RouteKey {
         cluster_id: &request.cluster_id,
         store: &request.store,
@@ -18,21 +19,147 @@ pub fn route_key(request: &wit::ProvisionRequest) -> RouteKey<'_> {
     }
 }
 
-/// The text of a plugin's error, whatever its case.
-pub fn plugin_message(error: &wit::Error) -> &str {
-    match error {
-        wit::Error::InvalidRequest(m)
-        | wit::Error::NotFound(m)
-        | wit::Error::Conflict(m)
-        | wit::Error::Unavailable(m)
-        | wit::Error::Internal(m) => m,
+/// Contract 0.1.0: no request ID, an empty string for an unknown node class, no `unsupported`
+/// case and no retry hint.
+pub mod v0_1 {
+    use crate::bindings::v0_1::replicante::platform::types as wit;
+    use crate::model;
+
+    /// The request as 0.1 has it (without the request ID).
+    pub fn provision_request(request: &model::ProvisionRequest) -> wit::ProvisionRequest {
+        wit::ProvisionRequest {
+            cluster_id: request.cluster_id.clone(),
+            store: request.store.clone(),
+            store_version: request.store_version.clone(),
+            node_group: request.node_group.clone(),
+            node_class: request.node_class.clone(),
+            desired_count: request.desired_count,
+            count: request.count,
+            attributes: request.attributes.clone(),
+        }
+    }
+
+    /// The request as 0.1 has it.
+    pub fn deprovision_request(request: &model::DeprovisionRequest) -> wit::DeprovisionRequest {
+        wit::DeprovisionRequest {
+            cluster_id: request.cluster_id.clone(),
+            node_id: request.node_id.clone(),
+        }
+    }
+
+    /// A 0.1 provision answer.
+    pub fn provision_response(response: wit::ProvisionResponse) -> model::ProvisionResponse {
+        model::ProvisionResponse {
+            count: response.count,
+            node_ids: response.node_ids,
+        }
+    }
+
+    /// A 0.1 cluster; an empty node class is an unknown one.
+    pub fn cluster(cluster: wit::Cluster) -> model::Cluster {
+        model::Cluster {
+            cluster_id: cluster.cluster_id,
+            nodes: cluster
+                .nodes
+                .into_iter()
+                .map(|node| model::Node {
+                    node_id: node.node_id,
+                    agent_address: node.agent_address,
+                    node_class: Some(node.node_class).filter(|c| !c.is_empty()),
+                    node_group: node.node_group,
+                })
+                .collect(),
+        }
+    }
+
+    /// A 0.1 error.
+    pub fn error(error: wit::Error) -> model::ProviderError {
+        match error {
+            wit::Error::InvalidRequest(m) => model::ProviderError::InvalidRequest(m),
+            wit::Error::NotFound(m) => model::ProviderError::NotFound(m),
+            wit::Error::Conflict(m) => model::ProviderError::Conflict(m),
+            wit::Error::Unavailable(message) => model::ProviderError::Unavailable {
+                message,
+                retry_after: None,
+            },
+            wit::Error::Internal(m) => model::ProviderError::Internal(m),
+        }
+    }
+}
+
+/// Contract 0.2.0: the gateway's model, field for field.
+pub mod v0_2 {
+    use crate::bindings::v0_2::replicante::platform::types as wit;
+    use crate::model;
+
+    /// The request as 0.2 has it.
+    pub fn provision_request(request: &model::ProvisionRequest) -> wit::ProvisionRequest {
+        wit::ProvisionRequest {
+            request_id: request.request_id.clone(),
+            cluster_id: request.cluster_id.clone(),
+            store: request.store.clone(),
+            store_version: request.store_version.clone(),
+            node_group: request.node_group.clone(),
+            node_class: request.node_class.clone(),
+            desired_count: request.desired_count,
+            count: request.count,
+            attributes: request.attributes.clone(),
+        }
+    }
+
+    /// The request as 0.2 has it.
+    pub fn deprovision_request(request: &model::DeprovisionRequest) -> wit::DeprovisionRequest {
+        wit::DeprovisionRequest {
+            cluster_id: request.cluster_id.clone(),
+            node_id: request.node_id.clone(),
+        }
+    }
+
+    /// A 0.2 provision answer.
+    pub fn provision_response(response: wit::ProvisionResponse) -> model::ProvisionResponse {
+        model::ProvisionResponse {
+            count: response.count,
+            node_ids: response.node_ids,
+        }
+    }
+
+    /// A 0.2 cluster.
+    pub fn cluster(cluster: wit::Cluster) -> model::Cluster {
+        model::Cluster {
+            cluster_id: cluster.cluster_id,
+            nodes: cluster
+                .nodes
+                .into_iter()
+                .map(|node| model::Node {
+                    node_id: node.node_id,
+                    agent_address: node.agent_address,
+                    node_class: node.node_class,
+                    node_group: node.node_group,
+                })
+                .collect(),
+        }
+    }
+
+    /// A 0.2 error.
+    pub fn error(error: wit::ProviderError) -> model::ProviderError {
+        match error {
+            wit::ProviderError::InvalidRequest(m) => model::ProviderError::InvalidRequest(m),
+            wit::ProviderError::NotFound(m) => model::ProviderError::NotFound(m),
+            wit::ProviderError::Conflict(m) => model::ProviderError::Conflict(m),
+            wit::ProviderError::Unsupported(m) => model::ProviderError::Unsupported(m),
+            wit::ProviderError::Unavailable(u) => model::ProviderError::Unavailable {
+                message: u.message,
+                retry_after: u.retry_after_seconds,
+            },
+            wit::ProviderError::Internal(m) => model::ProviderError::Internal(m),
+        }
     }
 }
 
 /// Check a plugin's provision answer against the specification and the request.
 pub fn check_provision(
-    request: &wit::ProvisionRequest,
-    response: &wit::ProvisionResponse,
+    request: &ProvisionRequest,
+    response: &ProvisionResponse,
 ) -> Result<(), String> {
     if response.count == 0 || response.count > request.count {
         return Err(format!(
@@ -69,7 +196,7 @@ fn check_node_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Result<(), String> 
 
 /// Check one backend's discovery answer: non-empty IDs, no cluster or node twice, an agent
 /// address for every node.
-pub fn check_discovery(clusters: &[wit::Cluster]) -> Result<(), String> {
+pub fn check_discovery(clusters: &[Cluster]) -> Result<(), String> {
     let mut seen = HashSet::new();
     for cluster in clusters {
         if cluster.cluster_id.is_empty() {
@@ -94,8 +221,9 @@ pub fn check_discovery(clusters: &[wit::Cluster]) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn request(count: u32) -> wit::ProvisionRequest {
-        wit::ProvisionRequest {
+    fn request(count: u32) -> ProvisionRequest {
+        ProvisionRequest {
+            request_id: "r-1".into(),
             cluster_id: "c1".into(),
             store: "mongodb".into(),
             store_version: "4.2".into(),
@@ -110,7 +238,7 @@ mod tests {
     #[test]
     fn provision_answers_are_checked() {
         let req = request(2);
-        let answer = |count, ids: Option<Vec<&str>>| wit::ProvisionResponse {
+        let answer = |count, ids: Option<Vec<&str>>| ProvisionResponse {
             count,
             node_ids: ids.map(|ids| ids.into_iter().map(String::from).collect()),
         };
@@ -129,13 +257,13 @@ mod tests {
 
     #[test]
     fn discovery_answers_are_checked() {
-        let node = |id: &str| wit::Node {
+        let node = |id: &str| crate::model::Node {
             node_id: id.into(),
             agent_address: "a".into(),
-            node_class: String::new(),
+            node_class: None,
             node_group: None,
         };
-        let cluster = |nodes| wit::Cluster {
+        let cluster = |nodes| Cluster {
             cluster_id: "c".into(),
             nodes,
         };

@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::convert::{check_discovery, check_provision};
 use crate::metrics::Metrics;
-use crate::runtime::{Backend, CallError, Runtime, wit};
+use crate::model::{self, ProviderError};
+use crate::runtime::{Backend, CallError, Runtime};
 
 /// How to load the plugin under test.
 #[derive(Debug, Clone, Default)]
@@ -164,7 +165,7 @@ impl Plugin {
     }
 }
 
-fn clusters_json(clusters: &[wit::Cluster]) -> Value {
+fn clusters_json(clusters: &[model::Cluster]) -> Value {
     let clusters: Vec<Value> = clusters
         .iter()
         .map(|c| {
@@ -189,14 +190,15 @@ fn clusters_json(clusters: &[wit::Cluster]) -> Value {
 fn error_json(error: &CallError) -> Value {
     match error {
         CallError::Plugin(e) => {
-            let case = match e {
-                wit::Error::InvalidRequest(_) => "invalid-request",
-                wit::Error::NotFound(_) => "not-found",
-                wit::Error::Conflict(_) => "conflict",
-                wit::Error::Unavailable(_) => "unavailable",
-                wit::Error::Internal(_) => "internal",
-            };
-            json!({ "case": case, "message": crate::convert::plugin_message(e) })
+            let mut error = json!({ "case": e.case(), "message": e.message() });
+            if let ProviderError::Unavailable {
+                retry_after: Some(seconds),
+                ..
+            } = e
+            {
+                error["retry_after_seconds"] = json!(seconds);
+            }
+            error
         }
         other => json!({ "case": other.outcome(), "message": other.to_string() }),
     }
@@ -220,17 +222,19 @@ fn number(request: &Value, key: &str, default: u32) -> anyhow::Result<u32> {
     }
 }
 
-/// A provision request from JSON: `cluster_id` (default `conformance`), `store` (`mongodb`),
+/// A provision request from JSON: `request_id` (default `conformance-request`), `cluster_id`
+/// (default `conformance`), `store` (`mongodb`),
 /// `store_version` (`1.0`), `node_group` (`data`), `node_class` (empty), `count` (1),
 /// `desired_count` (the count), `attributes` (an object, `{}`).
-pub fn provision_request(request: &Value) -> anyhow::Result<wit::ProvisionRequest> {
+pub fn provision_request(request: &Value) -> anyhow::Result<model::ProvisionRequest> {
     let count = number(request, "count", 1)?;
     let attributes = match &request["attributes"] {
         Value::Null => "{}".to_string(),
         value @ Value::Object(_) => value.to_string(),
         other => bail!("`attributes` must be an object, not {other}"),
     };
-    Ok(wit::ProvisionRequest {
+    Ok(model::ProvisionRequest {
+        request_id: text(request, "request_id", "conformance-request")?,
         cluster_id: text(request, "cluster_id", "conformance")?,
         store: text(request, "store", "mongodb")?,
         store_version: text(request, "store_version", "1.0")?,
@@ -243,8 +247,8 @@ pub fn provision_request(request: &Value) -> anyhow::Result<wit::ProvisionReques
 }
 
 /// A deprovision request from JSON: `cluster_id` (default `conformance`) and `node_id`.
-pub fn deprovision_request(request: &Value) -> anyhow::Result<wit::DeprovisionRequest> {
-    Ok(wit::DeprovisionRequest {
+pub fn deprovision_request(request: &Value) -> anyhow::Result<model::DeprovisionRequest> {
+    Ok(model::DeprovisionRequest {
         cluster_id: text(request, "cluster_id", "conformance")?,
         node_id: text(request, "node_id", "")?,
     })
@@ -338,7 +342,13 @@ const RACE: &str = "concurrent provisions never hand out one node twice";
 pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
     let backend = &plugin.backend;
     let mut checks = Checks::default();
-    let request = |cluster: &str, count: u32| wit::ProvisionRequest {
+    // Every request is a new one (a plugin that keys idempotency on the ID must not merge them).
+    let sent = std::sync::atomic::AtomicU32::new(0);
+    let request = |cluster: &str, count: u32| model::ProvisionRequest {
+        request_id: format!(
+            "conformance-{}",
+            sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ),
         cluster_id: cluster.to_string(),
         store: script.store.clone(),
         store_version: "1.0".into(),
@@ -365,7 +375,33 @@ pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
     let mut ids_known = true;
     let one = request(cluster, 1);
     match backend.provision(one.clone()).await {
-        Err(CallError::Plugin(wit::Error::InvalidRequest(why))) if !script.provisions => {
+        Err(CallError::Plugin(ProviderError::Unsupported(why))) => {
+            let why = format!("the plugin does not provision (unsupported: {why})");
+            checks.skip(
+                &[
+                    PROVISION_ONE,
+                    PROVISION_TWO,
+                    DISCOVERED,
+                    DEPROVISION,
+                    GONE,
+                    OTHER_CLUSTER,
+                    RACE,
+                ],
+                &why,
+            );
+            match unknown_node(backend).await {
+                Err(CallError::Plugin(ProviderError::Unsupported(_))) => {
+                    checks.skip(&[UNKNOWN], &why)
+                }
+                answer => {
+                    checks.record(UNKNOWN, expect_not_found(answer));
+                }
+            }
+            return checks.0;
+        }
+        // Contract 0.1 has no `unsupported`: a plugin that does not provision says
+        // invalid-request, unless the operator said it provisions (`--provisions`).
+        Err(CallError::Plugin(ProviderError::InvalidRequest(why))) if !script.provisions => {
             let why = format!("the plugin does not provision here (invalid-request: {why})");
             checks.skip(
                 &[
@@ -381,7 +417,7 @@ pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
             );
             // Nor deprovision, then, most likely: contract 0.1 has no "unsupported" to say so.
             match unknown_node(backend).await {
-                Err(CallError::Plugin(wit::Error::InvalidRequest(_))) => {
+                Err(CallError::Plugin(ProviderError::InvalidRequest(_))) => {
                     checks.skip(&[UNKNOWN], &why)
                 }
                 answer => {
@@ -433,7 +469,7 @@ pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
     } else {
         let found = backend.discover().await.map_err(describe).and_then(|c| {
             check_discovery(&c)?;
-            let nodes: Vec<&wit::Node> = c
+            let nodes: Vec<&model::Node> = c
                 .iter()
                 .filter(|c| c.cluster_id == cluster)
                 .flat_map(|c| &c.nodes)
@@ -449,9 +485,9 @@ pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
                         node.node_group, script.node_group
                     ));
                 }
-                if node.node_class != script.node_class {
+                if node.node_class.as_deref() != Some(script.node_class.as_str()) {
                     return Err(format!(
-                        "node `{id}` has node_class `{}`, not `{}`",
+                        "node `{id}` has node_class {:?}, not `{}`",
                         node.node_class, script.node_class
                     ));
                 }
@@ -460,7 +496,7 @@ pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
         });
         checks.record(DISCOVERED, found);
 
-        let other = wit::DeprovisionRequest {
+        let other = model::DeprovisionRequest {
             cluster_id: "conformance-other".into(),
             node_id: created[0].clone(),
         };
@@ -471,7 +507,7 @@ pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
 
         let mut removed = Ok(());
         for id in &created {
-            let release = wit::DeprovisionRequest {
+            let release = model::DeprovisionRequest {
                 cluster_id: cluster.into(),
                 node_id: id.clone(),
             };
@@ -524,7 +560,9 @@ pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
                 }
             }
             // Running out is an answer; a crash is not.
-            Err(CallError::Plugin(wit::Error::Unavailable(_) | wit::Error::Conflict(_))) => {}
+            Err(CallError::Plugin(
+                ProviderError::Unavailable { .. } | ProviderError::Conflict(_),
+            )) => {}
             Err(e) if outcome.is_ok() => outcome = Err(format!("cluster `{cluster}`: {e}")),
             Err(_) => {}
         }
@@ -537,7 +575,7 @@ pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
     // Leave nothing behind.
     for (cluster, answer) in answers {
         for id in answer.ok().and_then(|r| r.node_ids).into_iter().flatten() {
-            let release = wit::DeprovisionRequest {
+            let release = model::DeprovisionRequest {
                 cluster_id: cluster.clone(),
                 node_id: id,
             };
@@ -549,7 +587,7 @@ pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
 
 /// Deprovision a node nobody provisioned.
 async fn unknown_node(backend: &Arc<Backend>) -> Result<(), CallError> {
-    let unknown = wit::DeprovisionRequest {
+    let unknown = model::DeprovisionRequest {
         cluster_id: "conformance-lifecycle".into(),
         node_id: "conformance-no-such-node".into(),
     };
@@ -558,7 +596,7 @@ async fn unknown_node(backend: &Arc<Backend>) -> Result<(), CallError> {
 
 fn expect_not_found(answer: Result<(), CallError>) -> Result<(), String> {
     match answer {
-        Err(CallError::Plugin(wit::Error::NotFound(_))) => Ok(()),
+        Err(CallError::Plugin(ProviderError::NotFound(_))) => Ok(()),
         Ok(()) => Err("answered success".into()),
         Err(e) => Err(e.to_string()),
     }

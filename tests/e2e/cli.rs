@@ -34,9 +34,12 @@ fn version_prints_the_crate_version_the_commit_and_the_contracts_served() {
         .unwrap();
     let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
     assert_eq!(lines[1], format!("commit: {head}"), "{stdout}");
-    // Every contract version declared under wit/.
+    // Every contract version declared under wit/ (one folder per version).
     let mut declared = std::collections::BTreeSet::new();
-    for entry in std::fs::read_dir(xtask::root().join("wit")).unwrap() {
+    let files = std::fs::read_dir(xtask::root().join("wit"))
+        .unwrap()
+        .flat_map(|version| std::fs::read_dir(version.unwrap().path()).unwrap());
+    for entry in files {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
         for line in text.lines() {
             if let Some(name) = line.strip_prefix("package replicante:platform@") {
@@ -48,6 +51,7 @@ fn version_prints_the_crate_version_the_commit_and_the_contracts_served() {
         }
     }
     assert!(declared.contains("replicante:platform@0.1.0"));
+    assert!(declared.contains("replicante:platform@0.2.0"));
     let declared: Vec<String> = declared.into_iter().collect();
     assert_eq!(
         lines[2],

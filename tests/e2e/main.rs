@@ -3,6 +3,7 @@
 mod aws;
 mod backup;
 mod cli;
+mod contracts;
 mod deploy;
 mod edge;
 mod faults;

@@ -22,6 +22,21 @@ pub fn plugin(name: &str) -> PathBuf {
     xtask::plugin_path(name)
 }
 
+/// An example plugin written in another language (`python-inventory`, `js-inventory`), built
+/// once per test process by its `build.sh`.
+pub fn example_plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<std::collections::HashMap<String, Result<PathBuf, String>>>> =
+        OnceLock::new();
+    let mut built = BUILT.get_or_init(Mutex::default).lock().unwrap();
+    let result = built
+        .entry(name.to_string())
+        .or_insert_with(|| xtask::build_example_plugin(name));
+    match result {
+        Ok(path) => path.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// A compiled-plugin cache shared by every test, so each plugin is compiled once per run.
 pub fn shared_cache() -> PathBuf {
     xtask::root().join("target/e2e-compiled-cache")
@@ -347,6 +362,19 @@ impl Gateway {
         let headers = r.headers().clone();
         let (status, body) = reply(r).await;
         (status, headers, body)
+    }
+
+    /// POST with an `Idempotency-Key` header.
+    pub async fn post_with_key(&self, path: &str, body: &Value, key: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        reply(r).await
     }
 
     /// The generation number the admin API reports.

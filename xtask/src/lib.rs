@@ -133,3 +133,42 @@ pub fn run(command: &mut Command) -> Result<(), String> {
         Err(format!("{command:?} failed: {status}"))
     }
 }
+
+/// The example plugins written in other languages than Rust (`examples/plugins/<name>/`, each
+/// with a `build.sh` that installs its pinned toolchain in the example's folder and builds the
+/// component: the very commands `docs/plugins.md` shows).
+pub const EXAMPLE_PLUGINS: [&str; 2] = ["python-inventory", "js-inventory"];
+
+/// Where the example plugins' components land.
+pub fn example_plugin_path(name: &str) -> PathBuf {
+    root().join(format!("target/example-plugins/{name}.wasm"))
+}
+
+/// Build the example plugin `name` by running its `build.sh` with the output path as its one
+/// argument; the script skips what is already installed, so a second build is quick.
+pub fn build_example_plugin(name: &str) -> Result<PathBuf, String> {
+    let dir = root().join("examples/plugins").join(name);
+    let out = example_plugin_path(name);
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    let mut command = Command::new("sh");
+    command.current_dir(&dir).arg("build.sh").arg(&out);
+    without_outer_cargo(&mut command);
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run {}/build.sh: {e}", dir.display()))?;
+    if !status.success() {
+        return Err(format!(
+            "building the example plugin {name} failed ({status}); see its output above"
+        ));
+    }
+    Ok(out)
+}
+
+/// Build every example plugin.
+pub fn build_example_plugins() -> Result<(), String> {
+    EXAMPLE_PLUGINS
+        .iter()
+        .try_for_each(|name| build_example_plugin(name).map(|_| ()))
+}

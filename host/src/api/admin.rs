@@ -187,7 +187,7 @@ fn current(gateway: &Gateway) -> Result<Arc<Generation>, ApiError> {
     gateway.current().ok_or_else(super::loading)
 }
 
-/// `GET /admin/backends`: each backend with its plugin file, digest and limits.
+/// `GET /admin/backends`: each backend with its plugin file, digest, contract version and limits.
 async fn backends(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
     let generation = current(&admin.gateway)?;
     let list: Vec<Value> = generation
@@ -200,6 +200,7 @@ async fn backends(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
                 "name": backend.id().as_str(),
                 "plugin": config.plugin.display().to_string(),
                 "digest": backend.digest(),
+                "contract": backend.contract().to_string(),
                 "limits": {
                     "memory_bytes": limits.memory,
                     "timeout_ms": limits.timeout.as_millis() as u64,

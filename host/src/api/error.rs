@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use crate::gateway::Error;
-use crate::runtime::{CallError, wit};
+use crate::model::ProviderError;
+use crate::runtime::CallError;
 use crate::state::StateError;
 
 /// An error reply.
@@ -135,7 +136,12 @@ impl From<Error> for ApiError {
             reply = reply.with_cause(cause);
         }
         if retry {
-            reply = reply.with_retry_after(1);
+            // The plugin's own hint when it gave one (0.2's `unavailable`), else a second.
+            let hint = match &error {
+                Error::Call { error, .. } => error.retry_after(),
+                _ => None,
+            };
+            reply = reply.with_retry_after(hint.unwrap_or(1));
         }
         reply
     }
@@ -144,11 +150,12 @@ impl From<Error> for ApiError {
 fn call_status(error: &CallError) -> StatusCode {
     match error {
         CallError::Plugin(e) => match e {
-            wit::Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            wit::Error::NotFound(_) => StatusCode::NOT_FOUND,
-            wit::Error::Conflict(_) => StatusCode::CONFLICT,
-            wit::Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            wit::Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProviderError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ProviderError::NotFound(_) => StatusCode::NOT_FOUND,
+            ProviderError::Conflict(_) => StatusCode::CONFLICT,
+            ProviderError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            ProviderError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProviderError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         },
         CallError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         CallError::Busy(_) | CallError::PoolExhausted => StatusCode::SERVICE_UNAVAILABLE,
@@ -256,13 +263,23 @@ mod tests {
     fn call_errors_map_to_statuses_naming_the_backend() {
         let cases = [
             (
-                CallError::Plugin(wit::Error::InvalidRequest("x".into())),
+                CallError::Plugin(ProviderError::InvalidRequest("x".into())),
                 400,
             ),
-            (CallError::Plugin(wit::Error::NotFound("x".into())), 404),
-            (CallError::Plugin(wit::Error::Conflict("x".into())), 409),
-            (CallError::Plugin(wit::Error::Unavailable("x".into())), 503),
-            (CallError::Plugin(wit::Error::Internal("x".into())), 500),
+            (CallError::Plugin(ProviderError::NotFound("x".into())), 404),
+            (CallError::Plugin(ProviderError::Conflict("x".into())), 409),
+            (
+                CallError::Plugin(ProviderError::Unavailable {
+                    message: "x".into(),
+                    retry_after: None,
+                }),
+                503,
+            ),
+            (
+                CallError::Plugin(ProviderError::Unsupported("x".into())),
+                501,
+            ),
+            (CallError::Plugin(ProviderError::Internal("x".into())), 500),
             (CallError::Timeout(std::time::Duration::from_secs(1)), 504),
             (CallError::OutOfMemory(1 << 20), 502),
             (CallError::Trap("unreachable".into()), 502),

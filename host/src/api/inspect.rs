@@ -76,7 +76,7 @@ pub fn explain(
         let request: model::ProvisionRequest = serde_json::from_value(body).map_err(|e| {
             ApiError::bad_request("invalid provision request").with_cause(e.to_string())
         })?;
-        let request = validate::provision_request(request)?;
+        let request = validate::provision_request(request, None)?;
         let key = convert::route_key(&request);
         // Decide through the same selection the gateway uses; list what was tried up to it.
         let selected = config.routes.select(&key);

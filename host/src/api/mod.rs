@@ -29,7 +29,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use crate::gateway::{Gateway, Generation};
-use crate::runtime::wit;
+
 use error::{ApiError, ApiJson};
 
 /// The API over `gateway`, accepting request bodies up to `max_body_size` bytes.
@@ -183,9 +183,11 @@ async fn discover(
 async fn provision(
     State(gateway): State<Arc<Gateway>>,
     Current(generation): Current,
+    headers: axum::http::HeaderMap,
     ApiJson(request): ApiJson<model::ProvisionRequest>,
 ) -> Result<Json<model::ProvisionResponse>, ApiError> {
-    let request = validate::provision_request(request)?;
+    let key = validate::idempotency_key(&headers)?;
+    let request = validate::provision_request(request, key)?;
     let answer = gateway.provision(&generation, request).await?;
     Ok(Json(model::ProvisionResponse {
         count: answer.count,
@@ -194,11 +196,12 @@ async fn provision(
 }
 
 /// A discovered node, as the client reads it.
-fn discovered_node(node: wit::Node) -> model::ClusterDiscoveryNode {
+fn discovered_node(node: crate::model::Node) -> model::ClusterDiscoveryNode {
     model::ClusterDiscoveryNode {
         agent_address: node.agent_address,
         node_id: node.node_id,
-        node_class: node.node_class,
+        // Replicante requires a class on every node: empty when the plugin does not know it.
+        node_class: node.node_class.unwrap_or_default(),
         node_group: node.node_group,
     }
 }

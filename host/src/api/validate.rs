@@ -7,12 +7,13 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::model;
-use crate::runtime::wit;
+use crate::model as domain;
 
 /// Validate a provision body and resolve what the plugin gets.
 pub fn provision_request(
     request: model::ProvisionRequest,
-) -> Result<wit::ProvisionRequest, ApiError> {
+    idempotency_key: Option<&str>,
+) -> Result<domain::ProvisionRequest, ApiError> {
     let model::ProvisionRequest { cluster, provision } = request;
     non_empty("cluster.cluster_id", &cluster.cluster_id)?;
     non_empty("cluster.store", &cluster.store)?;
@@ -57,7 +58,8 @@ pub fn provision_request(
     if let Some(group_attributes) = &group.attributes {
         json_patch::merge(&mut attributes, &Value::Object(group_attributes.clone()));
     }
-    Ok(wit::ProvisionRequest {
+    Ok(domain::ProvisionRequest {
+        request_id: request_id(idempotency_key, &cluster.cluster_id),
         cluster_id: cluster.cluster_id,
         store: cluster.store,
         store_version,
@@ -72,13 +74,64 @@ pub fn provision_request(
 /// Validate a deprovision body.
 pub fn deprovision_request(
     request: model::DeprovisionRequest,
-) -> Result<wit::DeprovisionRequest, ApiError> {
+) -> Result<domain::DeprovisionRequest, ApiError> {
     non_empty("cluster_id", &request.cluster_id)?;
     non_empty("node_id", &request.node_id)?;
-    Ok(wit::DeprovisionRequest {
+    Ok(domain::DeprovisionRequest {
         cluster_id: request.cluster_id,
         node_id: request.node_id,
     })
+}
+
+/// The longest `Idempotency-Key` header accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The client's `Idempotency-Key` header, if it sent one: visible ASCII, at most
+/// [`MAX_IDEMPOTENCY_KEY`] bytes.
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::bad_request(format!(
+            "the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        ))
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| bad())?
+        .trim_matches(|c| c == '"');
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(bad());
+    }
+    Ok(Some(key))
+}
+
+/// The ID a plugin gets for a provision request: derived from the client's idempotency key and
+/// the cluster when there is a key (the same on every retry with that key, and two clusters'
+/// keys never collide), else new. 34 characters of `[a-z0-9-]`, as EC2's `ClientToken` and most
+/// APIs' idempotency keys accept.
+fn request_id(idempotency_key: Option<&str>, cluster_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let (tag, digest) = match idempotency_key {
+        Some(key) => {
+            let mut hash = Sha256::new();
+            hash.update(cluster_id.as_bytes());
+            hash.update([0]);
+            hash.update(key.as_bytes());
+            ("k", hash.finalize())
+        }
+        None => {
+            let mut random = [0u8; 16];
+            getrandom::fill(&mut random).expect("the operating system's random source");
+            ("r", Sha256::digest(random))
+        }
+    };
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{tag}-{hex}")
 }
 
 /// The longest ID or name the API accepts (a DNS name's length): enough for any real ID, and
@@ -117,8 +170,8 @@ mod tests {
     use super::*;
     use axum::http::StatusCode;
 
-    fn request(body: Value) -> Result<wit::ProvisionRequest, ApiError> {
-        provision_request(serde_json::from_value(body).expect("decodes"))
+    fn request(body: Value) -> Result<domain::ProvisionRequest, ApiError> {
+        provision_request(serde_json::from_value(body).expect("decodes"), None)
     }
 
     fn seed_body() -> Value {

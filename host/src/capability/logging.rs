@@ -1,10 +1,12 @@
-//! Logging: `wasi:logging/logging` into the gateway's tracing, tagged with the backend.
+//! Logging: `wasi:logging/logging` (contract 0.1) and `replicante:platform/log` (0.2) into the
+//! gateway's tracing, tagged with the backend.
 //!
 //! Messages are capped in size so that a chatty plugin cannot flood the log with one call.
 
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::bindings::wasi::logging::logging::{Host, Level, add_to_linker as link};
+use crate::bindings::{v0_1, v0_2};
+use v0_1::wasi::logging::logging::Level;
 
 /// The longest message kept; longer ones are cut.
 const MAX_MESSAGE: usize = 4096;
@@ -34,31 +36,74 @@ fn cut(text: &str) -> &str {
     &text[..end]
 }
 
-impl Host for Logging {
-    fn log(&mut self, level: Level, context: String, message: String) {
-        let backend = self.backend.as_str();
+impl Logging {
+    /// Log `message` at `level` (the context, when the contract has one, as a field).
+    fn emit(&self, level: tracing::Level, context: Option<&str>, message: &str) {
         // Both strings come from the plugin: either may carry a secret.
-        let context = super::redact(&context, &self.secrets);
-        let message = super::redact(&message, &self.secrets);
-        let (context, message) = (cut(&context), cut(&message));
+        let message = super::redact(message, &self.secrets);
+        let message = cut(&message);
+        let context = context.map(|c| super::redact(c, &self.secrets));
+        let context = context.as_deref().map(cut);
+        let backend = self.backend.as_str();
+        macro_rules! emit {
+            ($macro:ident) => {
+                match context {
+                    Some(context) => tracing::$macro!(target: "plugin", backend, context, "{message}"),
+                    None => tracing::$macro!(target: "plugin", backend, "{message}"),
+                }
+            };
+        }
         match level {
-            Level::Trace => tracing::trace!(target: "plugin", backend, context, "{message}"),
-            Level::Debug => tracing::debug!(target: "plugin", backend, context, "{message}"),
-            Level::Info => tracing::info!(target: "plugin", backend, context, "{message}"),
-            Level::Warn => tracing::warn!(target: "plugin", backend, context, "{message}"),
-            Level::Error | Level::Critical => {
-                tracing::error!(target: "plugin", backend, context, "{message}")
-            }
+            tracing::Level::TRACE => emit!(trace),
+            tracing::Level::DEBUG => emit!(debug),
+            tracing::Level::INFO => emit!(info),
+            tracing::Level::WARN => emit!(warn),
+            tracing::Level::ERROR => emit!(error),
         }
     }
 }
 
-/// Link `wasi:logging/logging`.
-pub fn add_to_linker<T: 'static>(
+impl v0_2::replicante::platform::log::Host for Logging {
+    fn log(&mut self, level: v0_2::replicante::platform::log::Level, message: String) {
+        use v0_2::replicante::platform::log::Level as L;
+        let level = match level {
+            L::Trace => tracing::Level::TRACE,
+            L::Debug => tracing::Level::DEBUG,
+            L::Info => tracing::Level::INFO,
+            L::Warn => tracing::Level::WARN,
+            L::Error => tracing::Level::ERROR,
+        };
+        self.emit(level, None, &message);
+    }
+}
+
+impl v0_1::wasi::logging::logging::Host for Logging {
+    fn log(&mut self, level: Level, context: String, message: String) {
+        let level = match level {
+            Level::Trace => tracing::Level::TRACE,
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warn => tracing::Level::WARN,
+            Level::Error | Level::Critical => tracing::Level::ERROR,
+        };
+        self.emit(level, Some(&context), &message);
+    }
+}
+
+/// Link `wasi:logging/logging` (contract 0.1).
+pub fn add_to_linker_v0_1<T: 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> &mut Logging,
 ) -> wasmtime::Result<()> {
-    link::<T, HasSelf<Logging>>(linker, get)
+    v0_1::wasi::logging::logging::add_to_linker::<T, HasSelf<Logging>>(linker, get)
+}
+
+/// Link `replicante:platform/log` (contract 0.2).
+pub fn add_to_linker_v0_2<T: 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut Logging,
+) -> wasmtime::Result<()> {
+    v0_2::replicante::platform::log::add_to_linker::<T, HasSelf<Logging>>(linker, get)
 }
 
 #[cfg(test)]

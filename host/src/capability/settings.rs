@@ -1,34 +1,70 @@
-//! Settings: the backend's `settings` table, served through the standard `wasi:config/store`.
+//! Settings: the backend's `settings` table, read by contract 0.1 plugins through the standard
+//! `wasi:config/store` (one entry per top-level key) and by 0.2 plugins through
+//! `replicante:platform/settings` (the whole table as one JSON object).
 //!
-//! The table is converted once per backend at load; every call shares it through an `Arc`.
+//! Both forms are built once per backend at load; every call shares them through an `Arc`.
 
 use std::sync::Arc;
 
-use wasmtime::component::Linker;
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
+
+use crate::bindings::v0_2;
+use crate::config::Setting;
 
 /// A backend's settings, shared by all its calls.
 #[derive(Clone, Default)]
-pub struct Settings(Arc<WasiConfigVariables>);
+pub struct Settings(Arc<Forms>);
+
+#[derive(Default)]
+struct Forms {
+    /// For `wasi:config/store`.
+    entries: WasiConfigVariables,
+    /// For `replicante:platform/settings`.
+    json: String,
+}
 
 impl Settings {
-    /// Settings from key-value pairs (non-string values already JSON-encoded by the config).
-    pub fn new(pairs: &[(String, String)]) -> Settings {
-        Settings(Arc::new(WasiConfigVariables::from_iter(
-            pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        )))
+    /// Settings from the config's.
+    pub fn new(settings: &[Setting]) -> Settings {
+        let entries = WasiConfigVariables::from_iter(
+            settings.iter().map(|s| (s.key.as_str(), s.text.as_str())),
+        );
+        let object: serde_json::Map<String, serde_json::Value> = settings
+            .iter()
+            .map(|s| (s.key.clone(), s.json.clone()))
+            .collect();
+        Settings(Arc::new(Forms {
+            entries,
+            json: serde_json::Value::Object(object).to_string(),
+        }))
     }
 
     /// The view `wasi:config/store` reads through.
-    pub fn view(&self) -> WasiConfig<'_> {
-        WasiConfig::from(&*self.0)
+    pub fn view(&mut self) -> WasiConfig<'_> {
+        WasiConfig::from(&self.0.entries)
     }
 }
 
-/// Link `wasi:config/store`, reading the settings that `get` finds in the store data.
-pub fn add_to_linker<T: 'static>(
+impl v0_2::replicante::platform::settings::Host for Settings {
+    fn get(&mut self) -> String {
+        self.0.json.clone()
+    }
+}
+
+/// Link `wasi:config/store` (contract 0.1), reading the settings that `get` finds in the store
+/// data.
+pub fn add_to_linker_v0_1<T: 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> WasiConfig<'_>,
 ) -> wasmtime::Result<()> {
     wasmtime_wasi_config::add_to_linker(linker, get)
+}
+
+/// Link `replicante:platform/settings` (contract 0.2).
+pub fn add_to_linker_v0_2<T: 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut Settings,
+) -> wasmtime::Result<()> {
+    v0_2::replicante::platform::settings::add_to_linker::<T, HasSelf<Settings>>(linker, get)
 }

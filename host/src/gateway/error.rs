@@ -125,7 +125,7 @@ impl Error {
 
 fn describe_call(error: &CallError, operation: &str) -> String {
     match error {
-        CallError::Plugin(e) => format!(": {}", crate::convert::plugin_message(e)),
+        CallError::Plugin(e) => format!(": {}", e.message()),
         other => format!(" {other} ({operation})"),
     }
 }

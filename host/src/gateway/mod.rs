@@ -24,7 +24,8 @@ use crate::config::{Config, DiscoveryPolicy};
 use crate::convert;
 use crate::metrics::Metrics;
 use crate::model::BackendId;
-use crate::runtime::{Backend, CallError, LoadError, Runtime, wit};
+use crate::model::{self, ProviderError};
+use crate::runtime::{Backend, CallError, LoadError, Runtime};
 use crate::state::{Ownership, StateStore};
 
 /// One immutable snapshot of the config and the loaded backends.
@@ -112,7 +113,7 @@ pub struct NodeConflict {
 /// A successful discovery: the merged clusters, and what the API reports beside them.
 pub struct DiscoverReply {
     /// The merged clusters, each node once per backend that reports it.
-    pub clusters: Vec<wit::Cluster>,
+    pub clusters: Vec<model::Cluster>,
     /// Backends left out under the `partial` policy.
     pub failed: Vec<BackendId>,
     /// Node IDs reported by several backends.
@@ -120,11 +121,11 @@ pub struct DiscoverReply {
 }
 
 /// One cluster's nodes in a discovery: node ID -> every (backend, node) that reported it.
-type NodeClaims = BTreeMap<String, Vec<(Arc<Backend>, wit::Node)>>;
+type NodeClaims = BTreeMap<String, Vec<(Arc<Backend>, model::Node)>>;
 
 /// What a discovery found, before the failure policy is applied.
 struct Discovery {
-    clusters: Vec<wit::Cluster>,
+    clusters: Vec<model::Cluster>,
     /// How many of `failures` pass by themselves (capacity, `unavailable`): worth a retry.
     retryable: usize,
     /// The owner of every node that exactly one backend reports.
@@ -314,7 +315,7 @@ impl Gateway {
                 }
                 out.extend(claims.into_iter().map(|(_, n)| n));
             }
-            clusters.push(wit::Cluster {
+            clusters.push(model::Cluster {
                 cluster_id,
                 nodes: out,
             });
@@ -364,7 +365,7 @@ impl Gateway {
     async fn find_owner(
         &self,
         generation: &Generation,
-        request: &wit::DeprovisionRequest,
+        request: &model::DeprovisionRequest,
     ) -> Result<String, Error> {
         let discovery = self.discover_all(generation).await;
         let claims: Vec<BackendId> = discovery
@@ -404,8 +405,8 @@ impl Gateway {
     pub async fn provision(
         &self,
         generation: &Generation,
-        request: wit::ProvisionRequest,
-    ) -> Result<wit::ProvisionResponse, Error> {
+        request: model::ProvisionRequest,
+    ) -> Result<model::ProvisionResponse, Error> {
         let key = convert::route_key(&request);
         let Some((_, route)) = generation.config.routes.select(&key) else {
             return Err(Error::NoRoute {
@@ -468,7 +469,7 @@ impl Gateway {
     pub async fn deprovision(
         &self,
         generation: &Generation,
-        request: wit::DeprovisionRequest,
+        request: model::DeprovisionRequest,
     ) -> Result<(), Error> {
         let known = self
             .recorded_owner(&request.cluster_id, &request.node_id)
@@ -501,7 +502,7 @@ impl Gateway {
                 self.forget_owner(&request).await;
             }
             // Unknown to its owner: the ownership record is stale.
-            Err(CallError::Plugin(wit::Error::NotFound(_))) => self.forget_owner(&request).await,
+            Err(CallError::Plugin(ProviderError::NotFound(_))) => self.forget_owner(&request).await,
             Err(_) => {}
         }
         outcome.map_err(|error| Error::Call {
@@ -511,7 +512,7 @@ impl Gateway {
         })
     }
 
-    async fn forget_owner(&self, request: &wit::DeprovisionRequest) {
+    async fn forget_owner(&self, request: &model::DeprovisionRequest) {
         if let Err(e) = self
             .state
             .forget_owner(&request.cluster_id, &request.node_id)
@@ -628,7 +629,8 @@ mod tests {
         let generation = Generation::load(1, config, &runtime, &state, None).unwrap();
         let gateway = Gateway::new(state);
 
-        let request = wit::ProvisionRequest {
+        let request = model::ProvisionRequest {
+            request_id: "r-1".into(),
             cluster_id: "c1".into(),
             store: "mongodb".into(),
             store_version: "6.0".into(),

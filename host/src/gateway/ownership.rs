@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::runtime::wit;
+use crate::model;
 use crate::state::{MAX_PAGE, StateStore};
 
 /// The gateway's own namespace for recent deprovisions (backend names cannot start with `@`).
@@ -25,13 +25,16 @@ fn today() -> u64 {
         .map_or(0, |d| d.as_secs() / DAY_SECONDS)
 }
 
-fn deprovision_key(day: u64, request: &wit::DeprovisionRequest) -> String {
+fn deprovision_key(day: u64, request: &model::DeprovisionRequest) -> String {
     format!("{day:08}/{}\u{0}{}", request.cluster_id, request.node_id)
 }
 
 /// Whether the node was deprovisioned through the gateway today or yesterday. A store failure
 /// reads as "no": the request then goes on to discovery, which answers for itself.
-pub async fn was_deprovisioned(state: &dyn StateStore, request: &wit::DeprovisionRequest) -> bool {
+pub async fn was_deprovisioned(
+    state: &dyn StateStore,
+    request: &model::DeprovisionRequest,
+) -> bool {
     let today = today();
     for day in [today, today.saturating_sub(1)] {
         match state
@@ -54,7 +57,7 @@ pub async fn was_deprovisioned(state: &dyn StateStore, request: &wit::Deprovisio
 pub async fn clear_deprovisions(state: &dyn StateStore, cluster_id: &str, node_ids: &[String]) {
     let today = today();
     for node_id in node_ids {
-        let request = wit::DeprovisionRequest {
+        let request = model::DeprovisionRequest {
             cluster_id: cluster_id.to_string(),
             node_id: node_id.clone(),
         };
@@ -70,7 +73,7 @@ pub async fn clear_deprovisions(state: &dyn StateStore, cluster_id: &str, node_i
 }
 
 /// Remember that the node was deprovisioned, and drop what is older than yesterday.
-pub async fn remember_deprovision(state: &dyn StateStore, request: &wit::DeprovisionRequest) {
+pub async fn remember_deprovision(state: &dyn StateStore, request: &model::DeprovisionRequest) {
     let today = today();
     let key = deprovision_key(today, request);
     if key.len() > crate::state::MAX_KEY_SIZE {

@@ -18,14 +18,15 @@ use tracing::Instrument;
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 
-use super::{CallState, EPOCH_TICK, Prepared, wit};
-use crate::bindings::Plugin;
+use super::{Answer, CallState, EPOCH_TICK, Operation, Prepared};
 use crate::capability::http::{Allowlist, OutboundHttp};
 use crate::capability::stdio::Capture;
 use crate::capability::{logging::Logging, redact, settings::Settings, state::PluginState};
 use crate::config::{BackendConfig, Limits};
 use crate::metrics::{GaugeGuard, Metrics};
-use crate::model::BackendId;
+use crate::model::{
+    BackendId, Cluster, DeprovisionRequest, ProviderError, ProvisionRequest, ProvisionResponse,
+};
 use crate::state::StateStore;
 
 /// How much of a plugin's stdout and of its stderr (panic messages) is kept per call and
@@ -40,7 +41,7 @@ const MAX_RESOURCES: usize = 4096;
 pub enum CallError {
     /// The plugin answered with an error of the contract.
     #[error("answered {0:?}")]
-    Plugin(wit::Error),
+    Plugin(ProviderError),
     /// The call ran past its deadline and was stopped.
     #[error("did not answer within {0:?}")]
     Timeout(Duration),
@@ -76,18 +77,27 @@ impl CallError {
             self,
             CallError::Busy(_)
                 | CallError::PoolExhausted
-                | CallError::Plugin(wit::Error::Unavailable(_))
+                | CallError::Plugin(ProviderError::Unavailable { .. })
         )
+    }
+
+    /// When to retry, in seconds, if the plugin said.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            CallError::Plugin(ProviderError::Unavailable { retry_after, .. }) => *retry_after,
+            _ => None,
+        }
     }
 
     /// The call's outcome as a metric label value.
     pub fn outcome(&self) -> &'static str {
         match self {
-            CallError::Plugin(wit::Error::InvalidRequest(_)) => "invalid_request",
-            CallError::Plugin(wit::Error::NotFound(_)) => "not_found",
-            CallError::Plugin(wit::Error::Conflict(_)) => "conflict",
-            CallError::Plugin(wit::Error::Unavailable(_)) => "unavailable",
-            CallError::Plugin(wit::Error::Internal(_)) => "internal",
+            CallError::Plugin(ProviderError::InvalidRequest(_)) => "invalid_request",
+            CallError::Plugin(ProviderError::NotFound(_)) => "not_found",
+            CallError::Plugin(ProviderError::Conflict(_)) => "conflict",
+            CallError::Plugin(ProviderError::Unsupported(_)) => "unsupported",
+            CallError::Plugin(ProviderError::Unavailable { .. }) => "unavailable",
+            CallError::Plugin(ProviderError::Internal(_)) => "internal",
             CallError::Timeout(_) => "timeout",
             CallError::OutOfMemory(_) => "out_of_memory",
             CallError::Trap(_) => "trap",
@@ -158,53 +168,38 @@ impl ResourceLimiter for MemoryLimiter {
 
 /// About how many bytes an answer takes once encoded for the client, to hold it to the
 /// backend's `max_response`.
-trait AnswerSize {
-    fn size(&self) -> usize;
-}
-
 const PER_ITEM: usize = 16;
 
-impl AnswerSize for Vec<wit::Cluster> {
+impl Answer {
     fn size(&self) -> usize {
-        self.iter()
-            .map(|c| {
-                PER_ITEM
-                    + c.cluster_id.len()
-                    + c.nodes
-                        .iter()
-                        .map(|n| {
-                            PER_ITEM
-                                + n.node_id.len()
-                                + n.agent_address.len()
-                                + n.node_class.len()
-                                + n.node_group.as_ref().map_or(0, String::len)
-                        })
-                        .sum::<usize>()
-            })
-            .sum()
+        match self {
+            Answer::Clusters(clusters) => clusters
+                .iter()
+                .map(|c| {
+                    PER_ITEM
+                        + c.cluster_id.len()
+                        + c.nodes
+                            .iter()
+                            .map(|n| {
+                                PER_ITEM
+                                    + n.node_id.len()
+                                    + n.agent_address.len()
+                                    + n.node_class.as_ref().map_or(0, String::len)
+                                    + n.node_group.as_ref().map_or(0, String::len)
+                            })
+                            .sum::<usize>()
+                })
+                .sum(),
+            Answer::Provisioned(response) => response
+                .node_ids
+                .iter()
+                .flatten()
+                .map(|id| PER_ITEM + id.len())
+                .sum(),
+            Answer::Deprovisioned => 0,
+        }
     }
 }
-
-impl AnswerSize for wit::ProvisionResponse {
-    fn size(&self) -> usize {
-        self.node_ids
-            .iter()
-            .flatten()
-            .map(|id| PER_ITEM + id.len())
-            .sum()
-    }
-}
-
-impl AnswerSize for () {
-    fn size(&self) -> usize {
-        0
-    }
-}
-
-/// One export's call on an instance: the plugin's answer, or the trap.
-type Invocation<'a, R> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = wasmtime::Result<Result<R, wit::Error>>> + Send + 'a>,
->;
 
 /// A backend's call slots and the calls waiting for one; shared by the generations that keep
 /// the backend's name and concurrency limit.
@@ -296,68 +291,49 @@ impl Backend {
         &self.prepared.digest
     }
 
+    /// The contract version its plugin implements.
+    pub fn contract(&self) -> super::Contract {
+        self.prepared.contract()
+    }
+
     /// The backend's limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
     /// Every cluster and node the backend reports.
-    pub async fn discover(self: &Arc<Self>) -> Result<Vec<wit::Cluster>, CallError> {
-        self.call("discover", |plugin, store| {
-            Box::pin(async move {
-                plugin
-                    .replicante_platform_provider()
-                    .call_discover(store)
-                    .await
-            })
-        })
-        .await
+    pub async fn discover(self: &Arc<Self>) -> Result<Vec<Cluster>, CallError> {
+        match self.call(Operation::Discover).await? {
+            Answer::Clusters(clusters) => Ok(clusters),
+            _ => Err(mismatch()),
+        }
     }
 
     /// Provision nodes.
     pub async fn provision(
         self: &Arc<Self>,
-        request: wit::ProvisionRequest,
-    ) -> Result<wit::ProvisionResponse, CallError> {
-        self.call("provision", move |plugin, store| {
-            Box::pin(async move {
-                plugin
-                    .replicante_platform_provider()
-                    .call_provision(store, &request)
-                    .await
-            })
-        })
-        .await
+        request: ProvisionRequest,
+    ) -> Result<ProvisionResponse, CallError> {
+        match self.call(Operation::Provision(request)).await? {
+            Answer::Provisioned(response) => Ok(response),
+            _ => Err(mismatch()),
+        }
     }
 
     /// Deprovision a node.
     pub async fn deprovision(
         self: &Arc<Self>,
-        request: wit::DeprovisionRequest,
+        request: DeprovisionRequest,
     ) -> Result<(), CallError> {
-        self.call("deprovision", move |plugin, store| {
-            Box::pin(async move {
-                plugin
-                    .replicante_platform_provider()
-                    .call_deprovision(store, &request)
-                    .await
-            })
-        })
-        .await
+        match self.call(Operation::Deprovision(request)).await? {
+            Answer::Deprovisioned => Ok(()),
+            _ => Err(mismatch()),
+        }
     }
 
-    /// Run one export in a fresh sandbox, on a call slot, under the deadline.
-    async fn call<R, F>(
-        self: &Arc<Self>,
-        operation: &'static str,
-        invoke: F,
-    ) -> Result<R, CallError>
-    where
-        R: AnswerSize + Send + 'static,
-        F: for<'a> FnOnce(&'a Plugin, &'a mut Store<CallState>) -> Invocation<'a, R>
-            + Send
-            + 'static,
-    {
+    /// Run one operation in a fresh sandbox, on a call slot, under the deadline.
+    async fn call(self: &Arc<Self>, operation: Operation) -> Result<Answer, CallError> {
+        let name = operation.name();
         let timeout = self.limits.timeout;
         let started = Instant::now();
         let deadline = started + timeout;
@@ -365,7 +341,7 @@ impl Backend {
             Ok(permit) => permit,
             Err(error) => {
                 let error = Err(error);
-                self.record(operation, &error, started);
+                self.record(name, &error, started);
                 return error;
             }
         };
@@ -375,12 +351,12 @@ impl Backend {
         // lines) and a span of its own. It is a task of its own so that it runs to its end, and
         // is counted, even if the request that asked for it goes away: a provision is never cut
         // in half by a client hanging up.
-        let span = tracing::info_span!("plugin_call", backend = %self.id, operation);
+        let span = tracing::info_span!("plugin_call", backend = %self.id, operation = name);
         tokio::spawn(
             async move {
                 let _slot = (permit, in_flight);
-                let result = this.run(operation, invoke, deadline).await;
-                this.record(operation, &result, started);
+                let result = this.run(operation, deadline).await;
+                this.record(name, &result, started);
                 result
             }
             .instrument(span),
@@ -388,7 +364,7 @@ impl Backend {
         .await
         .unwrap_or_else(|e| {
             let error = Err(CallError::Host(format!("the call's task failed: {e}")));
-            self.record(operation, &error, started);
+            self.record(name, &error, started);
             error
         })
     }
@@ -425,25 +401,18 @@ impl Backend {
         }
     }
 
-    async fn run<R, F>(
-        &self,
-        operation: &'static str,
-        invoke: F,
-        deadline: Instant,
-    ) -> Result<R, CallError>
-    where
-        R: AnswerSize,
-        F: for<'a> FnOnce(&'a Plugin, &'a mut Store<CallState>) -> Invocation<'a, R>,
-    {
+    async fn run(&self, operation: Operation, deadline: Instant) -> Result<Answer, CallError> {
+        let name = operation.name();
         let (mut store, stdout, stderr) = self.store(deadline);
         let remaining = deadline.saturating_duration_since(Instant::now());
 
         // Host calls that wait are stopped by the timeout, which drops the whole call.
-        let outcome = tokio::time::timeout(remaining + EPOCH_TICK, async {
-            let plugin = self.prepared.pre.instantiate_async(&mut store).await?;
-            invoke(&plugin, &mut store).await
-        })
+        let outcome = tokio::time::timeout(
+            remaining + EPOCH_TICK,
+            self.prepared.pre.invoke(&mut store, operation),
+        )
         .await;
+        let operation = name;
 
         // stderr is where a plugin's panic message goes; stdout is what `print` and
         // `console.log` write in Python and JavaScript plugins: both reach the log.
@@ -529,9 +498,9 @@ impl Backend {
     pub fn probe(&self) -> Result<(), String> {
         let deadline = Instant::now() + self.limits.timeout;
         let (mut store, _stdout, stderr) = self.store(deadline);
-        let started = futures::executor::block_on(self.prepared.pre.instantiate_async(&mut store));
+        let started = futures::executor::block_on(self.prepared.pre.instantiate(&mut store));
         let error = match started {
-            Ok(_) => return Ok(()),
+            Ok(()) => return Ok(()),
             Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => return Ok(()),
             Err(e) => e,
         };
@@ -554,15 +523,8 @@ impl Backend {
     }
 
     /// The plugin's error with the backend's secrets cut out.
-    fn redacted(&self, error: wit::Error) -> wit::Error {
-        let clean = |m: String| redact(&m, &self.secrets);
-        match error {
-            wit::Error::InvalidRequest(m) => wit::Error::InvalidRequest(clean(m)),
-            wit::Error::NotFound(m) => wit::Error::NotFound(clean(m)),
-            wit::Error::Conflict(m) => wit::Error::Conflict(clean(m)),
-            wit::Error::Unavailable(m) => wit::Error::Unavailable(clean(m)),
-            wit::Error::Internal(m) => wit::Error::Internal(clean(m)),
-        }
+    fn redacted(&self, error: ProviderError) -> ProviderError {
+        error.map_message(|m| redact(&m, &self.secrets))
     }
 
     fn classify(&self, error: wasmtime::Error, memory_refused: bool, operation: &str) -> CallError {
@@ -582,4 +544,10 @@ impl Backend {
         tracing::warn!(backend = %self.id, operation, "call failed: {details}");
         classified
     }
+}
+
+/// A plugin's answer of the wrong kind for its operation: the conversion in `runtime` pairs
+/// them, so this is the gateway's bug, never the plugin's.
+fn mismatch() -> CallError {
+    CallError::Host("the plugin's answer does not match its operation".into())
 }

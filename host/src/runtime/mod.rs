@@ -1,8 +1,9 @@
 //! The plugin runtime: one engine, components compiled once, and a fresh sandbox per call.
 //!
-//! [`Runtime::prepare`] compiles (or fetches from the cache) a backend's component and
-//! pre-instantiates it against the linker, which is where a plugin that does not implement the
-//! world is refused. [`Backend`] then runs each call in a new `Store` with the backend's memory
+//! [`Runtime::prepare`] compiles (or fetches from the cache) a backend's component, reads which
+//! contract version it implements from its exports, and pre-instantiates it against that
+//! version's linker, which is where a plugin that imports what its world does not list is
+//! refused. [`Backend`] then runs each call in a new `Store` with the backend's memory
 //! cap and deadline, so nothing a plugin does in one call survives into the next.
 
 mod backend;
@@ -28,8 +29,7 @@ use crate::capability::{
 use crate::config::BackendConfig;
 use crate::metrics::Metrics;
 
-use crate::bindings;
-pub use crate::bindings::wit;
+use crate::bindings::{v0_1, v0_2};
 
 /// How often the epoch advances: the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -98,13 +98,93 @@ impl WasiView for CallState {
     }
 }
 
+/// The contract versions this gateway serves, oldest first.
+pub const CONTRACTS: [Contract; 2] = [Contract::V0_1, Contract::V0_2];
+
+/// A released version of the `replicante:platform` contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    /// 0.1.0, frozen.
+    V0_1,
+    /// 0.2.0.
+    V0_2,
+}
+
+impl Contract {
+    /// Its version number.
+    pub fn version(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "0.1.0",
+            Contract::V0_2 => "0.2.0",
+        }
+    }
+
+    /// The contract a component implements, by the `provider` interface it exports.
+    fn of(component: &wasmtime::component::Component, engine: &Engine) -> Result<Contract, String> {
+        const PROVIDER: &str = "replicante:platform/provider@";
+        let ty = component.component_type();
+        let exported: Vec<String> = ty
+            .exports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let Some(version) = exported.iter().find_map(|name| name.strip_prefix(PROVIDER)) else {
+            return Err(format!(
+                "it exports no `replicante:platform/provider` interface (it exports: {}); a \
+                 plugin implements the `plugin` world of wit/ in the gateway's repository",
+                if exported.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exported.join(", ")
+                }
+            ));
+        };
+        CONTRACTS
+            .into_iter()
+            .find(|c| c.version() == version)
+            .ok_or_else(|| {
+                format!(
+                    "it implements contract replicante:platform@{version}, which this gateway \
+                     does not serve (it serves {})",
+                    CONTRACTS.map(Contract::version).join(", ")
+                )
+            })
+    }
+}
+
+impl std::fmt::Display for Contract {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "replicante:platform@{}", self.version())
+    }
+}
+
+/// The linkers of one contract version: exactly the imports its world lists.
+struct Linkers {
+    /// What every backend gets.
+    plain: Linker<CallState>,
+    /// That plus `wasi:http`, for backends granted outbound HTTP.
+    http: Linker<CallState>,
+}
+
+impl Linkers {
+    /// WASI plus `add`'s imports, and a copy with `wasi:http` too.
+    fn new(
+        engine: &Engine,
+        add: impl FnOnce(&mut Linker<CallState>) -> wasmtime::Result<()>,
+    ) -> wasmtime::Result<Linkers> {
+        let mut plain = Linker::<CallState>::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut plain)?;
+        add(&mut plain)?;
+        let mut http = plain.clone();
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http)?;
+        Ok(Linkers { plain, http })
+    }
+}
+
 /// The engine, the linkers and the compiled-component cache, shared by every backend.
 pub struct Runtime {
     engine: Engine,
-    /// What every backend gets.
-    linker: Linker<CallState>,
-    /// That plus `wasi:http`, for backends granted outbound HTTP.
-    http_linker: Linker<CallState>,
+    v0_1: Linkers,
+    v0_2: Linkers,
     cache: cache::ComponentCache,
     metrics: Arc<Metrics>,
     /// Component instances that can exist at once.
@@ -145,15 +225,17 @@ impl Runtime {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
 
-        let mut linker = Linker::<CallState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        crate::capability::settings::add_to_linker(&mut linker, |s: &mut CallState| {
-            s.settings.view()
+        use crate::capability::{logging, settings, state};
+        let v0_1 = Linkers::new(&engine, |linker| {
+            settings::add_to_linker_v0_1(linker, |s: &mut CallState| s.settings.view())?;
+            logging::add_to_linker_v0_1(linker, |s: &mut CallState| &mut s.logging)?;
+            state::add_to_linker_v0_1(linker, |s: &mut CallState| &mut s.state)
         })?;
-        crate::capability::logging::add_to_linker(&mut linker, |s: &mut CallState| &mut s.logging)?;
-        crate::capability::state::add_to_linker(&mut linker, |s: &mut CallState| &mut s.state)?;
-        let mut http_linker = linker.clone();
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)?;
+        let v0_2 = Linkers::new(&engine, |linker| {
+            settings::add_to_linker_v0_2(linker, |s: &mut CallState| &mut s.settings)?;
+            logging::add_to_linker_v0_2(linker, |s: &mut CallState| &mut s.logging)?;
+            state::add_to_linker_v0_2(linker, |s: &mut CallState| &mut s.state)
+        })?;
 
         // The ticker lives as long as the engine: every backend holds a clone, so deadlines keep
         // working for as long as any call can run, and the thread ends with the last of them.
@@ -174,8 +256,8 @@ impl Runtime {
             slots,
             cache: cache::ComponentCache::new(&engine, cache_dir, cache_max),
             engine,
-            linker,
-            http_linker,
+            v0_1,
+            v0_2,
             metrics: Arc::default(),
         })
     }
@@ -208,9 +290,20 @@ impl Runtime {
             message: format!("{e:#}"),
         };
         let compiled = self.cache.get(&self.engine, &bytes).map_err(invalid)?;
+        let contract = Contract::of(&compiled.component, &self.engine).map_err(|message| {
+            LoadError::Invalid {
+                backend: name.clone(),
+                path: config.plugin.clone(),
+                message,
+            }
+        })?;
+        let linkers = match contract {
+            Contract::V0_1 => &self.v0_1,
+            Contract::V0_2 => &self.v0_2,
+        };
         let linker = match config.grants.http {
-            Some(_) => &self.http_linker,
-            None => &self.linker,
+            Some(_) => &linkers.http,
+            None => &linkers.plain,
         };
         let instance_pre = linker
             .instantiate_pre(&compiled.component)
@@ -227,7 +320,11 @@ impl Runtime {
                 },
                 _ => invalid(e),
             })?;
-        let pre = bindings::PluginPre::new(instance_pre).map_err(invalid)?;
+        let pre = match contract {
+            Contract::V0_1 => PluginPre::V0_1(v0_1::PluginPre::new(instance_pre).map_err(invalid)?),
+            Contract::V0_2 => PluginPre::V0_2(v0_2::PluginPre::new(instance_pre).map_err(invalid)?),
+        };
+        tracing::debug!(%contract, "plugin loaded");
         Ok(Prepared {
             pre,
             digest: compiled.digest,
@@ -293,10 +390,118 @@ fn read_plugin(path: &std::path::Path, max_size: u64) -> std::io::Result<Vec<u8>
     Ok(bytes)
 }
 
+/// A component pre-instantiated against its contract version's world.
+#[derive(Clone)]
+enum PluginPre {
+    V0_1(v0_1::PluginPre<CallState>),
+    V0_2(v0_2::PluginPre<CallState>),
+}
+
 /// A backend's component, compiled and checked against the world, ready to instantiate.
 #[derive(Clone)]
 pub struct Prepared {
-    pre: bindings::PluginPre<CallState>,
+    pre: PluginPre,
     /// `sha256:<hex>` of the plugin file.
     pub digest: String,
+}
+
+impl Prepared {
+    /// The contract version the component implements.
+    pub fn contract(&self) -> Contract {
+        match self.pre {
+            PluginPre::V0_1(_) => Contract::V0_1,
+            PluginPre::V0_2(_) => Contract::V0_2,
+        }
+    }
+}
+
+/// One operation with its input, whatever the contract.
+pub(crate) enum Operation {
+    Discover,
+    Provision(crate::model::ProvisionRequest),
+    Deprovision(crate::model::DeprovisionRequest),
+}
+
+impl Operation {
+    /// Its name, in logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::Discover => "discover",
+            Operation::Provision(_) => "provision",
+            Operation::Deprovision(_) => "deprovision",
+        }
+    }
+}
+
+/// What an operation answered, in the gateway's model.
+pub(crate) enum Answer {
+    Clusters(Vec<crate::model::Cluster>),
+    Provisioned(crate::model::ProvisionResponse),
+    Deprovisioned,
+}
+
+/// The plugin's answer or its error, or the trap.
+type Outcome = wasmtime::Result<Result<Answer, crate::model::ProviderError>>;
+
+impl PluginPre {
+    /// Instantiate without calling (a load-time probe).
+    async fn instantiate(&self, store: &mut wasmtime::Store<CallState>) -> wasmtime::Result<()> {
+        match self {
+            PluginPre::V0_1(pre) => pre.instantiate_async(store).await.map(drop),
+            PluginPre::V0_2(pre) => pre.instantiate_async(store).await.map(drop),
+        }
+    }
+
+    /// Instantiate and run `operation`, converting to and from the contract's records.
+    async fn invoke(
+        &self,
+        store: &mut wasmtime::Store<CallState>,
+        operation: Operation,
+    ) -> Outcome {
+        use crate::convert::{v0_1 as c1, v0_2 as c2};
+        match self {
+            PluginPre::V0_1(pre) => {
+                let plugin = pre.instantiate_async(&mut *store).await?;
+                let provider = plugin.replicante_platform_provider();
+                Ok(match operation {
+                    Operation::Discover => provider
+                        .call_discover(store)
+                        .await?
+                        .map(|c| Answer::Clusters(c.into_iter().map(c1::cluster).collect()))
+                        .map_err(c1::error),
+                    Operation::Provision(request) => provider
+                        .call_provision(store, &c1::provision_request(&request))
+                        .await?
+                        .map(|r| Answer::Provisioned(c1::provision_response(r)))
+                        .map_err(c1::error),
+                    Operation::Deprovision(request) => provider
+                        .call_deprovision(store, &c1::deprovision_request(&request))
+                        .await?
+                        .map(|()| Answer::Deprovisioned)
+                        .map_err(c1::error),
+                })
+            }
+            PluginPre::V0_2(pre) => {
+                let plugin = pre.instantiate_async(&mut *store).await?;
+                let provider = plugin.replicante_platform_provider();
+                Ok(match operation {
+                    Operation::Discover => provider
+                        .call_discover(store)
+                        .await?
+                        .map(|c| Answer::Clusters(c.into_iter().map(c2::cluster).collect()))
+                        .map_err(c2::error),
+                    Operation::Provision(request) => provider
+                        .call_provision(store, &c2::provision_request(&request))
+                        .await?
+                        .map(|r| Answer::Provisioned(c2::provision_response(r)))
+                        .map_err(c2::error),
+                    Operation::Deprovision(request) => provider
+                        .call_deprovision(store, &c2::deprovision_request(&request))
+                        .await?
+                        .map(|()| Answer::Deprovisioned)
+                        .map_err(c2::error),
+                })
+            }
+        }
+    }
 }

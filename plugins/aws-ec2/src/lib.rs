@@ -87,13 +87,13 @@ struct Ec2 {
 }
 
 fn required(key: &str) -> Result<String, Error> {
-    settings::get(key)?.ok_or_else(|| Error::Internal(format!("setting `{key}` is missing")))
+    settings::text(key)?.ok_or_else(|| Error::Internal(format!("setting `{key}` is missing")))
 }
 
 impl Ec2 {
     fn from_settings() -> Result<Ec2, Error> {
         let region = required("region")?;
-        let endpoint = settings::get("endpoint")?
+        let endpoint = settings::text("endpoint")?
             .unwrap_or_else(|| format!("https://ec2.{region}.amazonaws.com"));
         let endpoint = endpoint.trim_end_matches('/').to_string();
         let host = endpoint
@@ -108,7 +108,7 @@ impl Ec2 {
             region,
             access_key_id: required("access_key_id")?,
             secret_access_key: required("secret_access_key")?,
-            session_token: settings::get("session_token")?,
+            session_token: settings::text("session_token")?,
         })
     }
 
@@ -186,8 +186,8 @@ fn ec2_error(action: &str, status: u16, text: &str) -> Error {
         | "InsufficientInstanceCapacity"
         | "Unavailable"
         | "ServiceUnavailable"
-        | "InternalError" => Error::Unavailable(what),
-        _ if status >= 500 => Error::Unavailable(what),
+        | "InternalError" => Error::unavailable(what),
+        _ if status >= 500 => Error::unavailable(what),
         c if c.starts_with("InvalidInstanceID") => Error::NotFound(what),
         _ => Error::InvalidRequest(what),
     }
@@ -245,14 +245,14 @@ fn parse_instances(text: &str) -> Result<(Vec<Instance>, Option<String>), Error>
 }
 
 fn agent() -> Result<Agent, Error> {
-    Ok(settings::json("agent")?.unwrap_or(Agent {
+    Ok(settings::value("agent")?.unwrap_or(Agent {
         scheme: default_scheme(),
         port: default_port(),
     }))
 }
 
 fn template_for(request: &ProvisionRequest) -> Result<Template, Error> {
-    let templates: Vec<Template> = settings::require_json("templates")?;
+    let templates: Vec<Template> = settings::require("templates")?;
     select_by_store(request, templates, |t| {
         (&t.store, t.store_version.as_deref())
     })
@@ -302,7 +302,7 @@ impl Provider for Aws {
                     .unwrap_or_else(|| instance.id.clone());
                 clusters.entry(cluster.clone()).or_default().push(Node {
                     agent_address: format!("{}://{host}:{}", agent.scheme, agent.port),
-                    node_class: instance.tags.get(CLASS_TAG).cloned().unwrap_or_default(),
+                    node_class: instance.tags.get(CLASS_TAG).cloned(),
                     node_group: instance.tags.get(GROUP_TAG).cloned(),
                     node_id: instance.id,
                 });

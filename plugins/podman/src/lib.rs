@@ -67,12 +67,12 @@ struct Podman {
 
 impl Podman {
     fn from_settings() -> Result<Podman, Error> {
-        let endpoint = settings::get("endpoint")?
+        let endpoint = settings::text("endpoint")?
             .ok_or_else(|| Error::Internal("setting `endpoint` is missing".to_string()))?;
-        let version = settings::get("api_version")?.unwrap_or_else(|| "v4.0.0".to_string());
+        let version = settings::text("api_version")?.unwrap_or_else(|| "v4.0.0".to_string());
         Ok(Podman {
             base: format!("{}/{version}/libpod", endpoint.trim_end_matches('/')),
-            gateway_id: settings::get("gateway_id")?
+            gateway_id: settings::text("gateway_id")?
                 .unwrap_or_else(|| "platform-gateway".to_string()),
         })
     }
@@ -122,7 +122,7 @@ impl Podman {
             404 => Error::NotFound(text),
             409 => Error::Conflict(text),
             400 => Error::InvalidRequest(text),
-            _ => Error::Unavailable(text),
+            _ => Error::unavailable(text),
         })
     }
 }
@@ -148,7 +148,7 @@ fn container_name(cluster: &str, group: &str, index: u32) -> String {
 }
 
 fn template_for(request: &ProvisionRequest) -> Result<Template, Error> {
-    let templates: Vec<Template> = settings::require_json("templates")?;
+    let templates: Vec<Template> = settings::require("templates")?;
     select_by_store(request, templates, |t| {
         (&t.store, t.store_version.as_deref())
     })
@@ -171,7 +171,7 @@ struct Containers;
 impl Provider for Containers {
     fn discover() -> Result<Vec<Cluster>, Error> {
         let podman = Podman::from_settings()?;
-        let address_template = settings::get("agent_address")?
+        let address_template = settings::text("agent_address")?
             .unwrap_or_else(|| "http://{container_ip}:{agent_port}".to_string());
         let list = podman.expect(
             "listing containers",
@@ -226,7 +226,10 @@ impl Provider for Containers {
             clusters.entry(cluster.to_string()).or_default().push(Node {
                 node_id: name,
                 agent_address: address,
-                node_class: labels[CLASS_LABEL].as_str().unwrap_or_default().to_string(),
+                node_class: labels[CLASS_LABEL]
+                    .as_str()
+                    .filter(|c| !c.is_empty())
+                    .map(String::from),
                 node_group: labels[GROUP_LABEL].as_str().map(str::to_string),
             });
         }

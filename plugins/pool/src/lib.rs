@@ -49,7 +49,7 @@ fn key(machine_id: &str) -> String {
 }
 
 fn machines() -> Result<Vec<Machine>, Error> {
-    let machines: Vec<Machine> = settings::require_json("machines")?;
+    let machines: Vec<Machine> = settings::require("machines")?;
     let mut seen = HashSet::new();
     for machine in &machines {
         if machine.id.is_empty() || machine.agent_address.is_empty() {
@@ -91,7 +91,7 @@ impl Provider for Pool {
                 .push(Node {
                     node_id: key[PREFIX.len()..].to_string(),
                     agent_address: allocation.agent_address,
-                    node_class: allocation.node_class,
+                    node_class: Some(allocation.node_class),
                     node_group: Some(allocation.node_group),
                 });
         }
@@ -132,7 +132,7 @@ impl Provider for Pool {
             }
         }
         if node_ids.is_empty() {
-            return Err(Error::Unavailable(format!(
+            return Err(Error::unavailable(format!(
                 "no free machine of node class `{}`: all {} are allocated",
                 request.node_class,
                 of_class.len()
@@ -211,6 +211,7 @@ mod tests {
 
     fn request(cluster_id: &str, count: u32) -> ProvisionRequest {
         ProvisionRequest {
+            request_id: format!("test-{cluster_id}-{count}"),
             cluster_id: cluster_id.into(),
             store: "mongodb".into(),
             store_version: "4.0".into(),
@@ -234,7 +235,7 @@ mod tests {
             assert_eq!(clusters[0].cluster_id, "c1");
             for node in &clusters[0].nodes {
                 assert!(ids.contains(&node.node_id));
-                assert_eq!(node.node_class, "small");
+                assert_eq!(node.node_class.as_deref(), Some("small"));
                 assert_eq!(node.node_group.as_deref(), Some("data"));
             }
             let other = DeprovisionRequest {

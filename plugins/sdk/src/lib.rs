@@ -2,8 +2,9 @@
 //!
 //! A plugin is a type that implements [`Provider`] and one call of [`export_provider!`]; build
 //! it with `cargo build --release --target wasm32-wasip2` and point a backend of the gateway
-//! config at the `.wasm` file. The generated component-model bindings stay inside this crate:
-//! the types below are the contract (`wit/` in the gateway repository), named for Rust.
+//! config at the `.wasm` file. The plugin implements contract `replicante:platform@0.2.0`, whose
+//! WIT ships inside this crate (`wit/`); the generated component-model bindings stay inside it
+//! too: the types below are the contract, named for Rust.
 //!
 //! ```ignore
 //! use platform_sdk::{export_provider, Cluster, Error, Provider};
@@ -20,7 +21,8 @@
 //! ```
 //!
 //! Every call runs in a fresh instance: keep what must outlive a call in [`state`], read the
-//! operator's settings with [`settings`], and log through [`log`].
+//! operator's settings with [`settings::get`] (into your own `serde` type), log through [`log`],
+//! and fail with the [`Error`] constructors ([`Error::not_found`], [`Error::unavailable`], ...).
 //!
 //! Built for any target but `wasm32`, the same plugin is a plain Rust library: its provider is
 //! called as a type, and settings, state and logs come from a [`native::Host`] (in memory), so
@@ -31,7 +33,7 @@
 pub mod __private {
     pub mod bindings {
         wit_bindgen::generate!({
-            path: "../../wit",
+            path: "wit",
             world: "replicante:platform/plugin",
             pub_export_macro: true,
             export_macro_name: "__export_plugin",
@@ -43,7 +45,53 @@ pub mod __private {
 
 use __private::bindings::replicante::platform::types;
 
-pub use types::{Cluster, DeprovisionRequest, Error, Node, ProvisionRequest, ProvisionResponse};
+pub use types::{
+    Cluster, DeprovisionRequest, Node, ProviderError as Error, ProvisionRequest, ProvisionResponse,
+    Unavailable,
+};
+
+impl Error {
+    /// The request cannot be served as asked (HTTP 400).
+    pub fn invalid_request(message: impl Into<String>) -> Error {
+        Error::InvalidRequest(message.into())
+    }
+
+    /// No such node or cluster on this backend (HTTP 404).
+    pub fn not_found(message: impl Into<String>) -> Error {
+        Error::NotFound(message.into())
+    }
+
+    /// The request conflicts with the current state (HTTP 409).
+    pub fn conflict(message: impl Into<String>) -> Error {
+        Error::Conflict(message.into())
+    }
+
+    /// This provider does not do the operation at all (HTTP 501).
+    pub fn unsupported(message: impl Into<String>) -> Error {
+        Error::Unsupported(message.into())
+    }
+
+    /// Not now, maybe later (HTTP 503): no capacity, an API down.
+    pub fn unavailable(message: impl Into<String>) -> Error {
+        Error::Unavailable(Unavailable {
+            message: message.into(),
+            retry_after_seconds: None,
+        })
+    }
+
+    /// Not now; try again in `seconds` (HTTP 503 with that `Retry-After`).
+    pub fn unavailable_for(message: impl Into<String>, seconds: u32) -> Error {
+        Error::Unavailable(Unavailable {
+            message: message.into(),
+            retry_after_seconds: Some(seconds),
+        })
+    }
+
+    /// Anything else that went wrong (HTTP 500).
+    pub fn internal(message: impl Into<String>) -> Error {
+        Error::Internal(message.into())
+    }
+}
 
 /// A JSON object, as the attributes of a provision request.
 pub type Attributes = serde_json::Map<String, serde_json::Value>;
@@ -57,22 +105,24 @@ pub trait Provider {
     fn discover() -> Result<Vec<Cluster>, Error>;
 
     /// Start creating up to `request.count` nodes. Return how many, with their IDs if known.
+    /// `request.request_id` is the same on every retry of one request: pass it on as an
+    /// idempotency key where the API takes one.
     ///
-    /// The default refuses: a backend that only reports existing clusters need not provision.
+    /// The default is `unsupported`: a backend that only reports existing clusters need not
+    /// provision.
     fn provision(request: ProvisionRequest) -> Result<ProvisionResponse, Error> {
         let _ = request;
-        Err(Error::InvalidRequest(
-            "this backend does not provision nodes".to_string(),
-        ))
+        Err(Error::unsupported("this backend does not provision nodes"))
     }
 
     /// Terminate a node. It must not be replaced and must leave discovery once gone.
     ///
-    /// The default refuses: a backend that only reports existing clusters need not deprovision.
+    /// The default is `unsupported`: a backend that only reports existing clusters need not
+    /// deprovision.
     fn deprovision(request: DeprovisionRequest) -> Result<(), Error> {
         let _ = request;
-        Err(Error::InvalidRequest(
-            "this backend does not deprovision nodes".to_string(),
+        Err(Error::unsupported(
+            "this backend does not deprovision nodes",
         ))
     }
 }
@@ -141,50 +191,74 @@ impl ProvisionRequest {
     /// The merged attributes (cluster's, with the group's on top) as a JSON object.
     pub fn attributes(&self) -> Result<Attributes, Error> {
         serde_json::from_str(&self.attributes)
-            .map_err(|e| Error::Internal(format!("the gateway sent invalid attributes: {e}")))
+            .map_err(|e| Error::internal(format!("the gateway sent invalid attributes: {e}")))
     }
 }
 
 /// The backend's settings, from its `settings` table in the gateway config.
 ///
-/// A string setting is read as is; any other TOML value (number, array, table) arrives as its
-/// JSON encoding, which [`settings::json`] decodes into your own `serde` type.
+/// The plugin reads the whole table as one JSON object: [`settings::get`] decodes it into your
+/// own `serde` type (a missing or mistyped field is an error naming it); [`settings::value`] and
+/// [`settings::text`] read one key.
 pub mod settings {
     use super::Error;
+    use serde::de::DeserializeOwned;
 
-    /// The setting `key`, if the operator set it.
-    #[cfg(target_arch = "wasm32")]
-    pub fn get(key: &str) -> Result<Option<String>, Error> {
-        use crate::__private::bindings::wasi::config::store;
-        store::get(key).map_err(|e| Error::Internal(format!("reading setting `{key}`: {e}")))
+    /// The whole settings table as JSON text.
+    fn raw() -> Result<String, Error> {
+        #[cfg(target_arch = "wasm32")]
+        return Ok(crate::__private::bindings::replicante::platform::settings::get());
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::native::with(|host| Ok(host.settings_json()))
     }
 
-    /// The setting `key`, if the operator set it (natively: from the current [`crate::native::Host`]).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn get(key: &str) -> Result<Option<String>, Error> {
-        crate::native::with(|host| host.setting(key))
+    fn object() -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+        serde_json::from_str(&raw()?)
+            .map_err(|e| Error::internal(format!("the gateway sent invalid settings: {e}")))
     }
 
-    /// The setting `key` decoded from JSON into `T`, if the operator set it.
-    pub fn json<T: serde::de::DeserializeOwned>(key: &str) -> Result<Option<T>, Error> {
-        match get(key)? {
+    /// The settings decoded into `T`.
+    ///
+    /// ```ignore
+    /// #[derive(serde::Deserialize)]
+    /// struct Settings { machines: Vec<Machine>, #[serde(default)] zone: Option<String> }
+    /// let settings: Settings = platform_sdk::settings::get()?;
+    /// ```
+    pub fn get<T: DeserializeOwned>() -> Result<T, Error> {
+        serde_json::from_str(&raw()?)
+            .map_err(|e| Error::internal(format!("the backend's settings are invalid: {e}")))
+    }
+
+    /// The setting `key` decoded into `T`, if the operator set it.
+    pub fn value<T: DeserializeOwned>(key: &str) -> Result<Option<T>, Error> {
+        match object()?.remove(key) {
             None => Ok(None),
-            Some(text) => serde_json::from_str(&text)
+            Some(value) => serde_json::from_value(value)
                 .map(Some)
-                .map_err(|e| Error::Internal(format!("setting `{key}` is invalid: {e}"))),
+                .map_err(|e| Error::internal(format!("setting `{key}` is invalid: {e}"))),
         }
     }
 
-    /// Like [`json`], but a missing setting is an error naming it.
-    pub fn require_json<T: serde::de::DeserializeOwned>(key: &str) -> Result<T, Error> {
-        json(key)?.ok_or_else(|| Error::Internal(format!("setting `{key}` is missing")))
+    /// Like [`value`], but a missing setting is an error naming it.
+    pub fn require<T: DeserializeOwned>(key: &str) -> Result<T, Error> {
+        value(key)?.ok_or_else(|| Error::internal(format!("setting `{key}` is missing")))
+    }
+
+    /// The setting `key` as text: a string as is, any other value as its JSON encoding.
+    pub fn text(key: &str) -> Result<Option<String>, Error> {
+        Ok(object()?.remove(key).map(|value| match value {
+            serde_json::Value::String(text) => text,
+            other => other.to_string(),
+        }))
     }
 }
 
 /// The backend's private, durable key-value state.
 ///
-/// Writes are durable when the call returns. Use [`state::compare_and_swap`] for anything that
-/// concurrent calls of the same backend may race on.
+/// Writes are durable when the call returns. Use [`state::compare_and_swap`] (or
+/// [`state::update`]) for anything that concurrent calls of the same backend, or several
+/// gateway replicas, may race on. A store that cannot answer is [`Error::unavailable`]; a key
+/// or value over the limits (1 KiB, 1 MiB) is [`Error::internal`].
 pub mod state {
     use super::Error;
 
@@ -192,12 +266,14 @@ pub mod state {
     use crate::__private::bindings::replicante::platform::state as host;
 
     #[cfg(target_arch = "wasm32")]
-    fn convert(error: host::Error) -> Error {
+    fn convert(error: host::StateError) -> Error {
         match error {
-            host::Error::Unavailable(message) => {
-                Error::Unavailable(format!("state store: {message}"))
+            host::StateError::Unavailable(message) => {
+                Error::unavailable(format!("state store: {message}"))
             }
-            host::Error::TooLarge(message) => Error::Internal(format!("state store: {message}")),
+            host::StateError::TooLarge(message) => {
+                Error::internal(format!("state store: {message}"))
+            }
         }
     }
 
@@ -244,30 +320,70 @@ pub mod state {
         crate::native::with(|host| Ok(host.state_swap(key, expected, new, false)))
     }
 
-    /// The keys that start with `prefix`, in ascending order.
-    pub fn list_keys(prefix: &str) -> Result<Vec<String>, Error> {
+    /// Read `key`, compute its new value with `f` (`None` deletes it, an error gives up), and
+    /// write it if nobody changed the key meanwhile, retrying up to `attempts` times. Returns
+    /// the value written; when every attempt lost a race, [`Error::conflict`].
+    pub fn update(
+        key: &str,
+        attempts: usize,
+        mut f: impl FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, Error>,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        for _ in 0..attempts.max(1) {
+            let current = get(key)?;
+            let new = f(current.as_deref())?;
+            if compare_and_swap(key, current.as_deref(), new.as_deref())? {
+                return Ok(new);
+            }
+        }
+        Err(Error::conflict(format!(
+            "state key `{key}` kept changing under {attempts} attempts"
+        )))
+    }
+
+    /// One page of at most `limit` (at most 1,000; 0 means 1,000) keys that start with `prefix`
+    /// and sort after `start_after`, and where the next page starts (`None` on the last).
+    pub fn list_keys_page(
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<String>, Option<String>), Error> {
         #[cfg(target_arch = "wasm32")]
-        return host::list_keys(prefix).map_err(convert);
+        return host::list_keys(prefix, start_after, limit)
+            .map(|page| (page.keys, page.next))
+            .map_err(convert);
         #[cfg(not(target_arch = "wasm32"))]
-        crate::native::with(|host| Ok(host.state_keys(prefix)))
+        crate::native::with(|host| Ok(host.state_page(prefix, start_after, limit)))
+    }
+
+    /// Every key that starts with `prefix`, in ascending order (read a page at a time).
+    pub fn list_keys(prefix: &str) -> Result<Vec<String>, Error> {
+        let mut keys = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (page, next) = list_keys_page(prefix, after.as_deref(), 0)?;
+            keys.extend(page);
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(keys),
+            }
+        }
     }
 }
 
-/// Log into the gateway's log; each message is tagged with the backend's name.
+/// Log into the gateway's log; each message is tagged with the backend's name and the
+/// request's trace.
 pub mod log {
     #[cfg(target_arch = "wasm32")]
-    use crate::__private::bindings::wasi::logging::logging::log;
+    use crate::__private::bindings::replicante::platform::log::log;
 
-    pub use crate::__private::bindings::wasi::logging::logging::Level;
-
-    const CONTEXT: &str = "plugin";
+    pub use crate::__private::bindings::replicante::platform::log::Level;
 
     /// A message at `level`.
     pub fn at(level: Level, message: &str) {
         #[cfg(target_arch = "wasm32")]
-        log(level, CONTEXT, message);
+        log(level, message);
         #[cfg(not(target_arch = "wasm32"))]
-        crate::native::log(level, CONTEXT, message);
+        crate::native::log(level, message);
     }
 
     /// A message useful when debugging the plugin.
@@ -330,7 +446,7 @@ pub mod http {
     }
 
     fn failed(what: &str, e: impl std::fmt::Debug) -> Error {
-        Error::Unavailable(format!("HTTP {what}: {e:?}"))
+        Error::unavailable(format!("HTTP {what}: {e:?}"))
     }
 
     fn denied_or(e: ErrorCode, url: &str) -> Error {

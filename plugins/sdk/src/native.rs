@@ -1,8 +1,7 @@
 //! The host imports served natively, for plugin unit tests and the gateway's native baseline.
 //!
-//! A [`Host`] holds what the gateway would give a backend: its settings (as the gateway passes
-//! them: a string as is, anything else as its JSON encoding), a private key-value state in
-//! memory, and the log lines. [`Host::run`] makes it the host of the calls made inside, on that
+//! A [`Host`] holds what the gateway would give a backend: its settings (a JSON object, as the
+//! gateway passes them), a private key-value state in memory, and the log lines. [`Host::run`] makes it the host of the calls made inside, on that
 //! thread:
 //!
 //! ```ignore
@@ -12,7 +11,7 @@
 //! ```
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::Error;
@@ -24,7 +23,7 @@ const LOG_CAPACITY: usize = 10_000;
 /// The native stand-in for the gateway: settings, state and logs of one backend.
 #[derive(Default)]
 pub struct Host {
-    settings: HashMap<String, String>,
+    settings: serde_json::Map<String, serde_json::Value>,
     state: Mutex<BTreeMap<String, Vec<u8>>>,
     logs: Mutex<VecDeque<(Level, String)>>,
 }
@@ -44,13 +43,13 @@ pub(crate) fn with<T>(f: impl FnOnce(&Host) -> Result<T, Error>) -> Result<T, Er
     })
 }
 
-pub(crate) fn log(level: Level, context: &str, message: &str) {
+pub(crate) fn log(level: Level, message: &str) {
     let _ = with(|host| {
         let mut logs = host.logs.lock().unwrap_or_else(|e| e.into_inner());
         if logs.len() == LOG_CAPACITY {
             logs.pop_front();
         }
-        logs.push_back((level, format!("{context}: {message}")));
+        logs.push_back((level, message.to_string()));
         Ok(())
     });
 }
@@ -61,22 +60,12 @@ impl Host {
         Arc::new(Host::default())
     }
 
-    /// A host whose settings are the members of a JSON object, as a backend's `settings`
-    /// table reaches the plugin: strings as they are, other values as their JSON encoding.
-    /// Anything but an object gives no settings.
+    /// A host whose settings are `settings`, a JSON object as a backend's `settings` table
+    /// reaches the plugin. Anything but an object gives no settings.
     pub fn with_settings(settings: serde_json::Value) -> Arc<Host> {
         let settings = match settings {
-            serde_json::Value::Object(map) => map
-                .into_iter()
-                .map(|(key, value)| {
-                    let text = match value {
-                        serde_json::Value::String(text) => text,
-                        other => other.to_string(),
-                    };
-                    (key, text)
-                })
-                .collect(),
-            _ => HashMap::new(),
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
         };
         Arc::new(Host {
             settings,
@@ -103,14 +92,14 @@ impl Host {
         self.lock_state().clone()
     }
 
-    /// The log lines so far, oldest first, each `plugin: <message>`.
+    /// The log lines so far, oldest first.
     pub fn logs(&self) -> Vec<(Level, String)> {
         let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
         logs.iter().cloned().collect()
     }
 
-    pub(crate) fn setting(&self, key: &str) -> Result<Option<String>, Error> {
-        Ok(self.settings.get(key).cloned())
+    pub(crate) fn settings_json(&self) -> String {
+        serde_json::Value::Object(self.settings.clone()).to_string()
     }
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
@@ -141,13 +130,30 @@ impl Host {
         true
     }
 
-    pub(crate) fn state_keys(&self, prefix: &str) -> Vec<String> {
-        self.lock_state()
+    /// A page of keys, as the gateway pages them (at most 1,000; `next` only when a key
+    /// follows).
+    pub(crate) fn state_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> (Vec<String>, Option<String>) {
+        let limit = match limit {
+            0 => 1000,
+            n => n.min(1000) as usize,
+        };
+        let state = self.lock_state();
+        let mut keys = state
             .range(prefix.to_string()..)
             .map(|(key, _)| key)
             .take_while(|key| key.starts_with(prefix))
-            .cloned()
-            .collect()
+            .filter(|key| start_after.is_none_or(|after| key.as_str() > after));
+        let page: Vec<String> = keys.by_ref().take(limit).cloned().collect();
+        let next = match keys.next() {
+            Some(_) => page.last().cloned(),
+            None => None,
+        };
+        (page, next)
     }
 }
 
@@ -158,15 +164,58 @@ mod tests {
 
     #[test]
     fn settings_arrive_as_the_gateway_passes_them() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Typed {
+            name: String,
+            list: Vec<u32>,
+            #[serde(default)]
+            absent: Option<String>,
+        }
         let host = Host::with_settings(serde_json::json!({ "name": "x", "list": [1, 2] }));
         host.run(|| {
-            assert_eq!(settings::get("name").unwrap().as_deref(), Some("x"));
-            assert_eq!(settings::get("list").unwrap().as_deref(), Some("[1,2]"));
             assert_eq!(
-                settings::json::<Vec<u32>>("list").unwrap(),
+                settings::get::<Typed>().unwrap(),
+                Typed {
+                    name: "x".into(),
+                    list: vec![1, 2],
+                    absent: None
+                }
+            );
+            assert_eq!(settings::text("name").unwrap().as_deref(), Some("x"));
+            assert_eq!(settings::text("list").unwrap().as_deref(), Some("[1,2]"));
+            assert_eq!(
+                settings::value::<Vec<u32>>("list").unwrap(),
                 Some(vec![1, 2])
             );
-            assert_eq!(settings::get("absent").unwrap(), None);
+            assert_eq!(settings::text("absent").unwrap(), None);
+            let missing = settings::require::<String>("absent").unwrap_err();
+            assert!(matches!(missing, Error::Internal(m) if m.contains("`absent`")));
+            // A mistyped field is named.
+            let wrong = settings::get::<std::collections::HashMap<String, u32>>().unwrap_err();
+            assert!(matches!(wrong, Error::Internal(m) if m.contains("settings are invalid")));
+        });
+    }
+
+    #[test]
+    fn keys_are_listed_a_page_at_a_time_and_update_retries_its_swap() {
+        let host = Host::new();
+        host.run(|| {
+            for i in 0..2500 {
+                state::set(&format!("k/{i:04}"), b"x").unwrap();
+            }
+            let (first, next) = state::list_keys_page("k/", None, 0).unwrap();
+            assert_eq!(first.len(), 1000);
+            assert_eq!(next.as_deref(), Some("k/0999"));
+            let (last, end) = state::list_keys_page("k/", Some("k/1999"), 1000).unwrap();
+            assert_eq!((last.len(), end), (500, None));
+            assert_eq!(state::list_keys("k/").unwrap().len(), 2500);
+
+            let written = state::update("counter", 3, |current| {
+                let n = current.map_or(0, |v| v[0]);
+                Ok(Some(vec![n + 1]))
+            });
+            assert_eq!(written.unwrap(), Some(vec![1]));
+            assert_eq!(state::get("counter").unwrap(), Some(vec![1]));
         });
     }
 
@@ -189,7 +238,7 @@ mod tests {
 
     #[test]
     fn outside_a_host_the_imports_fail_with_a_message() {
-        let error = settings::get("x").unwrap_err();
+        let error = settings::text("x").unwrap_err();
         assert!(matches!(error, Error::Internal(m) if m.contains("Host::run")));
         crate::log::info("dropped: no host");
     }

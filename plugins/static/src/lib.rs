@@ -43,7 +43,7 @@ struct StaticNode {
 }
 
 fn clusters() -> Result<Vec<StaticCluster>, Error> {
-    let clusters: Vec<StaticCluster> = settings::json("clusters")?.unwrap_or_default();
+    let clusters: Vec<StaticCluster> = settings::value("clusters")?.unwrap_or_default();
     let mut seen_clusters = HashSet::new();
     for cluster in &clusters {
         if cluster.cluster_id.is_empty() || !seen_clusters.insert(cluster.cluster_id.as_str()) {
@@ -66,7 +66,7 @@ fn clusters() -> Result<Vec<StaticCluster>, Error> {
 }
 
 fn unmanaged(what: &str, cluster_id: &str) -> Error {
-    Error::InvalidRequest(format!(
+    Error::unsupported(format!(
         "cannot {what} in cluster `{cluster_id}`: this backend lists clusters managed elsewhere \
          and does not manage node lifecycles"
     ))
@@ -87,7 +87,7 @@ impl Provider for Static {
                     .map(|node| Node {
                         node_id: node.node_id,
                         agent_address: node.agent_address,
-                        node_class: node.node_class,
+                        node_class: Some(node.node_class).filter(|c| !c.is_empty()),
                         node_group: node.node_group,
                     })
                     .collect(),

@@ -9,8 +9,9 @@
 //! ID, provision a count its node IDs disagree with), `state-loop` (writes state in a tight loop,
 //! ignoring errors), `probe` (tries the filesystem, the environment and a socket to `probe_addr`,
 //! and fails with a report of what it reached), `leak` (puts the `token` setting in a log message,
-//! a log context, stdout and stderr, and fails with it in its message), `chatty` (prints 1 MiB to
-//! stdout and to stderr, then behaves as `echo`).
+//! stdout and stderr, and fails with it in its message), `chatty` (prints 1 MiB to
+//! stdout and to stderr, then behaves as `echo`), `busy` (every operation answers `unavailable`
+//! with a retry hint of 7 seconds).
 
 use platform_sdk::{
     Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
@@ -18,13 +19,17 @@ use platform_sdk::{
 };
 
 fn setting(key: &str, default: &str) -> Result<String, Error> {
-    Ok(settings::get(key)?.unwrap_or_else(|| default.to_string()))
+    Ok(settings::text(key)?.unwrap_or_else(|| default.to_string()))
 }
 
 fn misbehave() -> Result<(), Error> {
-    let mode = settings::get("mode")?.unwrap_or_else(|| "echo".to_string());
+    let mode = settings::text("mode")?.unwrap_or_else(|| "echo".to_string());
     match mode.as_str() {
         "echo" | "huge" | "invalid" => Ok(()),
+        "busy" => Err(Error::unavailable_for(
+            "the fault plugin is busy on purpose",
+            7,
+        )),
         "loop" => {
             let mut n: u64 = 0;
             loop {
@@ -45,15 +50,8 @@ fn misbehave() -> Result<(), Error> {
         },
         "probe" => Err(Error::Internal(probe())),
         "leak" => {
-            let token = settings::get("token")?.unwrap_or_default();
+            let token = settings::text("token")?.unwrap_or_default();
             platform_sdk::log::warn(&format!("the token is {token}"));
-            // As a plugin calling wasi:logging itself may: the context is the plugin's choice.
-            use platform_sdk::__private::bindings::wasi::logging::logging::{Level, log};
-            log(
-                Level::Warn,
-                &format!("ctx-{token}"),
-                "the context carries the token",
-            );
             println!("stdout says the token is {token}");
             eprintln!("stderr says the token is {token}");
             Err(Error::Internal(format!("the token is {token}")))
@@ -67,7 +65,7 @@ fn misbehave() -> Result<(), Error> {
             Ok(())
         }
         "sleep" => {
-            let ms: u64 = settings::json("sleep_ms")?.unwrap_or(1000);
+            let ms: u64 = settings::value("sleep_ms")?.unwrap_or(1000);
             std::thread::sleep(std::time::Duration::from_millis(ms));
             Ok(())
         }
@@ -88,7 +86,7 @@ fn probe() -> String {
         0 => "denied".to_string(),
         n => format!("{n} variables"),
     };
-    let addr = settings::get("probe_addr")
+    let addr = settings::text("probe_addr")
         .ok()
         .flatten()
         .unwrap_or_else(|| "127.0.0.1:9".to_string());
@@ -100,7 +98,7 @@ fn probe() -> String {
 }
 
 fn mode() -> String {
-    settings::get("mode").ok().flatten().unwrap_or_default()
+    settings::text("mode").ok().flatten().unwrap_or_default()
 }
 
 struct Fault;
@@ -110,12 +108,12 @@ impl Provider for Fault {
         misbehave()?;
         match mode().as_str() {
             "huge" => {
-                let count: usize = settings::json("huge_nodes")?.unwrap_or(100_000);
+                let count: usize = settings::value("huge_nodes")?.unwrap_or(100_000);
                 let nodes = (0..count)
                     .map(|i| Node {
                         node_id: format!("node-{i:012}"),
                         agent_address: format!("http://10.0.0.1:{i}"),
-                        node_class: String::new(),
+                        node_class: None,
                         node_group: None,
                     })
                     .collect();
@@ -130,7 +128,7 @@ impl Provider for Fault {
                     nodes: vec![Node {
                         node_id: String::new(),
                         agent_address: "http://10.0.0.1:1".to_string(),
-                        node_class: String::new(),
+                        node_class: None,
                         node_group: None,
                     }],
                 }]);
@@ -142,7 +140,7 @@ impl Provider for Fault {
             nodes: vec![Node {
                 node_id: setting("node_id", "fault-node")?,
                 agent_address: "http://127.0.0.1:1".to_string(),
-                node_class: String::new(),
+                node_class: None,
                 node_group: None,
             }],
         }])
@@ -157,6 +155,7 @@ impl Provider for Fault {
             });
         }
         let echo = serde_json::json!({
+            "request_id": request.request_id,
             "cluster_id": request.cluster_id,
             "store": request.store,
             "store_version": request.store_version,

@@ -12,18 +12,18 @@ use wasip2::http::outgoing_handler;
 use wasip2::http::types::{Fields, OutgoingRequest, Scheme};
 
 fn fetch() -> String {
-    let target = settings::get("target")
+    let target = settings::text("target")
         .ok()
         .flatten()
         .unwrap_or_else(|| "127.0.0.1:9".to_string());
-    let scheme = match settings::get("scheme").ok().flatten().as_deref() {
+    let scheme = match settings::text("scheme").ok().flatten().as_deref() {
         Some("https") => Scheme::Https,
         _ => Scheme::Http,
     };
     let request = OutgoingRequest::new(Fields::new());
     let _ = request.set_scheme(Some(&scheme));
     let _ = request.set_authority(Some(&target));
-    let path = settings::get("path")
+    let path = settings::text("path")
         .ok()
         .flatten()
         .unwrap_or_else(|| "/".to_string());
