@@ -130,7 +130,10 @@ async fn seed_schema_group_version_attributes_and_default_count() {
         },
         "provision": { "node_group_id": "data" }
     });
-    let seen = echo(&gw, &body).await;
+    let mut seen = echo(&gw, &body).await;
+    // A new request ID per request without an Idempotency-Key (tests/e2e/contracts.rs).
+    let request_id = seen.as_object_mut().unwrap().remove("request_id");
+    assert!(request_id.is_some_and(|id| id.as_str().is_some_and(|id| id.starts_with("r-"))));
     assert_eq!(
         seen,
         json!({

@@ -27,6 +27,7 @@ use crate::model::BackendId;
 use crate::model::{self, ProviderError};
 use crate::runtime::{Backend, CallError, LoadError, Runtime};
 use crate::state::{Ownership, StateStore};
+use ownership::Deprovision;
 
 /// One immutable snapshot of the config and the loaded backends.
 pub struct Generation {
@@ -465,7 +466,8 @@ impl Gateway {
     }
 
     /// `POST /deprovision`: find the owner (index first, then recent deprovisions, then a fresh
-    /// discovery), call it, remember that the node is gone so that a retry is answered 204.
+    /// discovery), mark the deprovision pending, call it, and remember that the node is gone so
+    /// that a retry is answered 204 (also when the first attempt's outcome was lost).
     pub async fn deprovision(
         &self,
         generation: &Generation,
@@ -474,10 +476,11 @@ impl Gateway {
         let known = self
             .recorded_owner(&request.cluster_id, &request.node_id)
             .await?;
+        let record = ownership::deprovision_record(&*self.state, &request).await;
         let owner = match known {
             Some(name) => name,
             None => {
-                if ownership::was_deprovisioned(&*self.state, &request).await {
+                if record == Deprovision::Done {
                     tracing::info!(
                         cluster = %request.cluster_id, node = %request.node_id,
                         "node already deprovisioned through the gateway: answering the retry as done"
@@ -495,7 +498,20 @@ impl Gateway {
                 owner,
             });
         };
-        let outcome = backend.deprovision(request.clone()).await;
+        ownership::mark_pending(&*self.state, &request).await;
+        let outcome = match backend.deprovision(request.clone()).await {
+            // An earlier attempt's outcome was lost, and the node is gone: that attempt did it.
+            Err(CallError::Plugin(ProviderError::NotFound(_)))
+                if record == Deprovision::Pending =>
+            {
+                tracing::info!(
+                    cluster = %request.cluster_id, node = %request.node_id,
+                    "node gone after a deprovision whose outcome was lost: answering the retry as done"
+                );
+                Ok(())
+            }
+            outcome => outcome,
+        };
         match &outcome {
             Ok(()) => {
                 ownership::remember_deprovision(&*self.state, &request).await;
@@ -654,6 +670,72 @@ mod tests {
         assert_eq!(
             gateway.recorded_owner("c1", "m1").await.unwrap().as_deref(),
             Some("pool")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_retried_deprovision_whose_first_outcome_was_lost_is_done_not_404() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let text = format!(
+            "[backends.pool]\nplugin = {:?}\n[backends.pool.settings]\nmachines = [{{ id = \"m1\", agent_address = \"http://10.0.0.1:1\", node_class = \"small\" }}, {{ id = \"m2\", agent_address = \"http://10.0.0.2:1\", node_class = \"small\" }}]\n[[routes]]\nbackend = \"pool\"\n",
+            xtask::plugin_path("pool").display().to_string()
+        );
+        let config = Config::parse(&dir.path().join("gateway.toml"), &text).unwrap();
+        let runtime = Runtime::new(None, u64::MAX, 64).unwrap();
+        let state: Arc<dyn StateStore> = store.clone();
+        let generation = Generation::load(1, config, &runtime, &state, None).unwrap();
+        let gateway = Gateway::new(state.clone());
+        let provision = model::ProvisionRequest {
+            request_id: "r-1".into(),
+            cluster_id: "c1".into(),
+            store: "mongodb".into(),
+            store_version: "6.0".into(),
+            node_group: "data".into(),
+            node_class: "small".into(),
+            desired_count: 2,
+            count: 2,
+            attributes: "{}".into(),
+        };
+        let answer = gateway.provision(&generation, provision).await.unwrap();
+        assert_eq!(answer.count, 2);
+        let backend = generation.backend_by_namespace("pool").unwrap().clone();
+        let request = |node: &str| model::DeprovisionRequest {
+            cluster_id: "c1".into(),
+            node_id: node.into(),
+        };
+
+        // m1: the gateway marked the deprovision pending and called the plugin, which released
+        // the machine, but the answer never came back (as when the state store stops answering
+        // after the plugin's write committed). The retry finds m1 unknown to its plugin: done.
+        ownership::mark_pending(&*state, &request("m1")).await;
+        backend.deprovision(request("m1")).await.unwrap();
+        gateway
+            .deprovision(&generation, request("m1"))
+            .await
+            .unwrap();
+        // And a second retry is answered from the record, without the plugin.
+        gateway
+            .deprovision(&generation, request("m1"))
+            .await
+            .unwrap();
+
+        // m2, released behind the gateway's back with no deprovision pending: its owner's
+        // not-found is the answer.
+        backend.deprovision(request("m2")).await.unwrap();
+        let error = gateway
+            .deprovision(&generation, request("m2"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::Call {
+                    error: CallError::Plugin(ProviderError::NotFound(_)),
+                    ..
+                }
+            ),
+            "{error:?}"
         );
     }
 }

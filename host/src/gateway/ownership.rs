@@ -1,6 +1,9 @@
 //! Upkeep of what the gateway remembers about nodes beside the plugins: forgetting owners of
 //! nodes that vanished outside the gateway, and recent deprovisions, so that a client's retry of
-//! a deprovision that succeeded is answered 204 rather than 404.
+//! a deprovision that succeeded is answered 204 rather than 404. A deprovision is marked pending
+//! before its plugin is called: when the call's outcome is lost (the state store stopped
+//! answering after the plugin's write committed, so the client got a 503), the retry finds the
+//! node unknown to its plugin and the mark says why, and it is answered 204 too.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,27 +32,56 @@ fn deprovision_key(day: u64, request: &model::DeprovisionRequest) -> String {
     format!("{day:08}/{}\u{0}{}", request.cluster_id, request.node_id)
 }
 
-/// Whether the node was deprovisioned through the gateway today or yesterday. A store failure
-/// reads as "no": the request then goes on to discovery, which answers for itself.
-pub async fn was_deprovisioned(
+/// What the gateway remembers of a node's deprovisioning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deprovision {
+    /// Nothing: not asked today or yesterday, or the store could not say.
+    Unknown,
+    /// Asked, and its plugin was called, but the outcome never came back.
+    Pending,
+    /// Done through the gateway.
+    Done,
+}
+
+/// The value of a pending deprovision's record; a done one's is empty.
+const PENDING: &[u8] = b"pending";
+
+/// What the gateway remembers of the node's deprovisioning, today or yesterday. A store failure
+/// reads as unknown: the request then goes on to its owner or to discovery, which answer for
+/// themselves.
+pub async fn deprovision_record(
     state: &dyn StateStore,
     request: &model::DeprovisionRequest,
-) -> bool {
+) -> Deprovision {
     let today = today();
+    let mut found = Deprovision::Unknown;
     for day in [today, today.saturating_sub(1)] {
         match state
             .get(DEPROVISIONED, &deprovision_key(day, request))
             .await
         {
-            Ok(Some(_)) => return true,
+            Ok(Some(value)) if value == PENDING => found = Deprovision::Pending,
+            Ok(Some(_)) => return Deprovision::Done,
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!("cannot read recent deprovisions: {e}");
-                return false;
+                return Deprovision::Unknown;
             }
         }
     }
-    false
+    found
+}
+
+/// Mark the node's deprovision as pending, before its plugin is called. Best effort: without
+/// the mark, a retry after a lost outcome answers 404 (the node is gone either way).
+pub async fn mark_pending(state: &dyn StateStore, request: &model::DeprovisionRequest) {
+    let key = deprovision_key(today(), request);
+    if key.len() > crate::state::MAX_KEY_SIZE {
+        return;
+    }
+    if let Err(e) = state.set(DEPROVISIONED, &key, PENDING).await {
+        tracing::warn!("cannot mark the deprovision pending: {e}");
+    }
 }
 
 /// Forget that these nodes were deprovisioned: their IDs were just handed out again (a pool
