@@ -52,6 +52,11 @@ fn ensure_target() {
     }
 }
 
+/// The cargo command that builds the plugins, as `docs/plugins.md` shows a plugin author (in
+/// `plugins/`, a virtual workspace, it builds every member into `target/plugins`, as
+/// `plugins/.cargo/config.toml` says).
+pub const PLUGIN_BUILD: [&str; 4] = ["build", "--release", "--target", "wasm32-wasip2"];
+
 /// Build every plugin of the plugin workspace in release mode; a no-op when nothing changed.
 pub fn build_plugins() -> Result<PathBuf, String> {
     ensure_target();
@@ -59,14 +64,7 @@ pub fn build_plugins() -> Result<PathBuf, String> {
     let mut command = Command::new(cargo);
     command
         .current_dir(root().join("plugins"))
-        .args([
-            "build",
-            "--release",
-            "--workspace",
-            "--target",
-            "wasm32-wasip2",
-        ])
-        .args(["--target-dir", "../target/plugins"]);
+        .args(PLUGIN_BUILD);
     // Settings of an outer cargo (when called from a build or a test) are not the plugins'.
     without_outer_cargo(&mut command);
     let status = command
@@ -171,4 +169,40 @@ pub fn build_example_plugins() -> Result<(), String> {
     EXAMPLE_PLUGINS
         .iter()
         .try_for_each(|name| build_example_plugin(name).map(|_| ()))
+}
+
+/// The guest SDKs' and example plugins' own tests, natively: `python3 -m unittest` for the
+/// Python SDK and `python-inventory`, `npm test` for the JavaScript SDK and `js-inventory` (whose
+/// `node_modules` its `build.sh` installed). Every suite runs; the error names those that failed.
+pub fn guest_sdk_tests() -> Result<(), String> {
+    let suites: [(&str, &str, &[&str]); 4] = [
+        (
+            "sdk/python",
+            "python3",
+            &["-m", "unittest", "discover", "-s", "tests"],
+        ),
+        (
+            "examples/plugins/python-inventory",
+            "python3",
+            &["-m", "unittest"],
+        ),
+        ("sdk/js", "npm", &["test"]),
+        ("examples/plugins/js-inventory", "npm", &["test"]),
+    ];
+    let mut failed = Vec::new();
+    for (dir, program, args) in suites {
+        println!("guest tests: {dir}: {program} {}", args.join(" "));
+        let ok = Command::new(program)
+            .current_dir(root().join(dir))
+            .args(args)
+            .status()
+            .is_ok_and(|status| status.success());
+        if !ok {
+            failed.push(dir);
+        }
+    }
+    match failed.as_slice() {
+        [] => Ok(()),
+        dirs => Err(format!("the guest SDK tests failed in {}", dirs.join(", "))),
+    }
 }

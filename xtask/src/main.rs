@@ -20,11 +20,14 @@ usage: cargo xtask plugins          build the bundled plugins
                                     and its .tar.gz, with SHA256SUMS
        cargo xtask image            dist, then the container image localhost/platform-gateway:VERSION
                                     (FROM scratch, with podman)
-       cargo xtask setup            build them and install what the tests need that is missing:
-                                    moto (in a virtualenv, target/venv) and, as root, podman,
+       cargo xtask setup            build them and the Python and JavaScript example plugins
+                                    (examples/plugins/*/build.sh: pinned componentize-py and
+                                    componentize-js), and install what the tests need that is
+                                    missing: moto (in a virtualenv, target/venv) and, as root, podman,
                                     runc, busybox-static, etcd, protoc, musl-tools and
                                     systemd-analyze (apt-get)
-       cargo xtask test [ARGS...]   setup, dist, then `cargo test --workspace --locked --no-fail-fast [ARGS...]`";
+       cargo xtask test [ARGS...]   setup, dist, the guest SDKs' own tests (python3 -m unittest,
+                                    npm test), then `cargo test --workspace --locked --no-fail-fast [ARGS...]`";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -44,7 +47,10 @@ fn main() -> ExitCode {
         // The deploy tests run the packaged static binary: build it first, once.
         Some("test") => setup().and_then(|tools| {
             xtask::dist::dist()?;
-            test(&tools, &args[1..])
+            // Every suite runs; a failure of the guest SDKs' is reported after cargo's.
+            let guests = xtask::guest_sdk_tests();
+            test(&tools, &args[1..])?;
+            guests.map_err(Failure::from)
         }),
         _ => {
             eprintln!("{USAGE}");
@@ -117,6 +123,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("musl-gcc", "musl-tools"),
     // `systemd-analyze verify` checks the shipped systemd unit.
     ("systemd-analyze", "systemd"),
+    // The JavaScript SDK's tests and example (componentize-js comes from npm).
+    ("npm", "npm"),
 ];
 
 /// moto's package, installed into the virtualenv.
@@ -152,6 +160,9 @@ fn setup() -> Result<Tools, Failure> {
     if !missing.is_empty() {
         apt_install(&missing)?;
     }
+    // The Python and JavaScript examples, each with its pinned toolchain (componentize-py from
+    // PyPI, componentize-js from npm) installed by its build script.
+    xtask::build_example_plugins()?;
 
     let venv = xtask::root().join("target/venv");
     let venv_bin = venv.join("bin");
