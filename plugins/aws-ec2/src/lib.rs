@@ -4,7 +4,10 @@
 //! - Provision: picks a launch template by store and store version from the settings (a template
 //!   with the request's version, else one without a version) and calls RunInstances for exactly
 //!   `count` instances (EC2 starts all or none), tagged with the cluster ID, node group and node
-//!   class. The group's `node_class`, when set, is the instance type.
+//!   class. The group's `node_class`, when set, is the instance type. The request's ID is the
+//!   call's `ClientToken`, so a retried provision gets the instances of its first attempt back
+//!   instead of launching more (EC2 keeps a token's answer; the same token with other
+//!   parameters is refused as `IdempotentParameterMismatch`).
 //! - Discover: DescribeInstances filtered on the cluster tag, following `nextToken`; every
 //!   instance that is not terminated is reported (stopped ones too: the specification wants every
 //!   node whatever its health). The agent address is `scheme://private-ip:port`.
@@ -332,6 +335,10 @@ impl Provider for Aws {
             // All or nothing: EC2 starts exactly `count` instances, or none (and says why).
             ("MinCount".to_string(), request.count.to_string()),
             ("MaxCount".to_string(), request.count.to_string()),
+            // Idempotency: a retry of this request (same ID) gets the instances the first attempt
+            // launched instead of launching more. The ID is at most 64 characters of
+            // `[A-Za-z0-9-]`, which is what EC2 accepts as a token.
+            ("ClientToken".to_string(), request.request_id.clone()),
             (
                 "TagSpecification.1.ResourceType".to_string(),
                 "instance".to_string(),
