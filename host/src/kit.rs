@@ -374,73 +374,57 @@ pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
     let mut created: Vec<String> = Vec::new();
     let mut ids_known = true;
     let one = request(cluster, 1);
-    match backend.provision(one.clone()).await {
-        Err(CallError::Plugin(ProviderError::Unsupported(why))) => {
-            let why = format!("the plugin does not provision (unsupported: {why})");
-            checks.skip(
-                &[
-                    PROVISION_ONE,
-                    PROVISION_TWO,
-                    DISCOVERED,
-                    DEPROVISION,
-                    GONE,
-                    OTHER_CLUSTER,
-                    RACE,
-                ],
-                &why,
-            );
-            match unknown_node(backend).await {
-                Err(CallError::Plugin(ProviderError::Unsupported(_))) => {
-                    checks.skip(&[UNKNOWN], &why)
-                }
-                answer => {
-                    checks.record(UNKNOWN, expect_not_found(answer));
-                }
+    let answer = backend.provision(one.clone()).await;
+    // A plugin that does not provision says `unsupported` (or, under contract 0.1, which has no
+    // such case, `invalid-request`): its lifecycle is skipped, saying why, unless the operator
+    // said it must provision (`--provisions`).
+    let refusal = match &answer {
+        Err(CallError::Plugin(
+            refusal @ (ProviderError::Unsupported(_) | ProviderError::InvalidRequest(_)),
+        )) if !script.provisions => Some(refusal.clone()),
+        _ => None,
+    };
+    if let Some(refusal) = refusal {
+        let why = format!(
+            "the plugin does not provision ({}: {})",
+            refusal.case(),
+            refusal.message()
+        );
+        checks.skip(
+            &[
+                PROVISION_ONE,
+                PROVISION_TWO,
+                DISCOVERED,
+                DEPROVISION,
+                GONE,
+                OTHER_CLUSTER,
+                RACE,
+            ],
+            &why,
+        );
+        // Nor deprovision, then, when it answers the same.
+        match unknown_node(backend).await {
+            Err(CallError::Plugin(e)) if e.case() == refusal.case() => {
+                checks.skip(&[UNKNOWN], &why)
             }
-            return checks.0;
-        }
-        // Contract 0.1 has no `unsupported`: a plugin that does not provision says
-        // invalid-request, unless the operator said it provisions (`--provisions`).
-        Err(CallError::Plugin(ProviderError::InvalidRequest(why))) if !script.provisions => {
-            let why = format!("the plugin does not provision here (invalid-request: {why})");
-            checks.skip(
-                &[
-                    PROVISION_ONE,
-                    PROVISION_TWO,
-                    DISCOVERED,
-                    DEPROVISION,
-                    GONE,
-                    OTHER_CLUSTER,
-                    RACE,
-                ],
-                &why,
-            );
-            // Nor deprovision, then, most likely: contract 0.1 has no "unsupported" to say so.
-            match unknown_node(backend).await {
-                Err(CallError::Plugin(ProviderError::InvalidRequest(_))) => {
-                    checks.skip(&[UNKNOWN], &why)
-                }
-                answer => {
-                    checks.record(UNKNOWN, expect_not_found(answer));
-                }
+            answer => {
+                checks.record(UNKNOWN, expect_not_found(answer));
             }
-            return checks.0;
         }
-        answer => {
-            let checked = answer.map_err(describe).and_then(|r| {
-                check_provision(&one, &r)?;
-                if r.count != 1 {
-                    return Err(format!("count {} for a request of 1", r.count));
-                }
-                match r.node_ids {
-                    Some(ids) => created.extend(ids),
-                    None => ids_known = false,
-                }
-                Ok(())
-            });
-            checks.record(PROVISION_ONE, checked);
-        }
+        return checks.0;
     }
+    let checked = answer.map_err(describe).and_then(|r| {
+        check_provision(&one, &r)?;
+        if r.count != 1 {
+            return Err(format!("count {} for a request of 1", r.count));
+        }
+        match r.node_ids {
+            Some(ids) => created.extend(ids),
+            None => ids_known = false,
+        }
+        Ok(())
+    });
+    checks.record(PROVISION_ONE, checked);
     let two = request(cluster, 2);
     let checked = backend
         .provision(two.clone())

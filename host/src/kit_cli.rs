@@ -61,8 +61,9 @@ pub struct TestPluginArgs {
     /// How many provisions race in the concurrency check.
     #[arg(long, default_value_t = 8)]
     concurrent: usize,
-    /// The plugin provisions nodes: a provision it refuses as invalid fails instead of
-    /// skipping the lifecycle checks (use it in CI, so a wrong node class cannot pass).
+    /// The plugin provisions nodes: a provision it refuses (`unsupported`, or `invalid-request`
+    /// under contract 0.1) fails instead of skipping the lifecycle checks (use it in CI, so a
+    /// wrong node class cannot pass).
     #[arg(long)]
     provisions: bool,
 }

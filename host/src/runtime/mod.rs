@@ -458,50 +458,34 @@ impl PluginPre {
         store: &mut wasmtime::Store<CallState>,
         operation: Operation,
     ) -> Outcome {
-        use crate::convert::{v0_1 as c1, v0_2 as c2};
+        // The same steps for every version; only the generated types and conversions differ.
+        macro_rules! invoke {
+            ($pre:expr, $convert:path) => {{
+                use $convert as convert;
+                let plugin = $pre.instantiate_async(&mut *store).await?;
+                let provider = plugin.replicante_platform_provider();
+                Ok(match operation {
+                    Operation::Discover => provider
+                        .call_discover(store)
+                        .await?
+                        .map(|c| Answer::Clusters(c.into_iter().map(convert::cluster).collect()))
+                        .map_err(convert::error),
+                    Operation::Provision(request) => provider
+                        .call_provision(store, &convert::provision_request(&request))
+                        .await?
+                        .map(|r| Answer::Provisioned(convert::provision_response(r)))
+                        .map_err(convert::error),
+                    Operation::Deprovision(request) => provider
+                        .call_deprovision(store, &convert::deprovision_request(&request))
+                        .await?
+                        .map(|()| Answer::Deprovisioned)
+                        .map_err(convert::error),
+                })
+            }};
+        }
         match self {
-            PluginPre::V0_1(pre) => {
-                let plugin = pre.instantiate_async(&mut *store).await?;
-                let provider = plugin.replicante_platform_provider();
-                Ok(match operation {
-                    Operation::Discover => provider
-                        .call_discover(store)
-                        .await?
-                        .map(|c| Answer::Clusters(c.into_iter().map(c1::cluster).collect()))
-                        .map_err(c1::error),
-                    Operation::Provision(request) => provider
-                        .call_provision(store, &c1::provision_request(&request))
-                        .await?
-                        .map(|r| Answer::Provisioned(c1::provision_response(r)))
-                        .map_err(c1::error),
-                    Operation::Deprovision(request) => provider
-                        .call_deprovision(store, &c1::deprovision_request(&request))
-                        .await?
-                        .map(|()| Answer::Deprovisioned)
-                        .map_err(c1::error),
-                })
-            }
-            PluginPre::V0_2(pre) => {
-                let plugin = pre.instantiate_async(&mut *store).await?;
-                let provider = plugin.replicante_platform_provider();
-                Ok(match operation {
-                    Operation::Discover => provider
-                        .call_discover(store)
-                        .await?
-                        .map(|c| Answer::Clusters(c.into_iter().map(c2::cluster).collect()))
-                        .map_err(c2::error),
-                    Operation::Provision(request) => provider
-                        .call_provision(store, &c2::provision_request(&request))
-                        .await?
-                        .map(|r| Answer::Provisioned(c2::provision_response(r)))
-                        .map_err(c2::error),
-                    Operation::Deprovision(request) => provider
-                        .call_deprovision(store, &c2::deprovision_request(&request))
-                        .await?
-                        .map(|()| Answer::Deprovisioned)
-                        .map_err(c2::error),
-                })
-            }
+            PluginPre::V0_1(pre) => invoke!(pre, crate::convert::v0_1),
+            PluginPre::V0_2(pre) => invoke!(pre, crate::convert::v0_2),
         }
     }
 }
