@@ -259,3 +259,52 @@ pub fn add_to_linker_v0_2<T: Send + 'static>(
 ) -> wasmtime::Result<()> {
     v0_2::replicante::platform::state::add_to_linker::<T, HasSelf<PluginState>>(linker, get)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::embedded::RedbStore;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn contract_0_2_lists_keys_a_page_at_a_time_and_says_none_after_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(RedbStore::open(dir.path()).unwrap());
+        for i in 0..7 {
+            store.set("ns", &format!("k/{i}"), b"x").await.unwrap();
+        }
+        store.set("ns", "other", b"x").await.unwrap();
+        store.set("elsewhere", "k/9", b"x").await.unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        let state = PluginState::new("ns".into(), Some(store), deadline);
+
+        let mut pages = Vec::new();
+        let mut after = None;
+        loop {
+            let (keys, next) = state.page("k/".into(), after, 3).await.ok().unwrap();
+            pages.push(keys);
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        // 7 keys in pages of 3: the last page is short and says so; a page that ends exactly at
+        // the last key says `none` too, so no empty page is ever asked for.
+        assert_eq!(
+            pages,
+            [
+                vec!["k/0", "k/1", "k/2"],
+                vec!["k/3", "k/4", "k/5"],
+                vec!["k/6"]
+            ]
+        );
+        let (keys, next) = state
+            .page("k/".into(), Some("k/3".into()), 3)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!((keys.len(), next), (3, None));
+        // 0 means the largest page.
+        let (keys, next) = state.page("".into(), None, 0).await.ok().unwrap();
+        assert_eq!((keys.len(), next), (8, None));
+    }
+}
