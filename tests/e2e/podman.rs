@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::aws::{Moto, ec2_backend, provision};
+use crate::aws::{Moto, ec2_backend, provision, run_kit};
 use crate::support::{Gateway, node_ids, plugin, pool_backend, toml_str};
 
 const IMAGE: &str = "localhost/platform-gateway-busybox:test";
@@ -127,12 +127,20 @@ impl PodmanService {
     fn backend(&self, name: &str) -> String {
         format!(
             "[backends.{name}]\nplugin = {}\ngrants = {{ http = [{}] }}\nlimits = {{ timeout = \"60s\" }}\n\
-             [backends.{name}.settings]\nendpoint = {}\ngateway_id = {}\n\
-             agent_address = \"http://127.0.0.1:{{published_port}}\"\n\
-             templates = [{{ store = \"zookeeper\", image = \"{IMAGE}\", \
-             command = [\"/bin/httpd\", \"-f\", \"-p\", \"37000\"], agent_port = 37000, publish = true }}]\n\n",
+             [backends.{name}.settings]\n{}\n",
             toml_str(&plugin("podman").display().to_string()),
             toml_str(&self.endpoint),
+            self.settings(),
+        )
+    }
+
+    /// The backend's settings, as the keys of a settings table.
+    fn settings(&self) -> String {
+        format!(
+            "endpoint = {}\ngateway_id = {}\n\
+             agent_address = \"http://127.0.0.1:{{published_port}}\"\n\
+             templates = [{{ store = \"zookeeper\", image = \"{IMAGE}\", \
+             command = [\"/bin/httpd\", \"-f\", \"-p\", \"37000\"], agent_port = 37000, publish = true }}]\n",
             toml_str(&self.endpoint),
             toml_str(&self.gateway_id),
         )
@@ -248,4 +256,46 @@ async fn provision_discover_deprovision_containers_and_serve_a_mixed_platform() 
         )
         .await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn the_podman_plugin_passes_every_check_of_the_kit() {
+    let service = PodmanService::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("settings.toml");
+    std::fs::write(&settings, service.settings()).unwrap();
+    let (ok, stdout, stderr) = run_kit(
+        "podman",
+        &settings,
+        &[
+            "--grant-http",
+            &service.endpoint,
+            // As the backend's: starting containers on a busy machine takes a while.
+            "--timeout",
+            "60s",
+            "--store",
+            "zookeeper",
+            "--node-class",
+            "small",
+            "--provisions",
+        ],
+    )
+    .await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("PASS  concurrent provisions never hand out one node twice"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with("10 passed, 0 failed, 0 skipped\n"),
+        "{stdout}"
+    );
+    // The kit leaves no container behind.
+    let filter = format!("label=replicante.gateway={}", service.gateway_id);
+    let left = podman(&["ps", "-aq", "--filter", &filter]);
+    assert!(
+        left.stdout.is_empty(),
+        "left behind: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
 }
