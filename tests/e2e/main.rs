@@ -18,6 +18,7 @@ mod podman;
 mod pool;
 mod private_ca;
 mod providers;
+mod python;
 mod redaction;
 mod reload;
 mod replicas;
