@@ -29,7 +29,13 @@ impl Moto {
     /// known IAM key (moto's `INITIAL_NO_AUTH_ACTION_COUNT`).
     pub(crate) async fn start(auth_after: Option<u32>) -> Moto {
         let port = free_port();
-        let mut command = Command::new("moto_server");
+        // The one `cargo xtask setup` installs, else whatever the PATH has.
+        let venv = xtask::root().join("target/venv/bin/moto_server");
+        let program = match venv.exists() {
+            true => venv.into_os_string(),
+            false => "moto_server".into(),
+        };
+        let mut command = Command::new(program);
         command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
