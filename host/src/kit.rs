@@ -222,7 +222,8 @@ fn number(request: &Value, key: &str, default: u32) -> anyhow::Result<u32> {
     }
 }
 
-/// A provision request from JSON: `request_id` (default `conformance-request`), `cluster_id`
+/// A provision request from JSON: `request_id` (default: a new one, as the gateway makes for a
+/// request without an `Idempotency-Key`), `cluster_id`
 /// (default `conformance`), `store` (`mongodb`),
 /// `store_version` (`1.0`), `node_group` (`data`), `node_class` (empty), `count` (1),
 /// `desired_count` (the count), `attributes` (an object, `{}`).
@@ -234,7 +235,7 @@ pub fn provision_request(request: &Value) -> anyhow::Result<model::ProvisionRequ
         other => bail!("`attributes` must be an object, not {other}"),
     };
     Ok(model::ProvisionRequest {
-        request_id: text(request, "request_id", "conformance-request")?,
+        request_id: text(request, "request_id", &format!("call-{}", random_hex()))?,
         cluster_id: text(request, "cluster_id", "conformance")?,
         store: text(request, "store", "mongodb")?,
         store_version: text(request, "store_version", "1.0")?,
@@ -252,6 +253,13 @@ pub fn deprovision_request(request: &Value) -> anyhow::Result<model::Deprovision
         cluster_id: text(request, "cluster_id", "conformance")?,
         node_id: text(request, "node_id", "")?,
     })
+}
+
+/// 16 random hex digits.
+fn random_hex() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// How one check of the scenario ended.
@@ -342,11 +350,13 @@ const RACE: &str = "concurrent provisions never hand out one node twice";
 pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
     let backend = &plugin.backend;
     let mut checks = Checks::default();
-    // Every request is a new one (a plugin that keys idempotency on the ID must not merge them).
+    // Every request is a new one, in this run and across runs: a plugin may key idempotency on
+    // the ID (EC2 keeps a ClientToken for hours), and must not merge them.
+    let run = random_hex();
     let sent = std::sync::atomic::AtomicU32::new(0);
     let request = |cluster: &str, count: u32| model::ProvisionRequest {
         request_id: format!(
-            "conformance-{}",
+            "conformance-{run}-{}",
             sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ),
         cluster_id: cluster.to_string(),
