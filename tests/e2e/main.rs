@@ -8,6 +8,7 @@ mod deploy;
 mod edge;
 mod faults;
 mod hardening;
+mod javascript;
 mod kit;
 mod lifecycle;
 mod metrics;
