@@ -21,9 +21,9 @@ const MACHINES: &str = r#"machines = [
 "#;
 
 /// The example's component, built once per process and compiled into the shared cache once
-/// (per content: `build.sh` keeps an up-to-date component), before any test loads it. A debug
-/// gateway takes minutes to compile an 18 MB Python component; without this, each test's
-/// gateway would compile it at once and none would be ready in time.
+/// (per content: an up-to-date component is not rebuilt), before any test loads it: an 18 MB
+/// Python component takes seconds to compile, and without this every test's gateway and the
+/// kit would compile it at the same time.
 fn python_inventory() -> PathBuf {
     static WARM: OnceLock<()> = OnceLock::new();
     let wasm = example_plugin("python-inventory");
