@@ -249,3 +249,39 @@ async fn an_unexpected_python_exception_is_a_500_with_its_traceback_logged_not_a
     );
     assert!(log.contains("app.py\", line"), "{log}");
 }
+
+#[test]
+fn the_python_example_needs_about_thirteen_mib_to_start_and_runs_in_sixteen() {
+    let wasm = python_inventory().display().to_string();
+    let settings = xtask::root()
+        .join("examples/plugins/python-inventory/settings.toml")
+        .display()
+        .to_string();
+    let cache = shared_cache().display().to_string();
+    let kit = |memory: &str| {
+        run_cli(&[
+            "test-plugin",
+            &wasm,
+            "--settings",
+            &settings,
+            "--node-class",
+            "small",
+            "--provisions",
+            "--cache",
+            &cache,
+            "--memory",
+            memory,
+        ])
+    };
+    // 12.7 MiB when measured (the guide's figure): CPython's heap, the snapshot of the import.
+    let (ok, stdout, _) = kit("12MiB");
+    assert!(!ok, "{stdout}");
+    assert!(
+        stdout.contains("FAIL  loads and starts within its limits")
+            && stdout.contains("of memory to start"),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = kit("16MiB");
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains(" passed, 0 failed, 0 skipped"), "{stdout}");
+}
