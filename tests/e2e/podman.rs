@@ -174,21 +174,30 @@ async fn provision_discover_deprovision_containers_and_serve_a_mixed_platform() 
     );
     let gw = Gateway::start(&config).await;
 
-    let (status, reply) = gw
-        .post(
-            "/provision",
-            &provision("zk", "zookeeper", "3.9", "small", 2),
-        )
-        .await;
+    let zookeeper = provision("zk", "zookeeper", "3.9", "small", 2);
+    let (status, reply) = gw.post_with_key("/provision", &zookeeper, "zk-1").await;
     assert_eq!(status, 200, "{reply}");
-    let mut ids: Vec<String> = reply["node_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
+    let sorted = |reply: &serde_json::Value| -> Vec<String> {
+        let mut ids: Vec<String> = reply["node_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let ids = sorted(&reply);
     assert_eq!(ids.len(), 2);
+    // A retry of the request (the same Idempotency-Key) gets its containers, not new ones.
+    let (status, again) = gw.post_with_key("/provision", &zookeeper, "zk-1").await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(sorted(&again), ids);
+    let listed = podman(&["ps", "-aq", "--filter", "label=replicante.cluster-id=zk"]);
+    let containers = String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .count();
+    assert_eq!(containers, 2, "a retry made no container");
     let (status, reply) = gw
         .post("/provision", &provision("db", "mongodb", "6.0", "", 1))
         .await;

@@ -2,7 +2,9 @@
 //! (the libpod endpoints of `podman system service tcp:HOST:PORT`).
 //!
 //! - Provision: picks a node template by store and store version, then creates and starts one
-//!   container per node, labelled with the gateway, cluster ID, node ID, node group and class.
+//!   container per node, labelled with the gateway, cluster ID, node ID, node group and class,
+//!   and named after the request's ID, so that a retried provision gets its first attempt's
+//!   containers instead of more.
 //! - Discover: lists the containers with this gateway's label, running or not (the specification
 //!   wants every node whatever its health), and derives each agent address from a template.
 //! - Deprovision: stops and removes the container; it leaves discovery and is not replaced.
@@ -127,8 +129,11 @@ impl Podman {
     }
 }
 
-/// A container name from the request: podman accepts `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
-fn container_name(cluster: &str, group: &str, index: u32) -> String {
+/// A container name from the request: podman accepts `[a-zA-Z0-9][a-zA-Z0-9_.-]*`. The request's
+/// ID is in it, the same on every retry of the request, so a retried provision finds the
+/// containers its first attempt made (podman refuses a second container of one name) instead of
+/// making more.
+fn container_name(request: &ProvisionRequest, index: u32) -> String {
     let clean = |s: &str| -> String {
         s.chars()
             .map(|c| {
@@ -140,11 +145,12 @@ fn container_name(cluster: &str, group: &str, index: u32) -> String {
             })
             .collect()
     };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("rg-{}-{}-{:x}{index}", clean(cluster), clean(group), nanos)
+    format!(
+        "rg-{}-{}-{}-{index}",
+        clean(&request.cluster_id),
+        clean(&request.node_group),
+        clean(&request.request_id)
+    )
 }
 
 fn template_for(request: &ProvisionRequest) -> Result<Template, Error> {
@@ -244,7 +250,7 @@ impl Provider for Containers {
         let template = template_for(&request)?;
         let mut created = Vec::new();
         for index in 0..request.count {
-            let name = container_name(&request.cluster_id, &request.node_group, index);
+            let name = container_name(&request, index);
             let mut spec = json!({
                 "name": name,
                 "image": template.image,
@@ -270,21 +276,37 @@ impl Provider for Containers {
             if let Some(bytes) = template.memory_bytes {
                 spec["resource_limits"] = json!({ "memory": { "limit": bytes } });
             }
-            let outcome = podman
-                .expect(
-                    "creating a container",
+            let outcome = match podman.expect(
+                "creating a container",
+                "POST",
+                "/containers/create",
+                Some(&spec),
+            ) {
+                // The name is taken (podman says 409 or 500, by version): when by this request's
+                // container, this is a retry whose first attempt made it.
+                Err(error) => match podman.call("GET", &format!("/containers/{name}/json"), None) {
+                    Ok((200, found))
+                        if found["Config"]["Labels"][CLUSTER_LABEL].as_str()
+                            == Some(request.cluster_id.as_str()) =>
+                    {
+                        log::info(&format!(
+                            "container `{name}` exists already: request `{}` is a retry",
+                            request.request_id
+                        ));
+                        Ok(Value::Null)
+                    }
+                    _ => Err(error),
+                },
+                created => created,
+            }
+            .and_then(|_| {
+                podman.expect(
+                    "starting a container",
                     "POST",
-                    "/containers/create",
-                    Some(&spec),
+                    &format!("/containers/{name}/start"),
+                    None,
                 )
-                .and_then(|_| {
-                    podman.expect(
-                        "starting a container",
-                        "POST",
-                        &format!("/containers/{name}/start"),
-                        None,
-                    )
-                });
+            });
             if let Err(error) = outcome {
                 // Leave nothing half-made behind: a created but unstarted container would be
                 // discovered as a node nobody asked for.
