@@ -1,5 +1,5 @@
 // @platform-gateway/sdk: write platform-gateway plugins (contract replicante:platform@0.2.0) in
-// JavaScript. See README.md and GUIDE.md.
+// JavaScript. See README.md and docs/plugins.md in the repository.
 
 export { Provider, exportProvider } from './lib/provider.js';
 export {

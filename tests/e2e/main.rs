@@ -7,6 +7,7 @@ mod contracts;
 mod deploy;
 mod edge;
 mod faults;
+mod guide;
 mod hardening;
 mod javascript;
 mod kit;
