@@ -1,10 +1,11 @@
-//! The plugin author's guide (`docs/plugins.md`) shows the commands CI runs: the example plugins'
-//! `build.sh` line for line, the Rust build `cargo xtask plugins` runs, and conformance-kit
-//! commands that pass when run as written on the built examples.
+//! The plugin author's guide (`docs/plugins.md`) shows the commands and code CI runs: the Rust
+//! example's source and the build `cargo xtask plugins` runs, the Python and JavaScript
+//! examples' `build.sh` line for line, and conformance-kit commands that pass when run as
+//! written on the built examples.
 
 use std::path::PathBuf;
 
-use crate::support::{example_plugin, run_cli, shared_cache};
+use crate::support::{example_plugin, plugin, run_cli, shared_cache};
 
 fn guide() -> String {
     std::fs::read_to_string(xtask::root().join("docs/plugins.md")).expect("docs/plugins.md")
@@ -27,12 +28,36 @@ const EXAMPLES: [(&str, &str); 2] = [
     ("JavaScript", "js-inventory"),
 ];
 
+/// The component of the guide's example in `title`, and its folder.
+fn example(title: &str) -> (PathBuf, PathBuf) {
+    let name = match title {
+        "Rust" => "rust-inventory",
+        _ => EXAMPLES.iter().find(|(t, _)| *t == title).unwrap().1,
+    };
+    let wasm = match title {
+        "Rust" => plugin("rust_inventory"),
+        _ => example_plugin(name),
+    };
+    (wasm, xtask::root().join("examples/plugins").join(name))
+}
+
 #[test]
 fn the_plugin_guide_shows_the_commands_ci_runs() {
     let guide = guide();
     let rust = section(&guide, "Rust");
     let build = format!("cargo {}", xtask::PLUGIN_BUILD.join(" "));
     assert!(rust.contains(&build), "the Rust section shows `{build}`");
+    // The Rust example's source, as the guide shows it (the provider, then its tests).
+    let source =
+        std::fs::read_to_string(xtask::root().join("examples/plugins/rust-inventory/src/lib.rs"))
+            .unwrap();
+    let rust = rust.join("\n");
+    for part in source.split("// Natively only") {
+        assert!(
+            rust.contains(part.trim()),
+            "the Rust section shows examples/plugins/rust-inventory/src/lib.rs as it is"
+        );
+    }
 
     for (title, example) in EXAMPLES {
         let lines = section(&guide, title);
@@ -58,7 +83,7 @@ fn the_plugin_guide_shows_the_commands_ci_runs() {
 #[test]
 fn the_guides_conformance_kit_commands_pass_on_the_example_plugins() {
     let guide = guide();
-    for (title, example) in EXAMPLES {
+    for title in ["Rust", "Python", "JavaScript"] {
         let commands: Vec<Vec<String>> = section(&guide, title)
             .iter()
             .filter_map(|line| {
@@ -71,8 +96,8 @@ fn the_guides_conformance_kit_commands_pass_on_the_example_plugins() {
             !commands.is_empty(),
             "the {title} section shows how to run the conformance kit"
         );
-        let wasm = example_plugin(example).display().to_string();
-        let folder: PathBuf = xtask::root().join("examples/plugins").join(example);
+        let (wasm, folder) = example(title);
+        let wasm = wasm.display().to_string();
         for args in commands {
             // As written, in the example's folder; the component is the one the tests built, and
             // the compiled cache is the tests' own.
