@@ -9,6 +9,7 @@ mod edge;
 mod faults;
 mod guide;
 mod hardening;
+mod inventory;
 mod javascript;
 mod kit;
 mod lifecycle;
