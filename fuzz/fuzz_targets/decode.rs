@@ -10,9 +10,18 @@ use platform_gateway::api::validate;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(request) = serde_json::from_slice::<ProvisionRequest>(data) {
-        match validate::provision_request(request) {
+        // With and without a client's Idempotency-Key (already checked by then).
+        let key = (data.len() % 2 == 0).then_some("order-17");
+        match validate::provision_request(request, key) {
             Ok(resolved) => {
                 assert!(resolved.count >= 1);
+                assert!(
+                    resolved.request_id.len() <= 64
+                        && resolved
+                            .request_id
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                );
                 assert!(!resolved.cluster_id.is_empty() && !resolved.node_group.is_empty());
                 let attributes: serde_json::Value =
                     serde_json::from_str(&resolved.attributes).expect("attributes are JSON");
