@@ -362,14 +362,15 @@ async fn deprovision_finds_nodes_known_only_through_discovery() {
             .await;
         assert_eq!(status, 204, "{node}: {reply}");
     }
-    // A static node reaches the static backend, which refuses: it does not manage lifecycles.
+    // A static node reaches the static backend, which does not manage lifecycles: unsupported,
+    // 501 (not a 400 that blames the client).
     let (status, reply) = gw
         .post(
             "/deprovision",
             &json!({ "cluster_id": "billing", "node_id": "db-1" }),
         )
         .await;
-    assert_eq!(status, 400, "{reply}");
+    assert_eq!(status, 501, "{reply}");
     let message = reply["error_msg"].as_str().unwrap();
     assert!(message.contains("backend `legacy`"), "{message}");
     assert!(
