@@ -12,9 +12,26 @@ use crate::support::{
     shared_cache, static_backend, toml_str,
 };
 
-/// A plugin built against contract 0.1.0, before this gateway knew 0.2.0.
+/// A plugin built against contract 0.1.0, before this gateway knew 0.2.0: a committed binary on
+/// purpose (tests/fixtures/README.md), checked against the digest recorded there.
 fn fixture(name: &str) -> PathBuf {
-    xtask::root().join(format!("tests/fixtures/{name}-contract-0.1.0.wasm"))
+    use sha2::{Digest, Sha256};
+    let path = xtask::root().join(format!("tests/fixtures/{name}-contract-0.1.0.wasm"));
+    let readme = std::fs::read_to_string(xtask::root().join("tests/fixtures/README.md")).unwrap();
+    let digest: String = Sha256::digest(std::fs::read(&path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let row = readme
+        .lines()
+        .find(|line| line.starts_with(&format!("| `{name}-contract-0.1.0.wasm`")))
+        .expect("the fixture is listed in tests/fixtures/README.md");
+    assert!(
+        row.contains(&digest),
+        "{} changed: its digest {digest} is not the one recorded in tests/fixtures/README.md",
+        path.display()
+    );
+    path
 }
 
 const MACHINES: &str = r#"machines = [
