@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Gateway, free_port, node_ids, plugin, pool_backend, run_cli, shared_cache, toml_str,
+    Gateway, assert_kit_passed_everything, free_port, node_ids, plugin, pool_backend, test_plugin,
+    toml_str,
 };
 
 /// A moto server on a free loopback port, stopped when dropped.
@@ -108,18 +109,11 @@ pub(crate) async fn run_kit(
     settings: &std::path::Path,
     extra: &[&str],
 ) -> (bool, String, String) {
-    let mut args = vec![
-        "test-plugin".to_string(),
-        plugin(name).display().to_string(),
-        "--settings".to_string(),
-        settings.display().to_string(),
-        "--cache".to_string(),
-        shared_cache().display().to_string(),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
+    let (wasm, settings) = (plugin(name), settings.to_path_buf());
+    let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_cli(&args)
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        test_plugin(&wasm, &settings, &extra)
     })
     .await
     .unwrap()
@@ -470,15 +464,7 @@ async fn the_aws_ec2_plugin_passes_every_check_of_the_kit_against_moto() {
         ],
     )
     .await;
-    assert!(ok, "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("PASS  concurrent provisions never hand out one node twice"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.ends_with("10 passed, 0 failed, 0 skipped\n"),
-        "{stdout}"
-    );
+    assert_kit_passed_everything(&(ok, stdout, stderr));
     // The kit leaves nothing running: every instance it launched is terminated.
     let described = moto
         .unsigned(

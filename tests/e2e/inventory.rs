@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     Gateway, Workdir, assert_error_shape, example_plugin, node_ids, provision_body, run_cli,
-    shared_cache, toml_str,
+    shared_cache, test_plugin, toml_str,
 };
 
 /// The inventory every test but the broken ones serves: three small machines and a large one.
@@ -75,24 +75,11 @@ impl Example {
 
     /// `platform-gateway test-plugin` on the example with its sample settings and `extra` flags.
     pub fn kit(&self, extra: &[&str]) -> (bool, String, String) {
-        let wasm = self.wasm().display().to_string();
         let settings = xtask::root()
             .join("examples/plugins")
             .join(self.name)
-            .join("settings.toml")
-            .display()
-            .to_string();
-        let cache = shared_cache().display().to_string();
-        let mut args = vec![
-            "test-plugin",
-            &wasm,
-            "--settings",
-            &settings,
-            "--cache",
-            &cache,
-        ];
-        args.extend(extra);
-        run_cli(&args)
+            .join("settings.toml");
+        test_plugin(&self.wasm(), &settings, extra)
     }
 }
 

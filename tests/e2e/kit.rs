@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::support::{plugin, run_cli, shared_cache};
+use crate::support::{assert_kit_passed_everything, plugin, run_cli, shared_cache, test_plugin};
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path: PathBuf = dir.join(name);
@@ -24,32 +24,16 @@ const POOL: &str = r#"machines = [
 fn kit(plugin_name: &str, settings: &str, extra: &[&str]) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let settings = write(dir.path(), "settings.toml", settings);
-    let wasm = plugin(plugin_name).display().to_string();
-    let cache = shared_cache().display().to_string();
-    let mut args = vec![
-        "test-plugin",
-        &wasm,
-        "--settings",
-        &settings,
-        "--cache",
-        &cache,
-    ];
-    args.extend(extra);
-    run_cli(&args)
+    test_plugin(&plugin(plugin_name), Path::new(&settings), extra)
 }
 
 #[test]
 fn the_pool_plugin_passes_every_check_of_the_kit() {
-    let (ok, stdout, stderr) = kit("pool", POOL, &["--node-class", "small", "--provisions"]);
-    assert!(ok, "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("PASS  concurrent provisions never hand out one node twice"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.ends_with("10 passed, 0 failed, 0 skipped\n"),
-        "{stdout}"
-    );
+    assert_kit_passed_everything(&kit(
+        "pool",
+        POOL,
+        &["--node-class", "small", "--provisions"],
+    ));
 }
 
 #[test]

@@ -37,6 +37,36 @@ pub fn example_plugin(name: &str) -> PathBuf {
     }
 }
 
+/// `platform-gateway test-plugin WASM --settings SETTINGS --cache <the shared cache> EXTRA...`:
+/// (success, stdout, stderr).
+pub fn test_plugin(wasm: &Path, settings: &Path, extra: &[&str]) -> (bool, String, String) {
+    let (wasm, settings) = (wasm.display().to_string(), settings.display().to_string());
+    let cache = shared_cache().display().to_string();
+    let mut args = vec![
+        "test-plugin",
+        &wasm,
+        "--settings",
+        &settings,
+        "--cache",
+        &cache,
+    ];
+    args.extend(extra);
+    run_cli(&args)
+}
+
+/// A kit run that passed every check of the lifecycle, the race included, and skipped none.
+pub fn assert_kit_passed_everything((ok, stdout, stderr): &(bool, String, String)) {
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("PASS  concurrent provisions never hand out one node twice"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with("10 passed, 0 failed, 0 skipped\n"),
+        "{stdout}"
+    );
+}
+
 /// A compiled-plugin cache shared by every test, so each plugin is compiled once per run.
 pub fn shared_cache() -> PathBuf {
     xtask::root().join("target/e2e-compiled-cache")
