@@ -628,6 +628,46 @@ mod tests {
         }
     }
 
+    /// A generation serving the pool plugin with `machines` small machines (`m1`, ...), over
+    /// `state`, and a gateway on the same state.
+    fn pool_gateway(
+        dir: &std::path::Path,
+        state: &Arc<dyn StateStore>,
+        machines: usize,
+    ) -> (Generation, Gateway) {
+        let machines: Vec<String> = (1..=machines)
+            .map(|i| {
+                format!(
+                    "{{ id = \"m{i}\", agent_address = \"http://10.0.0.{i}:1\", node_class = \"small\" }}"
+                )
+            })
+            .collect();
+        let text = format!(
+            "[backends.pool]\nplugin = {:?}\n[backends.pool.settings]\nmachines = [{}]\n[[routes]]\nbackend = \"pool\"\n",
+            xtask::plugin_path("pool").display().to_string(),
+            machines.join(", ")
+        );
+        let config = Config::parse(&dir.join("gateway.toml"), &text).unwrap();
+        let runtime = Runtime::new(None, u64::MAX, 64).unwrap();
+        let generation = Generation::load(1, config, &runtime, state, None).unwrap();
+        (generation, Gateway::new(state.clone()))
+    }
+
+    /// A provision of `count` small machines for cluster `c1`.
+    fn provision(count: u32) -> model::ProvisionRequest {
+        model::ProvisionRequest {
+            request_id: "r-1".into(),
+            cluster_id: "c1".into(),
+            store: "mongodb".into(),
+            store_version: "6.0".into(),
+            node_group: "data".into(),
+            node_class: "small".into(),
+            desired_count: count,
+            count,
+            attributes: "{}".into(),
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn a_failed_index_write_never_fails_a_provision_or_a_discovery_that_happened() {
         let dir = tempfile::tempdir().unwrap();
@@ -635,27 +675,10 @@ mod tests {
             inner: RedbStore::open(dir.path()).unwrap(),
             failing: AtomicBool::new(true),
         });
-        let text = format!(
-            "[backends.pool]\nplugin = {:?}\n[backends.pool.settings]\nmachines = [{{ id = \"m1\", agent_address = \"http://10.0.0.1:1\", node_class = \"small\" }}]\n[[routes]]\nbackend = \"pool\"\n",
-            xtask::plugin_path("pool").display().to_string()
-        );
-        let config = Config::parse(&dir.path().join("gateway.toml"), &text).unwrap();
-        let runtime = Runtime::new(None, u64::MAX, 64).unwrap();
         let state: Arc<dyn StateStore> = store.clone();
-        let generation = Generation::load(1, config, &runtime, &state, None).unwrap();
-        let gateway = Gateway::new(state);
+        let (generation, gateway) = pool_gateway(dir.path(), &state, 1);
 
-        let request = model::ProvisionRequest {
-            request_id: "r-1".into(),
-            cluster_id: "c1".into(),
-            store: "mongodb".into(),
-            store_version: "6.0".into(),
-            node_group: "data".into(),
-            node_class: "small".into(),
-            desired_count: 1,
-            count: 1,
-            attributes: "{}".into(),
-        };
+        let request = provision(1);
         // The machine is taken (the plugin's own state) but the index cannot be written: the
         // client must still hear about the node, or its retry would take another machine.
         let answer = gateway.provision(&generation, request).await.unwrap();
@@ -677,27 +700,9 @@ mod tests {
     async fn a_retried_deprovision_whose_first_outcome_was_lost_is_done_not_404() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(RedbStore::open(dir.path()).unwrap());
-        let text = format!(
-            "[backends.pool]\nplugin = {:?}\n[backends.pool.settings]\nmachines = [{{ id = \"m1\", agent_address = \"http://10.0.0.1:1\", node_class = \"small\" }}, {{ id = \"m2\", agent_address = \"http://10.0.0.2:1\", node_class = \"small\" }}]\n[[routes]]\nbackend = \"pool\"\n",
-            xtask::plugin_path("pool").display().to_string()
-        );
-        let config = Config::parse(&dir.path().join("gateway.toml"), &text).unwrap();
-        let runtime = Runtime::new(None, u64::MAX, 64).unwrap();
         let state: Arc<dyn StateStore> = store.clone();
-        let generation = Generation::load(1, config, &runtime, &state, None).unwrap();
-        let gateway = Gateway::new(state.clone());
-        let provision = model::ProvisionRequest {
-            request_id: "r-1".into(),
-            cluster_id: "c1".into(),
-            store: "mongodb".into(),
-            store_version: "6.0".into(),
-            node_group: "data".into(),
-            node_class: "small".into(),
-            desired_count: 2,
-            count: 2,
-            attributes: "{}".into(),
-        };
-        let answer = gateway.provision(&generation, provision).await.unwrap();
+        let (generation, gateway) = pool_gateway(dir.path(), &state, 2);
+        let answer = gateway.provision(&generation, provision(2)).await.unwrap();
         assert_eq!(answer.count, 2);
         let backend = generation.backend_by_namespace("pool").unwrap().clone();
         let request = |node: &str| model::DeprovisionRequest {
