@@ -34,6 +34,8 @@ pub struct Config {
     pub source: PathBuf,
     /// Where the HTTP API listens.
     pub listen: SocketAddr,
+    /// `listen` came from the command line (`--listen`), not the file: a reload keeps it.
+    pub listen_overridden: bool,
     /// Where the state store lives.
     pub state_dir: PathBuf,
     /// Where compiled plugins are cached (default: `compiled` under the state directory).
@@ -307,6 +309,7 @@ struct RawServer {
     max_body_size: Option<Spanned<ByteSize>>,
     head_timeout: Option<Spanned<HumanDuration>>,
     body_timeout: Option<Spanned<HumanDuration>>,
+    write_timeout: Option<Spanned<HumanDuration>>,
     max_connections: Option<Spanned<usize>>,
     shutdown_grace: Option<Spanned<HumanDuration>>,
 }
@@ -424,23 +427,28 @@ impl Config {
         if self.store != next.store {
             changed.push("state (the store)");
         }
-        if self.admin_listen != next.admin_listen {
-            changed.push("admin.listen");
-        }
-        if self.admin_token != next.admin_token {
-            changed.push("admin.token");
-        }
         if self.tls.is_some() != next.tls.is_some() {
             changed.push("server.tls (on or off)");
-        }
-        if self.admin_tls.is_some() != next.admin_tls.is_some() {
-            changed.push("admin.tls (on or off)");
         }
         if self.reload != next.reload {
             changed.push("reload");
         }
         if self.telemetry != next.telemetry {
             changed.push("telemetry");
+        }
+        changed
+    }
+
+    /// The admin listener's settings that only a restart applies and that `next` changes: a
+    /// reload that changes them is refused, since what guards the admin API must never differ
+    /// from what the config in force says (the token and client CA are applied by a reload).
+    pub fn admin_changes_needing_restart(&self, next: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.admin_listen != next.admin_listen {
+            changed.push("admin.listen");
+        }
+        if self.admin_tls.is_some() != next.admin_tls.is_some() {
+            changed.push("admin.tls (on or off)");
         }
         changed
     }
@@ -456,10 +464,7 @@ impl Config {
 
     /// Validate `text` as the content of the config file at `path`: one function per section.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| parse_error(path, text, &e))?;
         let source = Source {
             path,
             text,
@@ -490,6 +495,7 @@ impl Config {
         Ok(Config {
             source: path.to_path_buf(),
             listen,
+            listen_overridden: false,
             state_dir: state.dir,
             cache_dir: state.cache_dir,
             cache_max: state.cache_max,
@@ -628,6 +634,120 @@ fn tls_files(raw: &Spanned<RawTls>, key: &str, source: &Source) -> Result<TlsFil
     Ok(files)
 }
 
+/// A TOML error as position, key and message, never the source line itself: the line may hold a
+/// secret (an unterminated `api_key = "...`), and the message goes to logs, the admin API and
+/// `check`'s output. Quoted values in the parser's message are left out for the same reason.
+fn parse_error(path: &Path, text: &str, error: &toml::de::Error) -> ConfigError {
+    let message = redact_quoted(error.message().trim_end());
+    let Some(span) = error.span() else {
+        return ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        };
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    match key_at(text, line, column) {
+        Some(key) => ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            key,
+            message: format!("column {column}: {message}"),
+        },
+        None => ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: format!("line {line}, column {column}: {message}"),
+        },
+    }
+}
+
+/// The dotted key of the value at `column` (1-based, in characters) of line `line` (1-based)
+/// of `text`: its table, then the keys of the inline tables open before it on the line, then
+/// its own; or the table when the line is a table header.
+fn key_at(text: &str, line: usize, column: usize) -> Option<String> {
+    let is_key = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"' | ' '))
+    };
+    let header = |l: &str| {
+        let l = l.trim();
+        let inner = l.strip_prefix("[[").and_then(|l| l.strip_suffix("]]"));
+        let inner = inner.or_else(|| l.strip_prefix('[').and_then(|l| l.split(']').next()));
+        inner
+            .map(str::trim)
+            .filter(|k| is_key(k))
+            .map(str::to_string)
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let this = lines.get(line.checked_sub(1)?)?;
+    if let Some(table) = header(this) {
+        return Some(table);
+    }
+    // Walk the line up to the column: `key =` names the next value, `{` opens an inline table
+    // under the last key, `}` closes one; quoted text is skipped.
+    let mut path: Vec<String> = Vec::new();
+    let (mut current, mut last) = (String::new(), None::<String>);
+    let mut quote = None;
+    for c in this.chars().take(column.saturating_sub(1)) {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') if last.is_none() || !current.trim().is_empty() => {
+                current.push(c);
+            }
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '=') => {
+                let key = current.trim().to_string();
+                last = is_key(&key).then_some(key);
+                current.clear();
+            }
+            (None, '{') => {
+                path.extend(last.take());
+                current.clear();
+            }
+            (None, '}') => {
+                path.pop();
+                current.clear();
+            }
+            (None, ',') => current.clear(),
+            (None, c) => current.push(c),
+        }
+    }
+    path.extend(last);
+    if path.is_empty() {
+        return None;
+    }
+    let key = path.join(".");
+    let table = lines[..line - 1].iter().rev().find_map(|l| header(l));
+    Some(match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key,
+    })
+}
+
+/// `message` with every double-quoted part replaced by `"…"`: serde quotes the values it
+/// rejects (`invalid type: string "…"`), and a value may be a secret.
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let mut inside = true;
+    for part in parts {
+        if inside {
+            out.push_str("\"…\"");
+        } else {
+            out.push_str(part);
+        }
+        inside = !inside;
+    }
+    out
+}
+
 /// The `[admin]` section, validated.
 struct AdminSection {
     listen: Option<SocketAddr>,
@@ -721,6 +841,11 @@ fn server_section(
             raw.body_timeout,
             "server.body_timeout",
             &mut limits.body_timeout,
+        ),
+        (
+            raw.write_timeout,
+            "server.write_timeout",
+            &mut limits.write_timeout,
         ),
         (
             raw.shutdown_grace,
@@ -1196,6 +1321,29 @@ plugin = "plugins/pool.wasm"
 [[routes]]
 backend = "pool"
 "#;
+
+    #[test]
+    fn a_syntax_error_names_the_line_and_key_but_never_shows_the_value() {
+        let secret = "sekret-0123456789abcdef";
+        // An unterminated string on the last line: the parser's own message quotes that line.
+        let text = format!("{MINIMAL}\n[backends.pool.settings]\napi_key = \"{secret}");
+        let error = parse(&text).unwrap_err().to_string();
+        assert!(!error.contains(secret), "{error}");
+        assert!(!error.contains("sekret"), "{error}");
+        let line = text.lines().count();
+        assert!(error.contains(&format!("line {line}")), "{error}");
+        assert!(error.contains("backends.pool.settings.api_key"), "{error}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_by_its_key_and_not_quoted() {
+        let secret = "sekret-0123456789abcdef";
+        let text = format!("[admin]\nlisten = \"{secret}\"\n{MINIMAL}");
+        let error = parse(&text).unwrap_err().to_string();
+        assert!(!error.contains(secret), "{error}");
+        assert!(error.contains("line 2"), "{error}");
+        assert!(error.contains("admin.listen"), "{error}");
+    }
 
     #[test]
     fn minimal_config_gets_defaults_and_paths_relative_to_the_file() {

@@ -98,7 +98,15 @@ pub async fn serve(
     };
     let public_tls = tls(&config.tls, "server.tls")?;
     let admin_tls = tls(&config.admin_tls, "admin.tls")?;
-    let admin_token = config.admin_token.clone();
+    let admin_auth = config.admin_listen.map(|_| {
+        Arc::new(server::AdminAuth::new(
+            config.admin_token.as_ref().map(|t| t.0.as_str()),
+            config
+                .admin_tls
+                .as_ref()
+                .is_some_and(|tls| tls.client_ca.is_some()),
+        ))
+    });
     let admin = match config.admin_listen {
         Some(address) => {
             let listener = TcpListener::bind(address)
@@ -121,7 +129,11 @@ pub async fn serve(
         state.clone(),
         config.clone(),
     );
-    let reloader = reloader.with_tls(public_tls.clone(), admin_tls.clone());
+    let reloader = reloader.with_listeners(reload::Listeners {
+        public_tls: public_tls.clone(),
+        admin_tls: admin_tls.clone(),
+        admin_auth: admin_auth.clone(),
+    });
     let reload_handle = reloader.handle();
     // Before the first load, which can take seconds: a SIGHUP meanwhile is queued as a reload
     // instead of ending the process (SIGHUP's default action).
@@ -163,9 +175,9 @@ pub async fn serve(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
 
-    let admin_server = admin.map(|listener| {
+    let admin_server = admin.zip(admin_auth).map(|(listener, auth)| {
         let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
-        let app = api::admin::router(gateway.clone(), reload_handle, loopback, admin_token)
+        let app = api::admin::router(gateway.clone(), reload_handle, loopback, auth)
             .layer(axum::Extension(api::BodyTimeout(limits.body_timeout)));
         let (stopped, limits) = (stopped.clone(), limits.clone());
         tokio::spawn(server::run(

@@ -461,6 +461,7 @@ fn serve(args: ServeArgs, log: &LogArgs) -> Outcome {
     let served = config.and_then(|mut config| {
         if let Some(listen) = args.listen {
             config.listen = listen;
+            config.listen_overridden = true;
         }
         runtime.block_on(async {
             let listener = tokio::net::TcpListener::bind(config.listen)

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::Config;
 use crate::gateway::{Gateway, Generation};
 use crate::runtime::Runtime;
-use crate::server::Tls;
+use crate::server::{AdminAuth, PreparedTls, Tls};
 use crate::state::StateStore;
 
 /// What asked for a reload.
@@ -111,8 +111,26 @@ pub struct Reloader {
     triggers: mpsc::UnboundedSender<Trigger>,
     inbox: mpsc::UnboundedReceiver<Trigger>,
     watch: Option<FileWatch>,
-    /// The listeners' TLS (public, admin), whose files are read again on every reload.
-    tls: (Option<Arc<Tls>>, Option<Arc<Tls>>),
+    /// The listeners' protection, read again on every reload.
+    listeners: Listeners,
+}
+
+/// What protects the listeners and changes with the config: their TLS (whose files are read
+/// again on every reload) and the admin token.
+#[derive(Default, Clone)]
+pub struct Listeners {
+    /// The public listener's TLS, if it has TLS.
+    pub public_tls: Option<Arc<Tls>>,
+    /// The admin listener's TLS, if it has TLS.
+    pub admin_tls: Option<Arc<Tls>>,
+    /// The admin listener's authentication, if there is an admin listener.
+    pub admin_auth: Option<Arc<AdminAuth>>,
+}
+
+/// A reload's new listener protection, read and checked before anything is installed.
+struct PreparedListeners {
+    public_tls: Option<PreparedTls>,
+    admin_tls: Option<PreparedTls>,
 }
 
 impl Reloader {
@@ -133,13 +151,13 @@ impl Reloader {
             triggers,
             inbox,
             watch: None,
-            tls: (None, None),
+            listeners: Listeners::default(),
         }
     }
 
-    /// Read the certificates of these listeners again on every reload.
-    pub fn with_tls(mut self, public: Option<Arc<Tls>>, admin: Option<Arc<Tls>>) -> Reloader {
-        self.tls = (public, admin);
+    /// Apply each reloaded config's TLS files and admin token to these listeners.
+    pub fn with_listeners(mut self, listeners: Listeners) -> Reloader {
+        self.listeners = listeners;
         self
     }
 
@@ -197,14 +215,35 @@ impl Reloader {
         let path = self.initial.source.clone();
         let (runtime, state) = (self.runtime.clone(), self.state.clone());
         let running = previous.clone();
+        let initial = self.initial.clone();
+        let listeners = self.listeners.clone();
         let built = async move {
-            let config = Config::load(&path).map_err(|e| e.to_string())?;
+            let mut config = Config::load(&path).map_err(|e| e.to_string())?;
+            if initial.listen_overridden {
+                // `--listen` still says where the API listens, whatever the file says.
+                config.listen = initial.listen;
+                config.listen_overridden = true;
+            }
+            let changed = initial.admin_changes_needing_restart(&config);
+            if !changed.is_empty() {
+                return Err(format!(
+                    "{} changed: the admin listener's address and whether it uses TLS take \
+                     effect only at a restart, and applying the rest of this config could leave \
+                     the admin API guarded other than the config says; restart the gateway to \
+                     apply it",
+                    changed.join(" and ")
+                ));
+            }
             if let Some(running) = &running {
                 check_namespaces_kept(&running.config, &config, &*state).await?;
             }
             tokio::task::spawn_blocking(move || {
-                Generation::load(number, config, &runtime, &state, previous.as_deref())
-                    .map_err(|e| e.to_string())
+                // Everything that can fail is read before anything is installed.
+                let prepared = listeners.prepare(&config)?;
+                let generation =
+                    Generation::load(number, config, &runtime, &state, previous.as_deref())
+                        .map_err(|e| e.to_string())?;
+                Ok((generation, prepared))
             })
             .await
             .map_err(|e| format!("the reload failed: {e}"))?
@@ -213,7 +252,7 @@ impl Reloader {
         let load_ms = started.elapsed().as_millis() as u64;
 
         match built {
-            Ok(generation) => {
+            Ok((generation, prepared)) => {
                 let mut restart_needed = self.initial.restart_only_changes(&generation.config);
                 if !self.runtime.fits(generation.config.call_slots()) {
                     restart_needed.push(
@@ -235,17 +274,7 @@ impl Reloader {
                     .values()
                     .map(|b| b.digest().to_string())
                     .collect();
-                for (tls, files) in [
-                    (&self.tls.0, &generation.config.tls),
-                    (&self.tls.1, &generation.config.admin_tls),
-                ] {
-                    // The config check read these files a moment ago; a failure now is rare.
-                    if let (Some(tls), Some(files)) = (tls, files)
-                        && let Err(e) = tls.reload(files)
-                    {
-                        tracing::error!("TLS certificates not reloaded, the old ones serve: {e}");
-                    }
-                }
+                self.listeners.install(prepared, &generation.config);
                 self.gateway.install(generation);
                 let runtime = self.runtime.clone();
                 tokio::task::spawn_blocking(move || {
@@ -289,6 +318,56 @@ impl Reloader {
             files.extend(config.backends.values().map(|b| b.plugin.clone()));
             files.extend(config.included_files.iter().cloned());
             watch.set(&files);
+        }
+    }
+}
+
+impl Listeners {
+    /// Read the TLS files `config` names for the listeners there are.
+    fn prepare(&self, config: &Config) -> Result<PreparedListeners, String> {
+        let read = |tls: &Option<Arc<Tls>>, files: &Option<crate::server::TlsFiles>, what| match (
+            tls, files,
+        ) {
+            (Some(_), Some(files)) => Tls::prepare(files)
+                .map(Some)
+                .map_err(|e| format!("{what}: {e}")),
+            _ => Ok(None),
+        };
+        Ok(PreparedListeners {
+            public_tls: read(&self.public_tls, &config.tls, "server.tls")?,
+            admin_tls: read(&self.admin_tls, &config.admin_tls, "admin.tls")?,
+        })
+    }
+
+    /// Switch to `prepared` and to `config`'s admin token, in the order that never leaves the
+    /// admin API less guarded than either the old or the new config says: a token that is
+    /// required now is required before client certificates stop being; client certificates
+    /// that are required now are required before the token stops being.
+    fn install(&self, prepared: PreparedListeners, config: &Config) {
+        if let (Some(tls), Some(new)) = (&self.public_tls, prepared.public_tls) {
+            tls.install(new);
+        }
+        let token = config.admin_token.as_ref().map(|t| t.0.as_str());
+        let client_certs = config
+            .admin_tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca.is_some());
+        let Some(auth) = &self.admin_auth else {
+            return;
+        };
+        let admin_tls = |prepared: Option<PreparedTls>| {
+            if let (Some(tls), Some(new)) = (&self.admin_tls, prepared) {
+                tls.install(new);
+            }
+        };
+        if token.is_some() {
+            auth.set_token(token);
+            admin_tls(prepared.admin_tls);
+            auth.set_client_certs(client_certs);
+        } else {
+            admin_tls(prepared.admin_tls);
+            auth.set_client_certs(client_certs);
+            auth.set_token(token);
         }
     }
 }

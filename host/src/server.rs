@@ -1,7 +1,8 @@
 //! Listeners: accept connections and serve a router on each, with the limits a public endpoint
 //! needs so that slow or idle clients cannot hold the gateway: a deadline for each request head
-//! (which is also the idle keep-alive timeout), a cap on open connections (beyond it, new ones
-//! wait in the kernel's backlog), and a grace period after the shutdown signal, past which the
+//! (which is also the idle keep-alive timeout), a deadline for each write to make progress (a
+//! client that stops reading loses its connection), a cap on open connections (beyond it, new
+//! ones wait in the kernel's backlog), and a grace period after the shutdown signal, past which the
 //! remaining connections are dropped. The request body deadline is applied where bodies are
 //! read (`api::error::ApiJson`).
 
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -32,6 +33,9 @@ pub struct ConnectionLimits {
     pub head_timeout: Duration,
     /// Time to receive a request body once its head has arrived.
     pub body_timeout: Duration,
+    /// Time a write to the client may wait without progress: a client that stops reading
+    /// (pipelining requests and reading no answer, say) loses its connection after it.
+    pub write_timeout: Duration,
     /// Open connections at most; more wait to be accepted.
     pub max_connections: usize,
     /// After the shutdown signal: how long requests in flight may take before the remaining
@@ -44,6 +48,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             head_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(10),
         }
@@ -77,13 +82,88 @@ impl Tls {
 
     /// Read `files` again and use them for new connections; on error nothing changes.
     pub fn reload(&self, files: &TlsFiles) -> Result<(), String> {
-        self.acceptor.store(Arc::new(acceptor(files)?));
+        self.install(Tls::prepare(files)?);
         Ok(())
+    }
+
+    /// Read `files` into a configuration that [`Tls::install`] can switch to without failing:
+    /// a reload prepares everything first, so it either applies as a whole or not at all.
+    pub fn prepare(files: &TlsFiles) -> Result<PreparedTls, String> {
+        Ok(PreparedTls(acceptor(files)?))
+    }
+
+    /// Use `prepared` for new connections.
+    pub fn install(&self, prepared: PreparedTls) {
+        self.acceptor.store(Arc::new(prepared.0));
     }
 
     /// Check that `files` make a usable TLS configuration, without using it.
     pub fn check(files: &TlsFiles) -> Result<(), String> {
         acceptor(files).map(|_| ())
+    }
+}
+
+/// A TLS configuration read and checked, ready to be installed.
+pub struct PreparedTls(TlsAcceptor);
+
+/// What authenticates requests to the admin listener beyond its TLS: the bearer token, swapped
+/// by reloads together with the listener's TLS configuration (see `reload`), so that the token
+/// in force is always the one the config in force names.
+#[derive(Default)]
+pub struct AdminAuth {
+    token: ArcSwapOption<TokenDigest>,
+    /// The listener's TLS requires client certificates.
+    client_certs: std::sync::atomic::AtomicBool,
+}
+
+impl AdminAuth {
+    /// A guard requiring `token`, if set; `client_certs`: the listener's TLS requires client
+    /// certificates.
+    pub fn new(token: Option<&str>, client_certs: bool) -> AdminAuth {
+        let auth = AdminAuth::default();
+        auth.set_token(token);
+        auth.set_client_certs(client_certs);
+        auth
+    }
+
+    /// Record whether the listener's TLS requires client certificates from now on.
+    pub fn set_client_certs(&self, required: bool) {
+        self.client_certs
+            .store(required, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the listener's TLS requires client certificates.
+    pub fn client_certs(&self) -> bool {
+        self.client_certs.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Require `token` (or none) from now on.
+    pub fn set_token(&self, token: Option<&str>) {
+        self.token
+            .store(token.map(|t| Arc::new(TokenDigest::of(t))));
+    }
+
+    /// Whether a token is required.
+    pub fn has_token(&self) -> bool {
+        self.token.load().is_some()
+    }
+
+    /// `None` when no token is required; otherwise whether `given` is the token, compared
+    /// digest to digest in constant time, so neither its bytes nor its length leak through timing.
+    pub fn check(&self, given: Option<&str>) -> Option<bool> {
+        use subtle::ConstantTimeEq;
+        let token = self.token.load_full()?;
+        Some(given.is_some_and(|given| bool::from(TokenDigest::of(given).0.ct_eq(&token.0))))
+    }
+}
+
+/// A token's SHA-256.
+struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    fn of(token: &str) -> TokenDigest {
+        use sha2::Digest;
+        TokenDigest(sha2::Sha256::digest(token.as_bytes()).into())
     }
 }
 
@@ -172,6 +252,10 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Under TLS too: the deadline is on the socket, below the handshake and the records.
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.write_timeout));
+        let stream = Box::pin(stream);
         let service = TowerToHyperService::new(app.clone());
         let Some(tls) = &tls else {
             let connection =

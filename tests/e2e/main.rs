@@ -26,6 +26,7 @@ mod redaction;
 mod reload;
 mod replicas;
 mod routing;
+mod security;
 mod support;
 mod telemetry;
 mod validation;
