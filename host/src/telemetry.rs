@@ -113,7 +113,25 @@ pub fn filter(directives: &str) -> Result<EnvFilter, String> {
 #[must_use = "call `shutdown` at the end to export the last spans"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// Flushes the log writer's buffer when dropped.
+    _log_writer: tracing_appender::non_blocking::WorkerGuard,
 }
+
+/// Log lines a full buffer made the writer drop since start.
+static LOG_LINES_DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// How many log lines the writer dropped since start because stderr did not keep up (0 before
+/// [`init`]).
+pub fn dropped_log_lines() -> u64 {
+    LOG_LINES_DROPPED
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
+}
+
+/// Log lines held for the writer thread at most; past it, lines are dropped and counted
+/// (`platform_gateway_log_lines_dropped`) rather than make a request wait for stderr.
+const LOG_BUFFER_LINES: usize = 64 * 1024;
 
 impl Telemetry {
     /// Export the spans still buffered and stop exporting (waits at most about
@@ -161,7 +179,15 @@ pub fn init(
         }
         _ => (None, None),
     };
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Lines are written by a thread of their own, off the request path: a slow stderr (a full
+    // pipe, a stalled log shipper) costs dropped lines, counted, never a waiting request.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .thread_name("log-writer")
+        .finish(std::io::stderr());
+    let _ = LOG_LINES_DROPPED.set(writer.error_counter());
+    let logs = tracing_subscriber::fmt::layer().with_writer(writer);
     let logs = match format {
         LogFormat::Text => logs
             .with_ansi(std::io::stderr().is_terminal())
@@ -170,7 +196,10 @@ pub fn init(
         LogFormat::Json => logs.json().flatten_event(true).with_filter(filter).boxed(),
     };
     tracing_subscriber::registry().with(otel).with(logs).init();
-    Ok(Telemetry { provider })
+    Ok(Telemetry {
+        provider,
+        _log_writer: guard,
+    })
 }
 
 /// The OTLP/HTTP exporter behind a batch processor on the current Tokio runtime.

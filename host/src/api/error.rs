@@ -189,6 +189,11 @@ impl From<JsonRejection> for ApiError {
 
 /// The innermost, most specific message of a rejection ("missing field `store` at line 1").
 fn rejection_cause(rejection: &JsonRejection) -> String {
+    if let JsonRejection::MissingJsonContentType(_) = rejection {
+        // axum's own text is a sentence ("Expected request with `Content-Type: ...`"), not a
+        // cause: cutting it at ": " left `application/json\``.
+        return "the Content-Type header is missing or is not application/json".into();
+    }
     let text = rejection.body_text();
     // axum prefixes the serde message with a generic sentence ending in ": ".
     match text.split_once(": ") {
@@ -216,19 +221,108 @@ where
             .get::<super::BodyTimeout>()
             .map(|t| t.0)
             .unwrap_or(std::time::Duration::from_secs(10));
-        match tokio::time::timeout(deadline, axum::Json::<T>::from_request(req, state)).await {
-            Ok(decoded) => Ok(ApiJson(decoded?.0)),
-            Err(_) => Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!("the request body did not arrive within {deadline:?}"),
-            )),
+        if !is_json(req.headers()) {
+            return Err(JsonRejection::MissingJsonContentType(Default::default()).into());
         }
+        let metrics = req
+            .extensions()
+            .get::<std::sync::Arc<crate::metrics::Metrics>>()
+            .cloned();
+        let bytes =
+            match tokio::time::timeout(deadline, axum::body::Bytes::from_request(req, state)).await
+            {
+                Ok(bytes) => bytes.map_err(JsonRejection::from)?,
+                Err(_) => {
+                    return Err(ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!("the request body did not arrive within {deadline:?}"),
+                    ));
+                }
+            };
+        // Fields this gateway does not know are read past, not refused: Replicante's own models
+        // ignore what they do not know, and a newer Core that sends a new field must not be
+        // refused by every gateway until it is upgraded. Each is counted, and logged once.
+        let mut unknown = Vec::new();
+        let decoded =
+            serde_ignored::deserialize(&mut serde_json::Deserializer::from_slice(&bytes), |path| {
+                unknown.push(path.to_string())
+            });
+        match decoded {
+            Ok(value) => {
+                if !unknown.is_empty() {
+                    note_unknown_fields(&unknown, metrics.as_deref());
+                }
+                Ok(ApiJson(value))
+            }
+            // axum's decoder again, for its error with the path to the offending field.
+            Err(_) => Ok(ApiJson(axum::Json::<T>::from_bytes(&bytes)?.0)),
+        }
+    }
+}
+
+/// Whether the request says its body is JSON (`application/json` or `application/...+json`).
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(kind) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = kind.split(';').next().unwrap_or_default().trim();
+    let essence = essence.to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The unknown field names logged so far, at most [`MAX_NOTED_FIELDS`] (the names come from
+/// clients: the set must not grow without bound).
+static NOTED_FIELDS: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
+    std::sync::Mutex::new(None);
+const MAX_NOTED_FIELDS: usize = 256;
+
+/// Count request fields the gateway ignored, and log each name the first time it is seen.
+fn note_unknown_fields(paths: &[String], metrics: Option<&crate::metrics::Metrics>) {
+    if let Some(metrics) = metrics {
+        metrics.record_unknown_fields(paths.len() as u64);
+    }
+    let mut noted = NOTED_FIELDS.lock().unwrap_or_else(|e| e.into_inner());
+    let noted = noted.get_or_insert_with(Default::default);
+    for path in paths {
+        if noted.len() >= MAX_NOTED_FIELDS || noted.contains(path) {
+            continue;
+        }
+        // A field name is client input: at most 100 characters of it, escaped by `?`.
+        let shown: String = path.chars().take(100).collect();
+        tracing::info!(
+            field = ?shown,
+            "a request carried a field this gateway does not know; it was ignored (logged once \
+             per field name)"
+        );
+        noted.insert(path.clone());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_body_that_is_not_json_has_a_clean_cause() {
+        let request = axum::http::Request::builder()
+            .method("POST")
+            .header("content-type", "text/plain")
+            .body(axum::body::Body::from("{}"))
+            .unwrap();
+        let rejection = axum::Json::<serde_json::Value>::from_request(request, &())
+            .await
+            .unwrap_err();
+        let cause = rejection_cause(&rejection);
+        assert_eq!(
+            cause,
+            "the Content-Type header is missing or is not application/json"
+        );
+        assert!(!cause.contains('`'));
+    }
 
     #[test]
     fn body_has_the_error_shape() {

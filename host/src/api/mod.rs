@@ -57,6 +57,7 @@ pub fn router(gateway: Arc<Gateway>, max_body_size: usize) -> Router {
             gateway.metrics().clone(),
             metrics::count_request,
         ))
+        .layer(axum::Extension(gateway.metrics().clone()))
         .with_state(gateway)
 }
 
@@ -131,8 +132,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Current {
 /// Names the backends a `partial` discovery left out.
 pub const FAILED_BACKENDS_HEADER: &str = "platform-gateway-failed-backends";
 /// Lists node IDs reported by several backends: `cluster/node=backend,backend; ...`, with the
-/// IDs percent-encoded.
+/// IDs percent-encoded, up to [`MAX_CONFLICTS_HEADER`] bytes, then `+N more` (the metric and
+/// the log have them all).
 pub const NODE_CONFLICTS_HEADER: &str = "platform-gateway-node-conflicts";
+/// The longest [`NODE_CONFLICTS_HEADER`] value: clients and proxies refuse heads of more than
+/// a few KiB, and a discovery may report thousands of conflicts.
+pub const MAX_CONFLICTS_HEADER: usize = 4096;
 
 async fn discover(
     State(gateway): State<Arc<Gateway>>,
@@ -160,20 +165,26 @@ async fn discover(
     }
     if !reply.conflicts.is_empty() {
         let encode = |id: &str| utf8_percent_encode(id, NON_ALPHANUMERIC).to_string();
-        let text: Vec<String> = reply
-            .conflicts
-            .iter()
-            .map(|c| {
-                let backends: Vec<&str> = c.backends.iter().map(|b| b.as_str()).collect();
-                format!(
-                    "{}/{}={}",
-                    encode(&c.cluster_id),
-                    encode(&c.node_id),
-                    backends.join(",")
-                )
-            })
-            .collect();
-        if let Ok(value) = HeaderValue::from_str(&text.join("; ")) {
+        let mut text = String::new();
+        for (shown, c) in reply.conflicts.iter().enumerate() {
+            let backends: Vec<&str> = c.backends.iter().map(|b| b.as_str()).collect();
+            let item = format!(
+                "{}/{}={}",
+                encode(&c.cluster_id),
+                encode(&c.node_id),
+                backends.join(",")
+            );
+            // Room is kept for the `; +N more` that ends a cut list.
+            if text.len() + item.len() + 2 > MAX_CONFLICTS_HEADER - 16 {
+                text.push_str(&format!("; +{} more", reply.conflicts.len() - shown));
+                break;
+            }
+            if !text.is_empty() {
+                text.push_str("; ");
+            }
+            text.push_str(&item);
+        }
+        if let Ok(value) = HeaderValue::from_str(&text) {
             headers.insert(NODE_CONFLICTS_HEADER, value);
         }
     }

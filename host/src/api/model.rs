@@ -1,9 +1,11 @@
 //! The HTTP models of the Replicante Platform API: the union of the seed specification and what
 //! newer Replicante clients send and read (see `README.md`, "HTTP API").
 //!
-//! Decoding is strict: unknown fields are rejected, so a typo in a field name is a 400 rather
-//! than a silently ignored setting, and so are keys given twice (see [`strict`]). Checks that serde cannot express live in
-//! [`crate::convert`], which turns these models into what plugins receive.
+//! Fields these models do not know are read past (counted and logged once by the extractor,
+//! `api::error::ApiJson`), as Replicante's own models do, so a newer Core that adds a field is
+//! not refused; the price is that a misspelt optional field is ignored. Keys given twice are
+//! refused (see [`strict`]). Checks that serde cannot express live in [`crate::convert`], which
+//! turns these models into what plugins receive.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +16,6 @@ use super::strict;
 
 /// `POST /provision` body.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProvisionRequest {
     /// The cluster the nodes join.
     pub cluster: ClusterSpec,
@@ -24,7 +25,6 @@ pub struct ProvisionRequest {
 
 /// The cluster part of a provision request.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
     /// Attributes of every node of the cluster; absent or `null` means none.
     #[serde(default, deserialize_with = "strict::attributes")]
@@ -42,7 +42,6 @@ pub struct ClusterSpec {
 
 /// One node group of a cluster.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct NodeGroupSpec {
     /// Attributes of the group's nodes, merged over the cluster's.
     #[serde(default, deserialize_with = "strict::attributes")]
@@ -61,7 +60,6 @@ pub struct NodeGroupSpec {
 
 /// The provision part of a provision request.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProvisionSpec {
     /// The group to add nodes to; must be a key of `cluster.nodes`.
     pub node_group_id: String,
@@ -82,7 +80,6 @@ pub struct ProvisionResponse {
 
 /// `POST /deprovision` body.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DeprovisionRequest {
     /// The cluster the node belongs to.
     pub cluster_id: String,

@@ -1,28 +1,101 @@
 //! Logging: `wasi:logging/logging` (contract 0.1) and `replicante:platform/log` (0.2) into the
 //! gateway's tracing, tagged with the backend.
 //!
-//! Messages are capped in size so that a chatty plugin cannot flood the log with one call.
+//! A chatty plugin cannot flood the log: messages are cut at a size, one call may log a bounded
+//! number of messages and bytes (the rest are counted, dropped, and reported once when the call
+//! ends), and control characters are escaped, so a plugin cannot forge a log line with a newline.
+
+use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::{v0_1, v0_2};
+use crate::metrics::Metrics;
 use v0_1::wasi::logging::logging::Level;
 
 /// The longest message kept; longer ones are cut.
 const MAX_MESSAGE: usize = 4096;
+/// Messages one call may log.
+pub const MAX_MESSAGES_PER_CALL: u32 = 256;
+/// Bytes of messages one call may log.
+pub const MAX_BYTES_PER_CALL: usize = 64 << 10;
 
 /// The per-call logging capability.
 pub struct Logging {
     backend: crate::model::BackendId,
-    secrets: std::sync::Arc<Vec<String>>,
+    secrets: Arc<Vec<String>>,
+    metrics: Option<Arc<Metrics>>,
+    logged: u32,
+    bytes: usize,
+    dropped: u64,
 }
 
 impl Logging {
     /// Logging for one call of `backend`, with its `secrets` cut out of every message and
-    /// context.
-    pub fn new(backend: crate::model::BackendId, secrets: std::sync::Arc<Vec<String>>) -> Logging {
-        Logging { backend, secrets }
+    /// context; dropped messages are counted in `metrics`.
+    pub fn new(
+        backend: crate::model::BackendId,
+        secrets: Arc<Vec<String>>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Logging {
+        Logging {
+            backend,
+            secrets,
+            metrics,
+            logged: 0,
+            bytes: 0,
+            dropped: 0,
+        }
     }
+
+    /// Whether a message of `len` bytes fits the call's allowance (and if so, take it).
+    fn admit(&mut self, len: usize) -> bool {
+        if self.logged >= MAX_MESSAGES_PER_CALL || self.bytes + len > MAX_BYTES_PER_CALL {
+            self.dropped += 1;
+            return false;
+        }
+        self.logged += 1;
+        self.bytes += len;
+        true
+    }
+}
+
+impl Drop for Logging {
+    /// Report the messages dropped in this call, once.
+    fn drop(&mut self) {
+        if self.dropped == 0 {
+            return;
+        }
+        tracing::warn!(
+            target: "plugin",
+            backend = self.backend.as_str(),
+            dropped = self.dropped,
+            "the plugin logged more than {MAX_MESSAGES_PER_CALL} messages or {} in one call: \
+             {} more messages dropped",
+            bytesize::ByteSize(MAX_BYTES_PER_CALL as u64),
+            self.dropped
+        );
+        if let Some(metrics) = &self.metrics {
+            metrics.record_plugin_log_dropped(self.backend.as_str(), self.dropped);
+        }
+    }
+}
+
+/// `text` with control characters (newlines, carriage returns, escape sequences...) written
+/// as escapes, so that one message stays one log line and cannot move a terminal's cursor.
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
 }
 
 fn cut(text: &str) -> &str {
@@ -38,12 +111,18 @@ fn cut(text: &str) -> &str {
 
 impl Logging {
     /// Log `message` at `level` (the context, when the contract has one, as a field).
-    fn emit(&self, level: tracing::Level, context: Option<&str>, message: &str) {
+    fn emit(&mut self, level: tracing::Level, context: Option<&str>, message: &str) {
+        let message = cut(message);
+        let context = context.map(cut);
+        if !self.admit(message.len() + context.map_or(0, str::len)) {
+            return;
+        }
         // Both strings come from the plugin: either may carry a secret.
         let message = super::redact(message, &self.secrets);
-        let message = cut(&message);
+        let message = escape_controls(&message);
         let context = context.map(|c| super::redact(c, &self.secrets));
-        let context = context.as_deref().map(cut);
+        let context = context.as_deref().map(escape_controls);
+        let context = context.as_deref();
         let backend = self.backend.as_str();
         macro_rules! emit {
             ($macro:ident) => {
@@ -109,6 +188,48 @@ pub fn add_to_linker_v0_2<T: 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_newline_cannot_forge_a_log_line() {
+        assert_eq!(
+            escape_controls("ok\nERROR forged line\r\u{1b}[2J"),
+            "ok\\nERROR forged line\\r\\u{1b}[2J"
+        );
+        assert!(matches!(
+            escape_controls("plain é text"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn one_call_logs_a_bounded_number_of_messages_and_bytes() {
+        let mut logging = Logging::new(
+            crate::model::BackendId::new("b").unwrap(),
+            Arc::default(),
+            None,
+        );
+        let admitted = (0..1000).filter(|_| logging.admit(10)).count();
+        assert_eq!(admitted, MAX_MESSAGES_PER_CALL as usize);
+        assert_eq!(logging.dropped, 1000 - MAX_MESSAGES_PER_CALL as u64);
+        let mut logging = Logging::new(
+            crate::model::BackendId::new("b").unwrap(),
+            Arc::default(),
+            None,
+        );
+        let admitted = (0..100).filter(|_| logging.admit(MAX_MESSAGE)).count();
+        assert_eq!(admitted, MAX_BYTES_PER_CALL / MAX_MESSAGE);
+        // Dropping it reports and counts once.
+        logging.metrics = Some(Arc::new(Metrics::new()));
+        let metrics = logging.metrics.clone().unwrap();
+        drop(logging);
+        assert!(
+            metrics
+                .encode_prometheus()
+                .contains("platform_gateway_plugin_log_dropped_total{backend=\"b\"} 84"),
+            "{}",
+            metrics.encode_prometheus()
+        );
+    }
 
     #[test]
     fn long_messages_are_cut_on_a_char_boundary() {

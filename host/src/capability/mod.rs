@@ -17,7 +17,36 @@ pub struct Grants {
     pub http: Option<std::sync::Arc<http::Allowlist>>,
 }
 
-/// `text` with every secret replaced by `[redacted]`.
+/// Every form in which a plugin or a library may pass `secrets` on, longest first, for
+/// [`redact`]: each secret as it is, JSON-escaped (a secret with a quote or a backslash, inside a
+/// JSON body or error), and base64-encoded (standard and URL-safe alphabets, with and without
+/// padding: HTTP Basic credentials, tokens in headers). Longest first, so a secret that contains
+/// another is cut out whole, whatever order the config lists them in. Shorter than 4 characters,
+/// an encoded form would match too much ordinary text and is left out.
+pub fn secret_forms(secrets: &[String]) -> Vec<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let mut forms: Vec<String> = Vec::new();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        forms.push(secret.clone());
+        let json = serde_json::to_string(secret).unwrap_or_default();
+        if let Some(inner) = json.strip_prefix('"').and_then(|j| j.strip_suffix('"')) {
+            forms.push(inner.to_string());
+        }
+        if secret.len() >= 4 {
+            for engine in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
+                forms.push(engine.encode(secret));
+            }
+        }
+    }
+    forms.retain(|f| !f.is_empty());
+    forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    forms.dedup();
+    forms
+}
+
+/// `text` with every secret replaced by `[redacted]`. `secrets` is [`secret_forms`]' list (in
+/// that order: longest first).
 pub fn redact(text: &str, secrets: &[String]) -> String {
     let mut text = text.to_string();
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
@@ -67,6 +96,27 @@ mod tests {
             "[redacted] and [redacted] and [redacted]"
         );
         assert_eq!(redact("nothing to hide", &secrets), "nothing to hide");
+    }
+
+    #[test]
+    fn a_secret_inside_another_and_encoded_forms_are_cut_out_whole() {
+        // The shorter secret listed first: it must not cut the longer one in pieces.
+        let secrets = secret_forms(&["pass".to_string(), "my-pass-word".to_string()]);
+        assert_eq!(redact("it is my-pass-word", &secrets), "it is [redacted]");
+        assert_eq!(redact("it is pass", &secrets), "it is [redacted]");
+
+        let secret = "qu\"ote\\d-s3cret";
+        let secrets = secret_forms(&[secret.to_string()]);
+        let json = serde_json::json!({ "key": secret }).to_string();
+        assert!(!redact(&json, &secrets).contains("s3cret"), "{json}");
+        use base64::Engine;
+        for encoded in [
+            base64::engine::general_purpose::STANDARD.encode(secret),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
+        ] {
+            let text = format!("Authorization: Basic {encoded}");
+            assert_eq!(redact(&text, &secrets), "Authorization: Basic [redacted]");
+        }
     }
 
     #[test]

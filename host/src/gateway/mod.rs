@@ -259,7 +259,7 @@ impl Gateway {
                             Error::InvalidAnswer {
                                 backend: backend.id().clone(),
                                 operation: "discover",
-                                problem,
+                                problem: backend.redact(&problem),
                             }
                         })
                 });
@@ -433,16 +433,29 @@ impl Gateway {
                 operation: "provision",
                 error,
             })?;
-        convert::check_provision(&request, &answer).map_err(|problem| {
+        let invalid = |problem: String| {
             self.metrics
                 .record_invalid_answer(backend.id().as_str(), "provision");
             Error::InvalidAnswer {
                 backend: backend.id().clone(),
                 operation: "provision",
-                problem,
+                problem: backend.redact(&problem),
             }
-        })?;
+        };
+        convert::check_provision(&request, &answer).map_err(invalid)?;
         if let Some(ids) = &answer.node_ids {
+            // A node another backend owns stays its: a plugin that answered its ID would
+            // otherwise receive that node's deprovisions, and its owner never would.
+            for id in ids {
+                if let Ok(Some(owner)) = self.state.owner(&request.cluster_id, id).await
+                    && owner != backend.state_namespace()
+                {
+                    return Err(invalid(format!(
+                        "node `{id}` of cluster `{}` belongs to another backend",
+                        request.cluster_id
+                    )));
+                }
+            }
             let owners: Vec<Ownership> = ids
                 .iter()
                 .map(|id| Ownership {

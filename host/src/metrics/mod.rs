@@ -129,6 +129,9 @@ pub struct Metrics {
     state_errors: Family<StateErrorLabels, Counter>,
     ownership_records: Gauge,
     discovery_conflicts: Counter,
+    plugin_log_dropped: Family<BackendLabels, Counter>,
+    log_lines_dropped: Counter,
+    unknown_fields: Counter,
 }
 
 impl Default for Metrics {
@@ -158,6 +161,9 @@ impl Metrics {
             state_errors: Family::default(),
             ownership_records: Gauge::default(),
             discovery_conflicts: Counter::default(),
+            plugin_log_dropped: Family::default(),
+            log_lines_dropped: Counter::default(),
+            unknown_fields: Counter::default(),
             registry: Registry::default(),
         };
         let build_info: Family<BuildLabels, Gauge> = Family::default();
@@ -256,14 +262,53 @@ impl Metrics {
             "Node IDs that several backends reported in one cluster, counted once per discovery that saw them",
             metrics.discovery_conflicts.clone(),
         );
+        registry.register(
+            "plugin_log_dropped",
+            "Plugin log messages dropped for going over a call's log allowance, by backend",
+            metrics.plugin_log_dropped.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log writer's buffer was full (stderr not keeping up)",
+            metrics.log_lines_dropped.clone(),
+        );
+        registry.register(
+            "request_unknown_fields",
+            "Fields of request bodies that the gateway does not know and ignored",
+            metrics.unknown_fields.clone(),
+        );
         Metrics {
             registry,
             ..metrics
         }
     }
 
+    /// `count` fields of one request body ignored as unknown.
+    pub fn record_unknown_fields(&self, count: u64) {
+        self.unknown_fields.inc_by(count);
+    }
+
+    /// `count` log messages of `backend`'s plugin dropped in one call.
+    pub fn record_plugin_log_dropped(&self, backend: &str, count: u64) {
+        self.plugin_log_dropped
+            .get_or_create(&BackendLabels {
+                backend: backend.to_string(),
+            })
+            .inc_by(count);
+    }
+
+    /// Bring the dropped log lines counter up to what the log writer counted.
+    fn sync_log_lines_dropped(&self) {
+        let now = crate::telemetry::dropped_log_lines();
+        let seen = self.log_lines_dropped.get();
+        if now > seen {
+            self.log_lines_dropped.inc_by(now - seen);
+        }
+    }
+
     /// Everything, in the Prometheus text format 0.0.4 ([`PROMETHEUS_TEXT`]).
     pub fn encode_prometheus(&self) -> String {
+        self.sync_log_lines_dropped();
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
@@ -272,6 +317,7 @@ impl Metrics {
 
     /// Everything, in the OpenMetrics text format ([`OPENMETRICS_TEXT`]).
     pub fn encode_openmetrics(&self) -> String {
+        self.sync_log_lines_dropped();
         let mut text = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text

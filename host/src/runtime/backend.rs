@@ -134,13 +134,31 @@ struct CallMetrics {
     queued: prometheus_client::metrics::gauge::Gauge,
 }
 
-/// The store's resource limiter: `StoreLimits`, remembering whether it refused memory, since a
-/// guest that cannot grow usually aborts with a plain `unreachable` trap.
+/// The store's resource limiter: `limits.memory` caps the sum of the instance's linear memories
+/// (a component may have several, each of which `StoreLimits` alone would let grow to the cap),
+/// remembering whether it refused memory, since a guest that cannot grow usually aborts with a
+/// plain `unreachable` trap.
 pub(super) struct MemoryLimiter {
     limits: StoreLimits,
+    /// The cap on all memories together, in bytes.
+    cap: usize,
+    /// The bytes all memories hold now.
+    total: usize,
     refused: bool,
-    /// The largest memory size asked for, granted or not.
+    /// The largest total asked for, granted or not.
     wanted: usize,
+}
+
+impl MemoryLimiter {
+    pub(super) fn new(cap: usize) -> MemoryLimiter {
+        MemoryLimiter {
+            limits: StoreLimitsBuilder::new().memory_size(cap).build(),
+            cap,
+            total: 0,
+            refused: false,
+            wanted: 0,
+        }
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -150,9 +168,15 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        // A new memory is announced as growing from 0 to its initial size, so the total counts
+        // every memory the instance has.
+        let total = self.total.saturating_add(desired.saturating_sub(current));
+        let allowed = total <= self.cap && self.limits.memory_growing(current, desired, maximum)?;
         self.refused |= !allowed;
-        self.wanted = self.wanted.max(desired);
+        self.wanted = self.wanted.max(total);
+        if allowed {
+            self.total = total;
+        }
         Ok(allowed)
     }
 
@@ -241,7 +265,7 @@ impl Backend {
             prepared,
             engine: engine.clone(),
             settings: Settings::new(&config.settings),
-            secrets: Arc::new(config.secrets.clone()),
+            secrets: Arc::new(crate::capability::secret_forms(&config.secrets)),
             http: config.grants.http.clone().unwrap_or_default(),
             limits: config.limits.clone(),
             slots: Arc::new(Slots {
@@ -454,15 +478,13 @@ impl Backend {
         let data = CallState {
             wasi,
             table,
-            limiter: MemoryLimiter {
-                limits: StoreLimitsBuilder::new()
-                    .memory_size(self.limits.memory)
-                    .build(),
-                refused: false,
-                wanted: 0,
-            },
+            limiter: MemoryLimiter::new(self.limits.memory),
             settings: self.settings.clone(),
-            logging: Logging::new(self.id.clone(), self.secrets.clone()),
+            logging: Logging::new(
+                self.id.clone(),
+                self.secrets.clone(),
+                Some(self.metrics.metrics.clone()),
+            ),
             state: PluginState::new(self.namespace.clone(), self.state.clone(), deadline),
             http: OutboundHttp::new(
                 self.id.clone(),
@@ -522,6 +544,11 @@ impl Backend {
         ))
     }
 
+    /// `text` (from the plugin: an ID in an answer, say) with the backend's secrets cut out.
+    pub fn redact(&self, text: &str) -> String {
+        redact(text, &self.secrets)
+    }
+
     /// The plugin's error with the backend's secrets cut out.
     fn redacted(&self, error: ProviderError) -> ProviderError {
         error.map_message(|m| redact(&m, &self.secrets))
@@ -550,4 +577,50 @@ impl Backend {
 /// them, so this is the gateway's bug, never the plugin's.
 fn mismatch() -> CallError {
     CallError::Host("the plugin's answer does not match its operation".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryLimiter;
+    use wasmtime::component::{Component, Linker};
+    use wasmtime::{Engine, Store};
+
+    /// A component of two core modules, each with a memory of `pages` 64 KiB pages.
+    fn two_memories(pages: u32) -> Vec<u8> {
+        wat::parse_str(format!(
+            "(component
+               (core module $a (memory (export \"m\") {pages}))
+               (core module $b (memory (export \"m\") {pages}))
+               (core instance (instantiate $a))
+               (core instance (instantiate $b)))"
+        ))
+        .unwrap()
+    }
+
+    fn instantiate(cap: usize, pages: u32) -> (bool, MemoryLimiter) {
+        let engine = Engine::default();
+        let component = Component::new(&engine, two_memories(pages)).unwrap();
+        let mut store = Store::new(&engine, MemoryLimiter::new(cap));
+        store.limiter(|limiter| limiter);
+        let started = Linker::new(&engine)
+            .instantiate(&mut store, &component)
+            .is_ok();
+        (started, store.into_data())
+    }
+
+    #[test]
+    fn the_memory_cap_holds_for_all_of_an_instances_memories_together() {
+        // Two memories of 640 KiB: each is under a 1 MiB cap, together they are over it.
+        let (started, limiter) = instantiate(1 << 20, 10);
+        assert!(
+            !started,
+            "two memories of 640 KiB started under a 1 MiB cap"
+        );
+        assert!(limiter.refused);
+        assert_eq!(limiter.wanted, 20 << 16);
+        // Under a cap that holds both, the same component starts.
+        let (started, limiter) = instantiate(2 << 20, 10);
+        assert!(started);
+        assert_eq!(limiter.total, 20 << 16);
+    }
 }
