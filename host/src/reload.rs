@@ -217,8 +217,13 @@ impl Reloader {
         let running = previous.clone();
         let initial = self.initial.clone();
         let listeners = self.listeners.clone();
+        // The files a config that parses but is refused names: watched too, so that fixing
+        // one of them (copying in the missing plugin, say) retries.
+        let named: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
+        let named_by_refused = named.clone();
         let built = async move {
             let mut config = Config::load(&path).map_err(|e| e.to_string())?;
+            *named.lock().unwrap_or_else(|e| e.into_inner()) = files_of(&config);
             if initial.listen_overridden {
                 // `--listen` still says where the API listens, whatever the file says.
                 config.listen = initial.listen;
@@ -296,10 +301,24 @@ impl Reloader {
                     number - 1
                 );
                 self.runtime.metrics().record_reload("refused");
-                // A config that no longer parses may still name plugins to watch: keep the old
-                // set, but follow its symlinks again (they may point elsewhere now).
+                // Keep watching the serving generation's files, and add those the refused config
+                // names; a config that no longer parses names none, but the old set's symlinks
+                // are followed again (they may point elsewhere now).
+                let named = std::mem::take(
+                    &mut *named_by_refused.lock().unwrap_or_else(|e| e.into_inner()),
+                );
                 if let Some(watch) = &mut self.watch {
-                    watch.refresh();
+                    if named.is_empty() {
+                        watch.refresh();
+                    } else {
+                        let mut files = self
+                            .gateway
+                            .current()
+                            .map(|g| files_of(&g.config))
+                            .unwrap_or_default();
+                        files.extend(named);
+                        watch.set(&files);
+                    }
                 }
                 let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
                 status.refused += 1;
@@ -314,10 +333,7 @@ impl Reloader {
 
     fn watch_files_of(&mut self, config: &Config) {
         if let Some(watch) = &mut self.watch {
-            let mut files = vec![config.source.clone()];
-            files.extend(config.backends.values().map(|b| b.plugin.clone()));
-            files.extend(config.included_files.iter().cloned());
-            watch.set(&files);
+            watch.set(&files_of(config));
         }
     }
 }
@@ -370,6 +386,14 @@ impl Listeners {
             auth.set_token(token);
         }
     }
+}
+
+/// The files `config` is made of: itself, its plugins, the files it took values from.
+fn files_of(config: &Config) -> Vec<PathBuf> {
+    let mut files = vec![config.source.clone()];
+    files.extend(config.backends.values().map(|b| b.plugin.clone()));
+    files.extend(config.included_files.iter().cloned());
+    files
 }
 
 /// Refuse a config that renames a backend away from state it holds: the new backend would start

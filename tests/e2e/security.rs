@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Ca, Gateway, Workdir, pool_backend, shared_cache, toml_str};
+use crate::support::{
+    Ca, Gateway, Workdir, fault_backend, plugin, pool_backend, provision_body, shared_cache,
+    toml_str,
+};
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
@@ -250,4 +253,123 @@ async fn a_client_that_pipelines_requests_and_reads_nothing_loses_its_connection
     assert!(sent > 0);
     // Everyone else is still served.
     assert_eq!(gw.get("/discover").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_plugin_that_floods_its_log_gets_a_bounded_share_and_cannot_forge_a_line() {
+    let gw = Gateway::start(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n{}[[routes]]\nbackend = \"noisy\"\n",
+        fault_backend("noisy", "log-flood", "")
+    ))
+    .await;
+    let (status, reply) = gw
+        .post(
+            "/provision",
+            &provision_body("c1", "mongodb", "data", "small"),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    // The call logged 1,025 messages (1 MiB): one call's allowance of 64 KiB passes (the first
+    // message and 64 of 1,023 bytes), the rest are counted and reported once.
+    gw.wait_for_log("more messages dropped").await;
+    let log = gw.log();
+    let kept = log.lines().filter(|l| l.contains("yyyyyyyy")).count();
+    assert_eq!(kept, 64);
+    assert!(log.contains("960 more messages dropped"), "{log}");
+    // The newline was escaped: the forged text is on the plugin's own line, not a line of its own.
+    let forged: Vec<&str> = log.lines().filter(|l| l.contains("forged line")).collect();
+    assert_eq!(forged.len(), 1, "{forged:?}");
+    assert!(forged[0].contains("one line\\nERROR forged"), "{forged:?}");
+    let (_, metrics) = {
+        let r = gw
+            .client
+            .get(format!("{}/metrics", gw.admin.as_ref().unwrap()))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    };
+    assert!(
+        metrics.contains("platform_gateway_plugin_log_dropped_total{backend=\"noisy\"} 960"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("platform_gateway_log_lines_dropped_total 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_plugin_cannot_answer_a_node_that_another_backend_owns() {
+    // Two pools that both call a machine `m1`: `b` answering `m1` in the cluster where `a`
+    // created it would take over that node's deprovisions.
+    let gw = Gateway::start(&format!(
+        "{}{}[[routes]]\nstore = \"mongodb\"\nbackend = \"a\"\n[[routes]]\nstore = \"kafka\"\nbackend = \"b\"\n",
+        pool_backend("a", &[("m1", "small")]),
+        pool_backend("b", &[("m1", "small")]),
+    ))
+    .await;
+    let (status, reply) = gw
+        .post(
+            "/provision",
+            &provision_body("c1", "mongodb", "data", "small"),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["node_ids"], json!(["m1"]));
+    let (status, reply) = gw
+        .post(
+            "/provision",
+            &provision_body("c1", "kafka", "data", "small"),
+        )
+        .await;
+    assert_eq!(status, 502, "{reply}");
+    assert!(
+        reply["error_cause"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("belongs to another backend"),
+        "{reply}"
+    );
+    // The node is still `a`'s: its deprovision reaches `a`, which frees its machine (a second
+    // provision through `a` gets `m1` again).
+    let (status, reply) = gw
+        .post(
+            "/deprovision",
+            &json!({ "cluster_id": "c1", "node_id": "m1" }),
+        )
+        .await;
+    assert_eq!(status, 204, "{reply}");
+    let (status, reply) = gw
+        .post(
+            "/provision",
+            &provision_body("c2", "mongodb", "data", "small"),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["node_ids"], json!(["m1"]));
+}
+
+#[tokio::test]
+async fn fixing_a_file_that_a_refused_config_names_retries_the_reload() {
+    let work = Workdir::new();
+    let base = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n{}[[routes]]\nbackend = \"pool\"\n",
+        pool_backend("pool", &[("m1", "small")])
+    );
+    let gw = work.start(&base).await;
+    // A new backend whose plugin is not there yet: the reload the edit triggers is refused.
+    let missing = work.path().join("later.wasm");
+    work.write_config(&format!(
+        "{base}[backends.later]\nplugin = {}\n",
+        toml_str(&missing.display().to_string())
+    ));
+    gw.wait_status("the refusal", |s| s["refused"] == 1).await;
+    assert_eq!(gw.admin_generation().await["generation"], 1);
+    // Copying the plugin in is a change to a file the refused config names: it retries.
+    std::fs::copy(plugin("pool"), &missing).unwrap();
+    let status = gw
+        .wait_status("the retried reload", |s| s["generation"] == 2)
+        .await;
+    assert_eq!(status["refused"], 1, "{status}");
 }

@@ -11,7 +11,8 @@
 //! and fails with a report of what it reached), `leak` (puts the `token` setting in a log message,
 //! stdout and stderr, and fails with it in its message), `chatty` (prints 1 MiB to
 //! stdout and to stderr, then behaves as `echo`), `busy` (every operation answers `unavailable`
-//! with a retry hint of 7 seconds).
+//! with a retry hint of 7 seconds), `log-flood` (logs a message with a newline, then 1 MiB in
+//! 1,024 messages, then behaves as `echo`).
 
 use platform_sdk::{
     Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
@@ -61,6 +62,16 @@ fn misbehave() -> Result<(), Error> {
             for _ in 0..1024 {
                 println!("{line}");
                 eprintln!("{line}");
+            }
+            Ok(())
+        }
+        "log-flood" => {
+            platform_sdk::log::warn(
+                "one line\nERROR forged line that the plugin did not get to write",
+            );
+            let line = "y".repeat(1023);
+            for _ in 0..1024 {
+                platform_sdk::log::info(&line);
             }
             Ok(())
         }
