@@ -8,6 +8,7 @@
 
 mod load;
 mod native;
+mod soak;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -48,6 +49,21 @@ enum Commands {
         /// `discover`, or `pool` (provision and deprovision).
         #[arg(long, default_value = "discover")]
         work: String,
+    },
+    /// Soak one gateway with hostile clients and plugins and reloads, and watch RSS and fds.
+    Soak {
+        /// The gateway binary.
+        #[arg(long)]
+        gateway: PathBuf,
+        /// The folder of the wasm plugins (with the `fault` test plugin).
+        #[arg(long)]
+        plugins: PathBuf,
+        /// Where the config, state and log go.
+        #[arg(long)]
+        work: PathBuf,
+        /// How long.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
     },
     /// Run the scenarios.
     Run {
@@ -98,6 +114,20 @@ fn main() -> anyhow::Result<()> {
             let measured = runtime.block_on(load::run(addr, work, load))?;
             println!("{}", line("server", &measured));
             Ok(())
+        }
+        Commands::Soak {
+            gateway,
+            plugins,
+            work,
+            minutes,
+        } => {
+            std::fs::create_dir_all(&work)?;
+            soak::run(
+                &std::fs::canonicalize(&gateway)?,
+                &std::fs::canonicalize(&plugins)?,
+                &std::fs::canonicalize(&work)?,
+                minutes,
+            )
         }
         Commands::Run {
             gateway,

@@ -14,6 +14,9 @@ usage: cargo xtask plugins          build the bundled plugins
        cargo xtask bench [ARGS...]  the gateway against a native build of the same providers,
                                     same loopback load (ARGS: --seconds N, --only TEXT,
                                     --compare LABEL=BINARY; see bench/)
+       cargo xtask soak [--minutes N]  N minutes (default 10) of hostile clients, a log-flooding
+                                    and a state-filling plugin and SIGHUP reloads against the
+                                    release gateway; prints RSS and fds over time
        cargo xtask dist             the static binary (x86_64-unknown-linux-musl, profile dist),
                                     the bundled plugins and the examples in
                                     target/package/platform-gateway-VERSION-x86_64-linux-musl/
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
             .map_err(Failure::from),
         Some("serve") => serve(&args[1..]),
         Some("bench") => xtask::bench::bench(&args[1..]).map_err(Failure::from),
+        Some("soak") => xtask::bench::soak(&args[1..]).map_err(Failure::from),
         Some("dist") => xtask::dist::dist()
             .map(|dir| println!("packaged in {}", dir.display()))
             .map_err(Failure::from),
