@@ -6,6 +6,7 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::aws::{Moto, ec2_backend, provision};
 use crate::outbound::{report, target_on};
 use crate::support::{Gateway, plugin, toml_str};
 
@@ -88,4 +89,39 @@ async fn an_ipv6_loopback_pattern_reaches_a_server_on_that_address() {
     let (message, _) = probe(&caller(&[&grant], &server.address)).await;
     assert!(message.ends_with("http: status 200, 2 bytes"), "{message}");
     assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_plugin_on_the_sdk_granted_localhost_answers_a_clear_500_and_sends_nothing() {
+    let moto = Moto::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The aws-ec2 plugin, its endpoint and its grant both `http://localhost:PORT`.
+    let by_name = moto.endpoint.replace("127.0.0.1", "localhost");
+    let config = ec2_backend("cloud", &moto, dir.path(), "AKIDTEST", "x")
+        .replace(&moto.endpoint, &by_name)
+        + "[[routes]]\nbackend = \"cloud\"\n";
+    assert!(
+        config.contains(&format!("http = [\"{by_name}\"]")),
+        "{config}"
+    );
+    let gw = Gateway::start(&config).await;
+    let (status, reply) = gw
+        .post("/provision", &provision("c1", "mongodb", "6.0", "", 1))
+        .await;
+    // A configuration problem, not an outage: 500, not a 503 to retry.
+    assert_eq!(status, 500, "{reply}");
+    let message = reply["error_msg"].as_str().unwrap();
+    assert!(
+        message.contains("backend `cloud`")
+            && message.contains("resolves to an address")
+            && message.contains("does not name"),
+        "{message}"
+    );
+    let described = moto
+        .unsigned(
+            "ec2",
+            &[("Action", "DescribeInstances"), ("Version", "2016-11-15")],
+        )
+        .await;
+    assert!(!described.contains("<instanceId>"), "{described}");
 }
