@@ -562,4 +562,22 @@ discovery: on_backend_failure = fail
             .unwrap_err();
         assert!(error.to_string().contains("http and https"), "{error}");
     }
+
+    #[tokio::test]
+    async fn a_client_certificate_needs_its_key_and_an_https_admin_url() {
+        let (cert, key) = (Path::new("operator.pem"), Path::new("operator-key.pem"));
+        let access = Access {
+            cert: Some(cert),
+            key: Some(key),
+            ..Access::default()
+        };
+        let error = fetch("http://127.0.0.1:1", &access).await.unwrap_err();
+        assert!(error.to_string().contains("use an https:// URL"), "{error}");
+        let alone = Access {
+            cert: Some(cert),
+            ..Access::default()
+        };
+        let error = fetch("https://127.0.0.1:1", &alone).await.unwrap_err();
+        assert!(error.to_string().contains("go together"), "{error}");
+    }
 }
