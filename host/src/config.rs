@@ -22,7 +22,7 @@ use crate::model::BackendId;
 use crate::routing::{ClusterPattern, Route, RouteMatch, RouteTable, RouteTableError};
 use crate::server::{ConnectionLimits, TlsFiles};
 use crate::state::{EtcdSettings, EtcdTls};
-use crate::telemetry::{LogFormat, TelemetrySettings};
+use crate::telemetry::{LogFormat, OtlpTls, TelemetrySettings};
 
 /// The default listen address: loopback only, so nothing is exposed until the operator says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -261,7 +261,16 @@ struct RawConfig {
 struct RawTelemetry {
     log_format: Option<LogFormat>,
     otlp_endpoint: Option<Spanned<String>>,
+    otlp_tls: Option<Spanned<RawOtlpTls>>,
     service_name: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOtlpTls {
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -582,6 +591,32 @@ fn telemetry_section(
         ),
         None => None,
     };
+    let otlp_tls = match raw.otlp_tls {
+        None => OtlpTls::default(),
+        Some(tls) => {
+            let span = tls.span();
+            let invalid =
+                |message: String| source.invalid(span.clone(), "telemetry.otlp_tls", message);
+            if otlp_endpoint.as_ref().and_then(|e| e.scheme_str()) != Some("https") {
+                return Err(invalid(
+                    "applies to an https:// otlp_endpoint, which this config does not have".into(),
+                ));
+            }
+            let tls = tls.into_inner();
+            let identity = match (tls.cert, tls.key) {
+                (Some(cert), Some(key)) => Some((source.base.join(cert), source.base.join(key))),
+                (None, None) => None,
+                _ => return Err(invalid("`cert` and `key` go together".into())),
+            };
+            let tls = OtlpTls {
+                ca: tls.ca.map(|ca| source.base.join(ca)),
+                identity,
+            };
+            // Read now, so that `check` and a reload find an unreadable file, not the start.
+            tls.client_config().map_err(invalid)?;
+            tls
+        }
+    };
     let service_name = match raw.service_name {
         Some(name) if name.get_ref().trim().is_empty() => {
             return Err(source.invalid(name.span(), "telemetry.service_name", "must not be empty"));
@@ -592,6 +627,7 @@ fn telemetry_section(
     Ok(TelemetrySettings {
         log_format: raw.log_format,
         otlp_endpoint,
+        otlp_tls,
         service_name,
     })
 }
@@ -1639,6 +1675,66 @@ limits = { memory = "16MiB", timeout = "250ms", concurrency = 4, queue = 2, max_
     }
 
     #[test]
+    fn otlp_export_over_https_reads_its_ca_and_client_certificate_when_the_config_is_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["collector".to_string()]).unwrap();
+        write("ca.pem", &ca.cert.pem());
+        let client = rcgen::generate_simple_self_signed(vec!["gateway".to_string()]).unwrap();
+        write("client.pem", &client.cert.pem());
+        write("client-key.pem", &client.signing_key.serialize_pem());
+        write("not-a-key.pem", "sekret-key-material\n");
+        let config = |tls: &str| {
+            Config::parse(
+                &dir.path().join("gateway.toml"),
+                &format!(
+                    "[telemetry]\notlp_endpoint = \"https://collector:4318\"\n{tls}\n{MINIMAL}"
+                ),
+            )
+        };
+
+        // Without `otlp_tls`: the system's roots.
+        let plain = config("").unwrap().telemetry;
+        assert_eq!(plain.otlp_tls, OtlpTls::default());
+        assert_eq!(
+            plain.traces_url().as_deref(),
+            Some("https://collector:4318/v1/traces")
+        );
+        let parsed = config(
+            "otlp_tls = { ca = \"ca.pem\", cert = \"client.pem\", key = \"client-key.pem\" }",
+        )
+        .unwrap()
+        .telemetry;
+        let at = |name: &str| dir.path().join(name);
+        assert_eq!(
+            parsed.otlp_tls,
+            OtlpTls {
+                ca: Some(at("ca.pem")),
+                identity: Some((at("client.pem"), at("client-key.pem"))),
+            }
+        );
+        for (tls, why) in [
+            ("otlp_tls = { ca = \"missing.pem\" }", "missing.pem"),
+            (
+                "otlp_tls = { ca = \"not-a-key.pem\" }",
+                "holds no PEM certificate",
+            ),
+            (
+                "otlp_tls = { cert = \"client.pem\", key = \"not-a-key.pem\" }",
+                "not-a-key.pem holds no readable PEM private key",
+            ),
+            (
+                "otlp_tls = { cert = \"client.pem\", key = \"client-key.pem\", extra = 1 }",
+                "extra",
+            ),
+        ] {
+            let e = config(tls).unwrap_err().to_string();
+            assert!(e.contains("line 3") && e.contains(why), "{tls}: {e}");
+            assert!(!e.contains("sekret"), "{e}");
+        }
+    }
+
+    #[test]
     fn bad_cluster_glob_is_refused() {
         let err = parse(
             "[backends.pool]\nplugin = \"p.wasm\"\n[[routes]]\nbackend = \"pool\"\ncluster_id = \"prod-[\"\n",
@@ -1808,9 +1904,19 @@ dir = "state"
                 "line 3",
             ),
             (
-                "[telemetry]\notlp_endpoint = \"https://collector:4318\"\n",
+                "[telemetry]\notlp_endpoint = \"ftp://collector:4318\"\n",
                 "telemetry.otlp_endpoint",
                 "line 2",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = \"http://collector:4318\"\notlp_tls = {}\n",
+                "telemetry.otlp_tls",
+                "line 3",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = \"https://c:4318\"\notlp_tls = { cert = \"c.pem\" }\n",
+                "go together",
+                "line 3",
             ),
             (
                 "[telemetry]\notlp_endpoint = \"collector\"\n",

@@ -177,6 +177,23 @@ struct StatusArgs {
     /// public web roots].
     #[arg(long, env = "PLATFORM_GATEWAY_ADMIN_CA", value_name = "FILE")]
     admin_ca: Option<PathBuf>,
+    /// A client certificate chain (PEM, leaf first) to present to an `https://` admin API
+    /// that requires one (`[admin] tls.client_ca`); with `--admin-key`.
+    #[arg(
+        long,
+        env = "PLATFORM_GATEWAY_ADMIN_CERT",
+        value_name = "FILE",
+        requires = "admin_key"
+    )]
+    admin_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--admin-cert`.
+    #[arg(
+        long,
+        env = "PLATFORM_GATEWAY_ADMIN_KEY",
+        value_name = "FILE",
+        requires = "admin_cert"
+    )]
+    admin_key: Option<PathBuf>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -280,6 +297,8 @@ fn status(args: StatusArgs) -> Outcome {
     let access = platform_gateway::status::Access {
         token: args.admin_token.as_deref(),
         ca: args.admin_ca.as_deref(),
+        cert: args.admin_cert.as_deref(),
+        key: args.admin_key.as_deref(),
     };
     let status = runtime.block_on(platform_gateway::status::fetch(&args.admin, &access))?;
     match args.output.output {

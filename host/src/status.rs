@@ -60,6 +60,11 @@ pub struct Access<'a> {
     /// The CA bundle (PEM) that signed an `https://` admin API's certificate; without it, the
     /// public web roots.
     pub ca: Option<&'a Path>,
+    /// A client certificate chain (PEM, leaf first), presented to an `https://` admin API
+    /// that asks for one (`[admin] tls.client_ca`); with [`Access::key`].
+    pub cert: Option<&'a Path>,
+    /// The private key (PEM) of [`Access::cert`].
+    pub key: Option<&'a Path>,
 }
 
 /// Read the status of the gateway whose admin API is at `admin` (`http://host:port` or
@@ -82,7 +87,7 @@ pub async fn probe(url: &str, ca: Option<&Path>) -> anyhow::Result<()> {
     let base = format!("{scheme}://{authority}");
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let tls = match scheme {
-        "https" => Some(connector(ca)?),
+        "https" => Some(connector(ca, None)?),
         _ => None,
     };
     tokio::time::timeout(TIMEOUT, get(&base, path, None, tls.as_ref()))
@@ -93,8 +98,16 @@ pub async fn probe(url: &str, ca: Option<&Path>) -> anyhow::Result<()> {
 
 async fn read(admin: &str, access: &Access<'_>) -> anyhow::Result<Status> {
     let base = admin.trim_end_matches('/');
+    let identity = match (access.cert, access.key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => bail!("a client certificate and its key go together: give both or neither"),
+    };
     let tls = match base.split("://").next() {
-        Some("https") => Some(connector(access.ca)?),
+        Some("https") => Some(connector(access.ca, identity)?),
+        _ if identity.is_some() => {
+            bail!("{base}: a client certificate is presented over TLS: use an https:// URL")
+        }
         _ => None,
     };
     let (token, tls) = (access.token, &tls);
@@ -115,10 +128,14 @@ async fn read(admin: &str, access: &Access<'_>) -> anyhow::Result<Status> {
     })
 }
 
-/// A TLS client trusting `ca` (PEM), else the public web roots.
-fn connector(ca: Option<&Path>) -> anyhow::Result<tokio_rustls::TlsConnector> {
-    use rustls::pki_types::CertificateDer;
+/// A TLS client trusting `ca` (PEM), else the public web roots, presenting the client
+/// certificate `identity` (the chain's file, the key's file) if given.
+fn connector(
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> anyhow::Result<tokio_rustls::TlsConnector> {
     use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(path) => {
@@ -138,10 +155,29 @@ fn connector(ca: Option<&Path>) -> anyhow::Result<tokio_rustls::TlsConnector> {
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .with_context(|| {
+                    format!("cannot read the client certificate {}", cert.display())
+                })?;
+            if chain.is_empty() {
+                bail!("{} holds no certificate", cert.display());
+            }
+            // The key's text never reaches the error: only its file's name.
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|_| {
+                anyhow::anyhow!("{} holds no readable PEM private key", key.display())
+            })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .context("the client certificate and key do not go together")?
+        }
+    };
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
@@ -525,5 +561,23 @@ discovery: on_backend_failure = fail
             .await
             .unwrap_err();
         assert!(error.to_string().contains("http and https"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_client_certificate_needs_its_key_and_an_https_admin_url() {
+        let (cert, key) = (Path::new("operator.pem"), Path::new("operator-key.pem"));
+        let access = Access {
+            cert: Some(cert),
+            key: Some(key),
+            ..Access::default()
+        };
+        let error = fetch("http://127.0.0.1:1", &access).await.unwrap_err();
+        assert!(error.to_string().contains("use an https:// URL"), "{error}");
+        let alone = Access {
+            cert: Some(cert),
+            ..Access::default()
+        };
+        let error = fetch("https://127.0.0.1:1", &alone).await.unwrap_err();
+        assert!(error.to_string().contains("go together"), "{error}");
     }
 }

@@ -2,12 +2,19 @@
 //! output, as text or as one JSON object per line; optionally, the spans exported over OTLP
 //! (HTTP/protobuf) to an OpenTelemetry collector (`[telemetry] otlp_endpoint`).
 //!
+//! An `https://` collector is verified against the system's CA certificates, or against the
+//! bundle that `otlp_tls.ca` names, and `otlp_tls.cert` and `key` present a client certificate
+//! to a collector that asks for one; the TLS client is rustls over ring, as everywhere else in
+//! the gateway.
+//!
 //! What is exported: the `request` span of every API request and the `plugin_call` spans inside
 //! it, with the gateway's and the plugins' log lines at `info` and above as their events. A
 //! request with a valid W3C `traceparent` header is exported as a child of the caller's span
 //! ([`set_remote_parent`]).
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -51,6 +58,8 @@ pub struct TelemetrySettings {
     /// `otlp_endpoint`: the collector's OTLP/HTTP base URL (`http://host:4318`); spans go to
     /// its `/v1/traces`. `None`: no export.
     pub otlp_endpoint: Option<http::Uri>,
+    /// `otlp_tls`: how to speak TLS to an `https://` endpoint.
+    pub otlp_tls: OtlpTls,
     /// `service_name`: the exported spans' `service.name`.
     pub service_name: String,
 }
@@ -60,7 +69,71 @@ impl Default for TelemetrySettings {
         TelemetrySettings {
             log_format: None,
             otlp_endpoint: None,
+            otlp_tls: OtlpTls::default(),
             service_name: DEFAULT_SERVICE_NAME.to_string(),
+        }
+    }
+}
+
+/// `[telemetry] otlp_tls`: the trust and identity of OTLP export to an `https://` collector.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OtlpTls {
+    /// A PEM bundle of the CA certificates to trust instead of the system's.
+    pub ca: Option<PathBuf>,
+    /// A client certificate chain (PEM, leaf first) and its private key (PEM), presented to
+    /// a collector that asks for one.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl OtlpTls {
+    /// The TLS client these settings describe, its files read and checked. Without a CA
+    /// bundle it trusts the system's CA certificates, or, on a system that has none (a
+    /// container image without a CA store), the Mozilla roots built into the gateway.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let certificates = |path: &PathBuf| {
+            CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))
+                .and_then(|certs| match certs.is_empty() {
+                    true => Err(format!("{} holds no PEM certificate", path.display())),
+                    false => Ok(certs),
+                })
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca {
+            Some(ca) => {
+                for certificate in certificates(ca)? {
+                    roots
+                        .add(certificate)
+                        .map_err(|e| format!("{}: {e}", ca.display()))?;
+                }
+            }
+            None => {
+                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+                if roots.is_empty() {
+                    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                }
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        match &self.identity {
+            None => Ok(builder.with_no_client_auth()),
+            Some((cert, key)) => {
+                let chain = certificates(cert)?;
+                // Only the file's name: its text is a secret.
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|_| format!("{} holds no readable PEM private key", key.display()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("the client certificate and key do not go together: {e}"))
+            }
         }
     }
 }
@@ -75,21 +148,14 @@ impl TelemetrySettings {
     }
 }
 
-/// Check an `otlp_endpoint` value: an `http://` URL with a host and no query. (The exporter's
-/// HTTP client speaks plain HTTP: TLS to a remote collector is the job of a local one.)
+/// Check an `otlp_endpoint` value: an `http://` or `https://` URL with a host and no query.
 pub fn parse_otlp_endpoint(value: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = value
         .parse()
         .map_err(|e| format!("`{value}` is not a URL: {e}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "`{value}`: only http:// is supported (export to a collector on this host or \
-                 network, which can forward over TLS)"
-            ));
-        }
-        _ => return Err(format!("`{value}` is not an http:// URL")),
+        Some("http" | "https") => {}
+        _ => return Err(format!("`{value}` is not an http:// or https:// URL")),
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("`{value}` has no host"));
@@ -212,7 +278,29 @@ fn tracer_provider(settings: &TelemetrySettings) -> anyhow::Result<SdkTracerProv
         .with_http()
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .with_endpoint(url.clone())
-        .with_timeout(EXPORT_TIMEOUT)
+        .with_timeout(EXPORT_TIMEOUT);
+    let exporter = match settings.otlp_endpoint.as_ref().and_then(|e| e.scheme_str()) {
+        Some("https") => {
+            use opentelemetry_otlp::WithHttpConfig;
+            let tls = settings
+                .otlp_tls
+                .client_config()
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("setting up TLS for OTLP export to {url}"))?;
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_only()
+                .enable_http1()
+                .build();
+            exporter.with_http_client(opentelemetry_http::hyper::HyperClient::new(
+                connector,
+                EXPORT_TIMEOUT,
+                None,
+            ))
+        }
+        _ => exporter,
+    };
+    let exporter = exporter
         .build()
         .with_context(|| format!("setting up OTLP export to {url}"))?;
     let processor = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio)
@@ -266,7 +354,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn otlp_endpoints_must_be_plain_http_base_urls() {
+    fn otlp_endpoints_must_be_http_or_https_base_urls() {
         let ok = parse_otlp_endpoint("http://127.0.0.1:4318").unwrap();
         let settings = TelemetrySettings {
             otlp_endpoint: Some(ok),
@@ -284,9 +372,15 @@ mod tests {
             with_path.traces_url().as_deref(),
             Some("http://collector:4318/otlp/v1/traces")
         );
+        assert_eq!(
+            parse_otlp_endpoint("https://collector.example:4318")
+                .unwrap()
+                .scheme_str(),
+            Some("https")
+        );
         for (bad, why) in [
-            ("https://collector:4318", "only http://"),
-            ("collector:4318", "not an http:// URL"),
+            ("ftp://collector:4318", "not an http:// or https:// URL"),
+            ("collector:4318", "not an http:// or https:// URL"),
             ("http://", "not a URL"),
             ("http://collector:4318/?x=1", "query"),
             ("not a url", "not a URL"),

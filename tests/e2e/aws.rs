@@ -14,7 +14,7 @@ use crate::support::{
 /// A moto server on a free loopback port, stopped when dropped.
 pub(crate) struct Moto {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
     client: reqwest::Client,
 }
 
@@ -73,7 +73,7 @@ impl Moto {
 
     /// A Query API action before authentication is enforced (the signature is not checked, but
     /// moto reads the service from the credential scope).
-    async fn unsigned(&self, service: &str, params: &[(&str, &str)]) -> String {
+    pub(crate) async fn unsigned(&self, service: &str, params: &[(&str, &str)]) -> String {
         let reply = self
             .client
             .post(format!("{}/", self.endpoint))

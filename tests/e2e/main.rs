@@ -6,6 +6,7 @@ mod cli;
 mod contracts;
 mod deploy;
 mod edge;
+mod egress;
 mod faults;
 mod guide;
 mod hardening;

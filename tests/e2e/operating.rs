@@ -190,6 +190,65 @@ async fn client_certificates_from_the_configured_ca_only() {
 }
 
 #[tokio::test]
+async fn status_presents_a_client_certificate_to_an_admin_api_that_requires_one() {
+    let work = Workdir::new();
+    let dir = work.path();
+    let server_ca = Ca::new("admin server CA");
+    let client_ca = Ca::new("admin client CA");
+    let other_ca = Ca::new("someone else");
+    let (cert, key) = server_ca.sign(&["127.0.0.1"]);
+    let admin = format!(
+        "listen = \"127.0.0.1:0\"\ntls = {{ cert = {}, key = {}, client_ca = {} }}",
+        toml_str(&write(dir, "admin.pem", &cert)),
+        toml_str(&write(dir, "admin-key.pem", &key)),
+        toml_str(&write(dir, "client-ca.pem", &client_ca.pem)),
+    );
+    let gw = work.start_cold(&config("", &admin)).await;
+    gw.wait_ready().await;
+    let url = gw.admin.clone().unwrap();
+    assert!(url.starts_with("https://"), "{url}");
+    let server_ca = write(dir, "server-ca.pem", &server_ca.pem);
+    let (good_cert, good_key) = client_ca.sign(&["operator"]);
+    let (good_cert, good_key) = (
+        write(dir, "operator.pem", &good_cert),
+        write(dir, "operator-key.pem", &good_key),
+    );
+    let status = |extra: &[&str]| {
+        let mut args = vec!["status", "--admin", &url, "--admin-ca", &server_ca];
+        args.extend_from_slice(extra);
+        run_cli(&args)
+    };
+
+    let (ok, out, err) = status(&["--admin-cert", &good_cert, "--admin-key", &good_key]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("generation 1"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("pool ")), "{out}");
+
+    // Without a certificate, or with one from another CA, the listener refuses the handshake.
+    let (ok, out, err) = status(&[]);
+    assert!(!ok, "{out}");
+    assert!(err.contains(&url), "{err}");
+    let (bad_cert, bad_key) = other_ca.sign(&["intruder"]);
+    let (bad_cert, bad_key) = (
+        write(dir, "intruder.pem", &bad_cert),
+        write(dir, "intruder-key.pem", &bad_key),
+    );
+    let (ok, out, _) = status(&["--admin-cert", &bad_cert, "--admin-key", &bad_key]);
+    assert!(!ok, "{out}");
+
+    // A certificate without its key is a usage error; a key file that holds no key is named,
+    // and its text is not shown.
+    let (ok, _, err) = status(&["--admin-cert", &good_cert]);
+    assert!(!ok);
+    assert!(err.contains("--admin-key"), "{err}");
+    let not_a_key = write(dir, "not-a-key.pem", "s3cret-not-a-pem-key\n");
+    let (ok, _, err) = status(&["--admin-cert", &good_cert, "--admin-key", &not_a_key]);
+    assert!(!ok);
+    assert!(err.contains("not-a-key.pem"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}
+
+#[tokio::test]
 async fn the_admin_token_is_required_on_every_admin_route_and_never_shown() {
     let work = Workdir::new();
     let token = "s3cret-admin-token-0123456789";

@@ -10,12 +10,18 @@ use axum::Router;
 use axum::routing::get;
 
 /// A small HTTP server on 127.0.0.1 that counts the requests it gets.
-struct Target {
-    address: String,
-    hits: Arc<AtomicUsize>,
+pub(crate) struct Target {
+    /// `host:port`, as a URL's authority writes it.
+    pub(crate) address: String,
+    pub(crate) hits: Arc<AtomicUsize>,
 }
 
 async fn target() -> Target {
+    target_on("127.0.0.1:0").await
+}
+
+/// [`target`] on another address (`[::1]:0`).
+pub(crate) async fn target_on(bind: &str) -> Target {
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
     let app = Router::new()
@@ -34,7 +40,7 @@ async fn target() -> Target {
                 next.run(request)
             },
         ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, app).await });
     Target { address, hits }
@@ -53,7 +59,8 @@ fn caller(grant: Option<&str>, target: &str, path: &str, limits: &str) -> String
     )
 }
 
-async fn report(gw: &Gateway) -> (u16, String, Duration) {
+/// Provision through the gateway: the status, the probe's report, how long it took.
+pub(crate) async fn report(gw: &Gateway) -> (u16, String, Duration) {
     let started = Instant::now();
     let (status, body) = gw
         .post("/provision", &provision_body("c", "s", "g", "small"))

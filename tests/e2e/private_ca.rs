@@ -21,10 +21,24 @@ struct TlsTarget {
     failed_handshakes: Arc<AtomicUsize>,
 }
 
-struct TlsListener {
+/// A TLS listener on 127.0.0.1 for `axum::serve`, counting the handshakes that fail.
+pub(crate) struct TlsListener {
     tcp: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     failed_handshakes: Arc<AtomicUsize>,
+}
+
+impl TlsListener {
+    /// Listen on 127.0.0.1 with `config`; the counter of failed handshakes.
+    pub(crate) async fn bind(config: rustls::ServerConfig) -> (TlsListener, Arc<AtomicUsize>) {
+        let failed_handshakes = Arc::new(AtomicUsize::new(0));
+        let listener = TlsListener {
+            tcp: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            failed_handshakes: failed_handshakes.clone(),
+        };
+        (listener, failed_handshakes)
+    }
 }
 
 impl axum::serve::Listener for TlsListener {
@@ -73,12 +87,7 @@ async fn tls_target(ca: &Ca) -> TlsTarget {
                 next.run(request)
             },
         ));
-    let failed_handshakes = Arc::new(AtomicUsize::new(0));
-    let listener = TlsListener {
-        tcp: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-        failed_handshakes: failed_handshakes.clone(),
-    };
+    let (listener, failed_handshakes) = TlsListener::bind(config).await;
     let address = listener.tcp.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     TlsTarget {
@@ -89,13 +98,15 @@ async fn tls_target(ca: &Ca) -> TlsTarget {
 }
 
 /// A backend `caller` (the http-probe fixture) that GETs `https://{host}:{port}/`, granted
-/// that origin, trusting `ca` (a file in the workdir) if given.
+/// that origin, trusting `ca` (a file in the workdir) if given. The grant also names the
+/// loopback address the server listens on: a name that resolves to loopback (`localhost`)
+/// reaches only the loopback addresses a grant names.
 fn caller(host: &str, port: u16, ca: Option<&str>) -> String {
     let ca = ca
         .map(|file| format!(", ca = {}", toml_str(file)))
         .unwrap_or_default();
     format!(
-        "[backends.caller]\nplugin = {}\ngrants = {{ http = [\"https://{host}:{port}\"]{ca} }}\n\
+        "[backends.caller]\nplugin = {}\ngrants = {{ http = [\"https://{host}:{port}\", \"https://127.0.0.1:{port}\"]{ca} }}\n\
          [backends.caller.settings]\nscheme = \"https\"\ntarget = \"{host}:{port}\"\n\n\
          [[routes]]\nbackend = \"caller\"\n",
         toml_str(&plugin("http_probe").display().to_string()),

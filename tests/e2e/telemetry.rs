@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,8 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::Value;
 
-use crate::support::{Workdir, pool_backend, provision_body};
+use crate::private_ca::TlsListener;
+use crate::support::{Ca, Workdir, pool_backend, provision_body};
 
 /// What the collector was sent: each body with its content type.
 type Received = Arc<Mutex<Vec<(Option<String>, Bytes)>>>;
@@ -30,8 +32,29 @@ struct Collector {
 impl Collector {
     async fn start() -> Collector {
         let bodies: Received = Arc::default();
-        let recorded = bodies.clone();
-        let app = Router::new().route(
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let app = Collector::app(bodies.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Collector { address, bodies }
+    }
+
+    /// The same collector over TLS with `config`; the counter of failed handshakes.
+    async fn start_tls(config: rustls::ServerConfig) -> (Collector, Arc<AtomicUsize>) {
+        let bodies: Received = Arc::default();
+        let (listener, failed) = TlsListener::bind(config).await;
+        let address = axum::serve::Listener::local_addr(&listener)
+            .unwrap()
+            .to_string();
+        let app = Collector::app(bodies.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (Collector { address, bodies }, failed)
+    }
+
+    /// Records what is POSTed to `/v1/traces` into `bodies`.
+    fn app(bodies: Received) -> Router {
+        let recorded = bodies;
+        Router::new().route(
             "/v1/traces",
             post(move |headers: axum::http::HeaderMap, body: Bytes| {
                 let recorded = recorded.clone();
@@ -45,11 +68,7 @@ impl Collector {
                     ([("content-type", "application/x-protobuf")], Bytes::new())
                 }
             }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Collector { address, bodies }
+        )
     }
 
     /// Every exported span with its resource's `service.name`, decoded as a collector would.
@@ -203,6 +222,81 @@ async fn a_provision_with_a_traceparent_is_exported_as_a_child_of_the_callers_sp
         .unwrap_or_else(|| panic!("no plugin_call span for the discovery:\n{}", describe()));
     assert_eq!(call.trace_id, discover.trace_id, "{}", describe());
     assert_eq!(call.parent_span_id, discover.span_id, "{}", describe());
+}
+
+// Multi-threaded: the collector must answer while this test waits for the gateway to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_https_collector_behind_a_private_ca_that_requires_a_client_certificate() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let server_ca = Ca::new("collector CA");
+    let client_ca = Ca::new("collector clients CA");
+    let (cert, key) = server_ca.sign(&["127.0.0.1"]);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut clients = rustls::RootCertStore::empty();
+    clients
+        .add(CertificateDer::from_pem_slice(client_ca.pem.as_bytes()).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(clients),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<_, _>>()
+                .unwrap(),
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let (collector, failed_handshakes) = Collector::start_tls(config).await;
+
+    let work = Workdir::new();
+    let (client_cert, client_key) = client_ca.sign(&["platform-gateway"]);
+    for (name, text) in [
+        ("collector-ca.pem", server_ca.pem.as_str()),
+        ("client.pem", &client_cert),
+        ("client-key.pem", &client_key),
+    ] {
+        std::fs::write(work.path().join(name), text).unwrap();
+    }
+    let mut gw = work
+        .start(&format!(
+            "[telemetry]\notlp_endpoint = \"https://{}\"\n\
+             otlp_tls = {{ ca = \"collector-ca.pem\", cert = \"client.pem\", key = \"client-key.pem\" }}\n\
+             service_name = \"gateway-over-tls\"\n\n{}[[routes]]\nbackend = \"pool\"\n",
+            collector.address,
+            pool_backend("pool", &[("m1", "small")])
+        ))
+        .await;
+    let (status, _) = gw
+        .post(
+            "/provision",
+            &provision_body("c1", "mongodb", "data", "small"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // The last batch is exported when SIGTERM stops the gateway.
+    gw.signal(libc::SIGTERM);
+    let exit = gw.wait_exit(Duration::from_secs(30));
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}\n{}", gw.log());
+
+    let spans = collector.spans();
+    assert!(
+        spans
+            .iter()
+            .any(|(service, span)| service == "gateway-over-tls" && span.name == "request"),
+        "no request span reached the collector; the gateway's log:\n{}",
+        gw.log()
+    );
+    assert!(spans.iter().any(|(_, span)| span.name == "plugin_call"));
+    assert_eq!(failed_handshakes.load(Ordering::SeqCst), 0, "{}", gw.log());
 }
 
 /// Start the binary on `config` with `args`, make one provision, stop it with SIGTERM, and

@@ -7,13 +7,23 @@
 //! bounded by what is left of the call's deadline (connect, first byte, between bytes) and its
 //! response body by the backend's `max_response`.
 //!
+//! A grant names destinations, but a name is only as good as what it resolves to: the host
+//! resolves each name itself, checks every address it got, and connects to a checked address
+//! (no second lookup, so a name cannot change between the check and the connection). An
+//! address that is loopback, link-local (the cloud metadata service at 169.254.169.254 among
+//! them), unspecified, multicast or broadcast, or one of a few well-known metadata addresses
+//! ([`reserved`]), is refused with `destination-IP-prohibited` unless a pattern of the grant
+//! names that very address (`http://127.0.0.1:8080`, `http://[::1]:*`): a name, even
+//! `localhost`, or a glob never opens it.
+//!
 //! HTTPS servers are verified against the public web roots (Mozilla's, built in), or, when the
 //! grant names a CA bundle (`ca = "ca.pem"`), against the certificates of that bundle only: a
 //! private cloud's API, an internal podman or OpenStack endpoint behind a private CA. Requests
-//! are sent by [`send`], which is wasmtime-wasi-http's default sender with the TLS trust made
-//! the grant's.
+//! are sent by [`send`], which is wasmtime-wasi-http's default sender with the addresses and
+//! the TLS trust made the grant's.
 
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -28,13 +38,30 @@ use wasmtime_wasi_http::{
 
 use crate::model::BackendId;
 
-/// One allowed destination: a scheme, a host (exact or glob) and a port (or any).
+/// One allowed destination: a scheme, a host (a name, exact or glob, or one address) and a
+/// port (or any).
 #[derive(Debug, Clone)]
 struct Rule {
     source: String,
     scheme: String,
-    host: GlobMatcher,
+    host: Host,
     port: Option<u16>,
+}
+
+/// The host part of a pattern.
+#[derive(Debug, Clone)]
+enum Host {
+    /// A name or a glob over names, matched against the URL's host as written.
+    Name(GlobMatcher),
+    /// One IP address (IPv4-mapped IPv6 addresses as their IPv4 form): the URL's host is that
+    /// address, and it may be reached even when [`reserved`].
+    Address(IpAddr),
+}
+
+impl Rule {
+    fn covers(&self, scheme: &str, port: u16) -> bool {
+        self.scheme == scheme && self.port.is_none_or(|p| p == port)
+    }
 }
 
 /// The destinations a backend may call, and the certificate authorities it trusts there.
@@ -84,7 +111,9 @@ fn public_roots() -> Arc<rustls::ClientConfig> {
 
 impl Allowlist {
     /// Parse patterns such as `https://ec2.eu-west-1.amazonaws.com`, `http://127.0.0.1:8080`,
-    /// `https://*.example.com:*`. A missing port means the scheme's default; `*` means any.
+    /// `http://[::1]:8080`, `https://*.example.com:*`. A missing port means the scheme's
+    /// default; `*` means any. A host that is an IP address (IPv6 in brackets) names that
+    /// address; any other host is a name or a glob over names.
     pub fn parse(patterns: &[String]) -> Result<Allowlist, String> {
         let rules = patterns
             .iter()
@@ -102,17 +131,49 @@ impl Allowlist {
                 if rest.contains('/') || rest.is_empty() {
                     return Err(invalid("expected scheme://host[:port], without a path"));
                 }
-                let (host, port) = match rest.rsplit_once(':') {
-                    Some((host, "*")) => (host, None),
-                    Some((host, port)) => (
-                        host,
-                        Some(port.parse::<u16>().map_err(|_| invalid("bad port"))?),
-                    ),
-                    None => (rest, Some(default_port)),
+                // An IPv6 address is written in brackets; its colons are not a port's.
+                let (host, port) = match rest.strip_prefix('[') {
+                    Some(bracketed) => {
+                        let (address, after) = bracketed
+                            .split_once(']')
+                            .ok_or_else(|| invalid("an IPv6 address needs its closing `]`"))?;
+                        let address = address
+                            .parse::<Ipv6Addr>()
+                            .map_err(|_| invalid("only an IPv6 address may stand in brackets"))?;
+                        let port = match after {
+                            "" => Some(""),
+                            _ => Some(after.strip_prefix(':').ok_or_else(|| {
+                                invalid("expected `:port` after the IPv6 address")
+                            })?),
+                        };
+                        (Host::Address(IpAddr::V6(address).to_canonical()), port)
+                    }
+                    None => {
+                        let (host, port) = match rest.rsplit_once(':') {
+                            Some((host, port)) => (host, Some(port)),
+                            None => (rest, Some("")),
+                        };
+                        if host.contains(':') {
+                            return Err(invalid("an IPv6 address goes in brackets: `[::1]`"));
+                        }
+                        let host = match host.parse::<Ipv4Addr>() {
+                            Ok(address) => Host::Address(IpAddr::V4(address)),
+                            Err(_) => Host::Name(
+                                Glob::new(&host.to_ascii_lowercase())
+                                    .map_err(|e| {
+                                        invalid(&format!("bad host pattern: {}", e.kind()))
+                                    })?
+                                    .compile_matcher(),
+                            ),
+                        };
+                        (host, port)
+                    }
                 };
-                let host = Glob::new(&host.to_ascii_lowercase())
-                    .map_err(|e| invalid(&format!("bad host pattern: {}", e.kind())))?
-                    .compile_matcher();
+                let port = match port {
+                    Some("") | None => Some(default_port),
+                    Some("*") => None,
+                    Some(port) => Some(port.parse::<u16>().map_err(|_| invalid("bad port"))?),
+                };
                 Ok(Rule {
                     source: pattern.clone(),
                     scheme,
@@ -163,30 +224,133 @@ impl Allowlist {
         self.ca.as_deref()
     }
 
-    /// Whether a request to `uri` may leave the gateway.
+    /// Whether a request to `uri` may leave the gateway, by its scheme, host and port as
+    /// written; where it may connect is then [`Allowlist::admits`]'s to say.
     pub fn allows(&self, uri: &http::Uri) -> bool {
-        let Some(scheme) = uri.scheme_str().map(str::to_ascii_lowercase) else {
+        let Some(target) = Target::of(uri) else {
             return false;
         };
-        let Some(host) = uri.host().map(str::to_ascii_lowercase) else {
-            return false;
-        };
-        let port = uri.port_u16().or(match scheme.as_str() {
-            "http" => Some(80),
-            "https" => Some(443),
-            _ => None,
-        });
         self.rules.iter().any(|rule| {
-            rule.scheme == scheme
-                && rule.host.is_match(&host)
-                && rule.port.is_none_or(|p| Some(p) == port)
+            rule.covers(&target.scheme, target.port)
+                && match (&rule.host, target.address) {
+                    (Host::Address(granted), Some(address)) => *granted == address,
+                    (Host::Address(_), None) => false,
+                    (Host::Name(glob), _) => glob.is_match(&target.host),
+                }
         })
+    }
+
+    /// Whether a request for `scheme` and `port` may connect to `address`: any address
+    /// that is not [`reserved`], and a reserved one only when a pattern names it.
+    pub fn admits(&self, scheme: &str, port: u16, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        reserved(address).is_none()
+            || self.rules.iter().any(|rule| {
+                rule.covers(scheme, port) && matches!(rule.host, Host::Address(a) if a == address)
+            })
     }
 
     /// The patterns, as the operator wrote them.
     pub fn patterns(&self) -> Vec<&str> {
         self.rules.iter().map(|r| r.source.as_str()).collect()
     }
+}
+
+/// Why a plugin may not reach `address` unless its grant names the address: loopback,
+/// link-local (169.254.0.0/16, where clouds serve instance metadata and credentials, and
+/// fe80::/10), unspecified (0.0.0.0/8, which Linux connects to this host, and `::`),
+/// multicast, broadcast, and the metadata services that live outside link-local (AWS's
+/// fd00:ec2::254, Alibaba Cloud's 100.100.100.200). IPv4-mapped IPv6 addresses
+/// (`::ffff:127.0.0.1`) and NAT64 ones (`64:ff9b::127.0.0.1`) are judged by their IPv4
+/// address. Private ranges (10/8, 172.16/12, 192.168/16, fc00::/7) are not reserved: private
+/// clouds serve their APIs there.
+pub fn reserved(address: IpAddr) -> Option<&'static str> {
+    const NAT64: u128 = 0x0064_ff9b_0000_0000_0000_0000_0000_0000;
+    let address = match address.to_canonical() {
+        IpAddr::V6(v6) if u128::from(v6) >> 32 == NAT64 >> 32 => {
+            IpAddr::V4(Ipv4Addr::from(u128::from(v6) as u32))
+        }
+        other => other,
+    };
+    match address {
+        IpAddr::V4(a) if a.is_loopback() => Some("loopback"),
+        IpAddr::V4(a) if a.is_link_local() => Some("link-local"),
+        IpAddr::V4(a) if a.octets()[0] == 0 => Some("unspecified"),
+        IpAddr::V4(a) if a.is_multicast() => Some("multicast"),
+        IpAddr::V4(a) if a.is_broadcast() => Some("broadcast"),
+        IpAddr::V4(a) if a == Ipv4Addr::new(100, 100, 100, 200) => Some("a metadata service"),
+        IpAddr::V6(a) if a.is_loopback() => Some("loopback"),
+        IpAddr::V6(a) if a.is_unicast_link_local() => Some("link-local"),
+        IpAddr::V6(a) if a.is_unspecified() => Some("unspecified"),
+        IpAddr::V6(a) if a.is_multicast() => Some("multicast"),
+        IpAddr::V6(a) if a == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) => {
+            Some("a metadata service")
+        }
+        _ => None,
+    }
+}
+
+/// A request's destination as its URL writes it.
+struct Target {
+    scheme: String,
+    /// Lowercase; an IPv6 address in brackets, as in the URL.
+    host: String,
+    /// The host as an address, when it is one (IPv4-mapped IPv6 as IPv4).
+    address: Option<IpAddr>,
+    port: u16,
+}
+
+impl Target {
+    fn of(uri: &http::Uri) -> Option<Target> {
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let host = uri.host()?.to_ascii_lowercase();
+        let port = uri.port_u16().or(match scheme.as_str() {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        })?;
+        let address = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok()
+            .map(|a| a.to_canonical());
+        Some(Target {
+            scheme,
+            host,
+            address,
+            port,
+        })
+    }
+}
+
+/// How many name lookups may run at once, over every plugin. The system resolver
+/// (`getaddrinfo`, which follows /etc/hosts and nsswitch as every other program on the host
+/// does) blocks a thread of the blocking pool until it answers, and a lookup the plugin gave
+/// up on still runs to its end: this bound keeps a plugin that loops over slow names from
+/// growing that pool without limit.
+const LOOKUPS: usize = 32;
+
+/// The addresses of `host` (a name, or an address in or out of brackets) on `port`.
+async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LOOKUPS);
+
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(address) = bare.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(address, port)]);
+    }
+    let slot = SLOTS.acquire().await.map_err(std::io::Error::other)?;
+    let name = bare.to_string();
+    // The slot is freed when the lookup ends, not when its caller stops waiting.
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        (name.as_str(), port)
+            .to_socket_addrs()
+            .map(|addresses| addresses.collect())
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// The per-call outbound HTTP state.
@@ -242,23 +406,26 @@ impl WasiHttpHooks for Hooks {
     ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, Io), HttpError>> + Send> {
         drop(fut);
         let uri = request.uri().clone();
-        if !self.allow.allows(&uri) {
-            // The plugin chose the address: it may hold a secret.
-            let destination = super::redact(
-                &format!(
-                    "{}://{}",
-                    uri.scheme_str().unwrap_or("?"),
-                    uri.authority().map(|a| a.as_str()).unwrap_or("?"),
-                ),
-                &self.secrets,
-            );
-            tracing::warn!(
-                target: "plugin",
-                backend = %self.backend,
-                "outbound request to {destination} denied: not in the backend's http grant",
-            );
-            return Box::new(async { Err(HttpError::HttpRequestDenied) });
-        }
+        // The plugin chose the address: it may hold a secret.
+        let destination = super::redact(
+            &format!(
+                "{}://{}",
+                uri.scheme_str().unwrap_or("?"),
+                uri.authority().map(|a| a.as_str()).unwrap_or("?"),
+            ),
+            &self.secrets,
+        );
+        let target = match Target::of(&uri) {
+            Some(target) if self.allow.allows(&uri) => target,
+            _ => {
+                tracing::warn!(
+                    target: "plugin",
+                    backend = %self.backend,
+                    "outbound request to {destination} denied: not in the backend's http grant",
+                );
+                return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            }
+        };
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         let clamp = |asked: Option<Duration>| Some(asked.map_or(remaining, |t| t.min(remaining)));
         let options = RequestOptions {
@@ -267,9 +434,42 @@ impl WasiHttpHooks for Hooks {
             between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
         };
         let limit = self.max_response;
-        let tls = self.allow.tls.clone();
+        let allow = self.allow.clone();
+        let backend = self.backend.clone();
         Box::new(async move {
-            let (response, io) = send(request, options, tls).await?;
+            let connect_timeout = options.connect_timeout.unwrap_or(remaining);
+            let addresses =
+                tokio::time::timeout(connect_timeout, resolve(&target.host, target.port))
+                    .await
+                    .map_err(|_| HttpError::DnsTimeout)?
+                    .ok()
+                    .filter(|addresses| !addresses.is_empty())
+                    .ok_or_else(|| HttpError::DnsError {
+                        rcode: Some("address not available".to_string()),
+                        info_code: None,
+                    })?;
+            let (admitted, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = addresses
+                .into_iter()
+                .partition(|a| allow.admits(&target.scheme, target.port, a.ip()));
+            if admitted.is_empty() {
+                let named: Vec<String> = refused
+                    .iter()
+                    .map(|a| format!("{} ({})", a.ip(), reserved(a.ip()).unwrap_or("reserved")))
+                    .collect();
+                let example = refused
+                    .first()
+                    .map_or(String::new(), |a| format!(" (`{}://{a}`)", target.scheme));
+                tracing::warn!(
+                    target: "plugin",
+                    backend = %backend,
+                    "outbound request to {destination} denied: it resolves to {}, which the \
+                     backend's http grant does not name; a grant opens such an address only by \
+                     naming it{example}",
+                    named.join(", "),
+                );
+                return Err(HttpError::DestinationIpProhibited);
+            }
+            let (response, io) = send(request, &admitted, options, allow.tls.clone()).await?;
             let response = response.map(|body| {
                 http_body_util::Limited::new(body, limit)
                     .map_err(move |e| match e.downcast::<HttpError>() {
@@ -283,12 +483,14 @@ impl WasiHttpHooks for Hooks {
     }
 }
 
-/// Send `request` over a new connection, HTTPS verified by `tls`: wasmtime-wasi-http's
-/// `default_send_request` (Apache-2.0 WITH LLVM-exception, the Bytecode Alliance), whose TLS
-/// trust is fixed to the public roots, with the trust made a parameter. The response arrives
+/// Send `request` over a new connection to the first of `addresses` that answers (checked by
+/// the caller: no name is looked up again here), HTTPS verified by `tls`: wasmtime-wasi-http's
+/// `default_send_request` (Apache-2.0 WITH LLVM-exception, the Bytecode Alliance), whose
+/// lookup and TLS trust are its own, with both made parameters. The response arrives
 /// within the first-byte timeout, and each part of its body within the between-bytes timeout.
 async fn send(
     mut request: http::Request<WasiBody>,
+    addresses: &[SocketAddr],
     options: RequestOptions,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<(http::Response<WasiBody>, Io), HttpError> {
@@ -299,10 +501,6 @@ async fn send(
     let authority = uri.authority().ok_or(HttpError::HttpRequestUriInvalid)?;
     let use_tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
     let host = authority.host().to_string();
-    let authority = match authority.port_u16() {
-        Some(_) => authority.to_string(),
-        None => format!("{authority}:{}", if use_tls { 443 } else { 80 }),
-    };
     let forever = Duration::from_secs(600);
     let connect_timeout = options.connect_timeout.unwrap_or(forever);
     let first_byte_timeout = options.first_byte_timeout.unwrap_or(forever);
@@ -312,7 +510,7 @@ async fn send(
         .unwrap_or(forever)
         .max(Duration::from_nanos(1));
 
-    let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(&authority))
+    let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addresses))
         .await
         .map_err(|_| HttpError::ConnectionTimeout)?
         .map_err(HttpError::Connect)?;
@@ -496,5 +694,143 @@ mod tests {
         ] {
             assert!(Allowlist::parse(&[bad.to_string()]).is_err(), "{bad}");
         }
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn loopback_link_local_unspecified_multicast_and_metadata_addresses_are_reserved() {
+        for (address, why) in [
+            ("127.0.0.1", "loopback"),
+            ("127.8.9.10", "loopback"),
+            ("169.254.169.254", "link-local"),
+            ("169.254.0.1", "link-local"),
+            ("0.0.0.0", "unspecified"),
+            ("0.1.2.3", "unspecified"),
+            ("224.0.0.1", "multicast"),
+            ("239.255.255.250", "multicast"),
+            ("255.255.255.255", "broadcast"),
+            ("100.100.100.200", "a metadata service"),
+            ("::1", "loopback"),
+            ("::", "unspecified"),
+            ("fe80::1", "link-local"),
+            ("febf:ffff::1", "link-local"),
+            ("ff02::1", "multicast"),
+            ("fd00:ec2::254", "a metadata service"),
+            // IPv4-mapped and NAT64 addresses are their IPv4 address.
+            ("::ffff:127.0.0.1", "loopback"),
+            ("::ffff:169.254.169.254", "link-local"),
+            ("::ffff:0.0.0.0", "unspecified"),
+            ("64:ff9b::169.254.169.254", "link-local"),
+            ("64:ff9b::7f00:1", "loopback"),
+        ] {
+            assert_eq!(reserved(ip(address)), Some(why), "{address}");
+        }
+        for address in [
+            "93.184.216.34",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "100.64.0.1",
+            "169.255.0.1",
+            "128.0.0.1",
+            "2001:db8::1",
+            "fd00::2",
+            "fec0::1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+        ] {
+            assert_eq!(reserved(ip(address)), None, "{address}");
+        }
+    }
+
+    #[test]
+    fn ipv6_patterns_name_an_address_in_brackets() {
+        let list = allow(&[
+            "http://[::1]:8080",
+            "https://[fe80::1]",
+            "http://[::ffff:127.0.0.2]:*",
+        ]);
+        assert!(allowed(&list, "http://[::1]:8080/"));
+        assert!(allowed(&list, "http://[0:0:0:0:0:0:0:1]:8080/"));
+        assert!(!allowed(&list, "http://[::2]:8080/"));
+        assert!(!allowed(&list, "http://[::1]:8081/"));
+        assert!(!allowed(&list, "https://[::1]:8080/"));
+        assert!(allowed(&list, "https://[FE80::1]/"));
+        assert!(!allowed(&list, "https://[fe80::1]:8443/"));
+        // A mapped address is its IPv4 address, in a pattern and in a URL.
+        assert!(allowed(&list, "http://127.0.0.2:1234/"));
+        assert!(allowed(&list, "http://[::ffff:127.0.0.2]:1234/"));
+        assert!(!allowed(&list, "http://127.0.0.1:1234/"));
+        for bad in [
+            "http://::1",
+            "http://::1:8080",
+            "http://[::1",
+            "http://[::1]8080",
+            "http://[::1]:port",
+            "http://[example.com]:80",
+            "http://[127.0.0.1]:80",
+        ] {
+            assert!(Allowlist::parse(&[bad.to_string()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_name_or_glob_never_opens_a_reserved_address_and_a_pattern_naming_it_does() {
+        let list = allow(&[
+            "http://localhost:8080",
+            "https://*.example.com:*",
+            "http://*:*",
+            "http://127.0.0.1:9000",
+            "http://[::1]:*",
+            "http://169.254.169.254",
+        ]);
+        // The names are granted...
+        assert!(allowed(&list, "http://localhost:8080/"));
+        assert!(allowed(&list, "https://api.example.com/"));
+        // ...but not the reserved addresses they may resolve to.
+        let v4_loopback = ip("127.0.0.1");
+        assert!(!list.admits("http", 8080, v4_loopback));
+        assert!(!list.admits("https", 443, ip("169.254.170.2")));
+        assert!(!list.admits("https", 443, ip("::ffff:169.254.169.254")));
+        assert!(!list.admits("http", 8080, ip("fe80::1")));
+        assert!(!list.admits("http", 8080, ip("0.0.0.0")));
+        // Addresses that are not reserved are the names' to reach.
+        assert!(list.admits("https", 443, ip("93.184.216.34")));
+        assert!(list.admits("http", 8080, ip("10.1.2.3")));
+        // A pattern that names the address opens it, on its scheme and port only.
+        assert!(list.admits("http", 9000, v4_loopback));
+        assert!(list.admits("http", 9000, ip("::ffff:127.0.0.1")));
+        assert!(!list.admits("https", 9000, v4_loopback));
+        assert!(!list.admits("http", 9001, v4_loopback));
+        assert!(!list.admits("http", 9000, ip("127.0.0.2")));
+        assert!(list.admits("http", 1, ip("::1")));
+        assert!(list.admits("http", 80, ip("169.254.169.254")));
+        assert!(!list.admits("http", 81, ip("169.254.169.254")));
+        // A glob over names matches an address written as text, which is then checked as
+        // an address: `http://*:*` does not open 127.0.0.5.
+        assert!(allowed(&list, "http://127.0.0.5:1/"));
+        assert!(!list.admits("http", 1, ip("127.0.0.5")));
+    }
+
+    #[tokio::test]
+    async fn names_are_resolved_and_addresses_are_taken_as_they_are() {
+        let localhost = resolve("localhost", 8080).await.unwrap();
+        assert!(!localhost.is_empty());
+        assert!(
+            localhost
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 8080),
+            "{localhost:?}"
+        );
+        let literal = resolve("[::1]", 9).await.unwrap();
+        assert_eq!(literal, vec!["[::1]:9".parse::<SocketAddr>().unwrap()]);
+        let literal = resolve("169.254.169.254", 80).await.unwrap();
+        assert_eq!(
+            literal,
+            vec!["169.254.169.254:80".parse::<SocketAddr>().unwrap()]
+        );
     }
 }

@@ -457,6 +457,14 @@ pub mod http {
                     "HTTP request to {origin} denied: not in this backend's http grant"
                 ))
             }
+            // A configuration problem, like the one above, not an outage to retry.
+            ErrorCode::DestinationIpProhibited => {
+                let origin = url.split('/').take(3).collect::<Vec<_>>().join("/");
+                Error::Internal(format!(
+                    "HTTP request to {origin} denied: it resolves to an address (loopback, \
+                     link-local, ...) that this backend's http grant does not name"
+                ))
+            }
             e => failed("request", e),
         }
     }
