@@ -22,6 +22,7 @@ mod pool;
 mod private_ca;
 mod providers;
 mod python;
+mod quotas;
 mod redaction;
 mod reload;
 mod replicas;
