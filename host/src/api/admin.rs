@@ -33,6 +33,7 @@ pub fn router(
         .route("/admin/routes", get(routes))
         .route("/admin/route", post(route))
         .route("/admin/generation", get(generation))
+        .route("/admin/state", get(state))
         .route("/admin/reload", post(reload_now))
         .route("/metrics", get(metrics))
         .fallback(super::not_found)
@@ -166,6 +167,17 @@ fn is_loopback_host(host: &str) -> bool {
 /// reload with its reason.
 async fn generation(State(admin): State<Admin>) -> Json<crate::reload::ReloadStatus> {
     Json(admin.reload.status())
+}
+
+/// `GET /admin/state`: which state store the gateway uses and whether it answers, in the
+/// store's own words (etcd's endpoints and its last error), which the public API never shows.
+/// The verdict is `/readyz`'s, at most a second old.
+async fn state(State(admin): State<Admin>) -> Json<Value> {
+    let store = admin.gateway.state().describe();
+    Json(match admin.gateway.store_verdict().await {
+        Ok(()) => json!({ "store": store, "ready": true }),
+        Err(e) => json!({ "store": store, "ready": false, "error": e.to_string() }),
+    })
 }
 
 /// `POST /admin/reload`: reload now and answer with the outcome (422 with the reason if it was
