@@ -59,13 +59,8 @@ async fn a_plugin_filling_its_state_is_refused_at_each_quota_while_other_backend
 
     // The key quota, while the pool provisions beside it: the fill stops at exactly 40 keys
     // and the pool's answer is unaffected.
-    let (filled, pooled) = tokio::join!(
-        fill(&gw, "keys"),
-        gw.post(
-            "/provision",
-            &provision_body("c2", "mongodb", "data", "small")
-        )
-    );
+    let pool_request = provision_body("c2", "mongodb", "data", "small");
+    let (filled, pooled) = tokio::join!(fill(&gw, "keys"), gw.post("/provision", &pool_request));
     assert_eq!(pooled.0, 200, "{}", pooled.1);
     let (status, message) = filled;
     assert_eq!(status, 500, "{message}");

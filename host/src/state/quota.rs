@@ -281,6 +281,9 @@ impl Usage {
                 limit: quota.bytes,
             }));
         }
+        // Unknown until the write's outcome is known: a call dropped at its deadline mid-write
+        // leaves the count to be read again, not wrong.
+        let read_at = counted.read_at.take();
         let written = match swap {
             Some(expected) => store.compare_and_swap(namespace, key, expected, new).await,
             None => match new {
@@ -292,14 +295,15 @@ impl Usage {
             Ok(true) => {
                 counted.keys = keys_after;
                 counted.bytes = bytes_after;
+                counted.read_at = read_at;
                 Ok(true)
             }
-            Ok(false) => Ok(false),
-            Err(e) => {
-                // The write may have happened: count again at the next write.
-                counted.read_at = None;
-                Err(e.into())
+            Ok(false) => {
+                counted.read_at = read_at;
+                Ok(false)
             }
+            // The write may have happened: the count is read again at the next write.
+            Err(e) => Err(e.into()),
         }
     }
 }
