@@ -848,7 +848,7 @@ async fn ha_manifest_etcd_takes_the_gateway_with_tls_client_certificates_and_its
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _etcd = Kill(etcd);
+    let etcd = Kill(etcd);
 
     // The setup Job's steps, in order, with the Secrets' passwords.
     let passwords: Vec<(String, String)> = docs
@@ -1019,6 +1019,48 @@ async fn ha_manifest_etcd_takes_the_gateway_with_tls_client_certificates_and_its
         .await
         .expect_err("wrote outside its prefix");
     assert!(e.to_string().contains("permission denied"), "{e}");
+
+    // The admin API names the store; once etcd is gone, it says why, and the public `/readyz`
+    // says only that the store is unavailable.
+    let admin_state = || async {
+        let admin = gw.admin.as_ref().expect("the ConfigMap's admin listener");
+        let reply = gw
+            .client
+            .get(format!("{admin}/admin/state"))
+            .bearer_auth(password("admin-token"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+        reply.json::<Value>().await.unwrap()
+    };
+    let state = admin_state().await;
+    assert_eq!(state["ready"], json!(true), "{state}");
+    assert!(
+        state["store"].as_str().unwrap().contains(&client_url),
+        "{state}"
+    );
+    drop(etcd);
+    let started = Instant::now();
+    let state = loop {
+        let state = admin_state().await;
+        if state["ready"] == json!(false) {
+            break state;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{state}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        state["error"].as_str().unwrap().contains(&client_url),
+        "{state}"
+    );
+    let (status, reply) = gw.get("/readyz").await;
+    assert_eq!(status, 503, "{reply}");
+    assert!(reply.to_string().contains("state store"), "{reply}");
+    assert!(
+        !reply.to_string().contains(&client_port.to_string()),
+        "{reply}"
+    );
 }
 
 #[test]
