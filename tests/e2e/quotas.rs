@@ -111,4 +111,21 @@ async fn a_plugin_filling_its_state_is_refused_at_each_quota_while_other_backend
     assert_eq!(refusals(&metrics, "bytes", "bytes"), 1.0, "{metrics}");
     assert_eq!(refusals(&metrics, "rate", "write_rate"), 1.0, "{metrics}");
     assert_eq!(refusals(&metrics, "pool", "keys"), 0.0, "{metrics}");
+
+    // The operator sees each backend's quotas.
+    let (status, listing) = gw.admin("/admin/backends", None).await;
+    assert_eq!(status, 200, "{listing}");
+    let quota = |name: &str| {
+        listing["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == name)
+            .unwrap()["limits"]["state"]
+            .clone()
+    };
+    assert_eq!(quota("keys")["keys"], 40, "{listing}");
+    assert_eq!(quota("bytes")["bytes"], 10 << 10, "{listing}");
+    assert_eq!(quota("rate")["writes_per_second"], 5, "{listing}");
+    assert_eq!(quota("pool")["value_bytes"], 1 << 20, "{listing}");
 }

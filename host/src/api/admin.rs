@@ -199,7 +199,8 @@ fn current(gateway: &Gateway) -> Result<Arc<Generation>, ApiError> {
     gateway.current().ok_or_else(super::loading)
 }
 
-/// `GET /admin/backends`: each backend with its plugin file, digest, contract version and limits.
+/// `GET /admin/backends`: each backend with its plugin file, digest, contract version and limits
+/// (its state quotas included).
 async fn backends(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
     let generation = current(&admin.gateway)?;
     let list: Vec<Value> = generation
@@ -217,6 +218,12 @@ async fn backends(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
                     "memory_bytes": limits.memory,
                     "timeout_ms": limits.timeout.as_millis() as u64,
                     "concurrency": limits.concurrency,
+                    "state": {
+                        "keys": limits.state.keys,
+                        "bytes": limits.state.bytes,
+                        "value_bytes": limits.state.value,
+                        "writes_per_second": limits.state.writes_per_second,
+                    },
                 },
             })
         })
