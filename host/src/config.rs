@@ -21,7 +21,7 @@ use crate::capability::http::Allowlist;
 use crate::model::BackendId;
 use crate::routing::{ClusterPattern, Route, RouteMatch, RouteTable, RouteTableError};
 use crate::server::{ConnectionLimits, TlsFiles};
-use crate::state::{EtcdSettings, EtcdTls};
+use crate::state::{EtcdSettings, EtcdTls, MAX_VALUE_SIZE, StateQuota};
 use crate::telemetry::{LogFormat, OtlpTls, TelemetrySettings};
 
 /// The default listen address: loopback only, so nothing is exposed until the operator says so.
@@ -186,6 +186,9 @@ pub struct Limits {
     pub queue: usize,
     /// The largest answer the plugin may return, about as encoded for the client.
     pub max_response: usize,
+    /// What the backend's state namespace may hold and how fast it may be written
+    /// (`state_keys`, `state_bytes`, `state_value_size`, `state_writes_per_second`).
+    pub state: StateQuota,
 }
 
 impl Default for Limits {
@@ -196,6 +199,7 @@ impl Default for Limits {
             concurrency: 16,
             queue: 64,
             max_response: 4 << 20,
+            state: StateQuota::default(),
         }
     }
 }
@@ -391,6 +395,10 @@ struct RawLimits {
     concurrency: Option<Spanned<usize>>,
     queue: Option<usize>,
     max_response: Option<Spanned<ByteSize>>,
+    state_keys: Option<Spanned<u64>>,
+    state_bytes: Option<Spanned<ByteSize>>,
+    state_value_size: Option<Spanned<ByteSize>>,
+    state_writes_per_second: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -1309,6 +1317,40 @@ fn limits(raw: RawLimits, backend: &str, source: &Source) -> Result<Limits, Conf
         }
         limits.max_response = bytes as usize;
     }
+    if let Some(keys) = raw.state_keys {
+        if *keys.get_ref() == 0 {
+            return Err(source.invalid(keys.span(), key("state_keys"), "must be at least 1"));
+        }
+        limits.state.keys = keys.into_inner();
+    }
+    if let Some(bytes) = raw.state_bytes {
+        if bytes.get_ref().as_u64() == 0 {
+            return Err(source.invalid(bytes.span(), key("state_bytes"), "must be more than 0"));
+        }
+        limits.state.bytes = bytes.get_ref().as_u64();
+    }
+    if let Some(size) = raw.state_value_size {
+        let bytes = size.get_ref().as_u64();
+        // The contract promises values up to 1 MiB at most; a backend may be given less.
+        if !(1..=MAX_VALUE_SIZE as u64).contains(&bytes) {
+            return Err(source.invalid(
+                size.span(),
+                key("state_value_size"),
+                format!("must be between 1B and {}", ByteSize(MAX_VALUE_SIZE as u64)),
+            ));
+        }
+        limits.state.value = bytes as usize;
+    }
+    if let Some(rate) = raw.state_writes_per_second {
+        if *rate.get_ref() == 0 {
+            return Err(source.invalid(
+                rate.span(),
+                key("state_writes_per_second"),
+                "must be at least 1",
+            ));
+        }
+        limits.state.writes_per_second = rate.into_inner();
+    }
     Ok(limits)
 }
 
@@ -1433,6 +1475,46 @@ limits = { memory = "16MiB", timeout = "250ms", concurrency = 4, queue = 2, max_
         assert_eq!(limits.concurrency, 4);
         assert_eq!(limits.queue, 2);
         assert_eq!(limits.max_response, 1024);
+    }
+
+    #[test]
+    fn state_quotas_parse_and_a_bad_one_names_its_key_and_line() {
+        let config = parse(
+            "[backends.pool]\nplugin = \"p.wasm\"\n\n[backends.pool.limits]\nstate_keys = 500\n\
+             state_bytes = \"2MiB\"\nstate_value_size = \"4KiB\"\nstate_writes_per_second = 50\n",
+        )
+        .unwrap();
+        let quota = config.backends.values().next().unwrap().limits.state;
+        assert_eq!(
+            quota,
+            StateQuota {
+                keys: 500,
+                bytes: 2 << 20,
+                value: 4 << 10,
+                writes_per_second: 50,
+            }
+        );
+        // Unset, the defaults are bounded.
+        let default = Limits::default().state;
+        assert!(
+            default.keys <= 1_000_000 && default.bytes <= 1 << 30,
+            "{default:?}"
+        );
+        for (line, key) in [
+            ("state_keys = 0", "state_keys"),
+            ("state_bytes = \"0B\"", "state_bytes"),
+            ("state_value_size = \"2MiB\"", "state_value_size"),
+            ("state_writes_per_second = 0", "state_writes_per_second"),
+            ("state_keys = -1", "state_keys"),
+        ] {
+            let err = parse(&format!(
+                "[backends.pool]\nplugin = \"p.wasm\"\n\n[backends.pool.limits]\n{line}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("line 5"), "{line}: {err}");
+            assert!(err.contains(key), "{line}: {err}");
+        }
     }
 
     #[test]

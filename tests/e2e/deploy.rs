@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::podman::podman;
-use crate::support::{Gateway, free_port, node_ids, provision_body};
+use crate::support::{Ca, Gateway, Workdir, free_port, node_ids, plugin, provision_body, toml_str};
 
 /// The package of `cargo xtask dist`, brought up to date once per test process.
 fn package() -> PathBuf {
@@ -550,6 +550,24 @@ async fn ha_manifest_config_checks_and_its_gateway_pods_start_under_podman() {
     std::fs::create_dir(&etc).unwrap();
     std::fs::write(etc.join("gateway.toml"), &config).unwrap();
     let playable = playable(&manifest, "platform-gateway-ha-secrets", &secrets);
+    // The etcd client certificate's Secret, made here, as a host folder too.
+    let etcd_client = dir.path().join("etcd-client");
+    std::fs::create_dir(&etcd_client).unwrap();
+    let ca = Ca::new("etcd test CA");
+    let (cert, key) = ca.sign(&["platform-gateway-client"]);
+    for (name, pem) in [("ca.crt", &ca.pem), ("tls.crt", &cert), ("tls.key", &key)] {
+        std::fs::write(etcd_client.join(name), pem).unwrap();
+    }
+    let from = "          secret:\n            secretName: platform-gateway-etcd-client\n";
+    assert!(playable.contains(from), "no etcd client Secret volume");
+    let playable = playable.replacen(
+        from,
+        &format!(
+            "          hostPath:\n            path: {}\n            type: Directory\n",
+            etcd_client.display()
+        ),
+        1,
+    );
     let check = podman(&[
         "run",
         "--rm",
@@ -627,6 +645,422 @@ async fn ha_manifest_config_checks_and_its_gateway_pods_start_under_podman() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// The `- --flag=value` lines of the etcd container's command in the StatefulSet.
+fn etcd_flags(docs: &[String]) -> Vec<String> {
+    let statefulset = docs
+        .iter()
+        .find(|d| d.contains("\nkind: StatefulSet\n"))
+        .expect("an etcd StatefulSet");
+    statefulset
+        .lines()
+        .skip_while(|l| l.trim() != "- etcd")
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .take_while(|l| l.starts_with("- --"))
+        .map(|l| l.trim_start_matches("- ").to_string())
+        .collect()
+}
+
+/// The document of `kind` named `name`.
+fn document<'a>(docs: &'a [String], kind: &str, name: &str) -> &'a str {
+    docs.iter()
+        .find(|d| {
+            d.contains(&format!("\nkind: {kind}\n")) && d.contains(&format!("\n  name: {name}\n"))
+        })
+        .unwrap_or_else(|| panic!("no {kind} `{name}`"))
+}
+
+#[test]
+fn ha_manifest_lets_only_the_gateway_reach_etcd() {
+    let manifest =
+        std::fs::read_to_string(xtask::root().join("deploy/kubernetes/ha.yaml")).unwrap();
+    let docs = documents(&manifest);
+    let policy = document(&docs, "NetworkPolicy", "platform-gateway-etcd");
+    let lines: Vec<&str> = policy.lines().map(str::trim).collect();
+    // It selects the etcd members and restricts what comes in.
+    let selector = policy
+        .split("\nspec:\n")
+        .nth(1)
+        .and_then(|spec| spec.split("ingress:").next())
+        .unwrap();
+    assert!(
+        selector.contains("podSelector:")
+            && selector.contains("app.kubernetes.io/name: platform-gateway-etcd\n"),
+        "{policy}"
+    );
+    assert!(lines.contains(&"policyTypes: [Ingress]"), "{policy}");
+    // Each rule: the pods it lets in, and the ports.
+    let ingress = policy.split("ingress:").nth(1).unwrap();
+    let rules: Vec<&str> = ingress.split("\n    - from:").skip(1).collect();
+    assert_eq!(rules.len(), 2, "{policy}");
+    let labels = |rule: &str| -> Vec<String> {
+        rule.lines()
+            .filter_map(|l| l.trim().strip_prefix("app.kubernetes.io/name: "))
+            .map(str::to_string)
+            .collect()
+    };
+    let ports = |rule: &str| -> Vec<String> {
+        rule.lines()
+            .filter_map(|l| l.trim().strip_prefix("- port: "))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        labels(rules[0]),
+        ["platform-gateway-ha", "platform-gateway-etcd-auth"]
+    );
+    assert_eq!(ports(rules[0]), ["2379"]);
+    assert_eq!(labels(rules[1]), ["platform-gateway-etcd"]);
+    assert_eq!(ports(rules[1]), ["2380"]);
+    // Those labels are the gateway's pods' and the setup Job's pods'.
+    let deployment = document(&docs, "Deployment", "platform-gateway-ha");
+    let template = deployment.split("  template:\n").nth(1).unwrap();
+    assert!(template.contains("app.kubernetes.io/name: platform-gateway-ha\n"));
+    let job = document(&docs, "Job", "platform-gateway-etcd-auth");
+    let template = job.split("  template:\n").nth(1).unwrap();
+    assert!(template.contains("app.kubernetes.io/name: platform-gateway-etcd-auth\n"));
+}
+
+/// The manifest's etcd, run here: the StatefulSet's flags on one local member (addresses,
+/// ports and files moved to this machine, every other flag as it is), the setup Job's etcdctl
+/// steps in order, then the gateway on the ConfigMap's config (endpoints and files moved the
+/// same way). The gateway serves through TLS with its client certificate and its user; a client
+/// without a certificate, or without the user, or outside the prefix, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_manifest_etcd_takes_the_gateway_with_tls_client_certificates_and_its_user_only() {
+    use etcd_client::{Certificate, Client, ConnectOptions, Identity, Permission, TlsOptions};
+
+    let manifest =
+        std::fs::read_to_string(xtask::root().join("deploy/kubernetes/ha.yaml")).unwrap();
+    let docs = documents(&manifest);
+    let flags = etcd_flags(&docs);
+    for required in [
+        "--client-cert-auth=true",
+        "--trusted-ca-file=/etc/etcd/tls/ca.crt",
+        "--cert-file=/etc/etcd/tls/tls.crt",
+        "--key-file=/etc/etcd/tls/tls.key",
+        "--peer-client-cert-auth=true",
+        "--auto-compaction-mode=periodic",
+    ] {
+        assert!(
+            flags.iter().any(|f| f == required),
+            "no {required} in {flags:?}"
+        );
+    }
+    assert!(
+        flags
+            .iter()
+            .any(|f| f.starts_with("--auto-compaction-retention=")),
+        "{flags:?}"
+    );
+    for url_flag in [
+        "--listen-client-urls=",
+        "--advertise-client-urls=",
+        "--listen-peer-urls=",
+    ] {
+        let flag = flags.iter().find(|f| f.starts_with(url_flag)).unwrap();
+        assert!(
+            flag.contains("https://") && !flag.contains("http://"),
+            "{flag}"
+        );
+    }
+
+    // This machine's files and ports in place of the pod's.
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    let client_dir = dir.path().join("client");
+    let secrets = dir.path().join("secrets");
+    for d in [&tls, &client_dir, &secrets] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let ca = Ca::new("etcd CA");
+    let (member_cert, member_key) = ca.sign(&["localhost", "127.0.0.1"]);
+    let (client_cert, client_key) = ca.sign(&["platform-gateway-client"]);
+    for (d, cert, key) in [
+        (&tls, &member_cert, &member_key),
+        (&client_dir, &client_cert, &client_key),
+    ] {
+        std::fs::write(d.join("ca.crt"), &ca.pem).unwrap();
+        std::fs::write(d.join("tls.crt"), cert).unwrap();
+        std::fs::write(d.join("tls.key"), key).unwrap();
+    }
+    let (client_port, peer_port, metrics_port) = (free_port(), free_port(), free_port());
+    let client_url = format!("https://127.0.0.1:{client_port}");
+    let peer_url = format!("https://127.0.0.1:{peer_port}");
+    let args: Vec<String> = flags
+        .iter()
+        .map(|flag| {
+            let (name, value) = flag.split_once('=').unwrap();
+            let value = match name {
+                "--name" => "m0".to_string(),
+                "--data-dir" => dir.path().join("data").display().to_string(),
+                "--listen-client-urls" | "--advertise-client-urls" => client_url.clone(),
+                "--listen-peer-urls" | "--initial-advertise-peer-urls" => peer_url.clone(),
+                "--initial-cluster" => format!("m0={peer_url}"),
+                "--listen-metrics-urls" => format!("http://127.0.0.1:{metrics_port}"),
+                _ => match value.strip_prefix("/etc/etcd/tls/") {
+                    Some(file) => tls.join(file).display().to_string(),
+                    None => value.to_string(),
+                },
+            };
+            format!("{name}={value}")
+        })
+        .collect();
+    let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+    let mut etcd = Command::new(xtask::etcd::etcd_binary())
+        .args(&args)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("etcd");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let etcd_log = || std::fs::read_to_string(dir.path().join("etcd.log")).unwrap_or_default();
+    let started = Instant::now();
+    let http = reqwest::Client::new();
+    loop {
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{metrics_port}/health"))
+            .send()
+            .await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "etcd did not start:\n{}",
+            etcd_log()
+        );
+        if let Ok(Some(status)) = etcd.try_wait() {
+            panic!(
+                "etcd exited ({status}) with the manifest's flags:\n{}",
+                etcd_log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let etcd = Kill(etcd);
+
+    // The setup Job's steps, in order, with the Secrets' passwords.
+    let passwords: Vec<(String, String)> = docs
+        .iter()
+        .filter(|d| d.contains("\nkind: Secret\n"))
+        .flat_map(|d| secret_data(std::slice::from_ref(d)))
+        .collect();
+    let password = |key: &str| {
+        passwords
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("no `{key}` in the Secrets"))
+            .1
+            .clone()
+    };
+    let tls_options = |identity: bool| {
+        let options = TlsOptions::new().ca_certificate(Certificate::from_pem(ca.pem.clone()));
+        if identity {
+            options.identity(Identity::from_pem(client_cert.clone(), client_key.clone()))
+        } else {
+            options
+        }
+    };
+    let connect = |identity: bool, user: Option<(&str, String)>| {
+        let mut options = ConnectOptions::new()
+            .with_tls(tls_options(identity))
+            .with_timeout(Duration::from_secs(5));
+        if let Some((name, password)) = user {
+            options = options.with_user(name, password);
+        }
+        Client::connect([client_url.clone()], Some(options))
+    };
+    let job = document(&docs, "Job", "platform-gateway-etcd-auth");
+    let steps: Vec<Vec<String>> = job
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("command: "))
+        .map(|array| serde_json::from_str(array).unwrap())
+        .collect();
+    assert!(steps.len() >= 5, "{steps:?}");
+    let mut setup = connect(true, None).await.unwrap();
+    for step in &steps {
+        let step: Vec<String> = step
+            .iter()
+            .map(|a| {
+                a.replace("$(ROOT_PASSWORD)", &password("root-password"))
+                    .replace("$(GATEWAY_PASSWORD)", &password("etcd-password"))
+            })
+            .collect();
+        let words: Vec<&str> = step.iter().map(String::as_str).collect();
+        let done = match words.as_slice() {
+            ["etcdctl", "user", "add", user, password] => {
+                let password = password.strip_prefix("--new-user-password=").unwrap();
+                setup.user_add(*user, password, None).await.map(|_| ())
+            }
+            ["etcdctl", "user", "grant-role", user, role] => {
+                setup.user_grant_role(*user, *role).await.map(|_| ())
+            }
+            ["etcdctl", "role", "add", role] => setup.role_add(*role).await.map(|_| ()),
+            [
+                "etcdctl",
+                "role",
+                "grant-permission",
+                role,
+                "--prefix=true",
+                "readwrite",
+                prefix,
+            ] => setup
+                .role_grant_permission(*role, Permission::read_write(*prefix).with_prefix())
+                .await
+                .map(|_| ()),
+            ["etcdctl", "auth", "enable"] => setup.auth_enable().await.map(|_| ()),
+            other => panic!("a setup step this test does not know: {other:?}"),
+        };
+        done.unwrap_or_else(|e| panic!("{words:?}: {e}"));
+    }
+
+    // The gateway on the ConfigMap's config, moved to this machine.
+    let config_map = document(&docs, "ConfigMap", "platform-gateway-ha-config");
+    let config = block(config_map, "gateway.toml");
+    std::fs::write(secrets.join("etcd-password"), password("etcd-password")).unwrap();
+    std::fs::write(secrets.join("admin-token"), password("admin-token")).unwrap();
+    let endpoints_line = config
+        .lines()
+        .position(|l| l.starts_with("endpoints = ["))
+        .expect("endpoints");
+    let mut lines: Vec<String> = config.lines().map(str::to_string).collect();
+    let end = endpoints_line
+        + lines[endpoints_line..]
+            .iter()
+            .position(|l| l == "]")
+            .unwrap();
+    lines.splice(
+        endpoints_line..=end,
+        [format!("endpoints = [{}]", toml_str(&client_url))],
+    );
+    let work = Workdir::new();
+    let config = lines
+        .join("\n")
+        .replace("0.0.0.0:9090", "127.0.0.1:0")
+        .replace(
+            "/run/secrets/platform-gateway-etcd/",
+            &format!("{}/", client_dir.display()),
+        )
+        .replace(
+            "/run/secrets/platform-gateway/",
+            &format!("{}/", secrets.display()),
+        )
+        .replace(
+            "/var/lib/platform-gateway",
+            &work.path().join("state").display().to_string(),
+        )
+        .replace("/plugins/pool.wasm", &plugin("pool").display().to_string());
+    assert!(
+        config.contains("tls = {") && config.contains("username = "),
+        "{config}"
+    );
+    let path = work.path().join("gateway.toml");
+    std::fs::write(&path, &config).unwrap();
+    let gw = work.start_at(&path).await;
+    let (status, reply) = gw
+        .post(
+            "/provision",
+            &provision_body("c1", "mongodb", "data", "small"),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}\n{}", gw.log());
+    let mut provisioned: Vec<String> = reply["node_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_string())
+        .collect();
+    provisioned.sort();
+    assert!(!provisioned.is_empty(), "{reply}");
+    assert_eq!(node_ids(&gw.discover().await, "c1"), provisioned);
+
+    // A client without a certificate is not let in, whatever its password.
+    let without_cert = async {
+        let mut c = connect(false, Some(("gateway", password("etcd-password")))).await?;
+        c.get("/platform-gateway/prod/", None).await
+    };
+    assert!(
+        without_cert.await.is_err(),
+        "a client without a certificate was served"
+    );
+    // With the certificate but not the user: no key at all.
+    let mut anonymous = connect(true, None).await.unwrap();
+    let e = anonymous
+        .get("/platform-gateway/prod/", None)
+        .await
+        .expect_err("served without a user");
+    let refused = [
+        "user name is empty",
+        "user name not found",
+        "permission denied",
+    ];
+    assert!(refused.iter().any(|r| e.to_string().contains(r)), "{e}");
+    // The gateway's user: its prefix, and nothing else.
+    let mut gateway_user = connect(true, Some(("gateway", password("etcd-password"))))
+        .await
+        .unwrap();
+    gateway_user
+        .put("/platform-gateway/prod/probe", "x", None)
+        .await
+        .unwrap();
+    let e = gateway_user
+        .put("/platform-gateway/other/probe", "x", None)
+        .await
+        .expect_err("wrote outside its prefix");
+    assert!(e.to_string().contains("permission denied"), "{e}");
+
+    // The admin API names the store; once etcd is gone, it says why, and the public `/readyz`
+    // says only that the store is unavailable.
+    let admin_state = || async {
+        let admin = gw.admin.as_ref().expect("the ConfigMap's admin listener");
+        let reply = gw
+            .client
+            .get(format!("{admin}/admin/state"))
+            .bearer_auth(password("admin-token"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+        reply.json::<Value>().await.unwrap()
+    };
+    let state = admin_state().await;
+    assert_eq!(state["ready"], json!(true), "{state}");
+    assert!(
+        state["store"].as_str().unwrap().contains(&client_url),
+        "{state}"
+    );
+    drop(etcd);
+    let started = Instant::now();
+    let state = loop {
+        let state = admin_state().await;
+        if state["ready"] == json!(false) {
+            break state;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{state}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        state["error"].as_str().unwrap().contains(&client_url),
+        "{state}"
+    );
+    let (status, reply) = gw.get("/readyz").await;
+    assert_eq!(status, 503, "{reply}");
+    assert!(reply.to_string().contains("state store"), "{reply}");
+    assert!(
+        !reply.to_string().contains(&client_port.to_string()),
+        "{reply}"
+    );
 }
 
 #[test]

@@ -23,6 +23,7 @@ mod pool;
 mod private_ca;
 mod providers;
 mod python;
+mod quotas;
 mod redaction;
 mod reload;
 mod replicas;

@@ -455,6 +455,11 @@ async fn without_an_etcd_quorum_requests_are_503_naming_the_state_store_and_serv
             assert!(retry_after, "{path}: no Retry-After");
             let message = body["error_msg"].as_str().unwrap();
             assert!(message.contains("state store"), "{path}: {message}");
+            // Where the store lives is for the operator's log, not the public body.
+            for endpoint in r.cluster.endpoints() {
+                let port = endpoint.rsplit(':').next().unwrap().to_string();
+                assert!(!body.to_string().contains(&port), "{path}: {body}");
+            }
             // One state operation's deadline, twice at most (a lookup, then the plugin's
             // first access), plus slack for a loaded machine.
             assert!(
@@ -466,6 +471,10 @@ async fn without_an_etcd_quorum_requests_are_503_naming_the_state_store_and_serv
         }
         let (status, reply) = gw.get("/readyz").await;
         assert_eq!(status, 503, "/readyz without quorum: {reply}");
+        for endpoint in r.cluster.endpoints() {
+            let port = endpoint.rsplit(':').next().unwrap().to_string();
+            assert!(!reply.to_string().contains(&port), "/readyz: {reply}");
+        }
     }
 
     // The members come back: every replica serves again by itself, with the data intact.

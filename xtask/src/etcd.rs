@@ -287,7 +287,7 @@ impl Drop for EtcdCluster {
 }
 
 /// The etcd binary: `$ETCD`, or `etcd` on `PATH`.
-fn etcd_binary() -> PathBuf {
+pub fn etcd_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("ETCD") {
         return PathBuf::from(path);
     }

@@ -36,6 +36,7 @@ pub fn router(
         .route("/admin/routes", get(routes))
         .route("/admin/route", post(route))
         .route("/admin/generation", get(generation))
+        .route("/admin/state", get(state))
         .route("/admin/reload", post(reload_now))
         .route("/metrics", get(metrics))
         .fallback(super::not_found)
@@ -174,6 +175,17 @@ async fn generation(State(admin): State<Admin>) -> Json<crate::reload::ReloadSta
     Json(admin.reload.status())
 }
 
+/// `GET /admin/state`: which state store the gateway uses and whether it answers, in the
+/// store's own words (etcd's endpoints and its last error), which the public API never shows.
+/// The verdict is `/readyz`'s, at most a second old.
+async fn state(State(admin): State<Admin>) -> Json<Value> {
+    let store = admin.gateway.state().describe();
+    Json(match admin.gateway.store_verdict().await {
+        Ok(()) => json!({ "store": store, "ready": true }),
+        Err(e) => json!({ "store": store, "ready": false, "error": e.to_string() }),
+    })
+}
+
 /// `POST /admin/reload`: reload now and answer with the outcome (422 with the reason if it was
 /// refused; the previous generation keeps serving).
 async fn reload_now(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
@@ -193,7 +205,8 @@ fn current(gateway: &Gateway) -> Result<Arc<Generation>, ApiError> {
     gateway.current().ok_or_else(super::loading)
 }
 
-/// `GET /admin/backends`: each backend with its plugin file, digest, contract version and limits.
+/// `GET /admin/backends`: each backend with its plugin file, digest, contract version and limits
+/// (its state quotas included).
 async fn backends(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
     let generation = current(&admin.gateway)?;
     let list: Vec<Value> = generation
@@ -211,6 +224,12 @@ async fn backends(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
                     "memory_bytes": limits.memory,
                     "timeout_ms": limits.timeout.as_millis() as u64,
                     "concurrency": limits.concurrency,
+                    "state": {
+                        "keys": limits.state.keys,
+                        "bytes": limits.state.bytes,
+                        "value_bytes": limits.state.value,
+                        "writes_per_second": limits.state.writes_per_second,
+                    },
                 },
             })
         })

@@ -29,6 +29,9 @@ pub struct ApiError {
     pub extra: Map<String, Value>,
     /// A `Retry-After` hint, in seconds.
     pub retry_after: Option<u32>,
+    /// For the log only, never the body: what the client must not see (the state store's
+    /// endpoints).
+    pub detail: Option<String>,
 }
 
 impl ApiError {
@@ -40,6 +43,7 @@ impl ApiError {
             cause: None,
             extra: Map::new(),
             retry_after: None,
+            detail: None,
         }
     }
 
@@ -83,8 +87,12 @@ impl ApiError {
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.cause {
-            Some(cause) => write!(f, "{}: {}", self.message, cause),
-            None => f.write_str(&self.message),
+            Some(cause) => write!(f, "{}: {}", self.message, cause)?,
+            None => f.write_str(&self.message)?,
+        }
+        match &self.detail {
+            Some(detail) => write!(f, " [{detail}]"),
+            None => Ok(()),
         }
     }
 }
@@ -135,6 +143,7 @@ impl From<Error> for ApiError {
         if let Some(cause) = error.cause() {
             reply = reply.with_cause(cause);
         }
+        reply.detail = error.detail();
         if retry {
             // The plugin's own hint when it gave one (0.2's `unavailable`), else a second.
             let hint = match &error {
@@ -398,18 +407,25 @@ mod tests {
     fn an_unreachable_state_store_is_503_with_retry_after_and_a_failed_one_500() {
         let e = ApiError::from(Error::State {
             what: "recording",
-            error: StateError::Unavailable("etcd did not answer within 2s".into()),
+            error: StateError::Unavailable(
+                "etcd at https://etcd-0.internal:2379: no answer within 2s".into(),
+            ),
         });
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(e.retry_after, Some(1));
-        assert!(e.to_string().contains("state store"), "{e}");
-        assert!(e.to_string().contains("etcd did not answer"), "{e}");
+        // The client hears that the store is unavailable, never where it lives; the log line
+        // (the error's `Display`) has the store's own words.
+        let body = e.body().to_string();
+        assert!(body.contains("state store is unavailable"), "{body}");
+        assert!(!body.contains("etcd-0.internal"), "{body}");
+        assert!(e.to_string().contains("etcd-0.internal:2379"), "{e}");
         let e = ApiError::from(Error::State {
             what: "recording",
             error: StateError::Storage("disk on fire at /var/secret/path".into()),
         });
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(!e.to_string().contains("/var/secret"), "{e}");
+        assert!(!e.body().to_string().contains("/var/secret"), "{e:?}");
+        assert!(e.to_string().contains("/var/secret"), "{e}");
     }
 
     #[tokio::test]

@@ -4,6 +4,12 @@
 //! Operations are futures under the call's deadline (the whole call is dropped when it passes).
 //! A call whose deadline has already passed gets `unavailable` instead of starting another store
 //! operation, so a plugin looping on the store cannot outlive its deadline.
+//!
+//! Writes go through the backend's [`StateQuota`] ([`crate::state::quota`]): a write over the
+//! keys, bytes or value size is `too-large`, one over the write rate `unavailable` (retry
+//! later), each with a message naming the limit, and each counted in
+//! `platform_gateway_state_quota_refusals_total`. Contract 0.1's `list-keys`, which has no
+//! pages, answers at most [`LIST_MAX_KEYS`] keys or [`LIST_MAX_BYTES`] of them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,7 +17,15 @@ use std::time::Instant;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::{v0_1, v0_2};
-use crate::state::{MAX_PAGE, StateError, StateStore, all_keys};
+use crate::metrics::Metrics;
+use crate::model::BackendId;
+use crate::state::quota::{QuotaError, Refusal};
+use crate::state::{MAX_PAGE, StateError, StateQuota, StateStore, Usage};
+
+/// The most keys one contract 0.1 `list-keys` answers; past it the listing is `too-large`.
+pub const LIST_MAX_KEYS: usize = 10_000;
+/// The most bytes of keys one contract 0.1 `list-keys` answers.
+pub const LIST_MAX_BYTES: usize = 4 << 20;
 
 /// Why a state operation failed, before it is put in a contract version's words.
 enum Failure {
@@ -37,26 +51,63 @@ impl From<Failure> for v0_2::replicante::platform::state::StateError {
     }
 }
 
+/// A backend's state quotas, its namespace's usage (shared by its generations) and where
+/// refusals are counted.
+#[derive(Clone)]
+pub struct Quotas {
+    /// The limits, from the backend's config.
+    pub quota: StateQuota,
+    /// The namespace's usage and write rate.
+    pub usage: Arc<Usage>,
+    /// The backend, for the refusals metric.
+    pub backend: BackendId,
+    /// Where refusals are counted.
+    pub metrics: Arc<Metrics>,
+}
+
 /// The per-call state capability.
 pub struct PluginState {
     namespace: Arc<str>,
     store: Option<Arc<dyn StateStore>>,
     deadline: Instant,
+    quotas: Quotas,
 }
 
 impl PluginState {
-    /// State for one call of the backend whose namespace is `namespace`, until `deadline`;
-    /// without a store (a plugin instantiated only to be checked) every operation is
-    /// `unavailable`.
+    /// State for one call of the backend whose namespace is `namespace`, until `deadline`,
+    /// within `quotas`; without a store (a plugin instantiated only to be checked) every
+    /// operation is `unavailable`.
     pub fn new(
         namespace: Arc<str>,
         store: Option<Arc<dyn StateStore>>,
         deadline: Instant,
+        quotas: Quotas,
     ) -> PluginState {
         PluginState {
             namespace,
             store,
             deadline,
+            quotas,
+        }
+    }
+
+    /// A refusal, counted and put in the contract's words: a rate is worth retrying later
+    /// (`unavailable`), a full namespace or a large value is not (`too-large`).
+    fn refused(&self, refusal: Refusal) -> Failure {
+        self.quotas
+            .metrics
+            .record_state_refusal(self.quotas.backend.as_str(), refusal.reason());
+        tracing::debug!(namespace = %self.namespace, "state write refused: {refusal}");
+        match refusal {
+            Refusal::Rate { .. } => Failure::Unavailable(refusal.to_string()),
+            _ => Failure::TooLarge(refusal.to_string()),
+        }
+    }
+
+    fn quota_error(&self, e: QuotaError) -> Failure {
+        match e {
+            QuotaError::Refused(refusal) => self.refused(refusal),
+            QuotaError::Store(e) => self.error(e),
         }
     }
 
@@ -76,8 +127,12 @@ impl PluginState {
         match e {
             StateError::TooLarge(message) => Failure::TooLarge(message),
             StateError::Unavailable(message) => {
+                // The plugin may pass its message on to the client: where the store lives
+                // (etcd's endpoints) stays in the log.
                 tracing::warn!(namespace = %self.namespace, "state store: {message}");
-                Failure::Unavailable(format!("the state store is unavailable: {message}"))
+                Failure::Unavailable(
+                    "the state store is unavailable now; see the gateway log".into(),
+                )
             }
             StateError::Storage(message) => {
                 tracing::error!(namespace = %self.namespace, "state store: {message}");
@@ -94,17 +149,21 @@ impl PluginState {
     }
 
     async fn set(&self, key: String, value: Vec<u8>) -> Result<(), Failure> {
-        self.open()?
-            .set(&self.namespace, &key, &value)
+        let store = self.open()?;
+        let Quotas { quota, usage, .. } = &self.quotas;
+        usage
+            .set(quota, &*store, &self.namespace, &key, &value)
             .await
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.quota_error(e))
     }
 
     async fn delete(&self, key: String) -> Result<(), Failure> {
-        self.open()?
-            .delete(&self.namespace, &key)
+        let store = self.open()?;
+        let Quotas { quota, usage, .. } = &self.quotas;
+        usage
+            .delete(quota, &*store, &self.namespace, &key)
             .await
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.quota_error(e))
     }
 
     async fn compare_and_swap(
@@ -113,18 +172,66 @@ impl PluginState {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> Result<bool, Failure> {
-        self.open()?
-            .compare_and_swap(&self.namespace, &key, expected.as_deref(), new.as_deref())
+        let store = self.open()?;
+        let Quotas { quota, usage, .. } = &self.quotas;
+        usage
+            .compare_and_swap(
+                quota,
+                &*store,
+                &self.namespace,
+                &key,
+                expected.as_deref(),
+                new.as_deref(),
+            )
             .await
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.quota_error(e))
     }
 
-    /// Contract 0.1: every key at once (the store is read a page at a time).
+    /// Contract 0.1: every key at once (the store is read a page at a time), up to
+    /// [`LIST_MAX_KEYS`] keys and [`LIST_MAX_BYTES`]; a longer list is `too-large`, since 0.1
+    /// cannot say that a list is cut short.
     async fn all_keys(&self, prefix: String) -> Result<Vec<String>, Failure> {
-        let store = self.open()?;
-        all_keys(&*store, &self.namespace, &prefix)
+        self.keys_within(prefix, LIST_MAX_KEYS, LIST_MAX_BYTES)
             .await
-            .map_err(|e| self.error(e))
+    }
+
+    /// Every key that starts with `prefix`, if there are at most `max_keys` of them and
+    /// `max_bytes` of their text.
+    async fn keys_within(
+        &self,
+        prefix: String,
+        max_keys: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<String>, Failure> {
+        let store = self.open()?;
+        let mut keys: Vec<String> = Vec::new();
+        let mut bytes = 0;
+        loop {
+            let page = store
+                .list_keys(
+                    &self.namespace,
+                    &prefix,
+                    keys.last().map(String::as_str),
+                    MAX_PAGE,
+                )
+                .await
+                .map_err(|e| self.error(e))?;
+            let done = page.len() < MAX_PAGE;
+            bytes += page.iter().map(String::len).sum::<usize>();
+            keys.extend(page);
+            if keys.len() > max_keys || bytes > max_bytes {
+                self.quotas
+                    .metrics
+                    .record_state_refusal(self.quotas.backend.as_str(), "list_size");
+                return Err(Failure::TooLarge(format!(
+                    "more than {max_keys} keys (or {max_bytes} bytes of them) start with \
+                     `{prefix}`: list a longer prefix (contract 0.2 lists a page at a time)"
+                )));
+            }
+            if done {
+                return Ok(keys);
+            }
+        }
     }
 
     /// Contract 0.2: one page of at most `limit` keys, and where the next starts, if a key
@@ -265,6 +372,130 @@ mod tests {
     use super::*;
     use crate::state::embedded::RedbStore;
 
+    fn quotas(quota: StateQuota) -> (Quotas, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let quotas = Quotas {
+            quota,
+            usage: Arc::new(Usage::new()),
+            backend: BackendId::new("pool").unwrap(),
+            metrics: metrics.clone(),
+        };
+        (quotas, metrics)
+    }
+
+    fn plugin_state(quota: StateQuota) -> (tempfile::TempDir, PluginState, Arc<Metrics>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let (quotas, metrics) = quotas(quota);
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        let state = PluginState::new("ns".into(), Some(store), deadline, quotas);
+        (dir, state, metrics)
+    }
+
+    fn refusals(metrics: &Metrics, reason: &str) -> u64 {
+        let text = metrics.encode_prometheus();
+        let prefix = format!(
+            "platform_gateway_state_quota_refusals_total{{backend=\"pool\",reason=\"{reason}\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map_or(0, |n| n.parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn both_contracts_refuse_writes_over_the_quotas_in_their_own_error_shapes() {
+        use v0_1::replicante::platform::state::Error as E1;
+        use v0_2::replicante::platform::state::StateError as E2;
+        let quota = StateQuota {
+            keys: 2,
+            bytes: 1 << 20,
+            value: 16,
+            writes_per_second: 1_000_000,
+        };
+        let (_dir, mut state, metrics) = plugin_state(quota);
+        v0_1::replicante::platform::state::Host::set(&mut state, "a".into(), b"1".to_vec())
+            .await
+            .unwrap();
+        v0_2::replicante::platform::state::Host::set(&mut state, "b".into(), b"1".to_vec())
+            .await
+            .unwrap();
+        match v0_1::replicante::platform::state::Host::set(&mut state, "c".into(), b"1".to_vec())
+            .await
+        {
+            Err(E1::TooLarge(m)) => assert!(m.contains("limits.state_keys"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match v0_2::replicante::platform::state::Host::compare_and_swap(
+            &mut state,
+            "c".into(),
+            None,
+            Some(b"1".to_vec()),
+        )
+        .await
+        {
+            Err(E2::TooLarge(m)) => assert!(m.contains("limits.state_keys"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match v0_2::replicante::platform::state::Host::set(&mut state, "a".into(), vec![0; 17])
+            .await
+        {
+            Err(E2::TooLarge(m)) => assert!(m.contains("limits.state_value_size"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(refusals(&metrics, "keys"), 2);
+        assert_eq!(refusals(&metrics, "value_size"), 1);
+
+        // Over the rate: `unavailable`, which a plugin retries later.
+        let (_dir, mut state, metrics) = plugin_state(StateQuota {
+            writes_per_second: 1,
+            ..StateQuota::default()
+        });
+        v0_2::replicante::platform::state::Host::set(&mut state, "a".into(), b"1".to_vec())
+            .await
+            .unwrap();
+        match v0_1::replicante::platform::state::Host::delete(&mut state, "a".into()).await {
+            Err(E1::Unavailable(m)) => {
+                assert!(m.contains("limits.state_writes_per_second"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(refusals(&metrics, "write_rate"), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn contract_0_1_lists_up_to_its_bounds_and_refuses_a_longer_list() {
+        let (_dir, state, metrics) = plugin_state(StateQuota::default());
+        let store = state.store.clone().unwrap();
+        for i in 0..1005 {
+            store.set("ns", &format!("k/{i:04}"), b"").await.unwrap();
+        }
+        // Past one page of the store, within the bounds: all of them.
+        let keys = state
+            .keys_within("k/".into(), 1005, 1 << 20)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(keys.len(), 1005);
+        // One key over the count, or one byte over the text: refused, and counted.
+        for (max_keys, max_bytes) in [(1004, 1 << 20), (1005, 1005 * 6 - 1)] {
+            match state.keys_within("k/".into(), max_keys, max_bytes).await {
+                Err(Failure::TooLarge(m)) => assert!(m.contains("longer prefix"), "{m}"),
+                Err(Failure::Unavailable(m)) => panic!("unavailable: {m}"),
+                Ok(keys) => panic!("listed {} keys", keys.len()),
+            }
+        }
+        // A longer prefix lists.
+        let keys = state
+            .keys_within("k/100".into(), 5, 1 << 20)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(keys.len(), 5);
+        assert_eq!(refusals(&metrics, "list_size"), 2);
+        // The contract's own bounds: 0.1's list-keys answers through them.
+        assert_eq!(state.all_keys("k/".into()).await.ok().unwrap().len(), 1005);
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn contract_0_2_lists_keys_a_page_at_a_time_and_says_none_after_the_last() {
         let dir = tempfile::tempdir().unwrap();
@@ -275,7 +506,12 @@ mod tests {
         store.set("ns", "other", b"x").await.unwrap();
         store.set("elsewhere", "k/9", b"x").await.unwrap();
         let deadline = Instant::now() + std::time::Duration::from_secs(30);
-        let state = PluginState::new("ns".into(), Some(store), deadline);
+        let state = PluginState::new(
+            "ns".into(),
+            Some(store),
+            deadline,
+            quotas(StateQuota::default()).0,
+        );
 
         let mut pages = Vec::new();
         let mut after = None;

@@ -92,6 +92,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// What the operator's log gets beside the public message and cause, which must not show
+    /// it: the state store's own words (its endpoints, its files).
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Error::State { error, .. } => Some(error.to_string()),
+            _ => None,
+        }
+    }
+
     /// The root cause worth showing apart from the message, if any.
     pub fn cause(&self) -> Option<String> {
         match self {
@@ -113,8 +122,12 @@ impl Error {
                 })
             }
             Error::State { error, .. } => Some(match error {
-                StateError::Unavailable(m) => format!("state store unavailable: {m}"),
-                // Storage failures are for the operator's log, not the client.
+                // What failed where (etcd's endpoints, a file's path) is for the operator: the
+                // log and the admin API's `/admin/state` ([`Error::detail`]), not the client.
+                StateError::Unavailable(_) => {
+                    "the state store is unavailable; retry later (the detail is in the gateway log)"
+                        .into()
+                }
                 StateError::Storage(_) => "see the gateway log".into(),
                 StateError::TooLarge(m) => m.clone(),
             }),

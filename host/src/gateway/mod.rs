@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::model::BackendId;
 use crate::model::{self, ProviderError};
 use crate::runtime::{Backend, CallError, LoadError, Runtime};
-use crate::state::{Ownership, StateStore};
+use crate::state::{Ownership, StateError, StateStore};
 use ownership::Deprovision;
 
 /// One immutable snapshot of the config and the loaded backends.
@@ -45,7 +45,8 @@ impl Generation {
     /// Compile (or fetch from the cache) and pre-instantiate every backend of `config`. Slow on
     /// a cold cache: call it off the async runtime. A backend that keeps its name and its
     /// concurrency limit keeps its call slots from `previous`, so a reload never lets more calls
-    /// run at once than the limit allows.
+    /// run at once than the limit allows; a state namespace keeps its usage count and write
+    /// rate.
     pub fn load(
         number: u64,
         config: Config,
@@ -80,6 +81,12 @@ impl Generation {
         for (id, mut backend) in loaded {
             if let Some(old) = previous.and_then(|p| p.backends.get(&id)) {
                 backend.share_slots_with(old);
+            }
+            // By namespace, not name: a renamed backend that keeps its namespace keeps its data.
+            if let Some(old) =
+                previous.and_then(|p| p.backend_by_namespace(backend.state_namespace()))
+            {
+                backend.share_state_usage_with(old);
             }
             backends.insert(id, Arc::new(backend));
         }
@@ -148,10 +155,20 @@ impl Discovery {
     }
 }
 
+/// How long the state store's verdict for `/readyz` is kept: a load balancer polling every
+/// replica (or many clients polling one) costs the store one check per replica per second at
+/// most, and a store that stops answering shows within about a second.
+pub const READY_CACHE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The state store's last check: when, and what it said.
+type Verdict = Option<(std::time::Instant, Result<(), StateError>)>;
+
 /// The gateway's shared state: the generation being served and the state store.
 pub struct Gateway {
     current: ArcSwapOption<Generation>,
     state: Arc<dyn StateStore>,
+    /// Held while the store is checked, so concurrent readiness probes share one check.
+    verdict: tokio::sync::Mutex<Verdict>,
     ownership: ownership::Upkeep,
     metrics: Arc<Metrics>,
 }
@@ -161,6 +178,7 @@ impl Gateway {
     pub fn new(state: Arc<dyn StateStore>) -> Gateway {
         Gateway {
             current: ArcSwapOption::empty(),
+            verdict: tokio::sync::Mutex::new(None),
             ownership: ownership::Upkeep::default(),
             state,
             metrics: Arc::default(),
@@ -196,15 +214,35 @@ impl Gateway {
         &self.state
     }
 
-    /// Ready to serve: a generation is loaded and the state store answers.
+    /// Ready to serve: a generation is loaded and the state store answers (a verdict at most
+    /// [`READY_CACHE`] old).
     pub async fn ready(&self) -> Result<(), Error> {
         if self.current.load().is_none() {
             return Err(Error::Loading);
         }
-        self.state.check().await.map_err(|error| Error::State {
+        self.store_verdict().await.map_err(|error| Error::State {
             what: "checking that it can serve",
             error,
         })
+    }
+
+    /// Whether the state store answers: its last check if younger than [`READY_CACHE`], else a
+    /// new one (which the probes that come meanwhile wait for and share).
+    pub async fn store_verdict(&self) -> Result<(), StateError> {
+        let mut verdict = self.verdict.lock().await;
+        if let Some((at, result)) = &*verdict
+            && at.elapsed() < READY_CACHE
+        {
+            return result.clone();
+        }
+        let result = self.state.check().await;
+        if let Err(e) = &result
+            && verdict.as_ref().is_none_or(|(_, before)| before.is_ok())
+        {
+            tracing::warn!("the state store stopped answering: {e}");
+        }
+        *verdict = Some((std::time::Instant::now(), result.clone()));
+        result
     }
 
     /// `GET /discover`: every backend, concurrently, merged by cluster, under the configured
@@ -569,6 +607,9 @@ mod tests {
     struct BrokenIndex {
         inner: RedbStore,
         failing: AtomicBool,
+        /// `check` fails while set; each `check` is counted.
+        unready: AtomicBool,
+        checks: std::sync::atomic::AtomicUsize,
     }
 
     impl BrokenIndex {
@@ -634,6 +675,12 @@ mod tests {
             self.inner.owners(a, l).await
         }
         async fn check(&self) -> Result<(), StateError> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            if self.unready.load(Ordering::SeqCst) {
+                return Err(StateError::Unavailable(
+                    "etcd at https://etcd-0.internal:2379: no quorum".into(),
+                ));
+            }
             Ok(())
         }
         fn describe(&self) -> String {
@@ -687,6 +734,8 @@ mod tests {
         let store = Arc::new(BrokenIndex {
             inner: RedbStore::open(dir.path()).unwrap(),
             failing: AtomicBool::new(true),
+            unready: AtomicBool::new(false),
+            checks: Default::default(),
         });
         let state: Arc<dyn StateStore> = store.clone();
         let (generation, gateway) = pool_gateway(dir.path(), &state, 1);
@@ -707,6 +756,31 @@ mod tests {
             gateway.recorded_owner("c1", "m1").await.unwrap().as_deref(),
             Some("pool")
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn readiness_checks_the_store_once_per_second_however_often_it_is_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(BrokenIndex {
+            inner: RedbStore::open(dir.path()).unwrap(),
+            failing: AtomicBool::new(false),
+            unready: AtomicBool::new(false),
+            checks: Default::default(),
+        });
+        let gateway = Gateway::new(store.clone());
+        // Fifty probes at once share one check (they take microseconds: far inside the second
+        // the verdict is kept).
+        let probes = (0..50).map(|_| gateway.store_verdict());
+        assert!(join_all(probes).await.iter().all(Result::is_ok));
+        assert_eq!(store.checks.load(Ordering::SeqCst), 1);
+        // The store stops answering: the kept verdict serves until it is a second old, then the
+        // next probe checks again and says so.
+        store.unready.store(true, Ordering::SeqCst);
+        assert!(gateway.store_verdict().await.is_ok());
+        tokio::time::sleep(READY_CACHE).await;
+        let err = gateway.store_verdict().await.unwrap_err();
+        assert!(err.to_string().contains("no quorum"), "{err}");
+        assert_eq!(store.checks.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(flavor = "multi_thread")]

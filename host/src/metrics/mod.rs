@@ -127,6 +127,7 @@ pub struct Metrics {
     cache_bytes: Gauge,
     state_duration: Family<StateLabels, Histogram>,
     state_errors: Family<StateErrorLabels, Counter>,
+    state_refusals: Family<RefusedLabels, Counter>,
     ownership_records: Gauge,
     discovery_conflicts: Counter,
     plugin_log_dropped: Family<BackendLabels, Counter>,
@@ -159,6 +160,7 @@ impl Metrics {
             cache_bytes: Gauge::default(),
             state_duration: Family::new_with_constructor(state_histogram),
             state_errors: Family::default(),
+            state_refusals: Family::default(),
             ownership_records: Gauge::default(),
             discovery_conflicts: Counter::default(),
             plugin_log_dropped: Family::default(),
@@ -251,6 +253,11 @@ impl Metrics {
             "state_errors",
             "Failed state store operations, by operation and kind (unavailable, storage, too_large)",
             metrics.state_errors.clone(),
+        );
+        registry.register(
+            "state_quota_refusals",
+            "Plugin state operations refused by the backend's state quotas, by backend and reason (keys, bytes, value_size, write_rate, list_size)",
+            metrics.state_refusals.clone(),
         );
         registry.register(
             "ownership_records",
@@ -446,6 +453,17 @@ impl Metrics {
                 .get_or_create(&StateErrorLabels { operation, kind })
                 .inc();
         }
+    }
+
+    /// A plugin's state operation refused by its backend's quotas: `keys`, `bytes`,
+    /// `value_size`, `write_rate` or `list_size`.
+    pub fn record_state_refusal(&self, backend: &str, reason: &'static str) {
+        self.state_refusals
+            .get_or_create(&RefusedLabels {
+                backend: backend.to_string(),
+                reason,
+            })
+            .inc();
     }
 }
 

@@ -124,6 +124,10 @@ impl StateStore for MeteredStore {
         self.timed("owners", self.inner.owners(after, limit)).await
     }
 
+    async fn usage(&self, namespace: &str) -> Result<(u64, u64), StateError> {
+        self.timed("usage", self.inner.usage(namespace)).await
+    }
+
     async fn check(&self) -> Result<(), StateError> {
         self.timed("check", self.inner.check()).await
     }

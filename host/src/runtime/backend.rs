@@ -20,14 +20,15 @@ use wasmtime_wasi::WasiCtx;
 
 use super::{Answer, CallState, EPOCH_TICK, Operation, Prepared};
 use crate::capability::http::{Allowlist, OutboundHttp};
+use crate::capability::state::{PluginState, Quotas};
 use crate::capability::stdio::Capture;
-use crate::capability::{logging::Logging, redact, settings::Settings, state::PluginState};
+use crate::capability::{logging::Logging, redact, settings::Settings};
 use crate::config::{BackendConfig, Limits};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::model::{
     BackendId, Cluster, DeprovisionRequest, ProviderError, ProvisionRequest, ProvisionResponse,
 };
-use crate::state::StateStore;
+use crate::state::{StateStore, Usage};
 
 /// How much of a plugin's stdout and of its stderr (panic messages) is kept per call and
 /// logged; the rest is dropped.
@@ -244,6 +245,8 @@ pub struct Backend {
     limits: Limits,
     slots: Arc<Slots>,
     state: Option<Arc<dyn StateStore>>,
+    /// Its namespace's usage and write rate, counted against `limits.state`.
+    usage: Arc<Usage>,
     metrics: CallMetrics,
 }
 
@@ -273,6 +276,7 @@ impl Backend {
                 waiting: AtomicUsize::new(0),
             }),
             state,
+            usage: Arc::new(Usage::new()),
             metrics: CallMetrics {
                 metrics: metrics.clone(),
                 in_flight,
@@ -297,6 +301,14 @@ impl Backend {
     pub fn share_slots_with(&mut self, previous: &Backend) {
         if previous.limits.concurrency == self.limits.concurrency {
             self.slots = previous.slots.clone();
+        }
+    }
+
+    /// Take over `previous`'s count of the state namespace they share, so that a reload
+    /// neither forgets the write rate nor counts the namespace anew.
+    pub fn share_state_usage_with(&mut self, previous: &Backend) {
+        if previous.namespace == self.namespace {
+            self.usage = previous.usage.clone();
         }
     }
 
@@ -485,7 +497,17 @@ impl Backend {
                 self.secrets.clone(),
                 Some(self.metrics.metrics.clone()),
             ),
-            state: PluginState::new(self.namespace.clone(), self.state.clone(), deadline),
+            state: PluginState::new(
+                self.namespace.clone(),
+                self.state.clone(),
+                deadline,
+                Quotas {
+                    quota: self.limits.state,
+                    usage: self.usage.clone(),
+                    backend: self.id.clone(),
+                    metrics: self.metrics.metrics.clone(),
+                },
+            ),
             http: OutboundHttp::new(
                 self.id.clone(),
                 self.http.clone(),

@@ -14,6 +14,7 @@ pub async fn run(store: Arc<dyn StateStore>) {
     concurrent_compare_and_swap_has_one_winner_per_round(store.clone()).await;
     list_keys_stays_inside_prefix_and_namespace_and_pages(&*store).await;
     oversized_keys_and_values_are_refused(&*store).await;
+    usage_counts_the_keys_and_bytes_of_one_namespace(&*store).await;
     owners_are_recorded_listed_and_forgotten(&*store).await;
     store
         .check()
@@ -186,6 +187,35 @@ async fn oversized_keys_and_values_are_refused(s: &dyn StateStore) {
     s.set("contract-big", "k", &largest).await.unwrap();
     assert_eq!(s.get("contract-big", "k").await.unwrap(), Some(largest));
     s.delete("contract-big", "k").await.unwrap();
+}
+
+async fn usage_counts_the_keys_and_bytes_of_one_namespace(s: &dyn StateStore) {
+    let ns = "contract-usage";
+    assert_eq!(s.usage(ns).await.unwrap(), (0, 0));
+    // Large values among small ones, and more keys than one page of any listing: the scan's
+    // pages (bounded in bytes on etcd) add up to the right totals.
+    let mut expected = (0u64, 0u64);
+    for i in 0..(MAX_PAGE + 5) {
+        let key = format!("k{i:05}");
+        let value = if i % 250 == 7 {
+            vec![b'x'; MAX_VALUE_SIZE]
+        } else {
+            vec![b'y'; i % 13]
+        };
+        s.set(ns, &key, &value).await.unwrap();
+        expected.0 += 1;
+        expected.1 += (key.len() + value.len()) as u64;
+    }
+    s.set("contract-usage-other", "k", b"not counted")
+        .await
+        .unwrap();
+    s.set("contract-usag", "k", b"not counted").await.unwrap();
+    assert_eq!(s.usage(ns).await.unwrap(), expected);
+    s.delete(ns, "k00007").await.unwrap();
+    assert_eq!(
+        s.usage(ns).await.unwrap(),
+        (expected.0 - 1, expected.1 - 6 - MAX_VALUE_SIZE as u64)
+    );
 }
 
 async fn owners_are_recorded_listed_and_forgotten(s: &dyn StateStore) {

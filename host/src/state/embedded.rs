@@ -233,6 +233,27 @@ impl StateStore for RedbStore {
         })
     }
 
+    async fn usage(&self, namespace: &str) -> Result<(u64, u64), StateError> {
+        // One read transaction over the namespace's range: a consistent count.
+        let namespace = namespace.to_string();
+        self.run(move |db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(KV)?;
+            let (mut keys, mut bytes) = (0u64, 0u64);
+            for entry in table.range((namespace.as_str(), "")..)? {
+                let (k, v) = entry?;
+                let (ns, key) = k.value();
+                if ns != namespace {
+                    break;
+                }
+                keys += 1;
+                bytes += (key.len() + v.value().len()) as u64;
+            }
+            Ok((keys, bytes))
+        })
+        .await
+    }
+
     async fn owner(&self, cluster_id: &str, node_id: &str) -> Result<Option<String>, StateError> {
         let (cluster_id, node_id) = (cluster_id.to_string(), node_id.to_string());
         self.read(|db| {

@@ -19,10 +19,10 @@ use etcd_client::{
 };
 use tokio::time::Instant;
 
-use super::{MAX_PAGE, Ownership, StateError, StateStore, check_sizes};
+use super::{MAX_PAGE, MAX_VALUE_SIZE, Ownership, StateError, StateStore, check_sizes};
 
-/// How to reach etcd, from the config's `[state]` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How to reach etcd, from the config's `[state]` section. Its `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct EtcdSettings {
     /// Client URLs of the members (`http://127.0.0.1:2379`).
     pub endpoints: Vec<String>,
@@ -36,6 +36,19 @@ pub struct EtcdSettings {
     pub password: Option<String>,
     /// TLS to etcd.
     pub tls: Option<EtcdTls>,
+}
+
+impl std::fmt::Debug for EtcdSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSettings")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// TLS files for etcd: the CA that signed the members' certificates, and an optional client
@@ -55,9 +68,12 @@ const TXN_CHUNK: usize = 64;
 /// The first pause between two attempts of an operation; it doubles up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
 const MAX_PAUSE: Duration = Duration::from_millis(200);
-/// How long the marker of a compare-and-swap lives (see [`EtcdStore::compare_and_swap`]);
-/// markers are attached to a lease that is replaced after a third of this.
-const MARKER_TTL: Duration = Duration::from_secs(60);
+/// The shortest life of a compare-and-swap's marker (see [`EtcdStore::compare_and_swap`]);
+/// [`marker_ttl`] gives the life for a configured timeout.
+const MIN_MARKER_TTL: Duration = Duration::from_secs(60);
+/// About how many bytes of values one page of a usage scan asks for: etcd's answers are
+/// bounded (gRPC's 4 MiB), and a value may be 1 MiB.
+const USAGE_PAGE_BYTES: usize = 2 << 20;
 /// How long a member that failed an attempt is passed over while others may answer.
 const AVOID: Duration = Duration::from_secs(1);
 
@@ -200,13 +216,15 @@ impl EtcdStore {
 
     /// The lease for compare-and-swap markers, granted anew once a third of its life is over.
     async fn marker_lease(&self, lease: &mut LeaseClient) -> Result<i64, Failure> {
+        let ttl = marker_ttl(self.settings.timeout);
         if let Some((id, granted)) = *lock(&self.lease)
-            && granted.elapsed() < MARKER_TTL / 3
+            && granted.elapsed() < ttl / 3
         {
             return Ok(id);
         }
+        // Taken before asking: etcd starts the lease's life later, never earlier.
         let granted = Instant::now();
-        let id = lease.grant(MARKER_TTL.as_secs() as i64, None).await?.id();
+        let id = lease.grant(ttl.as_secs() as i64, None).await?.id();
         *lock(&self.lease) = Some((id, granted));
         Ok(id)
     }
@@ -296,6 +314,19 @@ impl EtcdStore {
             ))
         })
     }
+}
+
+/// How long the markers of compare-and-swaps live, for operations that end within `timeout`.
+///
+/// A marker is read only by later attempts of its own swap, which all start before the
+/// operation's deadline, `timeout` after it began ([`EtcdStore::run`]); nothing reads it after
+/// the operation returns, so the plugin call's own deadline (`limits.timeout`, up to an hour)
+/// does not matter, only `state.timeout` (also up to an hour). Markers go on a lease that is
+/// used for a third of its life, so a marker lives at least two thirds of this after it is
+/// written: twice the timeout outlives every retry with room to spare.
+fn marker_ttl(timeout: Duration) -> Duration {
+    // Whole seconds, as etcd takes them, rounded up.
+    MIN_MARKER_TTL.max(Duration::from_secs((timeout * 2).as_secs() + 1))
 }
 
 /// Lock `mutex`; a panic elsewhere while it was held does not make its value wrong here.
@@ -469,7 +500,7 @@ impl StateStore for EtcdStore {
         // while its marker is absent. An attempt whose answer was lost (a member stopped
         // mid-call) may have applied: the next attempt then finds its marker and reports the
         // swap, instead of failing its comparison or applying it twice. Markers live on a
-        // lease and vanish after a minute.
+        // lease and vanish once no attempt of their swap can come ([`marker_ttl`]).
         let marker = self
             .keys
             .marker(&self.swaps, self.next_swap.fetch_add(1, Ordering::Relaxed));
@@ -573,6 +604,61 @@ impl StateStore for EtcdStore {
             .into_iter()
             .map(|n| self.decode_text("namespace", n))
             .collect()
+    }
+
+    async fn usage(&self, namespace: &str) -> Result<(u64, u64), StateError> {
+        // Values must be read to be measured. A page holds as many as fit in USAGE_PAGE_BYTES
+        // at the size of the largest value of the page before (the first page assumes the
+        // largest possible); a page whose answer is over gRPC's bound anyway (a run of large
+        // values after small ones) is asked again at half the size, until it passes.
+        let (mut start, end) = self.keys.kv_page(namespace, "", None);
+        let base = self.keys.kv_namespace(namespace).len();
+        let (mut keys, mut bytes) = (0u64, 0u64);
+        let mut largest = MAX_VALUE_SIZE;
+        loop {
+            let mut page = (USAGE_PAGE_BYTES / largest.max(1)).clamp(1, MAX_PAGE);
+            let found = loop {
+                let asked = self
+                    .run(|Clients { mut kv, .. }| {
+                        let (start, end) = (&start, &end);
+                        async move {
+                            let options = GetOptions::new()
+                                .with_range(end.clone())
+                                .with_limit(page as i64);
+                            match kv.get(start.clone(), Some(options)).await {
+                                Ok(mut reply) => Ok(Some(
+                                    reply
+                                        .take_kvs()
+                                        .into_iter()
+                                        .map(|kv| (kv.key().to_vec(), kv.value().len()))
+                                        .collect::<Vec<_>>(),
+                                )),
+                                // OutOfRange: the answer is over gRPC's bound.
+                                Err(etcd_client::Error::GRpcStatus(status))
+                                    if status.code() as i32 == 11 && page > 1 =>
+                                {
+                                    Ok(None)
+                                }
+                                Err(e) => Err(e.into()),
+                            }
+                        }
+                    })
+                    .await?;
+                match asked {
+                    Some(found) => break found,
+                    None => page = (page / 2).max(1),
+                }
+            };
+            for (key, value) in &found {
+                keys += 1;
+                bytes += (key.len().saturating_sub(base) + value) as u64;
+            }
+            largest = found.iter().map(|(_, v)| *v).max().unwrap_or(1);
+            match found.last() {
+                Some((last, _)) if found.len() == page => start = keys::successor(last),
+                _ => return Ok((keys, bytes)),
+            }
+        }
     }
 
     async fn owner(&self, cluster_id: &str, node_id: &str) -> Result<Option<String>, StateError> {
@@ -1098,6 +1184,37 @@ mod tests {
             elapsed < timeout * errors.len() as u32 + Duration::from_secs(1),
             "{elapsed:?}"
         );
+    }
+
+    #[test]
+    fn a_marker_outlives_every_attempt_of_its_swap_whatever_the_timeout() {
+        for timeout in [1, 2_000, 30_000, 40_001, 600_000, 3_600_000] {
+            let timeout = Duration::from_millis(timeout);
+            let ttl = marker_ttl(timeout);
+            // Written with a lease up to a third of its life old; read until `timeout` after
+            // the operation began, which is no earlier than the write.
+            assert!(ttl - ttl / 3 > timeout, "{timeout:?}: {ttl:?}");
+            // Whole seconds, as etcd takes them.
+            assert_eq!(ttl.subsec_nanos(), 0, "{timeout:?}");
+        }
+    }
+
+    #[test]
+    fn debug_shows_the_settings_but_never_the_password() {
+        let mut s = settings(vec!["https://etcd-0:2379".into()], Duration::from_secs(1));
+        s.username = Some("gateway".into());
+        s.password = Some("hunter2-sekret".into());
+        for shown in [format!("{s:?}"), format!("{s:#?}")] {
+            assert!(!shown.contains("hunter2-sekret"), "{shown}");
+            assert!(shown.contains("[redacted]"), "{shown}");
+            assert!(
+                shown.contains("gateway") && shown.contains("etcd-0"),
+                "{shown}"
+            );
+        }
+        // Through the config that holds it, too.
+        let config = crate::config::StoreConfig::Etcd(s);
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[tokio::test]

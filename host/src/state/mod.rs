@@ -14,12 +14,14 @@
 pub mod contract;
 pub mod embedded;
 pub mod etcd;
+pub mod quota;
 pub mod transfer;
 
 use async_trait::async_trait;
 
 pub use embedded::RedbStore;
 pub use etcd::{EtcdSettings, EtcdStore, EtcdTls};
+pub use quota::{StateQuota, Usage};
 
 /// The largest key a plugin may store.
 pub const MAX_KEY_SIZE: usize = 1024;
@@ -101,6 +103,29 @@ pub trait StateStore: Send + Sync + 'static {
         after: Option<(&str, &str)>,
         limit: usize,
     ) -> Result<Vec<Ownership>, StateError>;
+
+    /// How many keys `namespace` holds, and how many bytes (each key's length plus its
+    /// value's), read from the store: a scan, for [`quota::Usage`] to start counting from. This
+    /// default reads every value through [`StateStore::get`]; stores override it with one pass.
+    async fn usage(&self, namespace: &str) -> Result<(u64, u64), StateError> {
+        let (mut keys, mut bytes) = (0u64, 0u64);
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .list_keys(namespace, "", after.as_deref(), MAX_PAGE)
+                .await?;
+            for key in &page {
+                if let Some(value) = self.get(namespace, key).await? {
+                    keys += 1;
+                    bytes += (key.len() + value.len()) as u64;
+                }
+            }
+            if page.len() < MAX_PAGE {
+                return Ok((keys, bytes));
+            }
+            after = page.last().cloned();
+        }
+    }
 
     /// Whether the store can serve now (a cheap read that needs what a write needs, e.g. a
     /// quorum). `/readyz` asks it.

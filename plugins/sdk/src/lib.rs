@@ -257,8 +257,9 @@ pub mod settings {
 ///
 /// Writes are durable when the call returns. Use [`state::compare_and_swap`] (or
 /// [`state::update`]) for anything that concurrent calls of the same backend, or several
-/// gateway replicas, may race on. A store that cannot answer is [`Error::unavailable`]; a key
-/// or value over the limits (1 KiB, 1 MiB) is [`Error::internal`].
+/// gateway replicas, may race on. A store that cannot answer, or a write over the backend's
+/// write rate, is [`Error::unavailable`]; a key or value over the limits (1 KiB, 1 MiB), or a
+/// write over the backend's state quotas (keys, bytes, value size), is [`Error::internal`].
 pub mod state {
     use super::Error;
 

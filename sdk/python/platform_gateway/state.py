@@ -8,8 +8,10 @@ Every call runs in a fresh instance and the gateway runs several calls of one ba
 (and several replicas may share one store): anything concurrent calls may race on goes through
 `compare_and_swap`, or `update`/`update_json`, which read, apply a function and retry the swap.
 
-Errors: the store not answering raises `Unavailable` (HTTP 503 if the provider lets it
-through, which is usually right); a key or value over the limits raises `Internal`.
+Errors: the store not answering, or a write over the backend's write rate
+(`limits.state_writes_per_second`), raises `Unavailable` (HTTP 503 if the provider lets it
+through, which is usually right); a key or value over the limits, or a write over the backend's
+state quotas (`limits.state_keys`, `state_bytes`, `state_value_size`), raises `Internal`.
 """
 
 from __future__ import annotations

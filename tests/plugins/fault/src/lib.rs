@@ -12,7 +12,9 @@
 //! stdout and stderr, and fails with it in its message), `chatty` (prints 1 MiB to
 //! stdout and to stderr, then behaves as `echo`), `busy` (every operation answers `unavailable`
 //! with a retry hint of 7 seconds), `log-flood` (logs a message with a newline, then 1 MiB in
-//! 1,024 messages, then behaves as `echo`).
+//! 1,024 messages, then behaves as `echo`), `fill-state` (writes keys `fill/000000`,
+//! `fill/000001`... with values of `fill_bytes` bytes, up to `fill_keys` of them, and at the first
+//! refusal answers it, in the same error kind, after `stored N keys, then: `).
 
 use platform_sdk::{
     Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
@@ -75,6 +77,7 @@ fn misbehave() -> Result<(), Error> {
             }
             Ok(())
         }
+        "fill-state" => fill_state(),
         "sleep" => {
             let ms: u64 = settings::value("sleep_ms")?.unwrap_or(1000);
             std::thread::sleep(std::time::Duration::from_millis(ms));
@@ -106,6 +109,23 @@ fn probe() -> String {
         Err(_) => "denied".to_string(),
     };
     format!("probe: fs={fs} env={env} net={net}")
+}
+
+fn fill_state() -> Result<(), Error> {
+    let count: u64 = settings::value("fill_keys")?.unwrap_or(1_000_000);
+    let bytes: usize = settings::value("fill_bytes")?.unwrap_or(100);
+    let value = vec![b'f'; bytes];
+    for n in 0..count {
+        if let Err(error) = platform_sdk::state::set(&format!("fill/{n:06}"), &value) {
+            let said = |m: String| format!("stored {n} keys, then: {m}");
+            return Err(match error {
+                Error::Unavailable(u) => Error::unavailable(said(u.message)),
+                Error::Internal(m) => Error::internal(said(m)),
+                other => other,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn mode() -> String {
