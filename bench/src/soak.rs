@@ -3,8 +3,8 @@
 //!
 //! For `--minutes` it mixes: provisions and deprovisions on a pool (every acknowledged node is
 //! checked against a discovery at the end), discoveries, clients that pipeline requests and
-//! read nothing, a plugin that logs 1 MiB per call, one that writes state in a loop until its
-//! deadline, and SIGHUP reloads from this process every few seconds. It samples the gateway's
+//! read nothing, a plugin that logs 1 MiB per call, one that writes 1 KiB keys until its state
+//! quota refuses it, and SIGHUP reloads from this process every few seconds. It samples the gateway's
 //! RSS and open file descriptors, prints them over time, and fails if an acknowledged provision
 //! was lost, a well-behaved backend stopped answering, or RSS or descriptors kept growing.
 
@@ -111,8 +111,8 @@ pub fn run(gateway: &Path, plugins: &Path, work: &Path, minutes: f64) -> anyhow:
          [admin]\nlisten = \"{admin}\"\n[state]\ndir = \"state\"\n\
          [discovery]\non_backend_failure = \"partial\"\n\n{pool}\
          [backends.noisy]\nplugin = \"{fault}\"\n[backends.noisy.settings]\nmode = \"log-flood\"\n\n\
-         [backends.filler]\nplugin = \"{fault}\"\nlimits = {{ timeout = \"200ms\" }}\n\
-         [backends.filler.settings]\nmode = \"state-loop\"\n\n\
+         [backends.filler]\nplugin = \"{fault}\"\nlimits = {{ timeout = \"2s\" }}\n\
+         [backends.filler.settings]\nmode = \"fill-state\"\nfill_keys = 1000000\nfill_bytes = 1024\n\n\
          [[routes]]\nstore = \"kafka\"\nbackend = \"noisy\"\n\
          [[routes]]\nstore = \"redis\"\nbackend = \"filler\"\n\
          [[routes]]\nbackend = \"pool\"\n",
