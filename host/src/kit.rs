@@ -447,6 +447,9 @@ pub struct Script {
     /// How many nodes the exhaustion check takes at most before it stops: a fixed inventory
     /// must be smaller to be exhausted; a cloud never runs out.
     pub max_nodes: u32,
+    /// Skip the idempotency check: the plugin leaves it to an API that the test double it runs
+    /// against does not implement (moto ignores EC2's `ClientToken`).
+    pub skip_idempotency: bool,
 }
 
 impl Default for Script {
@@ -459,6 +462,7 @@ impl Default for Script {
             concurrent: 8,
             provisions: true,
             max_nodes: 8,
+            skip_idempotency: false,
         }
     }
 }
@@ -921,6 +925,9 @@ pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
 
     match plugin.contract() {
         Contract::V0_1 => checks.skip(&[IDEMPOTENT], "contract 0.1 has no request ID"),
+        Contract::V0_2 if script.skip_idempotency => {
+            checks.skip(&[IDEMPOTENT], "--skip-idempotency")
+        }
         Contract::V0_2 => {
             let outcome = idempotent(&kit).await;
             checks.record(IDEMPOTENT, outcome);

@@ -75,6 +75,11 @@ pub struct TestPluginArgs {
     /// Without it, a run that could not provision fails: it exercised nothing.
     #[arg(long, conflicts_with = "provisions")]
     no_provision: bool,
+    /// Skip the idempotency check (a repeated request ID), saying so: for a plugin whose
+    /// idempotency rests on an API that the test double it runs against does not implement
+    /// (moto ignores EC2's `ClientToken`).
+    #[arg(long)]
+    skip_idempotency: bool,
     /// The default; kept for scripts written when not provisioning was.
     #[arg(long, hide = true)]
     provisions: bool,
@@ -139,6 +144,7 @@ pub fn test_plugin(args: TestPluginArgs) -> anyhow::Result<ExitCode> {
                     concurrent: args.concurrent.max(1),
                     provisions: !args.no_provision,
                     max_nodes: args.max_nodes.max(2),
+                    skip_idempotency: args.skip_idempotency,
                 };
                 let mut checks = vec![kit::Check {
                     name: "loads and starts within its limits",
