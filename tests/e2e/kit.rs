@@ -306,3 +306,32 @@ fn call_runs_one_operation_and_a_state_folder_carries_between_calls() {
         "{answer}"
     );
 }
+
+#[test]
+fn a_plugin_file_that_is_not_webassembly_fails_in_one_line_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = write(dir.path(), "notes.wasm", "not wasm at all\n");
+    let settings = write(dir.path(), "settings.toml", "");
+    let (ok, stdout, _) = test_plugin(Path::new(&text), Path::new(&settings), &[]);
+    assert!(!ok, "{stdout}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(
+        stdout.contains("is not a usable component: it is not a WebAssembly file"),
+        "{stdout}"
+    );
+
+    // Through `check`, a missing file says so once, naming the key.
+    let config = write(
+        dir.path(),
+        "gateway.toml",
+        "[backends.gone]\nplugin = \"nowhere.wasm\"\n\n[[routes]]\nbackend = \"gone\"\n",
+    );
+    let (ok, _, stderr) = run_cli(&["check", "--config", &config]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot read plugin")
+            && stderr.contains("(`backends.gone.plugin`)")
+            && stderr.matches("No such file or directory").count() == 1,
+        "{stderr}"
+    );
+}
