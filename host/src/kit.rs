@@ -130,7 +130,8 @@ impl Plugin {
         let max_size = config.max_plugin_size;
         let prepared = {
             let (runtime_ref, backend_ref) = (&runtime, &backend_config);
-            tokio::task::block_in_place(|| runtime_ref.prepare(backend_ref, max_size))?
+            tokio::task::block_in_place(|| runtime_ref.prepare(backend_ref, max_size))
+                .map_err(|e| anyhow::anyhow!("{}", kit_spelling(&e.to_string())))?
         };
         let backend = Backend::new(
             &backend_config,
@@ -205,6 +206,16 @@ impl Plugin {
     }
 }
 
+/// The gateway's load errors name the config's keys; here the flags say the same.
+fn kit_spelling(message: &str) -> String {
+    message.replace(
+        "the backend has no `grants.http`: grant the addresses it may call, e.g. `grants = { \
+         http = [\"https://api.example.com\"] }`",
+        "no --grant-http was given: grant the addresses it may call, e.g. `--grant-http \
+         https://api.example.com`",
+    )
+}
+
 /// The plugin's state store, which can hold one call at its first write while the kit runs
 /// another call to its end: the deterministic race of [`scenario`].
 struct Interleave {
@@ -237,10 +248,10 @@ impl Interleave {
     /// Called before every write: the armed one waits (once) for the kit.
     async fn before_write(&self) {
         let armed = self.armed.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some((paused, resume)) = armed {
-            if paused.send(()).is_ok() {
-                let _ = resume.await;
-            }
+        if let Some((paused, resume)) = armed
+            && paused.send(()).is_ok()
+        {
+            let _ = resume.await;
         }
     }
 }

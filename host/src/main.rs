@@ -228,7 +228,7 @@ struct CheckArgs {
     /// Create the compiled-plugin cache directory (`state.cache_dir`) if it does not exist, and
     /// fill it, so that `serve` on this config does not compile the plugins again. Without it,
     /// check uses the cache only if its directory exists, and creates nothing.
-    #[arg(long)]
+    #[arg(long, env = "PLATFORM_GATEWAY_FILL_CACHE")]
     fill_cache: bool,
     #[command(flatten)]
     output: OutputArgs,

@@ -50,6 +50,34 @@ fn the_node_class_comes_from_the_settings_when_they_name_one() {
     assert_kit_passed_everything(&run);
 }
 
+#[test]
+fn the_kit_logs_only_warnings_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = write(dir.path(), "settings.toml", POOL);
+    let wasm = plugin("pool").display().to_string();
+    let cache = shared_cache().display().to_string();
+    let run = |extra: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_platform-gateway"));
+        command.args([
+            "test-plugin",
+            &wasm,
+            "--settings",
+            &settings,
+            "--cache",
+            &cache,
+        ]);
+        let out = command.args(extra).env_remove("RUST_LOG").output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // The report alone: no info line per plugin call next to it.
+    let quiet = run(&[]);
+    assert!(!quiet.contains(" INFO "), "{quiet}");
+    // The plugin's log when asked.
+    let loud = run(&["--log-level", "info"]);
+    assert!(loud.contains("allocated m1"), "{loud}");
+}
+
 /// `machines` machines of class `small` for the planted fixture, with `bug` planted.
 fn planted(bug: &str, machines: usize) -> String {
     let list: Vec<String> = (1..=machines)
@@ -333,5 +361,18 @@ fn a_plugin_file_that_is_not_webassembly_fails_in_one_line_saying_so() {
             && stderr.contains("(`backends.gone.plugin`)")
             && stderr.matches("No such file or directory").count() == 1,
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_plugin_that_needs_outbound_http_is_told_the_kits_flag() {
+    let (ok, stdout, _) = kit("http_probe", "", &[]);
+    assert!(!ok, "{stdout}");
+    assert!(
+        stdout.contains("FAIL  loads and starts within its limits")
+            && stdout.contains("no --grant-http was given")
+            && stdout.contains("`--grant-http https://api.example.com`")
+            && !stdout.contains("grants = {"),
+        "{stdout}"
     );
 }
