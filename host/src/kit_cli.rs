@@ -45,6 +45,10 @@ impl LoadArgs {
     }
 }
 
+/// The scenario needs, of the node class it asks for, at least 2 free nodes; a fixed inventory
+/// (machines listed in the settings) of at most `--max-nodes`, so that the kit can exhaust it
+/// and check what the plugin answers when it runs out. A plugin that creates nodes on demand (a
+/// cloud API) is asked for up to `--max-nodes` nodes and never runs out.
 #[derive(Args)]
 pub struct TestPluginArgs {
     #[command(flatten)]
@@ -55,16 +59,29 @@ pub struct TestPluginArgs {
     /// Their node group.
     #[arg(long, default_value = "data")]
     node_group: String,
-    /// Their node class: one the plugin's settings offer.
-    #[arg(long, default_value = "")]
-    node_class: String,
+    /// Their node class, one the plugin's settings offer [default: the one the settings name,
+    /// when all their `node_class` keys say the same; else empty].
+    #[arg(long)]
+    node_class: Option<String>,
     /// How many provisions race in the concurrency check.
     #[arg(long, default_value_t = 8)]
     concurrent: usize,
-    /// The plugin provisions nodes: a provision it refuses (`unsupported`, or `invalid-request`
-    /// under contract 0.1) fails instead of skipping the lifecycle checks (use it in CI, so a
-    /// wrong node class cannot pass).
+    /// How many nodes the exhaustion check takes at most: a fixed inventory of the class must
+    /// hold fewer to be exhausted.
+    #[arg(long, default_value_t = 8)]
+    max_nodes: u32,
+    /// The plugin does not provision (it only reports clusters): a provision it refuses as
+    /// `unsupported` (or `invalid-request` under contract 0.1) skips the lifecycle checks.
+    /// Without it, a run that could not provision fails: it exercised nothing.
+    #[arg(long, conflicts_with = "provisions")]
+    no_provision: bool,
+    /// Skip the idempotency check (a repeated request ID), saying so: for a plugin whose
+    /// idempotency rests on an API that the test double it runs against does not implement
+    /// (moto ignores EC2's `ClientToken`).
     #[arg(long)]
+    skip_idempotency: bool,
+    /// The default; kept for scripts written when not provisioning was.
+    #[arg(long, hide = true)]
     provisions: bool,
 }
 
@@ -90,18 +107,45 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Play the scenario and print the report; exit 1 if a check failed.
 pub fn test_plugin(args: TestPluginArgs) -> anyhow::Result<ExitCode> {
-    let script = Script {
-        store: args.store,
-        node_group: args.node_group,
-        node_class: args.node_class,
-        concurrent: args.concurrent.max(1),
-        provisions: args.provisions,
-    };
     let options = args.load.options(None);
     let runtime = runtime()?;
     let checks = runtime.block_on(async {
         match Plugin::open(&options).await {
             Ok(plugin) => {
+                let (node_class, class_hint) = match args.node_class {
+                    Some(class) => (class, None),
+                    None => {
+                        let classes = plugin.node_classes();
+                        match classes.as_slice() {
+                            [one] => {
+                                println!("node class `{one}`: the one the settings name");
+                                (one.clone(), None)
+                            }
+                            [] => (String::new(), Some("no --node-class given".to_string())),
+                            many => (
+                                String::new(),
+                                Some(format!(
+                                    "no --node-class given, and the settings name {}: choose \
+                                     one",
+                                    many.iter()
+                                        .map(|c| format!("`{c}`"))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )),
+                            ),
+                        }
+                    }
+                };
+                let script = Script {
+                    store: args.store,
+                    node_group: args.node_group,
+                    node_class,
+                    class_hint,
+                    concurrent: args.concurrent.max(1),
+                    provisions: !args.no_provision,
+                    max_nodes: args.max_nodes.max(2),
+                    skip_idempotency: args.skip_idempotency,
+                };
                 let mut checks = vec![kit::Check {
                     name: "loads and starts within its limits",
                     outcome: kit::Outcome::Pass,

@@ -242,6 +242,11 @@ struct CheckArgs {
     /// The gateway config file.
     #[arg(long, short, env = "PLATFORM_GATEWAY_CONFIG")]
     config: PathBuf,
+    /// Create the compiled-plugin cache directory (`state.cache_dir`) if it does not exist, and
+    /// fill it, so that `serve` on this config does not compile the plugins again. Without it,
+    /// check uses the cache only if its directory exists, and creates nothing.
+    #[arg(long, env = "PLATFORM_GATEWAY_FILL_CACHE")]
+    fill_cache: bool,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -250,7 +255,15 @@ struct CheckArgs {
 type Outcome = anyhow::Result<ExitCode>;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // The kit's report is its output: the gateway's and the plugin's info lines (one per call)
+    // would be interleaved with it on a terminal, so it logs warnings unless asked for more.
+    if matches!(cli.command, Some(Command::TestPlugin(_)))
+        && cli.log.log_level.is_none()
+        && std::env::var_os("RUST_LOG").is_none()
+    {
+        cli.log.log_level = platform_gateway::telemetry::filter("warn").ok();
+    }
     // `serve` starts logging itself, once it has read the config's `[telemetry]`.
     if !matches!(cli.command, None | Some(Command::Serve(_))) {
         // Without OTLP export (that is for serve), nothing to shut down and no failure.
@@ -334,6 +347,17 @@ fn completions(shell: clap_complete::Shell) -> Outcome {
 
 fn check(args: CheckArgs) -> Outcome {
     let config = Config::load(&args.config)?;
+    if args.fill_cache {
+        std::fs::create_dir_all(&config.cache_dir).with_context(|| {
+            format!("creating the compiled cache {}", config.cache_dir.display())
+        })?;
+    } else if !config.cache_dir.is_dir() {
+        tracing::info!(
+            "the compiled cache {} does not exist: serve will compile every plugin again \
+             (check --fill-cache creates and fills it)",
+            config.cache_dir.display()
+        );
+    }
     let backends = platform_gateway::check(&config)?;
     match args.output.output {
         Output::Json => {

@@ -81,7 +81,7 @@ export interface ProviderExport {
  * (the name `provider` is required). What a method throws is answered as the matching
  * `provider-error` case; anything but a `ProviderError` is logged and answered `internal`.
  */
-export function exportProvider(impl: Partial<Provider>): ProviderExport;
+export function exportProvider(impl: Partial<Provider> | (new () => Partial<Provider>)): ProviderExport;
 
 /** The base of the errors the gateway answers with a status of their own. */
 export class ProviderError extends Error {
@@ -130,6 +130,11 @@ export const state: {
     expected: Uint8Array | string | undefined | null,
     next: Uint8Array | string | undefined | null,
   ): boolean;
+  /**
+   * `compareAndSwap` with JSON values (`undefined`: absent / delete), compared as `setJson`
+   * writes them (`JSON.stringify`). Whether it swapped.
+   */
+  compareAndSwapJson(key: string, expected: unknown, next: unknown): boolean;
   /** One page of keys (at most 1,000). */
   listPage(prefix?: string, options?: { startAfter?: string; limit?: number }): { keys: string[]; next: string | undefined };
   /** Every key with the prefix, all pages read. */

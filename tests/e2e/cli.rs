@@ -104,6 +104,31 @@ fn check_accepts_a_good_config_creates_no_directory_and_uses_an_existing_cache()
 }
 
 #[test]
+fn check_fill_cache_creates_the_cache_so_that_serve_compiles_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{}[[routes]]\nbackend = \"a\"\n",
+            pool_backend("a", &[("m1", "small")])
+        ),
+    );
+    let (ok, _, stderr) = run_cli(&["check", "--config", &config]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("check --fill-cache creates and fills it"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run_cli(&["check", "--fill-cache", "--config", &config]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stderr.matches("compiled plugin").count(), 1, "{stderr}");
+    // What serve loads from: the same cache, now filled.
+    let (ok, _, stderr) = run_cli(&["check", "--config", &config]);
+    assert!(ok);
+    assert_eq!(stderr.matches("compiled plugin").count(), 0, "{stderr}");
+}
+
+#[test]
 fn check_refuses_a_bad_config_naming_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(

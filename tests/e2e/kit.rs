@@ -1,12 +1,18 @@
 //! The conformance kit on the command line: `test-plugin` passes the bundled plugins and fails
-//! one whose answers break the contract; `call` runs one operation, with state kept between
-//! calls when asked.
+//! one whose answers break the contract, and each bug planted in the `planted` fixture (a
+//! count bug, a racy write, a provision that ignores its request ID, nodes kept after a refused
+//! answer) or a run that exercised nothing; `call` runs one operation, with state kept between
+//! calls when asked. The gateway's side of a refused answer (it deprovisions what the answer
+//! named) is here too, as the kit reports what the gateway does.
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::support::{assert_kit_passed_everything, plugin, run_cli, shared_cache, test_plugin};
+use crate::support::{
+    Gateway, assert_kit_passed_everything, plugin, provision_body, run_cli, shared_cache,
+    test_plugin, toml_str,
+};
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path: PathBuf = dir.join(name);
@@ -29,16 +35,192 @@ fn kit(plugin_name: &str, settings: &str, extra: &[&str]) -> (bool, String, Stri
 
 #[test]
 fn the_pool_plugin_passes_every_check_of_the_kit() {
-    assert_kit_passed_everything(&kit(
-        "pool",
-        POOL,
-        &["--node-class", "small", "--provisions"],
-    ));
+    assert_kit_passed_everything(&kit("pool", POOL, &["--node-class", "small"]));
+}
+
+#[test]
+fn the_node_class_comes_from_the_settings_when_they_name_one() {
+    let run = kit("pool", POOL, &[]);
+    assert!(
+        run.1
+            .starts_with("node class `small`: the one the settings name\n"),
+        "{}",
+        run.1
+    );
+    assert_kit_passed_everything(&run);
+}
+
+#[test]
+fn the_kit_logs_only_warnings_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = write(dir.path(), "settings.toml", POOL);
+    let wasm = plugin("pool").display().to_string();
+    let cache = shared_cache().display().to_string();
+    let run = |extra: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_platform-gateway"));
+        command.args([
+            "test-plugin",
+            &wasm,
+            "--settings",
+            &settings,
+            "--cache",
+            &cache,
+        ]);
+        let out = command.args(extra).env_remove("RUST_LOG").output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // The report alone: no info line per plugin call next to it.
+    let quiet = run(&[]);
+    assert!(!quiet.contains(" INFO "), "{quiet}");
+    // The plugin's log when asked.
+    let loud = run(&["--log-level", "info"]);
+    assert!(loud.contains("allocated m1"), "{loud}");
+}
+
+/// `machines` machines of class `small` for the planted fixture, with `bug` planted.
+fn planted(bug: &str, machines: usize) -> String {
+    let list: Vec<String> = (1..=machines)
+        .map(|i| {
+            format!("  {{ id = \"m{i}\", agent_address = \"http://10.0.0.{i}:37000\", node_class = \"small\" }},")
+        })
+        .collect();
+    format!(
+        "bug = {}\nmachines = [\n{}\n]\n",
+        toml_str(bug),
+        list.join("\n")
+    )
+}
+
+/// The check `name` failed, saying `why`; the run failed.
+fn assert_failed((ok, stdout, stderr): &(bool, String, String), name: &str, why: &str) {
+    assert!(!ok, "{stdout}\n{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("FAIL  {name}")))
+        .unwrap_or_else(|| panic!("no FAIL line for `{name}`:\n{stdout}"));
+    assert!(line.contains(why), "{line}\n{stdout}");
+}
+
+#[test]
+fn the_planted_fixture_without_a_bug_passes_every_check() {
+    assert_kit_passed_everything(&kit("planted", &planted("none", 3), &[]));
+}
+
+#[test]
+fn a_provision_answering_the_count_asked_not_taken_fails_whatever_the_inventory() {
+    // Odd: the exhaustion itself asks for 2 with 1 left.
+    assert_failed(
+        &kit("planted", &planted("count", 3), &[]),
+        "provisions until the inventory runs out",
+        "1 node IDs for a count of 2",
+    );
+    // Even: the requests of 2 come out right; freeing one and asking for 2 does not.
+    assert_failed(
+        &kit("planted", &planted("count", 4), &[]),
+        "a freed node is handed out again",
+        "1 node IDs for a count of 2",
+    );
+}
+
+#[test]
+fn a_read_then_plain_write_fails_the_interleaved_check_on_every_run() {
+    for _ in 0..3 {
+        assert_failed(
+            &kit("planted", &planted("racy", 3), &[]),
+            "a provision that another takes a node from between its read and its write",
+            "was handed out to both",
+        );
+    }
+}
+
+#[test]
+fn a_provision_that_ignores_its_request_id_fails_the_idempotency_check() {
+    assert_failed(
+        &kit("planted", &planted("repeat", 3), &[]),
+        "a provision repeated with its request ID gets the same nodes",
+        "key the allocation on the request ID",
+    );
+}
+
+#[test]
+fn nodes_kept_after_an_answer_the_gateway_refuses_fail_the_kit() {
+    assert_failed(
+        &kit("planted", &planted("greedy", 3), &[]),
+        "an answer the gateway refuses leaves no node allocated",
+        "discovery still shows m1, m2, m3 there",
+    );
+}
+
+#[test]
+fn a_run_that_provisioned_nothing_fails_unless_the_author_says_so() {
+    // Two classes in the settings and no --node-class: the plugin refuses the empty class.
+    let two_classes = format!(
+        "{}machines2 = [{{ id = \"x\", agent_address = \"http://10.0.1.1:37000\", node_class = \"large\" }}]\n",
+        planted("none", 2)
+    );
+    let run = kit("planted", &two_classes, &[]);
+    assert_failed(
+        &run,
+        "provision without a count creates one node",
+        "invalid-request: no machine of class ``",
+    );
+    assert!(
+        run.1
+            .contains("the settings name `large`, `small`: choose one"),
+        "{}",
+        run.1
+    );
+    // Contract 0.2's invalid-request is not "does not provision", even when the author says so.
+    let run = kit("planted", &two_classes, &["--no-provision"]);
+    assert!(!run.0, "{}", run.1);
+
+    // A plugin that does not provision fails without --no-provision...
+    let clusters = r#"clusters = []"#;
+    let run = kit("static_clusters", clusters, &[]);
+    assert_failed(
+        &run,
+        "provision without a count creates one node",
+        "unsupported: ",
+    );
+    assert!(run.1.contains("say so with --no-provision"), "{}", run.1);
+    // ...and passes with it.
+    let (ok, stdout, stderr) = kit("static_clusters", clusters, &["--no-provision"]);
+    assert!(ok, "{stdout}\n{stderr}");
+}
+
+#[tokio::test]
+async fn a_count_that_disagrees_with_its_node_ids_is_refused_and_the_nodes_given_back() {
+    let config = format!(
+        "[backends.planted]\nplugin = {}\n[backends.planted.settings]\n{}\n[[routes]]\nbackend = \"planted\"\n",
+        toml_str(&plugin("planted").display().to_string()),
+        planted("count", 1)
+    );
+    let gw = Gateway::start(&config).await;
+    let request = |count: u32| {
+        let mut body = provision_body("c1", "mongodb", "data", "small");
+        body["provision"]["count"] = json!(count);
+        body
+    };
+    // Two asked, one free: the plugin took m1 and answered a count of 2.
+    let (status, body) = gw.post("/provision", &request(2)).await;
+    assert_eq!(status, 502, "{body}");
+    let text = body.to_string();
+    assert!(
+        text.contains("1 node IDs for a count of 2")
+            && text.contains("the gateway deprovisioned the node IDs it named (m1)"),
+        "{body}"
+    );
+    // m1 is free again: no discovery shows it, and the next request gets it.
+    assert_eq!(gw.discover().await, json!({ "clusters": [] }));
+    let (status, body) = gw.post("/provision", &request(1)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.to_string().contains("m1"), "{body}");
 }
 
 #[test]
 fn a_wrong_node_class_fails_the_kit_when_the_plugin_must_provision() {
-    let (ok, stdout, _) = kit("pool", POOL, &["--node-class", "large", "--provisions"]);
+    let (ok, stdout, _) = kit("pool", POOL, &["--node-class", "large"]);
     assert!(!ok, "{stdout}");
     assert!(
         stdout.contains("FAIL  provision without a count creates one node")
@@ -50,7 +232,7 @@ fn a_wrong_node_class_fails_the_kit_when_the_plugin_must_provision() {
 #[test]
 fn a_plugin_that_only_reports_clusters_passes_with_its_lifecycle_skipped() {
     let clusters = r#"clusters = [{ cluster_id = "billing", nodes = [{ node_id = "db-1", agent_address = "http://10.1.0.1:37000" }] }]"#;
-    let (ok, stdout, stderr) = kit("static_clusters", clusters, &[]);
+    let (ok, stdout, stderr) = kit("static_clusters", clusters, &["--no-provision"]);
     assert!(ok, "{stdout}\n{stderr}");
     assert!(
         stdout.contains("PASS  discover answers, and its answer is valid"),
@@ -61,14 +243,14 @@ fn a_plugin_that_only_reports_clusters_passes_with_its_lifecycle_skipped() {
         "{stdout}"
     );
     assert!(
-        stdout.ends_with("2 passed, 0 failed, 8 skipped\n"),
+        stdout.ends_with("2 passed, 0 failed, 13 skipped\n"),
         "{stdout}"
     );
 }
 
 #[test]
 fn a_plugin_whose_answers_break_the_contract_fails_the_kit() {
-    let (ok, stdout, _) = kit("fault", "mode = \"invalid\"\n", &["--provisions"]);
+    let (ok, stdout, _) = kit("fault", "mode = \"invalid\"\n", &[]);
     assert!(!ok, "{stdout}");
     assert!(
         stdout.contains("FAIL  discover answers, and its answer is valid"),
@@ -150,5 +332,47 @@ fn call_runs_one_operation_and_a_state_folder_carries_between_calls() {
         answer["clusters"][0]["nodes"].as_array().unwrap().len(),
         1,
         "{answer}"
+    );
+}
+
+#[test]
+fn a_plugin_file_that_is_not_webassembly_fails_in_one_line_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = write(dir.path(), "notes.wasm", "not wasm at all\n");
+    let settings = write(dir.path(), "settings.toml", "");
+    let (ok, stdout, _) = test_plugin(Path::new(&text), Path::new(&settings), &[]);
+    assert!(!ok, "{stdout}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(
+        stdout.contains("is not a usable component: it is not a WebAssembly file"),
+        "{stdout}"
+    );
+
+    // Through `check`, a missing file says so once, naming the key.
+    let config = write(
+        dir.path(),
+        "gateway.toml",
+        "[backends.gone]\nplugin = \"nowhere.wasm\"\n\n[[routes]]\nbackend = \"gone\"\n",
+    );
+    let (ok, _, stderr) = run_cli(&["check", "--config", &config]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot read plugin")
+            && stderr.contains("(`backends.gone.plugin`)")
+            && stderr.matches("No such file or directory").count() == 1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_plugin_that_needs_outbound_http_is_told_the_kits_flag() {
+    let (ok, stdout, _) = kit("http_probe", "", &[]);
+    assert!(!ok, "{stdout}");
+    assert!(
+        stdout.contains("FAIL  loads and starts within its limits")
+            && stdout.contains("no --grant-http was given")
+            && stdout.contains("`--grant-http https://api.example.com`")
+            && !stdout.contains("grants = {"),
+        "{stdout}"
     );
 }

@@ -292,6 +292,8 @@ async fn after_a_scripted_mix_the_counters_equal_the_requests_sent() {
         (&["hungry", "provision", "out_of_memory"], 1.0),
         (&["hungry", "discover", "out_of_memory"], 1.0),
         (&["invalid", "provision", "ok"], 1.0),
+        // The gateway gives back the two node IDs of the answer it refused.
+        (&["invalid", "deprovision", "not_found"], 2.0),
         (&["invalid", "discover", "ok"], 1.0),
         (&["failing", "provision", "internal"], 1.0),
         (&["failing", "discover", "internal"], 1.0),

@@ -62,7 +62,7 @@ pub fn assert_kit_passed_everything((ok, stdout, stderr): &(bool, String, String
         "{stdout}"
     );
     assert!(
-        stdout.ends_with("10 passed, 0 failed, 0 skipped\n"),
+        stdout.ends_with("15 passed, 0 failed, 0 skipped\n"),
         "{stdout}"
     );
 }

@@ -338,6 +338,11 @@ async fn log_request(request: Request, next: Next) -> Response {
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     match response.extensions().get::<ApiError>() {
+        // A supervisor polls `/readyz` until it answers 200: a 503 while the backends load is
+        // the answer it expects, not a failure worth a warning per poll.
+        Some(error) if path == "/readyz" && status == 503 => {
+            tracing::debug!(%method, path, status, ?elapsed, "not ready: {error}")
+        }
         Some(error) if error.status.is_server_error() => {
             tracing::warn!(%method, path, status, ?elapsed, "request failed: {error}")
         }

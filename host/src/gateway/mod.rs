@@ -440,6 +440,28 @@ impl Gateway {
         })
     }
 
+    /// A node of `answer` that another backend owns, as a problem with the answer: a plugin that
+    /// answered its ID would otherwise receive that node's deprovisions, and its owner never
+    /// would. (A failed look-up passes: the index is a cache.)
+    async fn foreign_node(
+        &self,
+        backend: &Backend,
+        request: &model::ProvisionRequest,
+        answer: &model::ProvisionResponse,
+    ) -> Option<String> {
+        for id in answer.node_ids.iter().flatten() {
+            if let Ok(Some(owner)) = self.state.owner(&request.cluster_id, id).await
+                && owner != backend.state_namespace()
+            {
+                return Some(format!(
+                    "node `{id}` of cluster `{}` belongs to another backend",
+                    request.cluster_id
+                ));
+            }
+        }
+        None
+    }
+
     /// `POST /provision`: route, call, check, remember who owns the new nodes.
     pub async fn provision(
         &self,
@@ -471,29 +493,29 @@ impl Gateway {
                 operation: "provision",
                 error,
             })?;
-        let invalid = |problem: String| {
+        let mut problem = convert::check_provision(&request, &answer).err();
+        if problem.is_none() {
+            problem = self.foreign_node(backend, &request, &answer).await;
+        }
+        if let Some(problem) = problem {
             self.metrics
                 .record_invalid_answer(backend.id().as_str(), "provision");
-            Error::InvalidAnswer {
+            // The client hears 502 and never learns of these nodes: give them back.
+            let released = release_refused(backend, &request, &answer).await;
+            let summary = released.describe();
+            let problem = backend.redact(&problem);
+            if released.orphans.is_empty() && !released.unnamed {
+                tracing::warn!(backend = %backend.id(), "refused a provision answer ({problem}): {summary}");
+            } else {
+                tracing::error!(backend = %backend.id(), "refused a provision answer ({problem}): {summary}");
+            }
+            return Err(Error::InvalidAnswer {
                 backend: backend.id().clone(),
                 operation: "provision",
-                problem: backend.redact(&problem),
-            }
-        };
-        convert::check_provision(&request, &answer).map_err(invalid)?;
+                problem: format!("{problem}; {summary}"),
+            });
+        }
         if let Some(ids) = &answer.node_ids {
-            // A node another backend owns stays its: a plugin that answered its ID would
-            // otherwise receive that node's deprovisions, and its owner never would.
-            for id in ids {
-                if let Ok(Some(owner)) = self.state.owner(&request.cluster_id, id).await
-                    && owner != backend.state_namespace()
-                {
-                    return Err(invalid(format!(
-                        "node `{id}` of cluster `{}` belongs to another backend",
-                        request.cluster_id
-                    )));
-                }
-            }
             let owners: Vec<Ownership> = ids
                 .iter()
                 .map(|id| Ownership {
@@ -592,6 +614,87 @@ impl Gateway {
             );
         }
     }
+}
+
+/// What became of the nodes of a provision answer the gateway refused.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Released {
+    /// Node IDs the plugin's deprovision released (or answered not-found for: nothing to free).
+    pub released: Vec<String>,
+    /// Node IDs whose deprovision failed, and why: they may stay allocated.
+    pub orphans: Vec<(String, String)>,
+    /// The answer named no node IDs, so nothing could be given back.
+    pub unnamed: bool,
+}
+
+impl Released {
+    /// One sentence for the log and the client's error body.
+    pub fn describe(&self) -> String {
+        if self.unnamed {
+            return "the answer named no node IDs, so the gateway could not deprovision what the \
+                    plugin took: any node it took stays allocated"
+                .to_string();
+        }
+        let mut parts = Vec::new();
+        if !self.released.is_empty() {
+            parts.push(format!(
+                "the gateway deprovisioned the node IDs it named ({})",
+                self.released.join(", ")
+            ));
+        }
+        if !self.orphans.is_empty() {
+            let orphans: Vec<String> = self
+                .orphans
+                .iter()
+                .map(|(id, why)| format!("`{id}` ({why})"))
+                .collect();
+            parts.push(format!(
+                "could not deprovision {}: they may stay allocated",
+                orphans.join(", ")
+            ));
+        }
+        if parts.is_empty() {
+            return "it named no node ID to deprovision".to_string();
+        }
+        parts.join("; ")
+    }
+}
+
+/// Undo a provision answer the gateway refuses (a count outside the request, node IDs that
+/// disagree with it): the client is answered 502 and will retry, so whatever the answer named
+/// must not stay allocated. Each distinct, non-empty node ID it named is deprovisioned in the
+/// request's cluster, one after the other; `not-found` means there was nothing to free. An
+/// answer without node IDs cannot be undone. The conformance kit calls this too, so that what
+/// it reports is what the gateway does.
+pub async fn release_refused(
+    backend: &Arc<Backend>,
+    request: &model::ProvisionRequest,
+    answer: &model::ProvisionResponse,
+) -> Released {
+    let Some(ids) = &answer.node_ids else {
+        return Released {
+            unnamed: true,
+            ..Released::default()
+        };
+    };
+    let mut released = Released::default();
+    let mut seen = std::collections::HashSet::new();
+    for id in ids.iter().filter(|id| !id.is_empty()) {
+        if !seen.insert(id.as_str()) {
+            continue;
+        }
+        let release = model::DeprovisionRequest {
+            cluster_id: request.cluster_id.clone(),
+            node_id: id.clone(),
+        };
+        match backend.deprovision(release).await {
+            Ok(()) | Err(CallError::Plugin(ProviderError::NotFound(_))) => {
+                released.released.push(id.clone())
+            }
+            Err(e) => released.orphans.push((id.clone(), e.to_string())),
+        }
+    }
+    released
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ const MAX_RESOURCES: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// The plugin answered with an error of the contract.
-    #[error("answered {0:?}")]
+    #[error("answered {}: {}", .0.case(), .0.message())]
     Plugin(ProviderError),
     /// The call ran past its deadline and was stopped.
     #[error("did not answer within {0:?}")]

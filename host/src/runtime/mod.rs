@@ -38,14 +38,18 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The plugin file could not be read.
-    #[error("backend `{backend}`: cannot read plugin {path}: {source}")]
+    // The I/O error is in the message and deliberately not a `source`: a chain printed with
+    // `{:#}` would say it twice.
+    #[error(
+        "backend `{backend}`: cannot read plugin {path} (`backends.{backend}.plugin`): {error}"
+    )]
     Read {
         /// The backend.
         backend: String,
         /// The plugin file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not a valid component, or does not implement the `plugin` world.
     #[error("backend `{backend}`: plugin {path} is not a usable component: {message}")]
@@ -279,15 +283,29 @@ impl Runtime {
     pub fn prepare(&self, config: &BackendConfig, max_size: u64) -> Result<Prepared, LoadError> {
         let name = config.name.to_string();
         let _span = tracing::info_span!("load", backend = %name).entered();
-        let bytes = read_plugin(&config.plugin, max_size).map_err(|source| LoadError::Read {
+        let bytes = read_plugin(&config.plugin, max_size).map_err(|error| LoadError::Read {
             backend: name.clone(),
             path: config.plugin.clone(),
-            source,
+            error,
         })?;
+        if !bytes.starts_with(b"\0asm") {
+            return Err(LoadError::Invalid {
+                backend: name.clone(),
+                path: config.plugin.clone(),
+                message: "it is not a WebAssembly file (no `\\0asm` header): point \
+                          `plugin` at the component your build wrote"
+                    .into(),
+            });
+        }
+        // One line: wasmtime's messages may embed pretty-printed values (byte arrays), which
+        // would spread over the log and `status`.
         let invalid = |e: wasmtime::Error| LoadError::Invalid {
             backend: name.clone(),
             path: config.plugin.clone(),
-            message: format!("{e:#}"),
+            message: format!("{e:#}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
         };
         let compiled = self.cache.get(&self.engine, &bytes).map_err(invalid)?;
         let contract = Contract::of(&compiled.component, &self.engine).map_err(|message| {

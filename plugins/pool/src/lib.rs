@@ -4,7 +4,9 @@
 //! cluster. Allocations live in the backend's state under `machine/<id>` and are taken with
 //! compare-and-swap, so concurrent provisions never hand out one machine twice. A node's ID is
 //! its machine's ID. Discovery reads the allocations, not the settings, so a machine removed from
-//! the settings while allocated is still reported until it is deprovisioned.
+//! the settings while allocated is still reported until it is deprovisioned. Each allocation
+//! keeps the request ID that made it, so a retried provision answers the machines its first
+//! attempt took instead of taking more.
 //!
 //! Settings:
 //!
@@ -40,6 +42,9 @@ struct Allocation {
     node_group: String,
     node_class: String,
     agent_address: String,
+    /// The provision request that took it (absent in allocations made before it was kept).
+    #[serde(default)]
+    request_id: String,
 }
 
 const PREFIX: &str = "machine/";
@@ -113,6 +118,34 @@ impl Provider for Pool {
                 request.node_class
             )));
         }
+        // A retry: the machines its first attempt took, whatever its count says now.
+        let mut retried = Vec::new();
+        for machine in &of_class {
+            let key = key(&machine.id);
+            if let Some(bytes) = state::get(&key)? {
+                let allocation = decode(&key, &bytes)?;
+                if allocation.request_id == request.request_id {
+                    if allocation.cluster_id != request.cluster_id {
+                        return Err(Error::conflict(format!(
+                            "request ID `{}` was already used for cluster `{}`",
+                            request.request_id, allocation.cluster_id
+                        )));
+                    }
+                    retried.push(machine.id.clone());
+                }
+            }
+        }
+        if !retried.is_empty() {
+            log::info(&format!(
+                "request `{}` repeated: answering {} again",
+                request.request_id,
+                retried.join(", ")
+            ));
+            return Ok(ProvisionResponse {
+                count: retried.len() as u32,
+                node_ids: Some(retried),
+            });
+        }
         let mut node_ids = Vec::new();
         for machine in of_class.iter().copied() {
             if node_ids.len() as u32 == request.count {
@@ -123,6 +156,7 @@ impl Provider for Pool {
                 node_group: request.node_group.clone(),
                 node_class: machine.node_class.clone(),
                 agent_address: machine.agent_address.clone(),
+                request_id: request.request_id.clone(),
             };
             let value = serde_json::to_vec(&allocation)
                 .map_err(|e| Error::Internal(format!("encoding an allocation: {e}")))?;
@@ -284,5 +318,27 @@ mod tests {
             }
         }
         assert_eq!((handed_out.len(), refused), (5, 3));
+    }
+
+    #[test]
+    fn a_retried_request_gets_the_machines_of_its_first_attempt() {
+        let host = pool(3);
+        host.run(|| {
+            let first = Pool::provision(request("c1", 2)).unwrap();
+            let again = Pool::provision(request("c1", 2)).unwrap();
+            assert_eq!(again.node_ids, first.node_ids);
+            let taken: usize = Pool::discover()
+                .unwrap()
+                .iter()
+                .map(|c| c.nodes.len())
+                .sum();
+            assert_eq!(taken, 2);
+            let mut elsewhere = request("c2", 1);
+            elsewhere.request_id = "test-c1-2".into();
+            assert!(matches!(
+                Pool::provision(elsewhere),
+                Err(Error::Conflict(_))
+            ));
+        });
     }
 }

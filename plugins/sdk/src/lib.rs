@@ -283,7 +283,10 @@ pub mod state {
         #[cfg(target_arch = "wasm32")]
         return host::get(key).map_err(convert);
         #[cfg(not(target_arch = "wasm32"))]
-        crate::native::with(|host| Ok(host.state_get(key)))
+        crate::native::with(|host| {
+            host.before("get", key);
+            Ok(host.state_get(key))
+        })
     }
 
     /// Store `value` under `key`.
@@ -292,6 +295,7 @@ pub mod state {
         return host::set(key, value).map_err(convert);
         #[cfg(not(target_arch = "wasm32"))]
         crate::native::with(|host| {
+            host.before("set", key);
             host.state_swap(key, None, Some(value), true);
             Ok(())
         })
@@ -303,6 +307,7 @@ pub mod state {
         return host::delete(key).map_err(convert);
         #[cfg(not(target_arch = "wasm32"))]
         crate::native::with(|host| {
+            host.before("delete", key);
             host.state_swap(key, None, None, true);
             Ok(())
         })
@@ -318,7 +323,10 @@ pub mod state {
         #[cfg(target_arch = "wasm32")]
         return host::compare_and_swap(key, expected, new).map_err(convert);
         #[cfg(not(target_arch = "wasm32"))]
-        crate::native::with(|host| Ok(host.state_swap(key, expected, new, false)))
+        crate::native::with(|host| {
+            host.before("compare-and-swap", key);
+            Ok(host.state_swap(key, expected, new, false))
+        })
     }
 
     /// Read `key`, compute its new value with `f` (`None` deletes it, an error gives up), and
@@ -353,7 +361,10 @@ pub mod state {
             .map(|page| (page.keys, page.next))
             .map_err(convert);
         #[cfg(not(target_arch = "wasm32"))]
-        crate::native::with(|host| Ok(host.state_page(prefix, start_after, limit)))
+        crate::native::with(|host| {
+            host.before("list-keys", prefix);
+            Ok(host.state_page(prefix, start_after, limit))
+        })
     }
 
     /// Every key that starts with `prefix`, in ascending order (read a page at a time).

@@ -20,12 +20,16 @@ use crate::log::Level;
 /// How many log lines a host keeps (the oldest go first).
 const LOG_CAPACITY: usize = 10_000;
 
+/// What runs before each state operation: the host, the operation, the key.
+type Hook = Arc<dyn Fn(&Host, &str, &str) + Send + Sync>;
+
 /// The native stand-in for the gateway: settings, state and logs of one backend.
 #[derive(Default)]
 pub struct Host {
     settings: serde_json::Map<String, serde_json::Value>,
     state: Mutex<BTreeMap<String, Vec<u8>>>,
     logs: Mutex<VecDeque<(Level, String)>>,
+    before_state_call: Mutex<Option<Hook>>,
 }
 
 thread_local! {
@@ -85,6 +89,43 @@ impl Host {
         let previous = CURRENT.with(|current| current.borrow_mut().replace(self.clone()));
         let _restore = Restore(previous);
         f()
+    }
+
+    /// Run `hook(host, operation, key)` before each state operation (`get`, `set`, `delete`,
+    /// `compare-and-swap`, `list-keys` with the prefix as the key), as the Python and
+    /// JavaScript test hosts do: it may change the state with [`Host::set_state`], to play
+    /// another call's write between the provider's read and its compare-and-swap. It stays
+    /// until [`Host::clear_before_state_call`] (which it may call itself, to run once).
+    pub fn before_state_call(&self, hook: impl Fn(&Host, &str, &str) + Send + Sync + 'static) {
+        *self
+            .before_state_call
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+    }
+
+    /// Remove the hook of [`Host::before_state_call`].
+    pub fn clear_before_state_call(&self) {
+        self.before_state_call
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
+    /// Set (`Some`) or remove (`None`) a state key: to seed the state, or from a hook.
+    pub fn set_state(&self, key: &str, value: Option<&[u8]>) {
+        self.state_swap(key, None, value, true);
+    }
+
+    pub(crate) fn before(&self, operation: &str, key: &str) {
+        // Cloned out of the lock: the hook may clear itself.
+        let hook = self
+            .before_state_call
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(self, operation, key);
+        }
     }
 
     /// A copy of the state.
@@ -194,6 +235,31 @@ mod tests {
             let wrong = settings::get::<std::collections::HashMap<String, u32>>().unwrap_err();
             assert!(matches!(wrong, Error::Internal(m) if m.contains("settings are invalid")));
         });
+    }
+
+    #[test]
+    fn a_hook_before_a_state_call_can_make_a_compare_and_swap_lose_a_race() {
+        let host = Host::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        host.before_state_call(move |host, operation, key| {
+            log.lock().unwrap().push(format!("{operation} {key}"));
+            if operation == "compare-and-swap" {
+                host.clear_before_state_call();
+                host.set_state(key, Some(b"theirs"));
+            }
+        });
+        host.run(|| {
+            assert_eq!(state::get("k").unwrap(), None);
+            assert!(!state::compare_and_swap("k", None, Some(b"mine")).unwrap());
+            assert!(state::compare_and_swap("k", Some(b"theirs"), Some(b"mine")).unwrap());
+        });
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["get k", "compare-and-swap k"],
+            "the hook ran once per operation until it cleared itself"
+        );
+        assert_eq!(host.state()["k"], b"mine");
     }
 
     #[test]

@@ -70,6 +70,30 @@ function requireCount(value, what) {
   return value;
 }
 
+/** A key the contract does not have is an author's typo (`node_ids`): name it. */
+function rejectUnknown(value, allowed, where) {
+  for (const key of Object.keys(value)) {
+    if (!allowed.includes(key)) {
+      const like = allowed.find((k) => k.toLowerCase() === key.replaceAll('_', '').toLowerCase());
+      const hint = like ? `: did you mean \`${like}\`?` : '';
+      throw new Internal(`${where} has an unknown key \`${key}\` (it takes ${allowed.map((k) => `\`${k}\``).join(', ')})${hint}`);
+    }
+  }
+}
+
+/**
+ * Other keys of a discovered cluster or node are left out, but the snake_case spelling of one
+ * of the contract's (`node_id`) is a mistake that would lose the value: name it.
+ */
+function snakeCase(value, keys, where) {
+  for (const key of keys) {
+    const snake = key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+    if (snake !== key && value[key] === undefined && value[snake] !== undefined) {
+      throw new Internal(`${where} has \`${snake}\`: the SDK's records are camelCase, say \`${key}\``);
+    }
+  }
+}
+
 /** What `discover` returned, checked and shaped as the contract's `list<cluster>`. */
 function toClusters(value) {
   if (!Array.isArray(value)) throw new Internal(`discover must return an array of clusters, not ${describe(value)}`);
@@ -77,6 +101,7 @@ function toClusters(value) {
     if (cluster === null || typeof cluster !== 'object') {
       throw new Internal(`discover: cluster ${i} must be an object, not ${describe(cluster)}`);
     }
+    snakeCase(cluster, ['clusterId', 'nodes'], `discover: cluster ${i}`);
     const clusterId = requireString(cluster.clusterId, `discover: cluster ${i}'s clusterId`);
     const nodes = cluster.nodes ?? [];
     if (!Array.isArray(nodes)) {
@@ -87,6 +112,7 @@ function toClusters(value) {
       nodes: nodes.map((node, j) => {
         const where = `discover: cluster \`${clusterId}\` node ${j}`;
         if (node === null || typeof node !== 'object') throw new Internal(`${where} must be an object, not ${describe(node)}`);
+        snakeCase(node, ['nodeId', 'agentAddress', 'nodeClass', 'nodeGroup'], where);
         return {
           nodeId: requireString(node.nodeId, `${where}: nodeId`),
           agentAddress: requireString(node.agentAddress, `${where}: agentAddress`),
@@ -103,6 +129,7 @@ function toProvisionResponse(value) {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new Internal(`provision must return { count, nodeIds }, not ${describe(value)}`);
   }
+  rejectUnknown(value, ['count', 'nodeIds'], 'provision: the answer');
   let nodeIds;
   if (value.nodeIds !== undefined && value.nodeIds !== null) {
     if (!Array.isArray(value.nodeIds)) {
@@ -157,11 +184,17 @@ async function run(operation, f, shape) {
  * @param {Partial<Provider>} impl
  */
 export function exportProvider(impl) {
-  if (impl === null || typeof impl !== 'object') {
-    throw new TypeError('exportProvider takes a provider object (new MyProvider())');
+  // A class (as Python's `export(Class)`): a new instance at the start of every call, so its
+  // constructor may read `settings()`. An object: its methods, the object made at build time.
+  const perCall = typeof impl === 'function';
+  if (!perCall && (impl === null || typeof impl !== 'object')) {
+    throw new TypeError('exportProvider takes a provider class (MyProvider) or object (new MyProvider())');
   }
   const defaults = new Provider();
-  const method = (name) => (typeof impl[name] === 'function' ? impl[name].bind(impl) : defaults[name].bind(defaults));
+  const method = (name) => (...args) => {
+    const target = perCall ? new impl() : impl;
+    return typeof target[name] === 'function' ? target[name](...args) : defaults[name](...args);
+  };
   const discover = method('discover');
   const provision = method('provision');
   const deprovision = method('deprovision');

@@ -148,6 +148,23 @@ export const state = Object.freeze({
   },
 
   /**
+   * `compareAndSwap` with JSON values (`undefined` or `null`: absent): the swap happens only if
+   * the stored bytes are exactly `JSON.stringify(expected)`, so a value read with `getJson` and
+   * written by `setJson` or this function compares equal (JSON keeps the keys' order). Whether
+   * the swap happened.
+   *
+   * @param {string} key
+   * @param {unknown} expected
+   * @param {unknown} next
+   * @returns {boolean}
+   */
+  compareAndSwapJson(key, expected, next) {
+    const e = expected === undefined || expected === null ? undefined : serialize(key, expected);
+    const n = next === undefined || next === null ? undefined : serialize(key, next);
+    return call('compare-and-swap', key, () => wit.compareAndSwap(key, e, n));
+  },
+
+  /**
    * One page of the keys that start with `prefix`, after `startAfter`, in ascending byte order:
    * `{ keys, next }`, `next` being the `startAfter` of the next page (`undefined` on the last).
    *

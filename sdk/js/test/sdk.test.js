@@ -47,6 +47,27 @@ describe('the export boundary', () => {
     }
   });
 
+  test('a class is instantiated at the start of every call, as in Python', async () => {
+    let made = 0;
+    class P extends Provider {
+      constructor() {
+        super();
+        made += 1;
+        this.machines = settings().machines;
+      }
+      discover() {
+        return [{ clusterId: 'c1', nodes: this.machines.map((m) => ({ nodeId: m.id, agentAddress: 'http://a' })) }];
+      }
+    }
+    host.reset({ settings: { machines: [{ id: 'm1' }] } });
+    const provider = exportProvider(P);
+    assert.equal(made, 0);
+    assert.equal((await provider.discover()).val[0].nodes[0].nodeId, 'm1');
+    assert.equal((await provider.discover()).tag, 'ok');
+    assert.equal(made, 2);
+    assert.equal((await provider.provision(request)).val.tag, 'unsupported');
+  });
+
   test('answers are shaped as the contract records', async () => {
     class P extends Provider {
       discover() {
@@ -132,6 +153,18 @@ describe('the export boundary', () => {
     const provisioned = await provider.provision(request);
     assert.match(provisioned.val.val, /provision: count must be a whole number/);
   });
+
+  test('a snake_case or unknown key is named, not read as a missing value', async () => {
+    const provider = exportProvider({
+      discover: () => [{ clusterId: 'c1', nodes: [{ node_id: 'n1', agentAddress: 'x' }] }],
+      provision: () => ({ node_ids: ['n1'] }),
+    });
+    const discovered = await provider.discover();
+    assert.match(discovered.val.val, /node 0 has `node_id`: the SDK's records are camelCase, say `nodeId`/);
+    const provisioned = await provider.provision(request);
+    assert.equal(provisioned.val.tag, 'internal');
+    assert.match(provisioned.val.val, /the answer has an unknown key `node_ids` .*did you mean `nodeIds`\?/);
+  });
 });
 
 describe('settings', () => {
@@ -174,6 +207,17 @@ describe('state', () => {
     assert.equal(state.getString('k'), 'v2');
     assert.equal(state.compareAndSwap('k', new TextEncoder().encode('v2'), null), true);
     assert.equal(state.get('k'), undefined);
+  });
+
+  test('compareAndSwapJson compares as setJson writes', () => {
+    assert.equal(state.compareAndSwapJson('j', undefined, { a: 1, b: [2] }), true);
+    assert.equal(state.compareAndSwapJson('j', undefined, { a: 2 }), false);
+    const current = state.getJson('j');
+    assert.equal(state.compareAndSwapJson('j', { a: 9 }, { a: 2 }), false);
+    assert.equal(state.compareAndSwapJson('j', current, { a: 2 }), true);
+    assert.deepEqual(state.getJson('j'), { a: 2 });
+    assert.equal(state.compareAndSwapJson('j', { a: 2 }, undefined), true);
+    assert.equal(state.get('j'), undefined);
   });
 
   test('listKeys reads every page', () => {

@@ -8,10 +8,20 @@ from the generated bindings at the boundary, so a provider never imports `wit_wo
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 __all__ = ["ProvisionRequest", "DeprovisionRequest", "Node", "Cluster", "ProvisionResponse"]
+
+
+_requests = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    # The gateway always sends one; a request built in a test without one is a new request,
+    # not a retry of every other such request.
+    return f"request-{next(_requests)}"
 
 
 @dataclass(kw_only=True)
@@ -25,8 +35,9 @@ class ProvisionRequest:
 
     #: The same on every retry of one request (from the client's `Idempotency-Key` when it sent
     #: one): key state on it, or pass it to an API's idempotency token, so that a retried
-    #: provision creates its nodes once. At most 64 characters of `[A-Za-z0-9-]`.
-    request_id: str = ""
+    #: provision creates its nodes once. At most 64 characters of `[A-Za-z0-9-]`. Left out (in
+    #: a test), each request gets a new one: give the same one twice to test a retry.
+    request_id: str = field(default_factory=_new_request_id)
     cluster_id: str = ""
     #: The store software (`mongodb`, `zookeeper`, `kafka`, ...).
     store: str = ""

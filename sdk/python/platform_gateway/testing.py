@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import _host
 from .errors import Internal, Unavailable
@@ -37,6 +37,10 @@ class Host(_host.Host):
       does when the store does not answer (`Unavailable`).
     - `page_size`: the largest page `list-keys` returns (1,000 in the gateway), lower it to
       exercise paging.
+    - `before_state_call`: when set, `(operation, key)` is called before each state operation
+      (`get`, `set`, `delete`, `compare-and-swap`, `list-keys`, the contract's names; the key is
+      the prefix for `list-keys`). It may change `state`, to play another call's write between
+      your read and your compare-and-swap, or raise (`Unavailable`) to fail the operation.
     """
 
     def __init__(self, settings: Optional[Dict[str, Any]] = None) -> None:
@@ -45,6 +49,7 @@ class Host(_host.Host):
         self.logs: List[Tuple[str, str]] = []
         self.unavailable: Optional[str] = None
         self.page_size = MAX_PAGE
+        self.before_state_call: Optional[Callable[[str, str], None]] = None
         self._lock = threading.Lock()
         self._previous: List[_host.Host] = []
 
@@ -67,6 +72,8 @@ class Host(_host.Host):
             self.logs.append((level, message))
 
     def _check(self, operation: str, key: str, value: Optional[bytes] = None) -> None:
+        if self.before_state_call is not None:
+            self.before_state_call(operation, key)
         if self.unavailable is not None:
             raise Unavailable(f"state {operation} `{key}`: {self.unavailable}")
         if len(key.encode("utf-8")) > MAX_KEY:

@@ -50,6 +50,12 @@ class ExportTest(unittest.TestCase):
         self.assertEqual(clusters[0].nodes[0].node_group, "data")
         self.assertIsNone(clusters[0].nodes[0].node_class)
 
+    def test_a_request_built_without_an_id_is_a_new_request_each_time(self):
+        first, second = pg.ProvisionRequest(cluster_id="c1"), pg.ProvisionRequest(cluster_id="c1")
+        self.assertTrue(first.request_id)
+        self.assertNotEqual(first.request_id, second.request_id)
+        self.assertEqual(pg.ProvisionRequest(request_id="r1").request_id, "r1")
+
     def test_the_defaults_are_unsupported(self):
         Adapter = pg.export(Hello)
         with Host():
@@ -157,6 +163,22 @@ class StateTest(unittest.TestCase):
             self.assertTrue(state.compare_and_swap("k", "1", "2"))
             self.assertTrue(state.compare_and_swap("k", b"2", None))
             self.assertIsNone(state.get("k"))
+
+    def test_before_state_call_can_make_a_compare_and_swap_lose_a_race(self):
+        with Host() as host:
+            seen = []
+
+            def competitor(operation, key):
+                seen.append((operation, key))
+                if operation == "compare-and-swap":
+                    host.before_state_call = None
+                    host.state[key] = b"theirs"
+
+            host.before_state_call = competitor
+            self.assertIsNone(state.get("k"))
+            self.assertFalse(state.compare_and_swap("k", None, b"mine"))
+            self.assertEqual(host.state["k"], b"theirs")
+            self.assertEqual(seen, [("get", "k"), ("compare-and-swap", "k")])
 
     def test_list_keys_reads_every_page(self):
         with Host() as host:

@@ -15,8 +15,8 @@ struct Machine {
     node_class: String,
 }
 
-/// An allocated machine's key holds its cluster and node group, one per line (the gateway
-/// never passes IDs with control characters).
+/// An allocated machine's key holds its cluster, node group and the request ID that took it,
+/// one per line (the gateway never passes IDs with control characters).
 fn key(machine: &str) -> String {
     format!("machine/{machine}")
 }
@@ -32,7 +32,8 @@ impl Provider for Inventory {
                 continue;
             };
             let owner = String::from_utf8_lossy(&owner);
-            let (cluster_id, group) = owner.split_once('\n').unwrap_or((&owner, ""));
+            let mut lines = owner.split('\n');
+            let (cluster_id, group) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
             let node = Node {
                 node_id: machine.id.clone(),
                 agent_address: machine.agent_address.clone(),
@@ -63,8 +64,23 @@ impl Provider for Inventory {
                 request.node_class
             )));
         }
-        let owner = format!("{}\n{}", request.cluster_id, request.node_group);
+        let owner = format!(
+            "{}\n{}\n{}",
+            request.cluster_id, request.node_group, request.request_id
+        );
+        // A retry of a request (same request ID) gets what its first attempt took.
         let mut taken = Vec::new();
+        for machine in &class {
+            if state::get(&key(&machine.id))?.as_deref() == Some(owner.as_bytes()) {
+                taken.push(machine.id.clone());
+            }
+        }
+        if !taken.is_empty() {
+            return Ok(ProvisionResponse {
+                count: taken.len() as u32,
+                node_ids: Some(taken),
+            });
+        }
         for machine in class {
             if taken.len() == request.count as usize {
                 break;
