@@ -259,13 +259,10 @@ impl WasiHttpHooks for Hooks {
             );
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
-        let clamp = |asked: Option<Duration>| Some(asked.map_or(remaining, |t| t.min(remaining)));
-        let options = RequestOptions {
-            connect_timeout: clamp(options.and_then(|o| o.connect_timeout)),
-            first_byte_timeout: clamp(options.and_then(|o| o.first_byte_timeout)),
-            between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
-        };
+        let options = clamped(
+            options,
+            self.deadline.saturating_duration_since(Instant::now()),
+        );
         let limit = self.max_response;
         let tls = self.allow.tls.clone();
         Box::new(async move {
@@ -280,6 +277,17 @@ impl WasiHttpHooks for Hooks {
             });
             Ok((response, io))
         })
+    }
+}
+
+/// The plugin's timeouts for one request, each cut to `remaining` (what is left of the call's
+/// deadline): no wait inside a request outlives the call.
+fn clamped(options: Option<RequestOptions>, remaining: Duration) -> RequestOptions {
+    let clamp = |asked: Option<Duration>| Some(asked.map_or(remaining, |t| t.min(remaining)));
+    RequestOptions {
+        connect_timeout: clamp(options.and_then(|o| o.connect_timeout)),
+        first_byte_timeout: clamp(options.and_then(|o| o.first_byte_timeout)),
+        between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
     }
 }
 
