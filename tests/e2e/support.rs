@@ -431,6 +431,40 @@ impl Gateway {
         }
     }
 
+    /// Wait until `calls` calls of `backend` run in a plugin (its in-flight gauge on the admin
+    /// API's `/metrics`, 20 s at most): how a test knows a call is inside the plugin, rather
+    /// than sleeping and hoping it is.
+    pub async fn wait_calls_in_flight(&self, backend: &str, calls: u64) {
+        let base = self.admin.as_ref().expect("the admin API is not enabled");
+        let needle =
+            format!("platform_gateway_plugin_calls_in_flight{{backend=\"{backend}\"}} {calls}\n");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = self
+                .client
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .expect("GET /metrics")
+                .text()
+                .await
+                .expect("metrics");
+            if text.contains(&needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never {calls} calls of `{backend}` in flight:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The gateway's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Send a signal to the gateway process.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's PID, which we have not reaped yet.
@@ -501,6 +535,34 @@ impl Gateway {
     }
 }
 
+/// Run `futures` concurrently; each result comes with its place in the order they finished
+/// (0 first). Ordering shows what waited for what, where elapsed time would only suggest it.
+pub async fn with_arrival<T>(
+    futures: impl IntoIterator<Item = impl std::future::Future<Output = T>>,
+) -> Vec<(usize, T)> {
+    let arrived = std::sync::atomic::AtomicUsize::new(0);
+    let arrived = &arrived;
+    futures::future::join_all(futures.into_iter().map(|f| async move {
+        let result = f.await;
+        (
+            arrived.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            result,
+        )
+    }))
+    .await
+}
+
+/// The sorted arrival places (from [`with_arrival`]) of the replies whose status is `status`.
+pub fn arrivals_of<B, C>(replies: &[(usize, (u16, B, C))], status: u16) -> Vec<usize> {
+    let mut places: Vec<usize> = replies
+        .iter()
+        .filter(|(_, (s, _, _))| *s == status)
+        .map(|(place, _)| *place)
+        .collect();
+    places.sort();
+    places
+}
+
 /// Run the binary with `args` to completion: (success, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_platform-gateway"))
@@ -513,6 +575,39 @@ pub fn run_cli(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The backend the ownership index names for `node_id` of `cluster_id`, as the offline
+/// `platform-gateway route` reads it from the state store of the config at `config` (None: not
+/// in the index, so a deprovision would ask every backend). Reading the index itself is what
+/// shows it survived: a deprovision answered 204 could come from an index rebuilt by discovery.
+pub fn indexed_owner(config: &Path, cluster_id: &str, node_id: &str) -> Option<String> {
+    let request = tempfile::NamedTempFile::new().expect("request file");
+    std::fs::write(
+        request.path(),
+        json!({ "cluster_id": cluster_id, "node_id": node_id }).to_string(),
+    )
+    .expect("write request");
+    let (ok, stdout, stderr) = run_cli(&[
+        "route",
+        "--config",
+        config.to_str().expect("UTF-8 path"),
+        request.path().to_str().expect("UTF-8 path"),
+        "-o",
+        "json",
+    ]);
+    assert!(ok, "route failed: {stderr}");
+    let explanation: Value = serde_json::from_str(&stdout).expect("route's JSON");
+    match explanation["decision"]["by"].as_str() {
+        Some("owner") => Some(
+            explanation["decision"]["backend"]
+                .as_str()
+                .expect("backend")
+                .to_string(),
+        ),
+        Some("discovery") => None,
+        _ => panic!("not a deprovision decision: {explanation}"),
+    }
 }
 
 impl Drop for Gateway {

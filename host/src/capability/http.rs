@@ -494,6 +494,51 @@ mod tests {
     }
 
     #[test]
+    fn every_timeout_of_a_request_is_cut_to_what_is_left_of_the_call() {
+        let left = Duration::from_millis(500);
+        let all = |o: RequestOptions| {
+            (
+                o.connect_timeout,
+                o.first_byte_timeout,
+                o.between_bytes_timeout,
+            )
+        };
+        // A plugin that asks for no timeout waits no longer than the call.
+        assert_eq!(
+            all(clamped(None, left)),
+            (Some(left), Some(left), Some(left))
+        );
+        let asked = RequestOptions {
+            connect_timeout: Some(Duration::from_secs(3600)),
+            first_byte_timeout: Some(Duration::from_millis(100)),
+            between_bytes_timeout: None,
+        };
+        // Longer than the call: cut; shorter: kept; none: the call's.
+        assert_eq!(
+            all(clamped(Some(asked), left)),
+            (Some(left), Some(Duration::from_millis(100)), Some(left))
+        );
+        let asked = RequestOptions {
+            connect_timeout: None,
+            first_byte_timeout: Some(Duration::from_secs(3600)),
+            between_bytes_timeout: Some(Duration::from_secs(3600)),
+        };
+        assert_eq!(
+            all(clamped(Some(asked), left)),
+            (Some(left), Some(left), Some(left))
+        );
+        // A call past its deadline gets nothing more.
+        assert_eq!(
+            all(clamped(None, Duration::ZERO)),
+            (
+                Some(Duration::ZERO),
+                Some(Duration::ZERO),
+                Some(Duration::ZERO)
+            )
+        );
+    }
+
+    #[test]
     fn an_empty_list_allows_nothing_and_bad_patterns_are_refused() {
         assert!(!allowed(&Allowlist::default(), "http://127.0.0.1/"));
         for bad in [
