@@ -433,13 +433,15 @@ impl Gateway {
 
     /// Wait until `calls` calls of `backend` run in a plugin (its in-flight gauge on the admin
     /// API's `/metrics`, 20 s at most): how a test knows a call is inside the plugin, rather
-    /// than sleeping and hoping it is.
-    pub async fn wait_calls_in_flight(&self, backend: &str, calls: u64) {
+    /// than sleeping and hoping it is. Returns how many scrapes it took.
+    pub async fn wait_calls_in_flight(&self, backend: &str, calls: u64) -> usize {
         let base = self.admin.as_ref().expect("the admin API is not enabled");
         let needle =
             format!("platform_gateway_plugin_calls_in_flight{{backend=\"{backend}\"}} {calls}\n");
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut scrapes = 0;
         loop {
+            scrapes += 1;
             let text = self
                 .client
                 .get(format!("{base}/metrics"))
@@ -450,7 +452,7 @@ impl Gateway {
                 .await
                 .expect("metrics");
             if text.contains(&needle) {
-                return;
+                return scrapes;
             }
             assert!(
                 Instant::now() < deadline,
