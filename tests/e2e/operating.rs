@@ -187,6 +187,16 @@ async fn client_certificates_from_the_configured_ca_only() {
     let (bad_cert, bad_key) = other_ca.sign(&["intruder"]);
     let stranger = client(&server_ca.pem, Some((&bad_cert, &bad_key)));
     assert!(stranger.get(gw.url("/discover")).send().await.is_err());
+    // Refused by the handshake, not by a server that went away: the good client is still
+    // served, and it is a new connection each time (a failed one is never pooled).
+    let r = good.get(gw.url("/discover")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client(&server_ca.pem, Some((&good_cert, &good_key)))
+        .get(gw.url("/discover"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]
