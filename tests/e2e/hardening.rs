@@ -7,35 +7,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Gateway, Workdir, assert_error_shape, fault_backend_with, node_ids, pool_backend,
+    Gateway, Workdir, assert_names_backend, beside_a_pool, node_ids, pool_backend, provision_bad,
     provision_body, run_cli,
 };
-
-/// A misbehaving backend `bad` (provisions for store `bad`, and in discovery) beside a healthy
-/// pool (everything else).
-fn beside_a_pool(mode: &str, limits: &str, settings: &str) -> String {
-    format!(
-        "{}{}[[routes]]\nstore = \"bad\"\nbackend = \"bad\"\n\n[[routes]]\nbackend = \"pool\"\n",
-        fault_backend_with("bad", mode, limits, settings),
-        pool_backend("pool", &[("m1", "small"), ("m2", "small"), ("m3", "small")])
-    )
-}
-
-async fn provision_bad(gw: &Gateway) -> (u16, Value, Duration) {
-    let started = Instant::now();
-    let (status, body) = gw
-        .post("/provision", &provision_body("c1", "bad", "data", "small"))
-        .await;
-    (status, body, started.elapsed())
-}
-
-fn assert_names_backend(status: u16, body: &Value, needle: &str) {
-    assert_error_shape(status, body);
-    let message = body["error_msg"].as_str().unwrap();
-    assert!(message.contains("backend `bad`"), "{message}");
-    let full = format!("{message} {}", body["error_cause"].as_str().unwrap_or(""));
-    assert!(full.contains(needle), "{needle}: {full}");
-}
 
 #[tokio::test]
 async fn each_fault_gets_its_error_and_the_gateway_keeps_serving_every_backend() {
@@ -105,6 +79,10 @@ async fn each_fault_gets_its_error_and_the_gateway_keeps_serving_every_backend()
             };
             assert_eq!(got, status, "{mode} {operation} #{attempt}: {body}");
             assert_names_backend(got, &body, needle);
+            if mode == "panic" {
+                // The panic message reaches the operator's log, tagged with the backend.
+                gw.wait_for_log("panics on purpose").await;
+            }
             // Deadlines hold even when the plugin waits in a host call (a 60 s sleep, the
             // state store). The bound is the property: ten times the 400 ms deadline, far
             // under the sleep, so a call that waited out its host call fails here instead of

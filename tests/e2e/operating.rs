@@ -38,20 +38,7 @@ fn client(ca: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
 }
 
 async fn wait_ready(client: &reqwest::Client, gw: &Gateway) {
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = client.get(gw.url("/readyz")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "never ready:\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::wait_ready(client, &gw.base, Duration::from_secs(120), || gw.log()).await;
 }
 
 /// The certificate a TLS server presents, as DER.

@@ -175,11 +175,7 @@ async fn each_matching_key_and_combination_routes_where_expected() {
 #[tokio::test]
 async fn shadowed_and_unknown_backend_rules_are_refused_at_load_naming_both() {
     let dir = tempfile::tempdir().unwrap();
-    let write = |text: String| {
-        let path = dir.path().join("gateway.toml");
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    };
+    let write = |text: String| crate::support::write_config_in(dir.path(), &text);
 
     let shadowed = write(format!(
         "{}[[routes]]\nname = \"all-prod\"\ncluster_id = \"prod-*\"\nbackend = \"green\"\n\n\

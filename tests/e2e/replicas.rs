@@ -38,13 +38,9 @@ fn etcd_state(cluster: &EtcdCluster, prefix: &str, dir: &Path) -> String {
 
 /// A key prefix no other test (or run) uses.
 fn unique_prefix(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
     format!(
-        "/platform-gateway/test-{test}-{}-{nanos}",
-        std::process::id()
+        "/platform-gateway/{}",
+        crate::support::unique_name(&format!("test-{test}"))
     )
 }
 
@@ -105,23 +101,6 @@ async fn start(work: &Workdir, config: &str) -> Gateway {
     gw
 }
 
-/// A request's answer, or `None` if the connection failed (the replica was killed).
-async fn try_post(gw: &Gateway, path: &str, body: &Value) -> Option<(u16, Option<String>, Value)> {
-    let reply = gw.client.post(gw.url(path)).json(body).send().await.ok()?;
-    let status = reply.status().as_u16();
-    let retry_after = reply
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_string());
-    let bytes = reply.bytes().await.ok()?;
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)))
-    };
-    Some((status, retry_after, body))
-}
-
 /// Every (cluster, node) a gateway discovers.
 async fn discovered(gw: &Gateway) -> Vec<(String, String)> {
     let discovery = gw.discover().await;
@@ -147,7 +126,7 @@ async fn three_replicas_hand_out_fifty_machines_once_among_ninety_six_concurrent
         let gw = r.gateways[i % 3].clone();
         async move {
             let body = provision_body(&format!("c{}", i % 4), "mongodb", "data", "small");
-            try_post(&gw, "/provision", &body).await
+            gw.try_post("/provision", &body).await
         }
     });
     let replies = futures::future::join_all(requests).await;
@@ -237,7 +216,7 @@ async fn killing_a_replica_mid_provision_loses_no_acknowledged_allocation_and_do
                 if i % 3 == 0 {
                     unanswered.fetch_add(1, Ordering::SeqCst);
                 }
-                let reply = try_post(&gw, "/provision", &body).await;
+                let reply = gw.try_post("/provision", &body).await;
                 if i % 3 == 0 && reply.is_some() {
                     unanswered.fetch_sub(1, Ordering::SeqCst);
                 }

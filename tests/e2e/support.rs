@@ -138,6 +138,34 @@ pub fn fault_backend_with(name: &str, mode: &str, limits: &str, settings: &str) 
     )
 }
 
+/// A misbehaving backend `bad` (provisions for store `bad`, and in discovery) beside a healthy
+/// pool (everything else).
+pub fn beside_a_pool(mode: &str, limits: &str, settings: &str) -> String {
+    format!(
+        "{}{}[[routes]]\nstore = \"bad\"\nbackend = \"bad\"\n\n[[routes]]\nbackend = \"pool\"\n",
+        fault_backend_with("bad", mode, limits, settings),
+        pool_backend("pool", &[("m1", "small"), ("m2", "small"), ("m3", "small")])
+    )
+}
+
+/// Provision for store `bad`: (status, body, how long it took).
+pub async fn provision_bad(gw: &Gateway) -> (u16, Value, Duration) {
+    let started = Instant::now();
+    let (status, body) = gw
+        .post("/provision", &provision_body("c1", "bad", "data", "small"))
+        .await;
+    (status, body, started.elapsed())
+}
+
+/// An error in the shape, naming backend `bad`, that says `needle` (in its message or cause).
+pub fn assert_names_backend(status: u16, body: &Value, needle: &str) {
+    assert_error_shape(status, body);
+    let message = body["error_msg"].as_str().unwrap();
+    assert!(message.contains("backend `bad`"), "{message}");
+    let full = format!("{message} {}", body["error_cause"].as_str().unwrap_or(""));
+    assert!(full.contains(needle), "{needle}: {full}");
+}
+
 /// A `[backends.NAME]` table for the static plugin; `clusters` is the TOML value of its
 /// `clusters` setting.
 pub fn static_backend(name: &str, clusters: &str) -> String {
@@ -310,20 +338,10 @@ impl Gateway {
 
     /// Wait (120 s at most) until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = self.client.get(self.url("/readyz")).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "gateway never became ready:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_ready(&self.client, &self.base, Duration::from_secs(120), || {
+            self.log()
+        })
+        .await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -478,6 +496,32 @@ impl Gateway {
         }
     }
 
+    /// POST `body`, or `None` if the connection failed (the gateway was killed): (status, its
+    /// `Retry-After`, the body, JSON or the text as a JSON string).
+    pub async fn try_post(&self, path: &str, body: &Value) -> Option<(u16, Option<String>, Value)> {
+        let reply = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .ok()?;
+        let status = reply.status().as_u16();
+        let retry_after = reply
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = reply.bytes().await.ok()?;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)))
+        };
+        Some((status, retry_after, body))
+    }
+
     /// The gateway's process ID.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -579,6 +623,49 @@ pub fn arrivals_of<B, C>(replies: &[(usize, (u16, B, C))], status: u16) -> Vec<u
         .collect();
     places.sort();
     places
+}
+
+/// Poll `GET {base}/readyz` through `client` until it answers 200 (`bound` at most, then panic
+/// with `logs()`); the time it took. The one readiness wait of the tests.
+pub async fn wait_ready(
+    client: &reqwest::Client,
+    base: &str,
+    bound: Duration,
+    logs: impl Fn() -> String,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status() == 200
+        {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < bound,
+            "{base} never became ready:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A name no other test or test run uses: `prefix`, the process ID, the time, a counter.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_nanos();
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("{prefix}-{}-{nanos:x}-{n}", std::process::id())
+}
+
+/// Write `text` as it is (no state or cache settings added, unlike [`Workdir::write_config`])
+/// to `dir/gateway.toml`, for the commands that only read a config; its path.
+pub fn write_config_in(dir: &Path, text: &str) -> String {
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).expect("write config");
+    path.display().to_string()
 }
 
 /// Run the binary with `args` to completion: (success, stdout, stderr).
