@@ -22,7 +22,18 @@ fuzz_target!(|data: &[u8]| {
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 );
-                assert!(!resolved.cluster_id.is_empty() && !resolved.node_group.is_empty());
+                for id in [
+                    &resolved.cluster_id,
+                    &resolved.node_group,
+                    &resolved.store,
+                    &resolved.store_version,
+                ] {
+                    assert_id(id);
+                }
+                assert!(
+                    resolved.node_class.len() <= SPEC_MAX_ID_BYTES
+                        && !resolved.node_class.chars().any(char::is_control)
+                );
                 let attributes: serde_json::Value =
                     serde_json::from_str(&resolved.attributes).expect("attributes are JSON");
                 assert!(attributes.is_object());
@@ -31,8 +42,26 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(request) = serde_json::from_slice::<DeprovisionRequest>(data) {
-        if let Err(error) = validate::deprovision_request(request) {
-            assert!(error.status.is_client_error());
+        match validate::deprovision_request(request) {
+            Ok(resolved) => {
+                assert_id(&resolved.cluster_id);
+                assert_id(&resolved.node_id);
+            }
+            Err(error) => assert!(error.status.is_client_error()),
         }
     }
 });
+
+/// The specification's bound on IDs, in bytes.
+const SPEC_MAX_ID_BYTES: usize = 253;
+
+/// What the README promises of an accepted ID: 1 to 253 bytes, not blank, no control
+/// characters.
+fn assert_id(id: &str) {
+    assert!(
+        !id.trim().is_empty()
+            && id.len() <= SPEC_MAX_ID_BYTES
+            && !id.chars().any(char::is_control),
+        "accepted ID {id:?}"
+    );
+}

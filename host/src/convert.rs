@@ -244,14 +244,16 @@ mod tests {
         };
         assert!(check_provision(&req, &answer(2, Some(vec!["a", "b"]))).is_ok());
         assert!(check_provision(&req, &answer(1, None)).is_ok());
-        for bad in [
-            answer(0, None),
-            answer(3, None),
-            answer(2, Some(vec!["a"])),
-            answer(2, Some(vec!["a", "a"])),
-            answer(2, Some(vec!["a", ""])),
+        // Each refused for its own reason, not merely refused.
+        for (bad, why) in [
+            (answer(0, None), "count 0 is outside 1..=2"),
+            (answer(3, None), "count 3 is outside 1..=2"),
+            (answer(2, Some(vec!["a"])), "1 node IDs for a count of 2"),
+            (answer(2, Some(vec!["a", "a"])), "node ID `a` appears twice"),
+            (answer(2, Some(vec!["a", ""])), "a node ID is empty"),
         ] {
-            assert!(check_provision(&req, &bad).is_err());
+            let error = check_provision(&req, &bad).unwrap_err();
+            assert!(error.contains(why), "{why}: {error}");
         }
     }
 
@@ -268,12 +270,25 @@ mod tests {
             nodes,
         };
         assert!(check_discovery(&[cluster(vec![node("a"), node("b")])]).is_ok());
-        assert!(check_discovery(&[cluster(vec![node("a"), node("a")])]).is_err());
-        assert!(check_discovery(&[cluster(vec![node("")])]).is_err());
+        let refused = |clusters: &[Cluster], why: &str| {
+            let error = check_discovery(clusters).unwrap_err();
+            assert!(error.contains(why), "{why}: {error}");
+        };
+        refused(
+            &[cluster(vec![node("a"), node("a")])],
+            "node ID `a` appears twice",
+        );
+        refused(&[cluster(vec![node("")])], "a node ID is empty");
         let twice = [cluster(vec![node("a")]), cluster(vec![node("b")])];
-        assert!(check_discovery(&twice).is_err());
+        refused(&twice, "cluster `c` is listed twice");
         let mut no_address = node("a");
         no_address.agent_address.clear();
-        assert!(check_discovery(&[cluster(vec![no_address])]).is_err());
+        refused(
+            &[cluster(vec![no_address])],
+            "cluster `c`: node `a` has no agent address",
+        );
+        let mut unnamed = cluster(vec![node("a")]);
+        unnamed.cluster_id.clear();
+        refused(&[unnamed], "a cluster ID is empty");
     }
 }

@@ -1,7 +1,7 @@
 //! Backing up and restoring the embedded state store with `state export` and `state import`:
 //! back up, wipe, restore, and the pool hands out exactly what it had not handed out before.
 
-use crate::support::{Workdir, node_ids, pool_backend, provision_body, run_cli};
+use crate::support::{Workdir, indexed_owner, node_ids, pool_backend, provision_body, run_cli};
 
 #[tokio::test]
 async fn a_backup_made_by_state_export_restores_the_same_allocations() {
@@ -45,6 +45,16 @@ async fn a_backup_made_by_state_export_restores_the_same_allocations() {
     assert!(!ok);
     assert!(stderr.contains("--replace"), "{stderr}");
 
+    // The ownership index came back with it, read before a discovery could rebuild it.
+    let config_file = dir.path().join("gateway.toml");
+    for node in &allocated {
+        assert_eq!(
+            indexed_owner(&config_file, "c1", node).as_deref(),
+            Some("pool"),
+            "{node} not restored into the ownership index"
+        );
+    }
+
     let gw = dir.start(&config).await;
     assert_eq!(node_ids(&gw.discover().await, "c1"), allocated);
     // The pool remembers what it handed out: the one machine left, then none.
@@ -64,7 +74,7 @@ async fn a_backup_made_by_state_export_restores_the_same_allocations() {
         )
         .await;
     assert_eq!(status, 503, "{body}");
-    // And the ownership index came back with it: a restored node is deprovisioned by its owner.
+    // And a restored node is deprovisioned by its owner.
     let (status, body) = gw
         .post(
             "/deprovision",

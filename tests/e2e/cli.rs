@@ -4,11 +4,7 @@
 
 use crate::support::{fault_backend, pool_backend, run_cli, toml_str};
 
-fn write_config(dir: &std::path::Path, body: &str) -> String {
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, body).unwrap();
-    path.display().to_string()
-}
+use crate::support::write_config_in as write_config;
 
 #[test]
 fn version_prints_the_crate_version_the_commit_and_the_contracts_served() {

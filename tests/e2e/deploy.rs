@@ -44,35 +44,13 @@ fn text(out: &std::process::Output) -> String {
     )
 }
 
-/// A name no other test run uses.
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{nanos:x}", std::process::id())
-}
-
 /// Poll `GET {base}/readyz` until it answers 200 (`bound` at most); the time it took.
 async fn wait_ready(base: &str, bound: Duration, logs: impl Fn() -> String) -> Duration {
-    let started = Instant::now();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status() == 200
-        {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < bound,
-            "{base} never became ready:\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    crate::support::wait_ready(&client, base, bound, logs).await
 }
 
 /// Provision two nodes through `base`, find them in discovery, deprovision one and see it
@@ -250,7 +228,7 @@ async fn image_serves_the_lifecycle_read_only_as_a_non_root_user() {
 
     // With no arguments: the example platform, on a read-only root, as the image's user.
     let port = free_port();
-    let name = unique("pg-image");
+    let name = crate::support::unique_name("pg-image");
     let started = Instant::now();
     let run = podman(&[
         "run",
@@ -310,7 +288,7 @@ async fn image_serves_the_lifecycle_read_only_as_a_non_root_user() {
         .replace("\"pool-1\"", "\"mine-1\"");
     std::fs::write(dir.path().join("gateway.toml"), own).unwrap();
     let port = free_port();
-    let name = unique("pg-image-config");
+    let name = crate::support::unique_name("pg-image-config");
     let run = podman(&[
         "run",
         "--detach",

@@ -26,7 +26,7 @@ fn caller(grants: &[&str], target: &str) -> String {
 /// one), and the gateway, for its log.
 async fn probe(config: &str) -> (String, Gateway) {
     let gw = Gateway::start(config).await;
-    let (status, message, _) = report(&gw).await;
+    let (status, message) = report(&gw).await;
     assert_eq!(status, 500, "{message}");
     (message, gw)
 }

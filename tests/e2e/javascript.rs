@@ -14,7 +14,7 @@ use crate::inventory::{self, Example, Unexpected};
 static JAVASCRIPT: Example = Example {
     name: "js-inventory",
     memory: "32MiB",
-    retry_after: Some("60"),
+    retry_after: "60",
     unknown_class: "the inventory has no machine of node class `huge`",
     compiled: OnceLock::new(),
 };

@@ -163,7 +163,7 @@ async fn after_a_scripted_mix_the_counters_equal_the_requests_sent() {
             client.post(url).json(&body).send().await.unwrap().status()
         })
     };
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let waiting_scrapes = gw.wait_calls_in_flight("slow", 1).await;
     let (status, body) = provision(&gw, "slow", "small").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(first.await.unwrap(), 200);
@@ -215,7 +215,7 @@ async fn after_a_scripted_mix_the_counters_equal_the_requests_sent() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // This scrape's own request is counted after it answered.
-    let scrapes_counted = scrapes - 1;
+    let scrapes_counted = waiting_scrapes + scrapes - 1;
 
     // HTTP requests by endpoint, method and status: every one sent, and nothing else (the
     // readiness probes before the first generation loaded answered 503 a varying number of
@@ -311,7 +311,9 @@ async fn after_a_scripted_mix_the_counters_equal_the_requests_sent() {
         *per_operation.entry(labels[..2].to_vec()).or_default() += n;
     }
     assert_eq!(durations, per_operation);
-    // The loop was stopped at its 300 ms deadline, not before.
+    // The loop was stopped at its 300 ms deadline: not before (nothing under 250 ms), and not
+    // long after (5 s, over ten times the deadline, is the bound: without a deadline the loop
+    // would never end, and a loaded machine may be slow to stop it).
     let looping = scrape
         .samples
         .iter()
@@ -325,7 +327,7 @@ async fn after_a_scripted_mix_the_counters_equal_the_requests_sent() {
         panic!("not a histogram: {looping:?}");
     };
     let under = |le: f64| buckets.iter().find(|b| b.less_than == le).unwrap().count;
-    assert_eq!((under(0.25), under(1.0)), (0.0, 1.0), "{buckets:?}");
+    assert_eq!((under(0.25), under(5.0)), (0.0, 1.0), "{buckets:?}");
 
     assert_eq!(
         series(

@@ -38,20 +38,7 @@ fn client(ca: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
 }
 
 async fn wait_ready(client: &reqwest::Client, gw: &Gateway) {
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = client.get(gw.url("/readyz")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "never ready:\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::wait_ready(client, &gw.base, Duration::from_secs(120), || gw.log()).await;
 }
 
 /// The certificate a TLS server presents, as DER.
@@ -187,6 +174,16 @@ async fn client_certificates_from_the_configured_ca_only() {
     let (bad_cert, bad_key) = other_ca.sign(&["intruder"]);
     let stranger = client(&server_ca.pem, Some((&bad_cert, &bad_key)));
     assert!(stranger.get(gw.url("/discover")).send().await.is_err());
+    // Refused by the handshake, not by a server that went away: the good client is still
+    // served, and it is a new connection each time (a failed one is never pooled).
+    let r = good.get(gw.url("/discover")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client(&server_ca.pem, Some((&good_cert, &good_key)))
+        .get(gw.url("/discover"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]

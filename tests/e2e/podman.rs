@@ -115,14 +115,10 @@ impl PodmanService {
             assert!(Instant::now() < deadline, "podman's API did not come up");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
         PodmanService {
             child,
             endpoint,
-            gateway_id: format!("e2e-{}-{nanos:x}", std::process::id()),
+            gateway_id: crate::support::unique_name("e2e"),
         }
     }
 
@@ -195,7 +191,15 @@ async fn provision_discover_deprovision_containers_and_serve_a_mixed_platform() 
     let (status, again) = gw.post_with_key("/provision", &zookeeper, "zk-1").await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(sorted(&again), ids);
-    let listed = podman(&["ps", "-aq", "--filter", "label=replicante.cluster-id=zk"]);
+    // This test's gateway only: another run's containers of a cluster `zk` are not counted.
+    let listed = podman(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=replicante.gateway={}", service.gateway_id),
+        "--filter",
+        "label=replicante.cluster-id=zk",
+    ]);
     let containers = String::from_utf8_lossy(&listed.stdout)
         .split_whitespace()
         .count();

@@ -1,13 +1,14 @@
 //! Many providers behind one endpoint: two pools from one component and a `static` backend,
 //! with the route table, discovery fan-out, failure policies and ownership done fully.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 
 use crate::support::{
-    Gateway, Workdir, assert_error_shape, fault_backend, fault_backend_with, node_ids,
-    pool_backend, provision_body, run_cli, static_backend,
+    Gateway, Workdir, assert_error_shape, fault_backend, fault_backend_with, node_ids, plugin,
+    pool_backend, provision_body, run_cli, static_backend, toml_str,
 };
 
 fn backends() -> String {
@@ -174,11 +175,7 @@ async fn each_matching_key_and_combination_routes_where_expected() {
 #[tokio::test]
 async fn shadowed_and_unknown_backend_rules_are_refused_at_load_naming_both() {
     let dir = tempfile::tempdir().unwrap();
-    let write = |text: String| {
-        let path = dir.path().join("gateway.toml");
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    };
+    let write = |text: String| crate::support::write_config_in(dir.path(), &text);
 
     let shadowed = write(format!(
         "{}[[routes]]\nname = \"all-prod\"\ncluster_id = \"prod-*\"\nbackend = \"green\"\n\n\
@@ -211,26 +208,49 @@ async fn shadowed_and_unknown_backend_rules_are_refused_at_load_naming_both() {
 
 #[tokio::test]
 async fn discovery_asks_backends_concurrently() {
-    // Three backends that each take a second to answer.
+    // A target that holds each request until all three have arrived: three backends that each
+    // ask it during their discovery are answered only if they ask at the same time. Asked one
+    // after another, the first would wait until its deadline and the target answer nobody.
+    let barrier = Arc::new(tokio::sync::Barrier::new(3));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let app = {
+        let (barrier, answered) = (barrier.clone(), answered.clone());
+        axum::Router::new().route(
+            "/",
+            axum::routing::get(move || async move {
+                barrier.wait().await;
+                answered.fetch_add(1, Ordering::SeqCst);
+                "together"
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // The probe fails every discovery with a report of its request, so the discovery fails:
+    // what it shows is in the target's count and the reports.
     let config: String = ["a", "b", "c"]
         .iter()
         .map(|name| {
-            fault_backend_with(
-                name,
-                "sleep",
-                "timeout = \"10s\"",
-                &format!("sleep_ms = 1000\ncluster_id = \"{name}\""),
+            format!(
+                "[backends.{name}]\nplugin = {}\ngrants = {{ http = [{}] }}\nlimits = {{ timeout = \"10s\" }}\n\
+                 [backends.{name}.settings]\ntarget = {}\n\n",
+                toml_str(&plugin("http_probe").display().to_string()),
+                toml_str(&format!("http://{target}")),
+                toml_str(&target),
             )
         })
         .collect();
     let gw = Gateway::start(&config).await;
-    let started = Instant::now();
-    let discovery = gw.discover().await;
-    let elapsed = started.elapsed();
-    assert_eq!(discovery["clusters"].as_array().unwrap().len(), 3);
-    // As long as the slowest (1 s), not the sum (3 s); the margin absorbs a busy machine.
-    assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
-    assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
+    let (_, reply) = gw.get("/discover").await;
+    assert_eq!(answered.load(Ordering::SeqCst), 3, "{reply}");
+    let reply = reply.to_string();
+    assert_eq!(
+        reply.matches("http: status 200, 8 bytes").count(),
+        3,
+        "{reply}"
+    );
 }
 
 fn with_failing(mode: &str, policy: &str) -> String {

@@ -38,13 +38,9 @@ fn etcd_state(cluster: &EtcdCluster, prefix: &str, dir: &Path) -> String {
 
 /// A key prefix no other test (or run) uses.
 fn unique_prefix(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
     format!(
-        "/platform-gateway/test-{test}-{}-{nanos}",
-        std::process::id()
+        "/platform-gateway/{}",
+        crate::support::unique_name(&format!("test-{test}"))
     )
 }
 
@@ -105,23 +101,6 @@ async fn start(work: &Workdir, config: &str) -> Gateway {
     gw
 }
 
-/// A request's answer, or `None` if the connection failed (the replica was killed).
-async fn try_post(gw: &Gateway, path: &str, body: &Value) -> Option<(u16, Option<String>, Value)> {
-    let reply = gw.client.post(gw.url(path)).json(body).send().await.ok()?;
-    let status = reply.status().as_u16();
-    let retry_after = reply
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_string());
-    let bytes = reply.bytes().await.ok()?;
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)))
-    };
-    Some((status, retry_after, body))
-}
-
 /// Every (cluster, node) a gateway discovers.
 async fn discovered(gw: &Gateway) -> Vec<(String, String)> {
     let discovery = gw.discover().await;
@@ -147,7 +126,7 @@ async fn three_replicas_hand_out_fifty_machines_once_among_ninety_six_concurrent
         let gw = r.gateways[i % 3].clone();
         async move {
             let body = provision_body(&format!("c{}", i % 4), "mongodb", "data", "small");
-            try_post(&gw, "/provision", &body).await
+            gw.try_post("/provision", &body).await
         }
     });
     let replies = futures::future::join_all(requests).await;
@@ -225,14 +204,22 @@ async fn a_node_provisioned_through_one_replica_is_deprovisioned_through_another
 async fn killing_a_replica_mid_provision_loses_no_acknowledged_allocation_and_doubles_none() {
     let r = Replicas::start("crash", 3, &pool_config(50)).await;
     let acknowledged = Arc::new(AtomicUsize::new(0));
+    // Provisions sent to replica 0 and not answered yet.
+    let unanswered = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..60)
         .map(|i| {
             let gw = r.gateways[i % 3].clone();
-            let acknowledged = acknowledged.clone();
+            let (acknowledged, unanswered) = (acknowledged.clone(), unanswered.clone());
             tokio::spawn(async move {
                 let cluster = format!("c{}", i % 5);
                 let body = provision_body(&cluster, "mongodb", "data", "small");
-                let reply = try_post(&gw, "/provision", &body).await;
+                if i % 3 == 0 {
+                    unanswered.fetch_add(1, Ordering::SeqCst);
+                }
+                let reply = gw.try_post("/provision", &body).await;
+                if i % 3 == 0 && reply.is_some() {
+                    unanswered.fetch_sub(1, Ordering::SeqCst);
+                }
                 if let Some((200, _, body)) = &reply {
                     acknowledged.fetch_add(1, Ordering::SeqCst);
                     let node = body["node_ids"][0].as_str().unwrap().to_string();
@@ -248,7 +235,12 @@ async fn killing_a_replica_mid_provision_loses_no_acknowledged_allocation_and_do
         assert!(started.elapsed() < Duration::from_secs(60), "{}", r.logs());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let in_flight_at_kill = unanswered.load(Ordering::SeqCst);
     r.gateways[0].signal(libc::SIGKILL);
+    assert!(
+        in_flight_at_kill > 0,
+        "no provision was in flight on the replica when it was killed"
+    );
 
     let mut allocated: Vec<(String, String)> = Vec::new();
     let (mut lost, mut refused) = (0, 0);
@@ -274,28 +266,17 @@ async fn killing_a_replica_mid_provision_loses_no_acknowledged_allocation_and_do
             (None, Some((status, body))) => panic!("provision {i}: {status} {body}"),
         }
     }
-    let machines: HashSet<&String> = allocated.iter().map(|(_, node)| node).collect();
-    assert_eq!(
-        machines.len(),
-        allocated.len(),
-        "a machine acknowledged twice"
-    );
-
     // Every acknowledged allocation is there, discovered through another replica; the dead
-    // replica may have taken machines it never acknowledged, but none twice.
+    // replica may have taken machines it never acknowledged.
     let survivor = &r.gateways[1];
     let found = discovered(survivor).await;
     for allocation in &allocated {
         assert!(found.contains(allocation), "{allocation:?} lost: {found:?}");
     }
-    let found_machines: HashSet<&String> = found.iter().map(|(_, node)| node).collect();
-    assert_eq!(
-        found_machines.len(),
-        found.len(),
-        "a machine allocated twice"
-    );
 
-    // What is left is handed out by the survivors, and the pool ends exactly full.
+    // What is left is handed out by the survivors, never a machine acknowledged before, and
+    // the pool ends exactly full.
+    let mut told: Vec<String> = allocated.iter().map(|(_, node)| node.clone()).collect();
     loop {
         let (status, reply) = survivor
             .post(
@@ -304,33 +285,44 @@ async fn killing_a_replica_mid_provision_loses_no_acknowledged_allocation_and_do
             )
             .await;
         match status {
-            200 => continue,
+            200 => told.push(reply["node_ids"][0].as_str().unwrap().to_string()),
             503 => break,
             other => panic!("{other}: {reply}"),
         }
     }
+    let distinct: HashSet<&String> = told.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        told.len(),
+        "a machine acknowledged twice: {told:?}"
+    );
     let full = discovered(&r.gateways[2]).await;
     let full_machines: HashSet<&String> = full.iter().map(|(_, node)| node).collect();
     assert_eq!((full.len(), full_machines.len()), (50, 50));
     eprintln!(
-        "replica killed mid-provision: {} acknowledged, {lost} unanswered by the killed replica, \
-         {refused} refused as full; {} allocations found afterwards, none twice",
+        "replica killed mid-provision with {in_flight_at_kill} of its provisions in flight: {} \
+         acknowledged, {lost} unanswered by the killed replica, \
+         {refused} refused as full; {} allocations found afterwards; {} acknowledged in all, \
+         none twice",
         allocated.len(),
-        found.len()
+        found.len(),
+        told.len()
     );
 }
 
 /// Provision and deprovision in a loop through every replica, from `workers` clients, until
-/// `stop`; every request must succeed. Returns how many requests were made.
+/// `stop`; every request must succeed, and `answered` counts them as they are answered.
+/// Returns how many requests each worker made.
 fn spawn_load(
     r: &Replicas,
     workers: usize,
     stop: Arc<AtomicBool>,
+    answered: Arc<AtomicUsize>,
 ) -> Vec<tokio::task::JoinHandle<usize>> {
     (0..workers)
         .map(|w| {
             let gateways = r.gateways.clone();
-            let stop = stop.clone();
+            let (stop, answered) = (stop.clone(), answered.clone());
             tokio::spawn(async move {
                 let mut requests = 0;
                 let mut round = 0;
@@ -344,6 +336,7 @@ fn spawn_load(
                         )
                         .await;
                     assert_eq!(status, 200, "worker {w} round {round} provision: {reply}");
+                    answered.fetch_add(1, Ordering::SeqCst);
                     let node = reply["node_ids"][0].as_str().unwrap().to_string();
                     // Released through the next replica.
                     let through = &gateways[(w + round + 1) % gateways.len()];
@@ -354,6 +347,7 @@ fn spawn_load(
                         )
                         .await;
                     assert_eq!(status, 204, "worker {w} round {round} deprovision: {reply}");
+                    answered.fetch_add(1, Ordering::SeqCst);
                     requests += 2;
                     round += 1;
                 }
@@ -367,7 +361,8 @@ fn spawn_load(
 async fn the_etcd_leader_stopped_or_a_follower_killed_under_load_fails_no_request() {
     let mut r = Replicas::start("member", 3, &pool_config(20)).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let load = spawn_load(&r, 6, stop.clone());
+    let answered = Arc::new(AtomicUsize::new(0));
+    let load = spawn_load(&r, 6, stop.clone(), answered.clone());
     tokio::time::sleep(Duration::from_secs(1)).await;
     // The leader stops the operator's way (it hands leadership over first), then a follower
     // crashes; each comes back. (A crashed leader leaves no leader for an election timeout:
@@ -387,7 +382,14 @@ async fn the_etcd_leader_stopped_or_a_follower_killed_under_load_fails_no_reques
             }
             member
         });
+        // Requests answered while the member is away: the load overlapped the outage.
+        let before = answered.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(3)).await;
+        let during = answered.load(Ordering::SeqCst) - before;
+        assert!(
+            during > 0,
+            "no request was answered while a member was away"
+        );
         tokio::task::block_in_place(|| {
             r.cluster.start_member(member);
             r.cluster.wait_healthy();
@@ -460,10 +462,11 @@ async fn without_an_etcd_quorum_requests_are_503_naming_the_state_store_and_serv
                 let port = endpoint.rsplit(':').next().unwrap().to_string();
                 assert!(!body.to_string().contains(&port), "{path}: {body}");
             }
-            // One state operation's deadline, twice at most (a lookup, then the plugin's
-            // first access), plus slack for a loaded machine.
+            // In time is a bound: one state operation's deadline, twice at most (a lookup,
+            // then the plugin's first access), never a wait for the quorum; five times that,
+            // ten deadlines, is the margin for a loaded machine.
             assert!(
-                elapsed < STATE_TIMEOUT * 2 + Duration::from_secs(3),
+                elapsed < STATE_TIMEOUT * 10,
                 "{path} took {elapsed:?} without quorum"
             );
             answered += 1;
@@ -643,10 +646,9 @@ async fn a_crashed_etcd_leader_costs_503s_naming_the_state_store_never_a_500_or_
                     assert_eq!(status, 503, "worker {w}: {reply}");
                     let message = reply["error_msg"].as_str().unwrap();
                     assert!(message.contains("state store"), "{message}");
-                    assert!(
-                        elapsed < STATE_TIMEOUT * 2 + Duration::from_secs(3),
-                        "{elapsed:?}"
-                    );
+                    // In time: within two state deadlines, at ten deadlines' margin (the
+                    // bound is the property: never a hang).
+                    assert!(elapsed < STATE_TIMEOUT * 10, "{elapsed:?}");
                     unavailable += 1;
                     false
                 };

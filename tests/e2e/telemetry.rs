@@ -345,16 +345,13 @@ async fn run_and_collect_log(config: &Path, args: &[&str]) -> Vec<String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let client = reqwest::Client::new();
-    let ready = Instant::now() + Duration::from_secs(120);
-    while !client
-        .get(format!("http://{address}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(Instant::now() < ready, "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::wait_ready(
+        &client,
+        &format!("http://{address}"),
+        Duration::from_secs(120),
+        || lines.lock().unwrap().join("\n"),
+    )
+    .await;
     let r = client
         .post(format!("http://{address}/provision"))
         .json(&provision_body("c1", "mongodb", "data", "small"))

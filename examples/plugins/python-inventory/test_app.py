@@ -3,6 +3,7 @@
 The same code runs in the gateway; `platform-gateway test-plugin` checks the built component.
 """
 
+import json
 import os
 import sys
 import threading
@@ -88,6 +89,25 @@ class InventoryTest(unittest.TestCase):
             self.assertEqual(first.node_ids, again.node_ids)
             other = Provider().provision(request(count=1, request_id="new"))
             self.assertEqual(other.node_ids, ["s3"])
+
+    def test_a_machine_taken_between_the_read_and_the_swap_is_not_handed_out_twice(self):
+        # Another provision takes s1 just before this one's compare-and-swap on it: the race,
+        # made to happen every time rather than left to thread scheduling.
+        theirs = json.dumps(
+            {"cluster_id": "other", "node_group": "data", "node_class": "small",
+             "agent_address": "x", "request_id": "x"}
+        ).encode()
+
+        class Competing(Host):
+            def state_cas(self, key, expected, new):
+                if key == "machine/s1" and key not in self.state:
+                    self.state[key] = theirs
+                return super().state_cas(key, expected, new)
+
+        with Competing(settings=inventory().settings) as host:
+            answer = Provider().provision(request())
+            self.assertEqual(answer.node_ids, ["s2"])
+            self.assertEqual(host.state["machine/s1"], theirs)
 
     def test_concurrent_provisions_never_hand_out_one_machine_twice(self):
         with inventory(small=5):

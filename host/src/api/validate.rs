@@ -278,10 +278,19 @@ mod tests {
         assert!(request(body).unwrap_err().message.contains("cluster_id"));
     }
 
+    /// The bound the specification gives IDs, in bytes (not the product's constant: a test of
+    /// the constant against itself would follow it anywhere).
+    const SPEC_MAX_ID_BYTES: usize = 253;
+
     #[test]
     fn ids_are_bounded_and_free_of_control_characters_and_blank_values() {
+        // 127 two-byte characters are 254 bytes: over the bound in bytes, under it in
+        // characters.
+        let two_byte = "é".repeat(127);
+        assert_eq!((two_byte.len(), two_byte.chars().count()), (254, 127));
         for (field, value) in [
-            ("cluster_id", json!("x".repeat(MAX_ID_LENGTH + 1))),
+            ("cluster_id", json!("x".repeat(SPEC_MAX_ID_BYTES + 1))),
+            ("cluster_id", json!(two_byte)),
             ("cluster_id", json!("\u{0}")),
             ("cluster_id", json!("   ")),
             ("cluster_id", json!("a\nb")),
@@ -296,15 +305,24 @@ mod tests {
         let mut body = seed_body();
         body["cluster"]["nodes"]["data"]["node_class"] = json!("x".repeat(300));
         assert!(request(body).unwrap_err().message.contains("node_class"));
-        // The longest accepted ID, and an empty node class, still pass.
-        let mut body = seed_body();
-        body["cluster"]["cluster_id"] = json!("c".repeat(MAX_ID_LENGTH));
-        body["cluster"]["nodes"]["data"]["node_class"] = json!("");
-        assert!(request(body).is_ok());
-        let long = deprovision_request(model::DeprovisionRequest {
-            cluster_id: "c".into(),
-            node_id: "n".repeat(MAX_ID_LENGTH + 1),
-        });
-        assert!(long.unwrap_err().message.contains("node_id"));
+        // The longest accepted IDs (253 bytes, in ASCII and in two-byte characters), and an
+        // empty node class, still pass.
+        for longest in [
+            "c".repeat(SPEC_MAX_ID_BYTES),
+            format!("{}c", "é".repeat(126)),
+        ] {
+            assert_eq!(longest.len(), SPEC_MAX_ID_BYTES);
+            let mut body = seed_body();
+            body["cluster"]["cluster_id"] = json!(longest);
+            body["cluster"]["nodes"]["data"]["node_class"] = json!("");
+            assert!(request(body).is_ok(), "{longest}");
+        }
+        for node_id in ["n".repeat(SPEC_MAX_ID_BYTES + 1), "é".repeat(127)] {
+            let long = deprovision_request(model::DeprovisionRequest {
+                cluster_id: "c".into(),
+                node_id,
+            });
+            assert!(long.unwrap_err().message.contains("node_id"));
+        }
     }
 }

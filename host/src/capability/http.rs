@@ -427,12 +427,7 @@ impl WasiHttpHooks for Hooks {
             }
         };
         let remaining = self.deadline.saturating_duration_since(Instant::now());
-        let clamp = |asked: Option<Duration>| Some(asked.map_or(remaining, |t| t.min(remaining)));
-        let options = RequestOptions {
-            connect_timeout: clamp(options.and_then(|o| o.connect_timeout)),
-            first_byte_timeout: clamp(options.and_then(|o| o.first_byte_timeout)),
-            between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
-        };
+        let options = clamped(options, remaining);
         let limit = self.max_response;
         let allow = self.allow.clone();
         let backend = self.backend.clone();
@@ -480,6 +475,17 @@ impl WasiHttpHooks for Hooks {
             });
             Ok((response, io))
         })
+    }
+}
+
+/// The plugin's timeouts for one request, each cut to `remaining` (what is left of the call's
+/// deadline): no wait inside a request outlives the call.
+fn clamped(options: Option<RequestOptions>, remaining: Duration) -> RequestOptions {
+    let clamp = |asked: Option<Duration>| Some(asked.map_or(remaining, |t| t.min(remaining)));
+    RequestOptions {
+        connect_timeout: clamp(options.and_then(|o| o.connect_timeout)),
+        first_byte_timeout: clamp(options.and_then(|o| o.first_byte_timeout)),
+        between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
     }
 }
 
@@ -681,6 +687,51 @@ mod tests {
         let list = allow(&["https://*.amazonaws.com:*"]);
         assert!(allowed(&list, "https://ec2.us-east-1.amazonaws.com:9443/"));
         assert!(!allowed(&list, "https://amazonaws.com.evil.net/"));
+    }
+
+    #[test]
+    fn every_timeout_of_a_request_is_cut_to_what_is_left_of_the_call() {
+        let left = Duration::from_millis(500);
+        let all = |o: RequestOptions| {
+            (
+                o.connect_timeout,
+                o.first_byte_timeout,
+                o.between_bytes_timeout,
+            )
+        };
+        // A plugin that asks for no timeout waits no longer than the call.
+        assert_eq!(
+            all(clamped(None, left)),
+            (Some(left), Some(left), Some(left))
+        );
+        let asked = RequestOptions {
+            connect_timeout: Some(Duration::from_secs(3600)),
+            first_byte_timeout: Some(Duration::from_millis(100)),
+            between_bytes_timeout: None,
+        };
+        // Longer than the call: cut; shorter: kept; none: the call's.
+        assert_eq!(
+            all(clamped(Some(asked), left)),
+            (Some(left), Some(Duration::from_millis(100)), Some(left))
+        );
+        let asked = RequestOptions {
+            connect_timeout: None,
+            first_byte_timeout: Some(Duration::from_secs(3600)),
+            between_bytes_timeout: Some(Duration::from_secs(3600)),
+        };
+        assert_eq!(
+            all(clamped(Some(asked), left)),
+            (Some(left), Some(left), Some(left))
+        );
+        // A call past its deadline gets nothing more.
+        assert_eq!(
+            all(clamped(None, Duration::ZERO)),
+            (
+                Some(Duration::ZERO),
+                Some(Duration::ZERO),
+                Some(Duration::ZERO)
+            )
+        );
     }
 
     #[test]

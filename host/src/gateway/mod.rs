@@ -700,22 +700,38 @@ pub async fn release_refused(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use async_trait::async_trait;
 
     use crate::state::{RedbStore, StateError};
 
-    /// The embedded store, but the ownership index can be made to fail.
+    /// The embedded store, but the ownership index can be made to fail, a plugin's next write
+    /// can commit and then answer an error (its answer lost, as when a store stops answering
+    /// after a write), and the plugin's reads are counted (the pool plugin reads once per
+    /// deprovision, so they count its deprovision calls).
     struct BrokenIndex {
         inner: RedbStore,
         failing: AtomicBool,
         /// `check` fails while set; each `check` is counted.
         unready: AtomicBool,
         checks: std::sync::atomic::AtomicUsize,
+        lose_next_plugin_write: AtomicBool,
+        plugin_reads: AtomicUsize,
     }
 
     impl BrokenIndex {
+        fn new(inner: RedbStore) -> BrokenIndex {
+            BrokenIndex {
+                inner,
+                failing: AtomicBool::new(false),
+                unready: AtomicBool::new(false),
+                checks: Default::default(),
+                lose_next_plugin_write: AtomicBool::new(false),
+                plugin_reads: AtomicUsize::new(0),
+            }
+        }
+
         fn fail(&self) -> Result<(), StateError> {
             if self.failing.load(Ordering::SeqCst) {
                 Err(StateError::Unavailable(
@@ -730,6 +746,9 @@ mod tests {
     #[async_trait]
     impl StateStore for BrokenIndex {
         async fn get(&self, ns: &str, k: &str) -> Result<Option<Vec<u8>>, StateError> {
+            if ns == "pool" {
+                self.plugin_reads.fetch_add(1, Ordering::SeqCst);
+            }
             self.inner.get(ns, k).await
         }
         async fn set(&self, ns: &str, k: &str, v: &[u8]) -> Result<(), StateError> {
@@ -745,7 +764,13 @@ mod tests {
             e: Option<&[u8]>,
             n: Option<&[u8]>,
         ) -> Result<bool, StateError> {
-            self.inner.compare_and_swap(ns, k, e, n).await
+            let swapped = self.inner.compare_and_swap(ns, k, e, n).await?;
+            if ns == "pool" && self.lose_next_plugin_write.swap(false, Ordering::SeqCst) {
+                return Err(StateError::Unavailable(
+                    "the write committed, its answer lost by the test".into(),
+                ));
+            }
+            Ok(swapped)
         }
         async fn list_keys(
             &self,
@@ -834,12 +859,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_failed_index_write_never_fails_a_provision_or_a_discovery_that_happened() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(BrokenIndex {
-            inner: RedbStore::open(dir.path()).unwrap(),
-            failing: AtomicBool::new(true),
-            unready: AtomicBool::new(false),
-            checks: Default::default(),
-        });
+        let store = Arc::new(BrokenIndex::new(RedbStore::open(dir.path()).unwrap()));
+        store.failing.store(true, Ordering::SeqCst);
         let state: Arc<dyn StateStore> = store.clone();
         let (generation, gateway) = pool_gateway(dir.path(), &state, 1);
 
@@ -864,12 +885,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn readiness_checks_the_store_once_per_second_however_often_it_is_asked() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(BrokenIndex {
-            inner: RedbStore::open(dir.path()).unwrap(),
-            failing: AtomicBool::new(false),
-            unready: AtomicBool::new(false),
-            checks: Default::default(),
-        });
+        let store = Arc::new(BrokenIndex::new(RedbStore::open(dir.path()).unwrap()));
         let gateway = Gateway::new(store.clone());
         // Fifty probes at once share one check (they take microseconds: far inside the second
         // the verdict is kept).
@@ -889,34 +905,46 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_retried_deprovision_whose_first_outcome_was_lost_is_done_not_404() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let store = Arc::new(BrokenIndex::new(RedbStore::open(dir.path()).unwrap()));
         let state: Arc<dyn StateStore> = store.clone();
         let (generation, gateway) = pool_gateway(dir.path(), &state, 2);
         let answer = gateway.provision(&generation, provision(2)).await.unwrap();
         assert_eq!(answer.count, 2);
-        let backend = generation.backend_by_namespace("pool").unwrap().clone();
         let request = |node: &str| model::DeprovisionRequest {
             cluster_id: "c1".into(),
             node_id: node.into(),
         };
+        let plugin_calls = || store.plugin_reads.load(Ordering::SeqCst);
 
-        // m1: the gateway marked the deprovision pending and called the plugin, which released
-        // the machine, but the answer never came back (as when the state store stops answering
-        // after the plugin's write committed). The retry finds m1 unknown to its plugin: done.
-        ownership::mark_pending(&*state, &request("m1")).await;
-        backend.deprovision(request("m1")).await.unwrap();
+        // m1: the plugin releases the machine, its write commits, and the store's answer is
+        // lost: the client hears 503 although the machine is free.
+        store.lose_next_plugin_write.store(true, Ordering::SeqCst);
+        let error = gateway
+            .deprovision(&generation, request("m1"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            crate::api::error::ApiError::from(error).status,
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(plugin_calls(), 1);
+        // The retry finds m1 unknown to its owner; the pending mark written before the first
+        // attempt says that attempt did it: done.
         gateway
             .deprovision(&generation, request("m1"))
             .await
             .unwrap();
-        // And a second retry is answered from the record, without the plugin.
+        assert_eq!(plugin_calls(), 2);
+        // A second retry is answered from the record, without the plugin.
         gateway
             .deprovision(&generation, request("m1"))
             .await
             .unwrap();
+        assert_eq!(plugin_calls(), 2, "the plugin was called again");
 
-        // m2, released behind the gateway's back with no deprovision pending: its owner's
-        // not-found is the answer.
+        // The control, m2: released behind the gateway's back, with no deprovision pending:
+        // its owner's not-found is the answer, 404.
+        let backend = generation.backend_by_namespace("pool").unwrap().clone();
         backend.deprovision(request("m2")).await.unwrap();
         let error = gateway
             .deprovision(&generation, request("m2"))
@@ -931,6 +959,10 @@ mod tests {
                 }
             ),
             "{error:?}"
+        );
+        assert_eq!(
+            crate::api::error::ApiError::from(error).status,
+            axum::http::StatusCode::NOT_FOUND
         );
     }
 }

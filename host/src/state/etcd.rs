@@ -1180,10 +1180,10 @@ mod tests {
             assert!(matches!(e, StateError::Unavailable(_)), "{e:?}");
             assert!(e.to_string().contains("etcd at http://127.0.0.1:"), "{e}");
         }
-        assert!(
-            elapsed < timeout * errors.len() as u32 + Duration::from_secs(1),
-            "{elapsed:?}"
-        );
+        // In time is a bound: a refused connection fails at once, and no operation may wait
+        // past its 500 ms deadline (retrying, say); all seven within ten deadlines is the
+        // margin for a loaded machine.
+        assert!(elapsed < timeout * 10, "{elapsed:?}");
     }
 
     #[test]
@@ -1292,7 +1292,7 @@ mod cluster_tests {
         admin.user_grant_role("root", "root").await.unwrap();
         admin.auth_enable().await.unwrap();
 
-        let t = Duration::from_secs(5);
+        let t = Duration::from_secs(30);
         let mut with = settings(&cluster, "auth", t);
         with.username = Some("root".into());
         with.password = Some("secret".into());
@@ -1319,8 +1319,9 @@ mod cluster_tests {
                 }
                 other => panic!("{other:?}"),
             }
-            // Refused at once, not retried until the deadline.
-            assert!(started.elapsed() < t / 2, "{:?}", started.elapsed());
+            // Refused at once, not retried until the deadline: retried, it would take the
+            // whole 30 s; at once is under a tenth of that.
+            assert!(started.elapsed() < t / 10, "{:?}", started.elapsed());
             assert!(store.check().await.is_err());
         }
     }
@@ -1379,7 +1380,7 @@ mod cluster_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn without_quorum_every_operation_is_unavailable_in_time_and_the_same_store_recovers() {
         let mut cluster = EtcdCluster::start(3);
-        let timeout = Duration::from_secs(2);
+        let timeout = Duration::from_millis(500);
         let store = EtcdStore::connect(&settings(&cluster, "quorum", timeout))
             .await
             .unwrap();
@@ -1395,8 +1396,10 @@ mod cluster_tests {
                 }
                 other => panic!("{name} without quorum answered {other:?}"),
             }
+            // In time is a bound: each operation gives up at its 500 ms deadline instead of
+            // waiting for the quorum to return; ten deadlines is the margin.
             assert!(
-                elapsed < timeout + Duration::from_secs(3),
+                elapsed < timeout * 10,
                 "{name} took {elapsed:?} without quorum"
             );
         }

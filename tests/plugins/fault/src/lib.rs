@@ -5,8 +5,10 @@
 //! discover reports one node, `node_id` in cluster `cluster_id` from the settings; deprovision
 //! succeeds for that node only), `loop` (spins forever), `oom` (allocates until it cannot),
 //! `trap` (executes `unreachable`), `panic`, `sleep` (sleeps `sleep_ms`, then behaves as `echo`),
-//! `huge` (discovery reports `huge_nodes` nodes), `invalid` (discovery reports a node without an
-//! ID, provision a count its node IDs disagree with), `state-loop` (writes state in a tight loop,
+//! `huge` (discovery reports `huge_nodes` nodes), `invalid` (what is invalid is the `invalid`
+//! setting: by default discovery reports a node without an ID and provision a count its node
+//! IDs disagree with; `repeated-id` a node ID twice in both; `empty-id` provision's node ID
+//! empty; `no-address`, `cluster-twice`, `empty-cluster` discovery's), `state-loop` (writes state in a tight loop,
 //! ignoring errors), `probe` (tries the filesystem, the environment and a socket to `probe_addr`,
 //! and fails with a report of what it reached), `leak` (puts the `token` setting in a log message,
 //! stdout and stderr, and fails with it in its message), `chatty` (prints 1 MiB to
@@ -14,12 +16,24 @@
 //! with a retry hint of 7 seconds), `log-flood` (logs a message with a newline, then 1 MiB in
 //! 1,024 messages, then behaves as `echo`), `fill-state` (writes keys `fill/000000`,
 //! `fill/000001`... with values of `fill_bytes` bytes, up to `fill_keys` of them, and at the first
-//! refusal answers it, in the same error kind, after `stored N keys, then: `).
+//! refusal answers it, in the same error kind, after `stored N keys, then: `), `remember` (fails
+//! if it finds what an earlier call wrote into its memory, in a static near the start of the heap
+//! and in one past the first 2 MiB, then writes there and behaves as `echo`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use platform_sdk::{
     Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
     export_provider, settings,
 };
+
+/// What a `remember` call leaves behind in its memory, for the next call to (not) find.
+const LEFT_BEHIND: u64 = 0x5EC2_E71E_F7BE_041D;
+
+/// Zero at instantiation (bss); the gateway resets the kept-resident first pages of a memory by
+/// hand, the rest through the kernel: `LOW` sits in the first, `HIGH`'s last word in the second.
+static LOW: AtomicU64 = AtomicU64::new(0);
+static HIGH: [AtomicU64; 3 << 17] = [const { AtomicU64::new(0) }; 3 << 17];
 
 fn setting(key: &str, default: &str) -> Result<String, Error> {
     Ok(settings::text(key)?.unwrap_or_else(|| default.to_string()))
@@ -81,6 +95,20 @@ fn misbehave() -> Result<(), Error> {
         "sleep" => {
             let ms: u64 = settings::value("sleep_ms")?.unwrap_or(1000);
             std::thread::sleep(std::time::Duration::from_millis(ms));
+            Ok(())
+        }
+        "remember" => {
+            let high = &HIGH[HIGH.len() - 1];
+            let found = (
+                LOW.swap(LEFT_BEHIND, Ordering::SeqCst),
+                high.swap(LEFT_BEHIND, Ordering::SeqCst),
+            );
+            if found != (0, 0) {
+                return Err(Error::Internal(format!(
+                    "found memory left by an earlier call: {:#x} low, {:#x} high",
+                    found.0, found.1
+                )));
+            }
             Ok(())
         }
         other => Err(Error::Internal(format!("unknown mode `{other}`"))),
@@ -154,15 +182,30 @@ impl Provider for Fault {
                 }]);
             }
             "invalid" => {
-                return Ok(vec![Cluster {
-                    cluster_id: "bad".to_string(),
-                    nodes: vec![Node {
-                        node_id: String::new(),
-                        agent_address: "http://10.0.0.1:1".to_string(),
-                        node_class: None,
-                        node_group: None,
-                    }],
-                }]);
+                let node = |id: &str, address: &str| Node {
+                    node_id: id.to_string(),
+                    agent_address: address.to_string(),
+                    node_class: None,
+                    node_group: None,
+                };
+                let cluster = |id: &str, nodes: Vec<Node>| Cluster {
+                    cluster_id: id.to_string(),
+                    nodes,
+                };
+                let address = "http://10.0.0.1:1";
+                return Ok(match setting("invalid", "empty-id")?.as_str() {
+                    "repeated-id" => vec![cluster(
+                        "bad",
+                        vec![node("n1", address), node("n1", address)],
+                    )],
+                    "no-address" => vec![cluster("bad", vec![node("n1", "")])],
+                    "cluster-twice" => vec![
+                        cluster("bad", vec![node("n1", address)]),
+                        cluster("bad", vec![node("n2", address)]),
+                    ],
+                    "empty-cluster" => vec![cluster("", vec![node("n1", address)])],
+                    _ => vec![cluster("bad", vec![node("", address)])],
+                });
             }
             _ => {}
         }
@@ -180,9 +223,14 @@ impl Provider for Fault {
     fn provision(request: ProvisionRequest) -> Result<ProvisionResponse, Error> {
         misbehave()?;
         if mode() == "invalid" {
+            let (count, ids) = match setting("invalid", "count")?.as_str() {
+                "repeated-id" => (2, vec!["a", "a"]),
+                "empty-id" => (1, vec![""]),
+                _ => (1, vec!["a", "b"]),
+            };
             return Ok(ProvisionResponse {
-                count: 1,
-                node_ids: Some(vec!["a".to_string(), "b".to_string()]),
+                count,
+                node_ids: Some(ids.into_iter().map(String::from).collect()),
             });
         }
         let echo = serde_json::json!({
