@@ -163,32 +163,38 @@ async fn discover(
             headers.insert(FAILED_BACKENDS_HEADER, value);
         }
     }
-    if !reply.conflicts.is_empty() {
-        let encode = |id: &str| utf8_percent_encode(id, NON_ALPHANUMERIC).to_string();
-        let mut text = String::new();
-        for (shown, c) in reply.conflicts.iter().enumerate() {
-            let backends: Vec<&str> = c.backends.iter().map(|b| b.as_str()).collect();
-            let item = format!(
-                "{}/{}={}",
-                encode(&c.cluster_id),
-                encode(&c.node_id),
-                backends.join(",")
-            );
-            // Room is kept for the `; +N more` that ends a cut list.
-            if text.len() + item.len() + 2 > MAX_CONFLICTS_HEADER - 16 {
-                text.push_str(&format!("; +{} more", reply.conflicts.len() - shown));
-                break;
-            }
-            if !text.is_empty() {
-                text.push_str("; ");
-            }
-            text.push_str(&item);
-        }
-        if let Ok(value) = HeaderValue::from_str(&text) {
-            headers.insert(NODE_CONFLICTS_HEADER, value);
-        }
+    if !reply.conflicts.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&conflicts_header(&reply.conflicts))
+    {
+        headers.insert(NODE_CONFLICTS_HEADER, value);
     }
     Ok(response)
+}
+
+/// The [`NODE_CONFLICTS_HEADER`] value for `conflicts`: as many as fit in
+/// [`MAX_CONFLICTS_HEADER`] bytes, then `; +N more`.
+fn conflicts_header(conflicts: &[crate::gateway::NodeConflict]) -> String {
+    let encode = |id: &str| utf8_percent_encode(id, NON_ALPHANUMERIC).to_string();
+    let mut text = String::new();
+    for (shown, c) in conflicts.iter().enumerate() {
+        let backends: Vec<&str> = c.backends.iter().map(|b| b.as_str()).collect();
+        let item = format!(
+            "{}/{}={}",
+            encode(&c.cluster_id),
+            encode(&c.node_id),
+            backends.join(",")
+        );
+        // Room is kept for the `; +N more` that ends a cut list.
+        if text.len() + item.len() + 2 > MAX_CONFLICTS_HEADER - 16 {
+            text.push_str(&format!("; +{} more", conflicts.len() - shown));
+            break;
+        }
+        if !text.is_empty() {
+            text.push_str("; ");
+        }
+        text.push_str(&item);
+    }
+    text
 }
 
 async fn provision(
@@ -356,6 +362,35 @@ async fn log_request(request: Request, next: Next) -> Response {
 mod tests {
     use super::*;
     use tower::ServiceExt;
+
+    #[test]
+    fn the_node_conflicts_header_is_bounded_and_says_how_many_it_left_out() {
+        let backends = vec![
+            crate::model::BackendId::new("a").unwrap(),
+            crate::model::BackendId::new("b").unwrap(),
+        ];
+        let conflict = |n: usize| crate::gateway::NodeConflict {
+            cluster_id: "c/1".into(),
+            node_id: format!("node-{n}"),
+            backends: backends.clone(),
+        };
+        let few: Vec<_> = (0..2).map(conflict).collect();
+        assert_eq!(
+            conflicts_header(&few),
+            "c%2F1/node%2D0=a,b; c%2F1/node%2D1=a,b"
+        );
+        let many: Vec<_> = (0..10_000).map(conflict).collect();
+        let text = conflicts_header(&many);
+        assert!(text.len() <= MAX_CONFLICTS_HEADER, "{}", text.len());
+        let shown = text.matches("=a,b").count();
+        assert!(shown > 100, "{shown}");
+        assert!(
+            text.ends_with(&format!("; +{} more", 10_000 - shown)),
+            "{}",
+            &text[text.len() - 40..]
+        );
+        assert!(HeaderValue::from_str(&text).is_ok());
+    }
 
     #[test]
     fn only_valid_traceparents_give_a_trace_id() {
