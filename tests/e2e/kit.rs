@@ -376,3 +376,16 @@ fn a_plugin_that_needs_outbound_http_is_told_the_kits_flag() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_help_says_what_inventory_the_kit_needs() {
+    let (ok, help, _) = run_cli(&["test-plugin", "--help"]);
+    assert!(ok);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains("at least 2 free nodes of the node class")
+            && help.contains("at most --max-nodes of the class")
+            && help.contains("--no-provision"),
+        "{help}"
+    );
+}
