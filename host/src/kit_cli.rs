@@ -45,10 +45,7 @@ impl LoadArgs {
     }
 }
 
-/// The scenario needs, of the node class it asks for, at least 2 free nodes; a fixed inventory
-/// (machines listed in the settings) of at most `--max-nodes`, so that the kit can exhaust it
-/// and check what the plugin answers when it runs out. A plugin that creates nodes on demand (a
-/// cloud API) is asked for up to `--max-nodes` nodes and never runs out.
+/// `test-plugin`'s flags (its help, in `main.rs`, says what inventory the scenario needs).
 #[derive(Args)]
 pub struct TestPluginArgs {
     #[command(flatten)]

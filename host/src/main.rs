@@ -119,6 +119,12 @@ enum Command {
     Status(StatusArgs),
     /// Play the conformance scenario against one plugin, loaded alone in the real runtime,
     /// and report PASS, FAIL or SKIP per check (exit 1 if one failed).
+    ///
+    /// The inventory it needs: at least 2 free nodes of the node class it asks for. A fixed
+    /// inventory (machines listed in the settings) must hold at most --max-nodes of the class,
+    /// so that the kit can exhaust it and check what the plugin answers when it runs out; a
+    /// plugin that creates nodes on demand (a cloud API) is asked for up to --max-nodes nodes.
+    /// The kit frees everything it took.
     TestPlugin(kit_cli::TestPluginArgs),
     /// Run one operation of one plugin, loaded alone, and print its answer as JSON (the
     /// plugin's log goes to stderr).

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Gateway, assert_kit_passed_everything, plugin, provision_body, run_cli, shared_cache,
+    Gateway, Workdir, assert_kit_passed_everything, plugin, provision_body, run_cli, shared_cache,
     test_plugin, toml_str,
 };
 
@@ -375,4 +375,40 @@ fn a_plugin_that_needs_outbound_http_is_told_the_kits_flag() {
             && !stdout.contains("grants = {"),
         "{stdout}"
     );
+}
+
+#[test]
+fn the_help_says_what_inventory_the_kit_needs() {
+    let (ok, help, _) = run_cli(&["test-plugin", "--help"]);
+    assert!(ok);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains("at least 2 free nodes of the node class")
+            && help.contains("at most --max-nodes of the class")
+            && help.contains("--no-provision"),
+        "{help}"
+    );
+}
+
+/// What an author sees when first serving a plugin: a supervisor polling `/readyz` while the
+/// backends load gets 503s, and none of them is logged as a failure.
+#[tokio::test]
+async fn readyz_polls_during_start_up_are_not_logged_as_failures() {
+    let work = Workdir::new();
+    // A cold cache of its own: compiling the plugins keeps the gateway loading for a while.
+    let config = format!(
+        "[state]\ndir = \"state\"\n\n[backends.one]\nplugin = {}\n[backends.two]\nplugin = {}\n\
+         [[routes]]\nbackend = \"one\"\n",
+        toml_str(&plugin("pool").display().to_string()),
+        toml_str(&plugin("fault").display().to_string()),
+    );
+    let gw = work.start_cold(&config).await;
+    let (status, _) = gw.get("/readyz").await;
+    assert_eq!(status, 503, "the test needs the gateway still loading");
+    gw.wait_ready().await;
+    // A later line: the log is ordered, so once it is there the 503's line would be too.
+    let (status, _) = gw.get("/healthz").await;
+    assert_eq!(status, 200);
+    gw.wait_for_log("path=\"/healthz\"").await;
+    assert!(!gw.log().contains("request failed"), "{}", gw.log());
 }
