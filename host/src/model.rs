@@ -59,6 +59,38 @@ pub struct ProvisionRequest {
     pub attributes: String,
 }
 
+impl ProvisionRequest {
+    /// Whether the ID came from the client's `Idempotency-Key` (`k-...`; a new one is `r-...`:
+    /// see `api::validate`).
+    pub fn is_keyed(&self) -> bool {
+        self.request_id.starts_with("k-")
+    }
+
+    /// A digest of everything the request asks for (all but its ID): two requests with one
+    /// idempotency key must have the same.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for part in [
+            self.cluster_id.as_str(),
+            &self.store,
+            &self.store_version,
+            &self.node_group,
+            &self.node_class,
+            &self.desired_count.to_string(),
+            &self.count.to_string(),
+            &self.attributes,
+        ] {
+            hash.update(part.as_bytes());
+            hash.update([0]);
+        }
+        hash.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
 /// What a provision did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvisionResponse {

@@ -373,3 +373,36 @@ async fn fixing_a_file_that_a_refused_config_names_retries_the_reload() {
         .await;
     assert_eq!(status["refused"], 1, "{status}");
 }
+
+#[tokio::test]
+async fn an_idempotency_key_reused_with_another_body_is_refused_not_replayed() {
+    let gw = Gateway::start(&format!(
+        "{}[[routes]]\nbackend = \"pool\"\n",
+        pool_backend("pool", &[("m1", "small"), ("m2", "small"), ("m3", "small")])
+    ))
+    .await;
+    let first = provision_body("c1", "mongodb", "data", "small");
+    let (status, reply) = gw.post_with_key("/provision", &first, "key-1").await;
+    assert_eq!(status, 200, "{reply}");
+    let machines = reply["node_ids"].clone();
+    // Another request under the same key (two nodes now): before, the plugin saw the first
+    // request's ID and answered its machine, a silent replay.
+    let mut other = first.clone();
+    other["provision"]["count"] = json!(2);
+    let (status, reply) = gw.post_with_key("/provision", &other, "key-1").await;
+    assert_eq!(status, 422, "{reply}");
+    assert!(
+        reply["error_msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Idempotency-Key"),
+        "{reply}"
+    );
+    // The true retry still gets the first answer, and a new key makes a new request.
+    let (status, reply) = gw.post_with_key("/provision", &first, "key-1").await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["node_ids"], machines);
+    let (status, reply) = gw.post_with_key("/provision", &other, "key-2").await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["count"], 2, "{reply}");
+}

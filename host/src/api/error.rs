@@ -116,7 +116,7 @@ impl From<Error> for ApiError {
     fn from(error: Error) -> ApiError {
         let status = match &error {
             Error::Loading => StatusCode::SERVICE_UNAVAILABLE,
-            Error::NoRoute { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::NoRoute { .. } | Error::KeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Call { error, .. } => call_status(error),
             Error::InvalidAnswer { .. } | Error::DiscoveryFailed { .. } => StatusCode::BAD_GATEWAY,
             Error::DiscoveryUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,

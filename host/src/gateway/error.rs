@@ -17,6 +17,16 @@ pub enum Error {
         /// The request as routing saw it.
         request: String,
     },
+    /// The request's `Idempotency-Key` was used, in this cluster, for a request that asked for
+    /// something else: answering it would replay the first request's answer.
+    #[error(
+        "this Idempotency-Key was used for another request in cluster `{cluster_id}`: a retry must \
+         send the same body, and a new request a new key"
+    )]
+    KeyReused {
+        /// The cluster.
+        cluster_id: String,
+    },
     /// A backend's call failed (the plugin's own error, a trap, a deadline, a full queue).
     #[error("backend `{backend}`{}", describe_call(.error, .operation))]
     Call {

@@ -485,6 +485,13 @@ impl Gateway {
         // The decision's own span (a child of the request's), with what decided it.
         tracing::info_span!("route", route = %route.name, backend = %route.backend)
             .in_scope(|| tracing::debug!("routed provision"));
+        // One idempotency key, one request: a retry with another body would get the first
+        // request's machines (the plugin sees the same request ID).
+        if request.is_keyed() && !ownership::check_keyed_request(&*self.state, &request).await {
+            return Err(Error::KeyReused {
+                cluster_id: request.cluster_id.clone(),
+            });
+        }
         let answer = backend
             .provision(request.clone())
             .await

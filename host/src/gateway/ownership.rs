@@ -137,6 +137,58 @@ pub async fn remember_deprovision(state: &dyn StateStore, request: &model::Depro
     }
 }
 
+/// The gateway's own namespace for the requests made with an idempotency key: what each asked
+/// for (its fingerprint), kept one to two days like recent deprovisions.
+pub const KEYED_REQUESTS: &str = "@requests";
+
+/// Check that `request`, made with an idempotency key, asks for what the first request with
+/// that key asked for, and remember it if it is the first. `Ok(false)`: the key was used for
+/// another request. A store failure passes (best effort, like the other records): the plugin
+/// still sees one request ID, as before.
+pub async fn check_keyed_request(
+    state: &dyn StateStore,
+    request: &model::ProvisionRequest,
+) -> bool {
+    let fingerprint = request.fingerprint();
+    let today = today();
+    for day in [today, today.saturating_sub(1)] {
+        let key = format!("{day:08}/{}", request.request_id);
+        match state.get(KEYED_REQUESTS, &key).await {
+            Ok(Some(value)) => return value == fingerprint.as_bytes(),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!("cannot read the idempotency record: {e}");
+                return true;
+            }
+        }
+    }
+    let key = format!("{today:08}/{}", request.request_id);
+    // A concurrent first use of the key with another body: the compare-and-swap decides.
+    match state
+        .compare_and_swap(KEYED_REQUESTS, &key, None, Some(fingerprint.as_bytes()))
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return matches!(
+                state.get(KEYED_REQUESTS, &key).await,
+                Ok(Some(value)) if value == fingerprint.as_bytes()
+            );
+        }
+        Err(e) => tracing::warn!("cannot record the idempotency key: {e}"),
+    }
+    // Days sort in key order: drop a page of what is older than yesterday.
+    let cutoff = format!("{:08}/", today.saturating_sub(1));
+    if let Ok(page) = state.list_keys(KEYED_REQUESTS, "", None, MAX_PAGE).await {
+        for old in page.iter().take_while(|k| **k < cutoff) {
+            if state.delete(KEYED_REQUESTS, old).await.is_err() {
+                break;
+            }
+        }
+    }
+    true
+}
+
 /// Runs at most one pass at a time of forgetting vanished nodes, in the background. Each pass
 /// that reads the whole index sets `records` to the number of records it kept.
 ///
