@@ -160,7 +160,7 @@ impl Usage {
         }
     }
 
-    /// The keys and bytes counted now, if known (for tests and the admin API).
+    /// The keys and bytes counted now, if known.
     pub async fn counted(&self) -> Option<(u64, u64)> {
         let counted = self.counted.lock().await;
         counted.read_at.map(|_| (counted.keys, counted.bytes))
@@ -260,14 +260,17 @@ impl Usage {
         }
         // What the write replaces: for a swap that happens, exactly `expected`; otherwise the
         // value now (no other writer of this process can change it meanwhile).
-        let old_size = match swap {
-            Some(expected) => footprint(key, expected),
-            None => footprint(key, store.get(namespace, key).await?.as_deref()),
+        let current;
+        let old = match swap {
+            Some(expected) => expected,
+            None => {
+                current = store.get(namespace, key).await?;
+                current.as_deref()
+            }
         };
-        let new_size = footprint(key, new);
         let (keys_after, bytes_after) = (
-            (counted.keys + u64::from(new_size > 0)).saturating_sub(u64::from(old_size > 0)),
-            (counted.bytes + new_size).saturating_sub(old_size),
+            (counted.keys + u64::from(new.is_some())).saturating_sub(u64::from(old.is_some())),
+            (counted.bytes + footprint(key, new)).saturating_sub(footprint(key, old)),
         );
         if keys_after > counted.keys && keys_after > quota.keys {
             return Err(QuotaError::Refused(Refusal::Keys {
@@ -335,10 +338,12 @@ mod tests {
         let (_dir, store) = store();
         let q = quota(3, 1 << 20);
         let usage = Usage::new();
-        for k in ["a", "b", "c"] {
+        for k in ["a", "b"] {
             usage.set(&q, &*store, "ns", k, b"v").await.unwrap();
         }
-        // Replacing a key adds none; another namespace's keys count for it, not for this one.
+        usage.set(&q, &*store, "ns", "", b"").await.unwrap();
+        // Replacing a key adds none; another namespace's keys count for it, not for this one;
+        // the empty key with an empty value is a key too.
         usage.set(&q, &*store, "ns", "a", b"w").await.unwrap();
         store.set("other", "x", b"v").await.unwrap();
         let err = usage.set(&q, &*store, "ns", "d", b"v").await.unwrap_err();
@@ -371,8 +376,8 @@ mod tests {
                 .await
                 .unwrap()
         );
-        assert_eq!(usage.counted().await, Some((3, 6)));
-        assert_eq!(store.usage("ns").await.unwrap(), (3, 6));
+        assert_eq!(usage.counted().await, Some((3, 4)));
+        assert_eq!(store.usage("ns").await.unwrap(), (3, 4));
     }
 
     #[tokio::test]
@@ -500,7 +505,7 @@ mod tests {
                 let (usage, store) = (usage.clone(), store.clone());
                 tokio::spawn(async move {
                     usage
-                        .compare_and_swap(&q, &*store, "ns", &format!("k{i}"), None, Some(b"v"))
+                        .compare_and_swap(&q, &*store, "ns", &format!("k{i:02}"), None, Some(b"v"))
                         .await
                 })
             })
@@ -511,7 +516,8 @@ mod tests {
                 stored += 1;
             }
         }
+        // Whichever ten won, each is 3 + 1 bytes.
         assert_eq!(stored, 10);
-        assert_eq!(store.usage("ns").await.unwrap(), (10, 30));
+        assert_eq!(store.usage("ns").await.unwrap(), (10, 40));
     }
 }
