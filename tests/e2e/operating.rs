@@ -25,7 +25,7 @@ fn config(server_tls: &str, admin: &str) -> String {
     .replace("[server]\n\n", "")
 }
 
-fn client(ca: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
+pub(crate) fn client(ca: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .timeout(Duration::from_secs(20))

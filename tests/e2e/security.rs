@@ -26,18 +26,6 @@ fn config(admin: &str) -> String {
     )
 }
 
-fn https_client(ca: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .timeout(Duration::from_secs(20))
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
-    if let Some((cert, key)) = identity {
-        builder = builder
-            .identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
-    }
-    builder.build().unwrap()
-}
-
 /// `GET path` on the admin listener with `token` as the bearer token: the status, or `None` when
 /// the connection was refused (a TLS handshake without the required client certificate).
 async fn admin_get(
@@ -78,8 +66,8 @@ async fn a_reload_that_swaps_client_certificates_for_a_token_requires_the_token_
     );
     let gw = work.start_cold(&config(&mtls)).await;
     let (client_cert, client_key) = client_ca.sign(&["operator"]);
-    let operator = https_client(&server_ca.pem, Some((&client_cert, &client_key)));
-    let anonymous = https_client(&server_ca.pem, None);
+    let operator = crate::operating::client(&server_ca.pem, Some((&client_cert, &client_key)));
+    let anonymous = crate::operating::client(&server_ca.pem, None);
     let mut ready = false;
     for _ in 0..2400 {
         // `/admin/backends` answers 503 until the first generation is loaded.
