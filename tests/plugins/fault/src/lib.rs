@@ -15,7 +15,8 @@
 //! stdout and to stderr, then behaves as `echo`), `busy` (every operation answers `unavailable`
 //! with a retry hint of 7 seconds), `remember` (fails if it finds what an earlier call wrote into
 //! its memory, in a static near the start of the heap and in one past the first 2 MiB, then
-//! writes there and behaves as `echo`).
+//! writes there and behaves as `echo`), `resources` (holds 10,000 host resources at once, then
+//! behaves as `echo`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -81,6 +82,14 @@ fn misbehave() -> Result<(), Error> {
         "sleep" => {
             let ms: u64 = settings::value("sleep_ms")?.unwrap_or(1000);
             std::thread::sleep(std::time::Duration::from_millis(ms));
+            Ok(())
+        }
+        "resources" => {
+            // Host resources held at once: 10,000 timers, over the host's cap per call.
+            let held: Vec<_> = (0..10_000)
+                .map(|_| wasip2::clocks::monotonic_clock::subscribe_duration(1_000_000_000))
+                .collect();
+            std::hint::black_box(&held);
             Ok(())
         }
         "remember" => {
