@@ -115,7 +115,7 @@ fn shaped(status: u16, body: &[u8]) -> Result<(), String> {
     }
     let body: Value =
         serde_json::from_slice(body).map_err(|e| format!("reply is not JSON: {e}: {text}"))?;
-    if body["error"] != json!(true) || body["error_msg"].as_str().is_none_or(str::is_empty) {
+    if body["error"] != json!(true) || body["error_msg"].as_str().is_none_or(|m| m.is_empty()) {
         return Err(format!("not the error shape: {body}"));
     }
     Ok(())
