@@ -13,10 +13,12 @@
 //! and fails with a report of what it reached), `leak` (puts the `token` setting in a log message,
 //! stdout and stderr, and fails with it in its message), `chatty` (prints 1 MiB to
 //! stdout and to stderr, then behaves as `echo`), `busy` (every operation answers `unavailable`
-//! with a retry hint of 7 seconds), `remember` (fails if it finds what an earlier call wrote into
-//! its memory, in a static near the start of the heap and in one past the first 2 MiB, then
-//! writes there and behaves as `echo`), `resources` (holds 10,000 host resources at once, then
-//! behaves as `echo`).
+//! with a retry hint of 7 seconds), `log-flood` (logs a message with a newline, then 1 MiB in
+//! 1,024 messages, then behaves as `echo`), `fill-state` (writes keys `fill/000000`,
+//! `fill/000001`... with values of `fill_bytes` bytes, up to `fill_keys` of them, and at the first
+//! refusal answers it, in the same error kind, after `stored N keys, then: `), `remember` (fails
+//! if it finds what an earlier call wrote into its memory, in a static near the start of the heap
+//! and in one past the first 2 MiB, then writes there and behaves as `echo`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -84,8 +86,9 @@ fn misbehave() -> Result<(), Error> {
             std::thread::sleep(std::time::Duration::from_millis(ms));
             Ok(())
         }
+        // `resources`: holds 10,000 host resources (timers) at once, over the host's cap per
+        // call, then behaves as `echo`.
         "resources" => {
-            // Host resources held at once: 10,000 timers, over the host's cap per call.
             let held: Vec<_> = (0..10_000)
                 .map(|_| wasip2::clocks::monotonic_clock::subscribe_duration(1_000_000_000))
                 .collect();
