@@ -243,6 +243,25 @@ async fn a_call_never_sees_memory_left_by_an_earlier_call() {
 }
 
 #[tokio::test]
+async fn a_call_holding_more_host_resources_than_the_cap_fails_alone() {
+    // 10,000 timers held at once, over the 4,096 host resources a call may hold.
+    let gw = Gateway::start(&beside_a_pool("resources", "", "")).await;
+    for attempt in 0..2 {
+        // The host refuses the resource past the cap, and the call fails as a host error.
+        let (status, body, _) = provision_bad(&gw).await;
+        assert_eq!(status, 500, "#{attempt}: {body}");
+        assert_names_backend(status, &body, "resource table has no free keys");
+        let (status, body) = gw
+            .post(
+                "/provision",
+                &provision_body("c2", "mongodb", "data", "small"),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+#[tokio::test]
 async fn acknowledged_allocations_survive_sigkill_during_concurrent_provisions() {
     let machines: Vec<(String, &str)> = (0..300).map(|i| (format!("m{i:03}"), "small")).collect();
     let machines: Vec<(&str, &str)> = machines.iter().map(|(m, c)| (m.as_str(), *c)).collect();

@@ -80,15 +80,24 @@ async fn a_restart_keeps_allocations_and_ownership() {
     let (status, reply) = gw.post("/provision", &body).await;
     assert_eq!(status, 200, "{reply}");
     gw.stop();
+    // The ownership index is on disk: read offline, before the next gateway's discovery could
+    // record the owners again (the deprovisions below would succeed through a rebuilt index).
+    let path = work.path().join("gateway.toml");
+    for node in ["m1", "m2"] {
+        assert_eq!(
+            crate::support::indexed_owner(&path, "c1", node).as_deref(),
+            Some("pool"),
+            "{node}"
+        );
+    }
 
     // Allocations survive the restart.
     let gw = work.start(&config).await;
     assert_eq!(node_ids(&gw.discover().await, "c1"), vec!["m1", "m2"]);
     gw.stop();
 
-    // Ownership survives too: with the rules now sending everything elsewhere, and a backend
-    // whose discovery traps (so no discovery could answer), deprovision still reaches the pool
-    // through the ownership index.
+    // With the rules now sending everything elsewhere, and a backend whose discovery traps,
+    // deprovision still reaches the pool: a node lives where it was created.
     let changed = format!(
         "{pool}{}{}[[routes]]\nbackend = \"other\"\n",
         pool_backend("other", &[("o1", "small")]),

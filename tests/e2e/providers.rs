@@ -253,6 +253,40 @@ async fn discovery_asks_backends_concurrently() {
     );
 }
 
+#[tokio::test]
+async fn the_backends_of_a_generation_compile_in_parallel() {
+    // Two components not in the (new, empty) cache: compiled one after the other, the first
+    // would finish before the second started; in parallel, both start before either ends.
+    // The gateway's compile threads are one per core: one core cannot show it.
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("one core: parallel compiles cannot be shown here");
+        return;
+    }
+    let work = Workdir::new();
+    let gw = work
+        .start_cold(&format!(
+            "{}{}[[routes]]\nbackend = \"pool\"\n",
+            pool_backend("pool", &[("m1", "small")]),
+            static_backend("fixed", "[]")
+        ))
+        .await;
+    gw.wait_ready().await;
+    let log = gw.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("compiling plugin (not in the cache)") || l.contains("compiled plugin")
+        })
+        .collect();
+    assert_eq!(lines.len(), 4, "{log}");
+    assert!(
+        lines[..2].iter().all(|l| l.contains("compiling plugin"))
+            && lines[2..].iter().all(|l| l.contains("compiled plugin")),
+        "compiled one after the other:\n{}",
+        lines.join("\n")
+    );
+}
+
 fn with_failing(mode: &str, policy: &str) -> String {
     format!(
         "[discovery]\non_backend_failure = \"{policy}\"\n\n{}{}",

@@ -97,6 +97,15 @@ fn misbehave() -> Result<(), Error> {
             std::thread::sleep(std::time::Duration::from_millis(ms));
             Ok(())
         }
+        // `resources`: holds 10,000 host resources (timers) at once, over the host's cap per
+        // call, then behaves as `echo`.
+        "resources" => {
+            let held: Vec<_> = (0..10_000)
+                .map(|_| wasip2::clocks::monotonic_clock::subscribe_duration(1_000_000_000))
+                .collect();
+            std::hint::black_box(&held);
+            Ok(())
+        }
         "remember" => {
             let high = &HIGH[HIGH.len() - 1];
             let found = (
