@@ -270,11 +270,14 @@ fn main() -> ExitCode {
     {
         cli.log.log_level = platform_gateway::telemetry::filter("warn").ok();
     }
-    // `serve` starts logging itself, once it has read the config's `[telemetry]`.
-    if !matches!(cli.command, None | Some(Command::Serve(_))) {
+    // `serve` starts logging itself, once it has read the config's `[telemetry]`. The handle
+    // is kept to the end: dropping it stops the log writer's thread (after flushing it).
+    let _logging = if matches!(cli.command, None | Some(Command::Serve(_))) {
+        None
+    } else {
         // Without OTLP export (that is for serve), nothing to shut down and no failure.
-        let _ = cli.log.init(None);
-    }
+        cli.log.init(None).ok()
+    };
     let (result, output) = match cli.command {
         Some(Command::Check(args)) => {
             let output = args.output.output;

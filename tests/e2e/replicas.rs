@@ -630,12 +630,22 @@ async fn state_exported_from_the_embedded_store_and_imported_into_etcd_serves_th
 async fn a_crashed_etcd_leader_costs_503s_naming_the_state_store_never_a_500_or_a_hang() {
     let mut r = Replicas::start("leader", 3, &pool_config(20)).await;
     let stop = Arc::new(AtomicBool::new(false));
+    // Set while the leader is down: requests answered meanwhile are counted, to show the load
+    // overlapped the outage (and was answered through it, never hung).
+    let outage = Arc::new(AtomicBool::new(false));
+    let during = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // Each worker provisions and deprovisions in a loop; a 503 must name the state store and
     // come within the deadline. A deprovision answered 503 is retried until done.
     let workers: Vec<_> = (0..4)
         .map(|w| {
             let (gateways, stop) = (r.gateways.clone(), stop.clone());
+            let (outage, during) = (outage.clone(), during.clone());
             tokio::spawn(async move {
+                let answered = |outage: &AtomicBool| {
+                    if outage.load(Ordering::SeqCst) {
+                        during.fetch_add(1, Ordering::SeqCst);
+                    }
+                };
                 let (mut ok, mut unavailable) = (0, 0);
                 let mut round = 0;
                 let mut check = |status: u16, reply: &Value, elapsed: Duration, want: u16| {
@@ -663,6 +673,7 @@ async fn a_crashed_etcd_leader_costs_503s_naming_the_state_store_never_a_500_or_
                             &provision_body(&cluster, "mongodb", "data", "small"),
                         )
                         .await;
+                    answered(&outage);
                     if !check(status, &reply, started.elapsed(), 200) {
                         continue;
                     }
@@ -672,6 +683,7 @@ async fn a_crashed_etcd_leader_costs_503s_naming_the_state_store_never_a_500_or_
                         let through = &gateways[(w + round + 1) % gateways.len()];
                         let started = Instant::now();
                         let (status, reply) = through.post("/deprovision", &request).await;
+                        answered(&outage);
                         if check(status, &reply, started.elapsed(), 204) {
                             break;
                         }
@@ -687,7 +699,9 @@ async fn a_crashed_etcd_leader_costs_503s_naming_the_state_store_never_a_500_or_
         r.cluster.kill_member(leader);
         leader
     });
+    outage.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(4)).await;
+    outage.store(false, Ordering::SeqCst);
     tokio::task::block_in_place(|| {
         r.cluster.start_member(leader);
         r.cluster.wait_healthy();
@@ -709,8 +723,14 @@ async fn a_crashed_etcd_leader_costs_503s_naming_the_state_store_never_a_500_or_
             .await;
         assert_eq!(status, 200, "{reply}");
     }
+    let during = during.load(Ordering::SeqCst);
+    assert!(
+        during > 0,
+        "no request was answered while the leader was down: the load did not overlap the \
+         outage, or it hung"
+    );
     eprintln!(
         "etcd leader killed under load: {ok} requests answered, {unavailable} answered 503 \
-         naming the state store in time, none 500"
+         naming the state store in time, none 500; {during} answered during the 4 s outage"
     );
 }

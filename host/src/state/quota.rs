@@ -5,9 +5,12 @@
 //! Precision. A namespace's usage (its keys, and its bytes: each key's length plus its value's)
 //! is counted in this process by [`Usage`]: read from the store at the first write
 //! ([`StateStore::usage`], a scan), read again at the first write [`REREAD`] after that, and
-//! moved by each write's delta in between. This process's writes to one namespace run one at a
-//! time (read the old value, check, write, count), so with the embedded store, which one process
-//! holds, the count is exact and a plugin never takes its namespace over a quota. With etcd each
+//! moved by each write's delta in between. This process's writes to one namespace are checked
+//! one at a time, each reserving its change before it writes, so concurrent writers never pass
+//! a quota together, and then write concurrently (the store's own write path is not
+//! serialised by the quota). With the embedded store, which one process holds, the count is
+//! exact, except that two concurrent plain sets of one key may count it off by that key until
+//! the next re-read. With etcd each
 //! replica counts its own writes exactly and sees the other replicas' at its next re-read: N
 //! replicas may together go over the key and byte quotas by what the other N-1 wrote since
 //! then, at most (N-1) x `state_writes_per_second` x [`REREAD`] writes. The write rate is per
@@ -139,10 +142,14 @@ struct Bucket {
 /// One namespace's usage, as this process counts it, and its write rate. Shared by every
 /// generation of the backend that owns the namespace.
 pub struct Usage {
-    /// Held across a write (awaits included), so this process's writes to the namespace are
-    /// counted one at a time.
+    /// Held while a write is checked and its change reserved, not across the write itself:
+    /// writers to one namespace check one at a time, each seeing the others' reservations, and
+    /// then write concurrently.
     counted: tokio::sync::Mutex<Counted>,
     bucket: Mutex<Option<Bucket>>,
+    /// A write's outcome was lost (its call cut off at the deadline mid-write): the count is
+    /// read again at the next write.
+    stale: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Usage {
@@ -157,6 +164,7 @@ impl Usage {
         Usage {
             counted: tokio::sync::Mutex::new(Counted::default()),
             bucket: Mutex::new(None),
+            stale: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -250,7 +258,8 @@ impl Usage {
         self.take_write(quota, Instant::now())
             .map_err(QuotaError::Refused)?;
         let mut counted = self.counted.lock().await;
-        if counted.read_at.is_none_or(|at| at.elapsed() >= REREAD) {
+        let stale = self.stale.swap(false, std::sync::atomic::Ordering::AcqRel);
+        if stale || counted.read_at.is_none_or(|at| at.elapsed() >= REREAD) {
             let (keys, bytes) = store.usage(namespace).await?;
             *counted = Counted {
                 keys,
@@ -259,7 +268,8 @@ impl Usage {
             };
         }
         // What the write replaces: for a swap that happens, exactly `expected`; otherwise the
-        // value now (no other writer of this process can change it meanwhile).
+        // value now (a concurrent writer of the same key may change it before this write lands:
+        // the count is then off by that key until the next re-read).
         let current;
         let old = match swap {
             Some(expected) => expected,
@@ -284,9 +294,16 @@ impl Usage {
                 limit: quota.bytes,
             }));
         }
-        // Unknown until the write's outcome is known: a call dropped at its deadline mid-write
-        // leaves the count to be read again, not wrong.
-        let read_at = counted.read_at.take();
+        // Reserve the change, so that writers checked after this one see it, and write without
+        // holding the count (a slow write, or one a test holds, does not stop the others).
+        let (keys_before, bytes_before) = (counted.keys, counted.bytes);
+        counted.keys = keys_after;
+        counted.bytes = bytes_after;
+        drop(counted);
+        let reserved = Reserved {
+            usage: self,
+            done: false,
+        };
         let written = match swap {
             Some(expected) => store.compare_and_swap(namespace, key, expected, new).await,
             None => match new {
@@ -296,17 +313,43 @@ impl Usage {
         };
         match written {
             Ok(true) => {
-                counted.keys = keys_after;
-                counted.bytes = bytes_after;
-                counted.read_at = read_at;
+                reserved.defuse();
                 Ok(true)
             }
             Ok(false) => {
-                counted.read_at = read_at;
+                // Not written: give the reservation back.
+                reserved.defuse();
+                let mut counted = self.counted.lock().await;
+                counted.keys = (counted.keys + keys_before).saturating_sub(keys_after);
+                counted.bytes = (counted.bytes + bytes_before).saturating_sub(bytes_after);
                 Ok(false)
             }
-            // The write may have happened: the count is read again at the next write.
+            // The write may have happened: the count is read again at the next write (the
+            // reservation's guard marks it stale).
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A write's reserved change whose outcome is not known yet: dropped undefused (an error, or
+/// the call cut off mid-write), it marks the count stale.
+struct Reserved<'a> {
+    usage: &'a Usage,
+    done: bool,
+}
+
+impl Reserved<'_> {
+    fn defuse(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.usage
+                .stale
+                .store(true, std::sync::atomic::Ordering::Release);
         }
     }
 }
