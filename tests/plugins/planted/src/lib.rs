@@ -91,10 +91,10 @@ impl Provider for Planted {
         if bug != "repeat" {
             let mut mine = Vec::new();
             for machine in &class {
-                if let Some(owner) = allocation(&format!("{PREFIX}{}", machine.id))? {
-                    if owner.request_id == request.request_id {
-                        mine.push(machine.id.clone());
-                    }
+                if let Some(owner) = allocation(&format!("{PREFIX}{}", machine.id))?
+                    && owner.request_id == request.request_id
+                {
+                    mine.push(machine.id.clone());
                 }
             }
             if !mine.is_empty() {
