@@ -262,11 +262,12 @@ async fn a_call_holding_more_host_resources_than_the_cap_fails_alone() {
 }
 
 #[tokio::test]
-async fn acknowledged_allocations_survive_sigkill_during_concurrent_provisions() {
+async fn acknowledged_allocations_survive_sigkill_during_group_commits() {
     let machines: Vec<(String, &str)> = (0..300).map(|i| (format!("m{i:03}"), "small")).collect();
     let machines: Vec<(&str, &str)> = machines.iter().map(|(m, c)| (m.as_str(), *c)).collect();
+    // The admin listener, for the store's commit counters.
     let config = format!(
-        "{}[[routes]]\nbackend = \"pool\"\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n{}[[routes]]\nbackend = \"pool\"\n",
         pool_backend("pool", &machines).replace(
             "[backends.pool.settings]",
             "limits = { concurrency = 32, queue = 512, timeout = \"30s\" }\n[backends.pool.settings]"
@@ -275,6 +276,7 @@ async fn acknowledged_allocations_survive_sigkill_during_concurrent_provisions()
     let work = Workdir::new();
     let mut acknowledged: Vec<(String, String)> = Vec::new();
     let (mut tried, mut kills) = (0, 0);
+    let mut grouped = Vec::new();
     for round in 0..3 {
         let gw = work.start(&config).await;
         let cluster = format!("crash-{round}");
@@ -300,6 +302,14 @@ async fn acknowledged_allocations_survive_sigkill_during_concurrent_provisions()
         while let Some(node) = rx.recv().await {
             round_acks.push(node);
             if round_acks.len() == 16 {
+                // Writes are sharing commits (the embedded store's group commit) while the
+                // rest are in flight: the kill lands among group commits.
+                let (commits, writes) = commit_counts(&gw).await;
+                assert!(
+                    writes > commits,
+                    "round {round}: {writes} writes in {commits} commits, none shared"
+                );
+                grouped.push((commits, writes));
                 gw.signal(libc::SIGKILL);
                 kills += 1;
                 break;
@@ -369,8 +379,9 @@ async fn acknowledged_allocations_survive_sigkill_during_concurrent_provisions()
         .filter(|a| !allocated.contains(a))
         .collect();
     println!(
-        "crash safety: {tried} provisions tried, {kills} SIGKILLs, {} acknowledged, {} allocated \
-         after restart ({} committed but never acknowledged), {} lost",
+        "crash safety: {tried} provisions tried, {kills} SIGKILLs (commits and writes before each: \
+         {grouped:?}), {} acknowledged, {} allocated after restart ({} committed but never \
+         acknowledged), {} lost",
         acknowledged.len(),
         allocated.len(),
         allocated.len() - (acknowledged.len() - lost.len()),
@@ -409,4 +420,26 @@ fn a_plugin_that_makes_outbound_http_without_a_grant_is_refused_at_load() {
     // The message says what to do about it.
     assert!(stderr.contains("no `grants.http`"), "{stderr}");
     assert!(stderr.contains("--disable http fetch-event"), "{stderr}");
+}
+
+/// `(commits, writes)` of the gateway's embedded store, from the admin API's `/metrics`.
+async fn commit_counts(gw: &Gateway) -> (u64, u64) {
+    let text = gw
+        .client
+        .get(format!("http://{}/metrics", gw.admin_address()))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics");
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    (
+        value("platform_gateway_state_commits_total"),
+        value("platform_gateway_state_committed_writes_total"),
+    )
 }

@@ -133,6 +133,10 @@ pub struct Metrics {
     plugin_log_dropped: Family<BackendLabels, Counter>,
     log_lines_dropped: Counter,
     unknown_fields: Counter,
+    state_commits: Counter,
+    state_committed_writes: Counter,
+    /// The store's own commit counts, read at each scrape (set by [`MeteredStore::wrap`]).
+    commit_counts: std::sync::OnceLock<std::sync::Arc<crate::state::CommitCounts>>,
 }
 
 impl Default for Metrics {
@@ -166,6 +170,9 @@ impl Metrics {
             plugin_log_dropped: Family::default(),
             log_lines_dropped: Counter::default(),
             unknown_fields: Counter::default(),
+            state_commits: Counter::default(),
+            state_committed_writes: Counter::default(),
+            commit_counts: std::sync::OnceLock::new(),
             registry: Registry::default(),
         };
         let build_info: Family<BuildLabels, Gauge> = Family::default();
@@ -280,6 +287,17 @@ impl Metrics {
             metrics.log_lines_dropped.clone(),
         );
         registry.register(
+            "state_commits",
+            "Durable commits of the embedded state store (each one fsync)",
+            metrics.state_commits.clone(),
+        );
+        registry.register(
+            "state_committed_writes",
+            "Writes carried by the embedded store's commits: above the commits when concurrent \
+             writes shared one (group commit)",
+            metrics.state_committed_writes.clone(),
+        );
+        registry.register(
             "request_unknown_fields",
             "Fields of request bodies that the gateway does not know and ignored",
             metrics.unknown_fields.clone(),
@@ -313,9 +331,31 @@ impl Metrics {
         }
     }
 
+    /// Read the state store's commit counts from `counts` at each scrape.
+    pub fn follow_commits(&self, counts: std::sync::Arc<crate::state::CommitCounts>) {
+        let _ = self.commit_counts.set(counts);
+    }
+
+    /// Bring the commit counters up to what the store counted.
+    fn sync_commits(&self) {
+        if let Some(counts) = self.commit_counts.get() {
+            let (commits, writes) = counts.get();
+            for (counter, now) in [
+                (&self.state_commits, commits),
+                (&self.state_committed_writes, writes),
+            ] {
+                let seen = counter.get();
+                if now > seen {
+                    counter.inc_by(now - seen);
+                }
+            }
+        }
+    }
+
     /// Everything, in the Prometheus text format 0.0.4 ([`PROMETHEUS_TEXT`]).
     pub fn encode_prometheus(&self) -> String {
         self.sync_log_lines_dropped();
+        self.sync_commits();
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
@@ -325,6 +365,7 @@ impl Metrics {
     /// Everything, in the OpenMetrics text format ([`OPENMETRICS_TEXT`]).
     pub fn encode_openmetrics(&self) -> String {
         self.sync_log_lines_dropped();
+        self.sync_commits();
         let mut text = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text

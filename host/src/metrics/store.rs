@@ -21,6 +21,9 @@ pub struct MeteredStore {
 impl MeteredStore {
     /// `inner`, measured into `metrics`.
     pub fn wrap(inner: Arc<dyn StateStore>, metrics: Arc<Metrics>) -> Arc<dyn StateStore> {
+        if let Some(counts) = inner.commit_counts() {
+            metrics.follow_commits(counts);
+        }
         Arc::new(MeteredStore { inner, metrics })
     }
 
@@ -134,6 +137,10 @@ impl StateStore for MeteredStore {
 
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+
+    fn commit_counts(&self) -> Option<Arc<crate::state::CommitCounts>> {
+        self.inner.commit_counts()
     }
 }
 

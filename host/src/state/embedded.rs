@@ -2,17 +2,27 @@
 //! fsynced before it returns. redb lets one process open the file, so this store serves one
 //! gateway; several replicas share [`super::etcd::EtcdStore`] instead.
 //!
-//! A write waits for its fsync, so it runs on tokio's blocking pool. A read is a lookup in
-//! redb's page cache (MVCC: it never waits for a writer) and runs where it is asked, which
-//! spares each discovery the thread hand-offs of its index reads.
+//! Writes are group-committed: one thread owns redb's write transaction, takes every write
+//! that is waiting when it starts a commit, applies them in arrival order in one transaction
+//! and fsyncs once; each caller is answered only after that commit is durable, so nothing
+//! acknowledged can be lost, and concurrent provisions share fsyncs instead of queueing for
+//! one each. A read is a lookup in redb's page cache (MVCC: it never waits for a writer) and
+//! runs where it is asked, which spares each discovery the thread hand-offs of its index reads.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
 
-use super::{MAX_PAGE, Ownership, StateError, StateStore, check_sizes};
+use super::{CommitCounts, MAX_PAGE, Ownership, StateError, StateStore, check_sizes};
+
+/// How many writes wait for the committer at most; callers beyond it wait to be queued.
+const QUEUE: usize = 1024;
+/// How many writes one commit takes at most, so a commit's latency stays bounded under load.
+const MAX_GROUP: usize = 256;
 
 /// Plugin key-value data: `(namespace, key) -> value`.
 const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
@@ -46,6 +56,132 @@ storage_errors!(
 pub struct RedbStore {
     db: Arc<Database>,
     path: PathBuf,
+    committer: Committer,
+}
+
+/// One write waiting for the committer: applied inside a shared transaction, then answered
+/// with the commit's outcome.
+trait Write: Send {
+    /// Apply the write to `txn`, keeping its result until the commit's outcome is known.
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StateError>;
+    /// Answer the caller: its result if `committed` is `Ok`, the commit's error otherwise.
+    fn finish(self: Box<Self>, committed: Result<(), StateError>);
+}
+
+struct Job<R, F> {
+    work: F,
+    result: Option<R>,
+    reply: oneshot::Sender<Result<R, StateError>>,
+}
+
+impl<R, F> Write for Job<R, F>
+where
+    R: Send,
+    F: Fn(&WriteTransaction) -> Result<R, StateError> + Send,
+{
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StateError> {
+        self.result = Some((self.work)(txn)?);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), StateError>) {
+        let Job { result, reply, .. } = *self;
+        let answer = committed.and_then(|()| {
+            result.ok_or_else(|| StateError::Storage("a write was not applied".into()))
+        });
+        // The caller may have gone (its request was cancelled): the write stands regardless.
+        let _ = reply.send(answer);
+    }
+}
+
+/// The thread that owns redb's write transaction, and the queue to it. Dropping it lets the
+/// thread finish the writes already queued and waits for it, so the database file is closed
+/// (and may be reopened) once the store is dropped.
+struct Committer {
+    queue: Option<mpsc::Sender<Box<dyn Write>>>,
+    thread: Option<JoinHandle<()>>,
+    counts: Arc<CommitCounts>,
+}
+
+impl Committer {
+    fn start(db: Arc<Database>) -> Result<Committer, StateError> {
+        let (queue, mut waiting) = mpsc::channel::<Box<dyn Write>>(QUEUE);
+        let counts = Arc::new(CommitCounts::default());
+        let thread_counts = counts.clone();
+        let thread = std::thread::Builder::new()
+            .name("state-commit".into())
+            .spawn(move || {
+                while let Some(first) = waiting.blocking_recv() {
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP {
+                        match waiting.try_recv() {
+                            Ok(write) => group.push(write),
+                            Err(_) => break,
+                        }
+                    }
+                    commit_group(&db, group, &thread_counts);
+                }
+            })
+            .map_err(|e| StateError::Storage(format!("cannot start the state committer: {e}")))?;
+        Ok(Committer {
+            queue: Some(queue),
+            thread: Some(thread),
+            counts,
+        })
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Apply `group` in one transaction and commit it once. If one write fails, the transaction is
+/// abandoned and each write is retried in a transaction of its own, so one write's failure is
+/// its own.
+fn commit_group(db: &Database, mut group: Vec<Box<dyn Write>>, counts: &CommitCounts) {
+    let shared = (|| {
+        let txn = db.begin_write()?;
+        for write in group.iter_mut() {
+            if let Err(e) = write.apply(&txn) {
+                let _ = txn.abort();
+                return Err(e);
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    })();
+    match shared {
+        Ok(()) => {
+            counts.record(group.len());
+            for write in group {
+                write.finish(Ok(()));
+            }
+        }
+        Err(_) if group.len() > 1 => {
+            for mut write in group {
+                let alone = (|| {
+                    let txn = db.begin_write()?;
+                    write.apply(&txn)?;
+                    txn.commit()?;
+                    Ok(())
+                })();
+                if alone.is_ok() {
+                    counts.record(1);
+                }
+                write.finish(alone);
+            }
+        }
+        Err(e) => {
+            for write in group {
+                write.finish(Err(e.clone()));
+            }
+        }
+    }
 }
 
 impl RedbStore {
@@ -70,8 +206,10 @@ impl RedbStore {
         txn.open_table(KV)?;
         txn.open_table(OWNERS)?;
         txn.commit()?;
+        let db = Arc::new(db);
         Ok(RedbStore {
-            db: Arc::new(db),
+            committer: Committer::start(db.clone())?,
+            db,
             path,
         })
     }
@@ -81,8 +219,8 @@ impl RedbStore {
         f(&self.db)
     }
 
-    /// Run `f` (which writes) on the blocking pool.
-    async fn run<R: Send + 'static>(
+    /// Run the long read `f` (a scan) on the blocking pool.
+    async fn scan<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> Result<R, StateError> + Send + 'static,
     ) -> Result<R, StateError> {
@@ -90,6 +228,30 @@ impl RedbStore {
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .map_err(|e| StateError::Storage(format!("the store's thread failed: {e}")))?
+    }
+
+    /// Apply `work` in the committer's next group commit and return its result once that
+    /// commit is durable. `work` may run twice (alone, if another write of its group failed),
+    /// so it only writes to the transaction it is given.
+    async fn write<R: Send + 'static>(
+        &self,
+        work: impl Fn(&WriteTransaction) -> Result<R, StateError> + Send + 'static,
+    ) -> Result<R, StateError> {
+        let gone = || StateError::Storage("the state committer has stopped".into());
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn Write> = Box::new(Job {
+            work,
+            result: None,
+            reply,
+        });
+        self.committer
+            .queue
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 }
 
@@ -109,11 +271,9 @@ impl StateStore for RedbStore {
     async fn set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), StateError> {
         check_sizes(key, Some(value))?;
         let (namespace, key, value) = (namespace.to_string(), key.to_string(), value.to_vec());
-        self.run(move |db| {
-            let txn = db.begin_write()?;
+        self.write(move |txn| {
             txn.open_table(KV)?
                 .insert((namespace.as_str(), key.as_str()), value.as_slice())?;
-            txn.commit()?;
             Ok(())
         })
         .await
@@ -127,11 +287,9 @@ impl StateStore for RedbStore {
             return Ok(());
         }
         let (namespace, key) = (namespace.to_string(), key.to_string());
-        self.run(move |db| {
-            let txn = db.begin_write()?;
+        self.write(move |txn| {
             txn.open_table(KV)?
                 .remove((namespace.as_str(), key.as_str()))?;
-            txn.commit()?;
             Ok(())
         })
         .await
@@ -147,26 +305,23 @@ impl StateStore for RedbStore {
         check_sizes(key, new)?;
         let (namespace, key) = (namespace.to_string(), key.to_string());
         let (expected, new) = (expected.map(<[u8]>::to_vec), new.map(<[u8]>::to_vec));
-        self.run(move |db| {
-            // redb runs one write transaction at a time: the read and the write are atomic.
-            let txn = db.begin_write()?;
-            {
-                let mut table = txn.open_table(KV)?;
-                let k = (namespace.as_str(), key.as_str());
-                let current = table.get(k)?.map(|v| v.value().to_vec());
-                if current != expected {
-                    return Ok(false);
+        self.write(move |txn| {
+            // The read sees the writes committed before and those earlier in this group (one
+            // write transaction at a time, applied in order): the compare and the swap are atomic.
+            let mut table = txn.open_table(KV)?;
+            let k = (namespace.as_str(), key.as_str());
+            let current = table.get(k)?.map(|v| v.value().to_vec());
+            if current != expected {
+                return Ok(false);
+            }
+            match &new {
+                Some(value) => {
+                    table.insert(k, value.as_slice())?;
                 }
-                match &new {
-                    Some(value) => {
-                        table.insert(k, value.as_slice())?;
-                    }
-                    None => {
-                        table.remove(k)?;
-                    }
+                None => {
+                    table.remove(k)?;
                 }
             }
-            txn.commit()?;
             Ok(true)
         })
         .await
@@ -236,7 +391,7 @@ impl StateStore for RedbStore {
     async fn usage(&self, namespace: &str) -> Result<(u64, u64), StateError> {
         // One read transaction over the namespace's range: a consistent count.
         let namespace = namespace.to_string();
-        self.run(move |db| {
+        self.scan(move |db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(KV)?;
             let (mut keys, mut bytes) = (0u64, 0u64);
@@ -283,18 +438,14 @@ impl StateStore for RedbStore {
         if stale.is_empty() {
             return Ok(());
         }
-        self.run(move |db| {
-            let txn = db.begin_write()?;
-            {
-                let mut table = txn.open_table(OWNERS)?;
-                for o in &stale {
-                    table.insert(
-                        (o.cluster_id.as_str(), o.node_id.as_str()),
-                        o.backend.as_str(),
-                    )?;
-                }
+        self.write(move |txn| {
+            let mut table = txn.open_table(OWNERS)?;
+            for o in &stale {
+                table.insert(
+                    (o.cluster_id.as_str(), o.node_id.as_str()),
+                    o.backend.as_str(),
+                )?;
             }
-            txn.commit()?;
             Ok(())
         })
         .await
@@ -302,11 +453,9 @@ impl StateStore for RedbStore {
 
     async fn forget_owner(&self, cluster_id: &str, node_id: &str) -> Result<(), StateError> {
         let (cluster_id, node_id) = (cluster_id.to_string(), node_id.to_string());
-        self.run(move |db| {
-            let txn = db.begin_write()?;
+        self.write(move |txn| {
             txn.open_table(OWNERS)?
                 .remove((cluster_id.as_str(), node_id.as_str()))?;
-            txn.commit()?;
             Ok(())
         })
         .await
@@ -355,6 +504,10 @@ impl StateStore for RedbStore {
     fn describe(&self) -> String {
         format!("embedded store {}", self.path.display())
     }
+
+    fn commit_counts(&self) -> Option<Arc<CommitCounts>> {
+        Some(self.committer.counts.clone())
+    }
 }
 
 /// The owner of a node as recorded in the store in `dir`, for inspection tools. `Ok(None)` when
@@ -396,6 +549,131 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn StateStore> = Arc::new(RedbStore::open(dir.path()).unwrap());
         super::super::contract::run(store).await;
+    }
+
+    /// A write for [`commit_group`] that sets `key` to `value` if it holds `expected`, and
+    /// where its answer arrives.
+    fn cas_job(
+        key: &'static str,
+        expected: Option<&'static [u8]>,
+        value: &'static [u8],
+    ) -> (Box<dyn Write>, oneshot::Receiver<Result<bool, StateError>>) {
+        let (reply, answer) = oneshot::channel();
+        let work = move |txn: &WriteTransaction| {
+            let mut table = txn.open_table(KV)?;
+            if table
+                .get(("ns", key))?
+                .map(|v| v.value().to_vec())
+                .as_deref()
+                != expected
+            {
+                return Ok(false);
+            }
+            table.insert(("ns", key), value)?;
+            Ok(true)
+        };
+        let job: Box<dyn Write> = Box::new(Job {
+            work,
+            result: None,
+            reply,
+        });
+        (job, answer)
+    }
+
+    #[tokio::test]
+    async fn a_group_commits_once_and_applies_its_writes_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let counts = CommitCounts::default();
+        // Two creations of the same key in one group: the first wins, the second sees it.
+        let (a, a_answer) = cas_job("k", None, b"first");
+        let (b, b_answer) = cas_job("k", None, b"second");
+        let (c, c_answer) = cas_job("k", Some(b"first"), b"third");
+        commit_group(&store.db, vec![a, b, c], &counts);
+        assert!(a_answer.await.unwrap().unwrap());
+        assert!(!b_answer.await.unwrap().unwrap());
+        assert!(c_answer.await.unwrap().unwrap());
+        assert_eq!(counts.get(), (1, 3), "one commit carried the three writes");
+        assert_eq!(
+            store.get("ns", "k").await.unwrap().as_deref(),
+            Some(&b"third"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_fails_alone_and_its_group_still_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let counts = CommitCounts::default();
+        let (a, a_answer) = cas_job("a", None, b"1");
+        let (reply, failed) = oneshot::channel::<Result<(), StateError>>();
+        let failing: Box<dyn Write> = Box::new(Job {
+            work: |_: &WriteTransaction| Err(StateError::Storage("disk on fire".into())),
+            result: None,
+            reply,
+        });
+        let (c, c_answer) = cas_job("c", None, b"3");
+        commit_group(&store.db, vec![a, failing, c], &counts);
+        assert!(a_answer.await.unwrap().unwrap());
+        assert!(c_answer.await.unwrap().unwrap());
+        let err = failed.await.unwrap().unwrap_err().to_string();
+        assert!(err.contains("disk on fire"), "{err}");
+        assert_eq!(counts.get(), (2, 2), "the two good writes, each alone");
+        assert_eq!(
+            store.get("ns", "a").await.unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(
+            store.get("ns", "c").await.unwrap().as_deref(),
+            Some(&b"3"[..])
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writes_are_all_durable_and_share_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Arc::new(RedbStore::open(dir.path()).unwrap());
+            let tasks: Vec<_> = (0..200)
+                .map(|i| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        store.set("ns", &format!("k{i:03}"), b"v").await.unwrap();
+                        // A counter every task bumps: no increment may be lost in a group.
+                        loop {
+                            let now = store.get("ns", "n").await.unwrap();
+                            let n: u32 = now
+                                .as_deref()
+                                .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
+                            let next = (n + 1).to_string();
+                            if store
+                                .compare_and_swap("ns", "n", now.as_deref(), Some(next.as_bytes()))
+                                .await
+                                .unwrap()
+                            {
+                                break;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            let (commits, writes) = store.commit_counts().unwrap().get();
+            assert!(writes >= 400, "{writes} writes");
+            println!("{writes} writes in {commits} commits");
+        }
+        // Reopened (the committer closed the file when the store was dropped): all of it is there.
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.get("ns", "n").await.unwrap().as_deref(),
+            Some(&b"200"[..])
+        );
+        assert_eq!(
+            store.list_keys("ns", "k", None, 1000).await.unwrap().len(),
+            200
+        );
     }
 
     #[tokio::test]

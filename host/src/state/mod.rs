@@ -57,6 +57,29 @@ pub struct Ownership {
     pub backend: String,
 }
 
+/// How many commits a store made and how many writes they carried: more writes than commits
+/// means concurrent writes shared fsyncs (group commit).
+#[derive(Debug, Default)]
+pub struct CommitCounts {
+    commits: std::sync::atomic::AtomicU64,
+    writes: std::sync::atomic::AtomicU64,
+}
+
+impl CommitCounts {
+    /// One durable commit that carried `writes` writes.
+    pub fn record(&self, writes: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.commits.fetch_add(1, Relaxed);
+        self.writes.fetch_add(writes as u64, Relaxed);
+    }
+
+    /// `(commits, writes)` so far.
+    pub fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.commits.load(Relaxed), self.writes.load(Relaxed))
+    }
+}
+
 /// The durable store shared by every backend of a gateway (and by every replica, for stores
 /// that support it).
 #[async_trait]
@@ -132,6 +155,10 @@ pub trait StateStore: Send + Sync + 'static {
     async fn check(&self) -> Result<(), StateError>;
     /// A short name for messages and logs (`embedded store state/state.redb`, `etcd`).
     fn describe(&self) -> String;
+    /// The store's commit counts, for stores that group writes into shared commits.
+    fn commit_counts(&self) -> Option<std::sync::Arc<CommitCounts>> {
+        None
+    }
 }
 
 /// Every key of `namespace` that starts with `prefix`, read a page at a time.
