@@ -76,10 +76,14 @@ fn collect(src: &Path, dir: &Path, files: &mut Vec<(PathBuf, String)>, problems:
     }
 }
 
+/// A file read for the check: its path, its module path, its code without comments, literals
+/// and test items, and the modules it declares for tests only.
+type Scanned = (PathBuf, Vec<String>, String, Vec<Vec<String>>);
+
 /// Check `files`: (path relative to the crate's `src`, content).
 pub fn check_sources(files: &[(PathBuf, String)]) -> Problems {
     let mut problems = Vec::new();
-    let code: Vec<(PathBuf, Vec<String>, String, Vec<Vec<String>>)> = files
+    let code: Vec<Scanned> = files
         .iter()
         .map(|(path, text)| {
             let (code, test_modules) = without_tests(&strip(text));
