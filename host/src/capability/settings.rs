@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use toml::Spanned;
-
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 
