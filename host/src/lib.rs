@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //!
-//! Imports go one way, top to bottom; only [`api`] knows HTTP.
+//! Imports go one way, top to bottom; only [`api`] knows HTTP. The layers are listed, and checked
+//! on every `cargo test`, in `xtask/src/layering.rs`.
 //!
 //! - [`api`]: the HTTP contract: handlers, request validation, the one mapping from domain
 //!   errors to statuses and the error body, the admin API, route explanations.
@@ -16,8 +17,10 @@
 //! - [`runtime`]: the wasmtime engine, the compiled-component cache, one store per call.
 //! - [`capability`]: what plugins may import (settings, logging, state, HTTP), one module each.
 //! - [`state`]: the durable store behind plugin data and node ownership: embedded or etcd.
-//! - [`config`]: the TOML file turned into a validated [`config::Config`].
+//! - [`config`]: the TOML file turned into a validated [`config::Config`], each section parsed
+//!   by the module that owns it, with [`config_file`]'s errors that name the key and line.
 //! - [`telemetry`]: tracing setup.
+//! - [`pem`]: CA bundles, read the same way by every TLS client and listener.
 //! - [`metrics`]: the Prometheus registry (served by [`api::metrics`]) and the metered state store.
 //! - [`status`]: `platform-gateway status`, a running gateway's state read from its admin API.
 //! - [`kit`]: the conformance kit: one plugin loaded alone (`test-plugin`, `call`).
@@ -29,11 +32,13 @@ pub mod api;
 mod bindings;
 pub mod capability;
 pub mod config;
+pub mod config_file;
 pub mod convert;
 pub mod gateway;
 pub mod kit;
 pub mod metrics;
 pub mod model;
+pub mod pem;
 pub mod reload;
 pub mod routing;
 pub mod runtime;

@@ -4,9 +4,16 @@
 //! without conditions matches everything). Deprovision requests go to the backend that owns the
 //! node, from the ownership index in [`crate::state`], never through the rules: a node lives where
 //! it was created. Discovery asks every backend.
+//!
+//! The config's `[[routes]]` are checked here too (`parse_routes`), against the backends the
+//! config defines.
 
 use globset::{Glob, GlobMatcher};
 
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config_file::{ConfigError, Source};
 use crate::model::BackendId;
 
 /// A `cluster_id` condition: an exact ID, or a glob (`*`, `?`, `[...]`).
@@ -242,6 +249,94 @@ impl RouteTable {
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
+}
+
+/// One `[[routes]]` entry as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    name: Option<String>,
+    backend: Spanned<String>,
+    cluster_id: Option<Spanned<String>>,
+    store: Option<String>,
+    store_version: Option<String>,
+    node_group_id: Option<String>,
+    node_class: Option<String>,
+}
+
+/// Check the `[[routes]]` against the `defined` backends and build the table; a route that
+/// names an unknown backend or can never match is an error naming its line.
+pub(crate) fn parse_routes(
+    raw: Vec<Spanned<RawRoute>>,
+    defined: &[BackendId],
+    source: &Source,
+) -> Result<RouteTable, ConfigError> {
+    let mut routes = Vec::new();
+    let mut route_lines = Vec::new();
+    for (index, raw_route) in raw.into_iter().enumerate() {
+        route_lines.push(source.line(raw_route.span()));
+        let raw_route = raw_route.into_inner();
+        let key = format!("routes[{index}]");
+        let backend_span = raw_route.backend.span();
+        let backend_name = raw_route.backend.into_inner();
+        let backend = defined
+            .iter()
+            .find(|id| id.as_str() == backend_name)
+            .cloned()
+            .ok_or_else(|| {
+                let defined: Vec<&str> = defined.iter().map(BackendId::as_str).collect();
+                source.invalid(
+                    backend_span,
+                    format!("{key}.backend"),
+                    format!(
+                        "unknown backend `{backend_name}` (defined: {})",
+                        if defined.is_empty() {
+                            "none".to_string()
+                        } else {
+                            defined.join(", ")
+                        }
+                    ),
+                )
+            })?;
+        let cluster_id = match raw_route.cluster_id {
+            None => None,
+            Some(pattern) => Some(
+                ClusterPattern::new(pattern.get_ref())
+                    .map_err(|e| source.invalid(pattern.span(), format!("{key}.cluster_id"), e))?,
+            ),
+        };
+        routes.push(Route {
+            name: raw_route.name.unwrap_or_else(|| key.clone()),
+            backend,
+            matches: RouteMatch {
+                cluster_id,
+                store: raw_route.store,
+                store_version: raw_route.store_version,
+                node_group_id: raw_route.node_group_id,
+                node_class: raw_route.node_class,
+            },
+        });
+    }
+    RouteTable::new(routes).map_err(|e| {
+        let (later, message) = match &e {
+            RouteTableError::DuplicateName { first, second, .. } => {
+                (*second, format!("{e} (line {})", route_lines[*first]))
+            }
+            RouteTableError::Shadowed { earlier, later, .. } => (
+                *later,
+                format!(
+                    "{e} (the earlier route is at line {})",
+                    route_lines[*earlier]
+                ),
+            ),
+        };
+        ConfigError::Invalid {
+            path: source.file().to_path_buf(),
+            line: route_lines[later],
+            key: format!("routes[{later}]"),
+            message,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -139,18 +139,9 @@ fn connector(
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(path) => {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("cannot read the CA bundle {}", path.display()))?;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert =
-                    cert.with_context(|| format!("{}: not a PEM certificate", path.display()))?;
-                roots
-                    .add(cert)
-                    .with_context(|| format!("{}: unusable certificate", path.display()))?;
-            }
-            if roots.is_empty() {
-                bail!("{} holds no certificate", path.display());
-            }
+            roots = crate::pem::ca_bundle(path)
+                .map_err(anyhow::Error::msg)?
+                .roots
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }

@@ -11,6 +11,8 @@
 //! it, with the gateway's and the plugins' log lines at `info` and above as their events. A
 //! request with a valid W3C `traceparent` header is exported as a child of the caller's span
 //! ([`set_remote_parent`]).
+//!
+//! The config's `[telemetry]` section is parsed here too (`parse_section`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -25,12 +27,15 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use serde::Deserialize;
+use toml::Spanned;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config_file::{ConfigError, Source};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -104,13 +109,7 @@ impl OtlpTls {
         };
         let mut roots = rustls::RootCertStore::empty();
         match &self.ca {
-            Some(ca) => {
-                for certificate in certificates(ca)? {
-                    roots
-                        .add(certificate)
-                        .map_err(|e| format!("{}: {e}", ca.display()))?;
-                }
-            }
+            Some(ca) => roots = crate::pem::ca_bundle(ca)?.roots,
             None => {
                 roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
                 if roots.is_empty() {
@@ -166,6 +165,77 @@ pub fn parse_otlp_endpoint(value: &str) -> Result<http::Uri, String> {
         ));
     }
     Ok(uri)
+}
+
+/// The `[telemetry]` section as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelemetry {
+    log_format: Option<LogFormat>,
+    otlp_endpoint: Option<Spanned<String>>,
+    otlp_tls: Option<Spanned<RawOtlpTls>>,
+    service_name: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOtlpTls {
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+/// The `[telemetry]` section, validated.
+pub(crate) fn parse_section(
+    raw: RawTelemetry,
+    source: &Source<'_>,
+) -> Result<TelemetrySettings, ConfigError> {
+    let otlp_endpoint = match raw.otlp_endpoint {
+        Some(endpoint) => Some(
+            parse_otlp_endpoint(endpoint.get_ref())
+                .map_err(|e| source.invalid(endpoint.span(), "telemetry.otlp_endpoint", e))?,
+        ),
+        None => None,
+    };
+    let otlp_tls = match raw.otlp_tls {
+        None => OtlpTls::default(),
+        Some(tls) => {
+            let span = tls.span();
+            let invalid =
+                |message: String| source.invalid(span.clone(), "telemetry.otlp_tls", message);
+            if otlp_endpoint.as_ref().and_then(|e| e.scheme_str()) != Some("https") {
+                return Err(invalid(
+                    "applies to an https:// otlp_endpoint, which this config does not have".into(),
+                ));
+            }
+            let tls = tls.into_inner();
+            let identity = match (tls.cert, tls.key) {
+                (Some(cert), Some(key)) => Some((source.path(cert), source.path(key))),
+                (None, None) => None,
+                _ => return Err(invalid("`cert` and `key` go together".into())),
+            };
+            let tls = OtlpTls {
+                ca: tls.ca.map(|ca| source.path(ca)),
+                identity,
+            };
+            // Read now, so that `check` and a reload find an unreadable file, not the start.
+            tls.client_config().map_err(invalid)?;
+            tls
+        }
+    };
+    let service_name = match raw.service_name {
+        Some(name) if name.get_ref().trim().is_empty() => {
+            return Err(source.invalid(name.span(), "telemetry.service_name", "must not be empty"));
+        }
+        Some(name) => name.into_inner(),
+        None => DEFAULT_SERVICE_NAME.to_string(),
+    };
+    Ok(TelemetrySettings {
+        log_format: raw.log_format,
+        otlp_endpoint,
+        otlp_tls,
+        service_name,
+    })
 }
 
 /// The log filter `directives` (a level such as `debug`, or `RUST_LOG` syntax such as

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod dist;
 pub mod etcd;
+pub mod layering;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

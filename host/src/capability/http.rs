@@ -191,27 +191,7 @@ impl Allowlist {
     /// The same destinations, whose HTTPS servers are trusted if (and only if) their
     /// certificates chain to one in the PEM bundle `ca`.
     pub fn trusting(self, ca: &Path) -> Result<Allowlist, String> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-
-        let unreadable =
-            |e: &dyn std::fmt::Display| format!("cannot read CA bundle {}: {e}", ca.display());
-        let certificates = CertificateDer::pem_file_iter(ca)
-            .map_err(|e| unreadable(&e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| unreadable(&e))?;
-        if certificates.is_empty() {
-            return Err(format!(
-                "CA bundle {} holds no PEM certificate",
-                ca.display()
-            ));
-        }
-        let mut roots = rustls::RootCertStore::empty();
-        for certificate in certificates {
-            roots
-                .add(certificate)
-                .map_err(|e| format!("CA bundle {}: {e}", ca.display()))?;
-        }
+        let roots = crate::pem::ca_bundle(ca)?.roots;
         Ok(Allowlist {
             ca: Some(ca.to_path_buf()),
             tls: client_config(roots)?,

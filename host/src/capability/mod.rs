@@ -9,14 +9,6 @@
 //! stderr, the address of a denied HTTP request) passes through [`redact`] before it reaches a
 //! log or a client, so the backend's secrets never do.
 
-/// Capabilities a backend is granted beyond its sandbox (from its config's `grants`); none by
-/// default.
-#[derive(Debug, Clone, Default)]
-pub struct Grants {
-    /// Outbound HTTP through `wasi:http`, to these destinations only.
-    pub http: Option<std::sync::Arc<http::Allowlist>>,
-}
-
 /// Every form in which a plugin or a library may pass `secrets` on, longest first, for
 /// [`redact`]: each secret as it is, JSON-escaped (a secret with a quote or a backslash, inside a
 /// JSON body or error), and base64-encoded (standard and URL-safe alphabets, with and without
@@ -78,11 +70,14 @@ pub fn redact_cut(text: &str, secrets: &[String]) -> String {
     text
 }
 
+pub mod grants;
 pub mod http;
 pub mod logging;
 pub mod settings;
 pub mod state;
 pub mod stdio;
+
+pub use grants::Grants;
 
 #[cfg(test)]
 mod tests {

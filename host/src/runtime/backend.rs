@@ -18,12 +18,13 @@ use tracing::Instrument;
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 
+use super::config::BackendConfig;
+use super::limits::Limits;
 use super::{Answer, CallState, EPOCH_TICK, Operation, Prepared};
 use crate::capability::http::{Allowlist, OutboundHttp};
 use crate::capability::state::{PluginState, Quotas};
 use crate::capability::stdio::Capture;
 use crate::capability::{logging::Logging, redact, settings::Settings};
-use crate::config::{BackendConfig, Limits};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::model::{
     BackendId, Cluster, DeprovisionRequest, ProviderError, ProvisionRequest, ProvisionResponse,

@@ -8,6 +8,8 @@
 
 mod backend;
 mod cache;
+pub mod config;
+pub mod limits;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,10 +25,10 @@ use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 pub use backend::{Backend, CallError};
 pub use cache::Compiled;
 
+use self::config::BackendConfig;
 use crate::capability::{
     http::OutboundHttp, logging::Logging, settings::Settings, state::PluginState,
 };
-use crate::config::BackendConfig;
 use crate::metrics::Metrics;
 
 use crate::bindings::{v0_1, v0_2};

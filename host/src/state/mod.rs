@@ -2,7 +2,7 @@
 //! gateway's own records (recent deprovisions).
 //!
 //! [`StateStore`] is the seam, with two implementations that pass one contract suite
-//! ([`contract`]): [`embedded::RedbStore`] (one file, no server, the default for one machine) and
+//! (`contract`, compiled for tests only): [`embedded::RedbStore`] (one file, no server, the default for one machine) and
 //! [`etcd::EtcdStore`] (shared by several gateway replicas). Every method is async and returns
 //! once its write is durable; a store that cannot be reached answers
 //! [`StateError::Unavailable`], which the API turns into 503 with `Retry-After`.
@@ -11,6 +11,8 @@
 //! `(cluster_id, node_id)` to the backend that owns the node. Gateway records use namespaces
 //! that start with `@`, which no backend name can.
 
+pub mod config;
+#[cfg(test)]
 pub mod contract;
 pub mod embedded;
 pub mod etcd;
@@ -19,8 +21,9 @@ pub mod transfer;
 
 use async_trait::async_trait;
 
+pub use config::{EtcdSettings, EtcdTls, StoreConfig};
 pub use embedded::RedbStore;
-pub use etcd::{EtcdSettings, EtcdStore, EtcdTls};
+pub use etcd::EtcdStore;
 pub use quota::{StateQuota, Usage};
 
 /// The largest key a plugin may store.
@@ -206,10 +209,9 @@ pub fn check_sizes(key: &str, value: Option<&[u8]>) -> Result<(), StateError> {
 
 /// Open the store `config` names: the embedded store in `dir`, or etcd.
 pub async fn open(
-    config: &crate::config::StoreConfig,
+    config: &StoreConfig,
     dir: &std::path::Path,
 ) -> Result<std::sync::Arc<dyn StateStore>, StateError> {
-    use crate::config::StoreConfig;
     Ok(match config {
         StoreConfig::Embedded => {
             let dir = dir.to_path_buf();

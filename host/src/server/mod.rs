@@ -5,6 +5,10 @@
 //! ones wait in the kernel's backlog), and a grace period after the shutdown signal, past which the
 //! remaining connections are dropped. The request body deadline is applied where bodies are
 //! read (`api::error::ApiJson`).
+//!
+//! The `[server]` and `[admin]` sections of the config are parsed in [`config`].
+
+pub mod config;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -188,14 +192,7 @@ fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&read_pem(ca)?) {
-                let cert =
-                    cert.map_err(|e| format!("{}: not a PEM certificate: {e}", ca.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: unusable CA certificate: {e}", ca.display()))?;
-            }
+            let roots = crate::pem::ca_bundle(ca)?.roots;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| format!("{}: {e}", ca.display()))?;

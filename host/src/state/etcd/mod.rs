@@ -2,12 +2,15 @@
 //!
 //! Every key lives under the configured prefix: plugin data at `{prefix}/kv/{namespace}\0{key}`,
 //! owners at `{prefix}/owners/{cluster}\0{node}`, with NUL bytes inside names escaped so that
-//! etcd's byte order of keys is the order of the tuples ([`keys`]). Compare-and-swap is one
+//! etcd's byte order of keys is the order of the tuples (`codec`). Compare-and-swap is one
 //! transaction, listings are bounded ranges, and every operation (retries included) ends within
 //! the configured timeout, answering [`StateError::Unavailable`] when etcd cannot serve it.
 
+mod codec;
+mod failure;
+
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -19,49 +22,10 @@ use etcd_client::{
 };
 use tokio::time::Instant;
 
-use super::{MAX_PAGE, MAX_VALUE_SIZE, Ownership, StateError, StateStore, check_sizes};
-
-/// How to reach etcd, from the config's `[state]` section. Its `Debug` never shows the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct EtcdSettings {
-    /// Client URLs of the members (`http://127.0.0.1:2379`).
-    pub endpoints: Vec<String>,
-    /// Every key of this platform lives under it (`/platform-gateway/prod`).
-    pub prefix: String,
-    /// The deadline of one state operation.
-    pub timeout: Duration,
-    /// Credentials, when etcd has authentication on.
-    pub username: Option<String>,
-    /// The password that goes with `username`.
-    pub password: Option<String>,
-    /// TLS to etcd.
-    pub tls: Option<EtcdTls>,
-}
-
-impl std::fmt::Debug for EtcdSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdSettings")
-            .field("endpoints", &self.endpoints)
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
-            .field("tls", &self.tls)
-            .finish()
-    }
-}
-
-/// TLS files for etcd: the CA that signed the members' certificates, and an optional client
-/// certificate and key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdTls {
-    /// The CA bundle (PEM).
-    pub ca: Option<PathBuf>,
-    /// The client certificate (PEM).
-    pub cert: Option<PathBuf>,
-    /// The client key (PEM).
-    pub key: Option<PathBuf>,
-}
+use self::failure::Failure;
+use super::{
+    EtcdSettings, EtcdTls, MAX_PAGE, MAX_VALUE_SIZE, Ownership, StateError, StateStore, check_sizes,
+};
 
 /// How many operations one transaction of `record_owners` holds (etcd allows 128 by default).
 const TXN_CHUNK: usize = 64;
@@ -81,7 +45,7 @@ const AVOID: Duration = Duration::from_secs(1);
 pub struct EtcdStore {
     settings: EtcdSettings,
     options: ConnectOptions,
-    keys: keys::Layout,
+    keys: codec::Layout,
     /// One connection per member, so that a member that fails is passed over (a balancing
     /// channel over all of them keeps choosing a dead member: it is never busy).
     members: Vec<Member>,
@@ -159,7 +123,7 @@ impl EtcdStore {
             options = options.with_tls(tls_options(tls)?);
         }
         Ok(EtcdStore {
-            keys: keys::Layout::new(&settings.prefix),
+            keys: codec::Layout::new(&settings.prefix),
             settings: settings.clone(),
             options,
             members: settings
@@ -364,7 +328,11 @@ fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, StateError> {
     }
     let mut options = TlsOptions::new();
     options = match &tls.ca {
-        Some(ca) => options.ca_certificate(Certificate::from_pem(read("CA", ca)?)),
+        Some(ca) => {
+            let bundle = crate::pem::ca_bundle(ca)
+                .map_err(|e| StateError::Storage(format!("etcd: the TLS CA: {e}")))?;
+            options.ca_certificate(Certificate::from_pem(bundle.pem))
+        }
         None => options.with_native_roots(),
     };
     match (&tls.cert, &tls.key) {
@@ -376,65 +344,6 @@ fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, StateError> {
         _ => Err(StateError::Storage(
             "etcd: a TLS client certificate needs its key, and the other way round".into(),
         )),
-    }
-}
-
-/// Whether etcd's answer says the credentials are missing, wrong or short of a permission
-/// (etcd answers some of these as invalid arguments).
-fn refused_credentials(message: &str) -> bool {
-    [
-        "etcdserver: authentication failed",
-        "etcdserver: user name is empty",
-        "etcdserver: invalid auth token",
-        "etcdserver: permission denied",
-        "etcdserver: user name not found",
-    ]
-    .iter()
-    .any(|known| message.starts_with(known))
-}
-
-/// Why one attempt failed.
-enum Failure {
-    /// Worth another attempt within the deadline.
-    Transient(String),
-    /// Retrying will not help.
-    Final(StateError),
-}
-
-impl From<StateError> for Failure {
-    fn from(e: StateError) -> Self {
-        Failure::Final(e)
-    }
-}
-
-impl From<etcd_client::Error> for Failure {
-    fn from(e: etcd_client::Error) -> Self {
-        use etcd_client::Error as E;
-        match e {
-            E::GRpcStatus(status) if refused_credentials(status.message()) => {
-                Failure::Final(StateError::Unavailable(format!(
-                    "etcd refused the credentials: {}",
-                    status.message()
-                )))
-            }
-            E::GRpcStatus(status) => {
-                let message = format!("{}: {}", status.code(), status.message());
-                // gRPC codes by number (etcd-client does not re-export tonic's `Code`).
-                match status.code() as i32 {
-                    // Cancelled, Unknown, DeadlineExceeded, Aborted, Internal, Unavailable: the
-                    // transport failed, or etcd could not serve now (no leader, a timeout).
-                    1 | 2 | 4 | 10 | 13 | 14 => Failure::Transient(message),
-                    // PermissionDenied, Unauthenticated.
-                    7 | 16 => Failure::Final(StateError::Unavailable(format!(
-                        "etcd refused the credentials: {message}"
-                    ))),
-                    _ => Failure::Final(StateError::Storage(format!("etcd: {message}"))),
-                }
-            }
-            E::TransportError(e) => Failure::Transient(e.to_string()),
-            E::IoError(e) => Failure::Transient(e.to_string()),
-            other => Failure::Final(StateError::Storage(format!("etcd: {other}"))),
-        }
     }
 }
 
@@ -655,7 +564,7 @@ impl StateStore for EtcdStore {
             }
             largest = found.iter().map(|(_, v)| *v).max().unwrap_or(1);
             match found.last() {
-                Some((last, _)) if found.len() == page => start = keys::successor(last),
+                Some((last, _)) if found.len() == page => start = codec::successor(last),
                 _ => return Ok((keys, bytes)),
             }
         }
@@ -768,7 +677,7 @@ impl StateStore for EtcdStore {
                         let done = kvs.len() < page;
                         found.extend(kvs.into_iter().map(|kv| kv.into_key_value()));
                         match found.last() {
-                            Some((last, _)) if !done => start = keys::successor(last),
+                            Some((last, _)) if !done => start = codec::successor(last),
                             _ => break,
                         }
                     }
@@ -809,328 +718,6 @@ impl StateStore for EtcdStore {
 
     fn describe(&self) -> String {
         format!("etcd at {}", self.settings.endpoints.join(", "))
-    }
-}
-
-/// The key layout. Names are escaped so that byte order of keys is tuple order: a NUL inside a
-/// name becomes `\0\xFF` and a name ends with a lone `\0`. UTF-8 never holds `\xFF`, so the end
-/// of a name (`\0` then the next name, whose bytes are below `\xFF`) sorts before a NUL inside
-/// it (`\0\xFF`), just as the shorter of two names with the same start sorts first.
-mod keys {
-    pub struct Layout {
-        /// `{prefix}/`
-        root: Vec<u8>,
-        /// `{prefix}/kv/`
-        kv: Vec<u8>,
-        /// `{prefix}/owners/`
-        owners: Vec<u8>,
-        /// `{prefix}/swaps/`
-        swaps: Vec<u8>,
-    }
-
-    impl Layout {
-        pub fn new(prefix: &str) -> Layout {
-            let mut root = prefix.trim_end_matches('/').as_bytes().to_vec();
-            root.push(b'/');
-            let join = |part: &str| [root.as_slice(), part.as_bytes()].concat();
-            Layout {
-                kv: join("kv/"),
-                owners: join("owners/"),
-                swaps: join("swaps/"),
-                root,
-            }
-        }
-
-        pub fn root(&self) -> &[u8] {
-            &self.root
-        }
-
-        /// The marker of compare-and-swap number `n` of the store named `store`.
-        pub fn marker(&self, store: &str, n: u64) -> Vec<u8> {
-            [
-                self.swaps.as_slice(),
-                format!("{store}/{n:016x}").as_bytes(),
-            ]
-            .concat()
-        }
-
-        /// Where the keys of `namespace` start: `{prefix}/kv/{namespace}\0`.
-        pub fn kv_namespace(&self, namespace: &str) -> Vec<u8> {
-            let mut k = self.kv.clone();
-            escape_into(&mut k, namespace);
-            k.push(0);
-            k
-        }
-
-        pub fn kv(&self, namespace: &str, key: &str) -> Vec<u8> {
-            // The key is the last part: kept as it is, so a key prefix is a byte prefix.
-            [self.kv_namespace(namespace).as_slice(), key.as_bytes()].concat()
-        }
-
-        /// The range `[start, end)` of the keys of `namespace` that start with `prefix` and
-        /// sort after `after`.
-        pub fn kv_page(
-            &self,
-            namespace: &str,
-            prefix: &str,
-            after: Option<&str>,
-        ) -> (Vec<u8>, Vec<u8>) {
-            let base = self.kv_namespace(namespace);
-            let end = prefix_end(&[base.as_slice(), prefix.as_bytes()].concat());
-            let start = match after {
-                Some(after) if after >= prefix => {
-                    successor(&[base.as_slice(), after.as_bytes()].concat())
-                }
-                _ => [base.as_slice(), prefix.as_bytes()].concat(),
-            };
-            (start, end)
-        }
-
-        pub fn kv_end(&self) -> Vec<u8> {
-            prefix_end(&self.kv)
-        }
-
-        /// The first key of any namespace that sorts after `after` (or of any namespace).
-        pub fn namespaces_after(&self, after: Option<&str>) -> Vec<u8> {
-            match after {
-                Some(after) => self.after_namespace(after.as_bytes()),
-                None => self.kv.clone(),
-            }
-        }
-
-        /// Past every key of `namespace`: `{prefix}/kv/{namespace}\0\xFF`. A key of the
-        /// namespace continues `\0` with UTF-8 (never `\xFF`); a longer name that continues
-        /// with a NUL is escaped `\0\xFF` and so sorts after, as it should.
-        pub fn after_namespace(&self, namespace: &[u8]) -> Vec<u8> {
-            let mut k = self.kv.clone();
-            escape_bytes_into(&mut k, namespace);
-            k.extend_from_slice(&[0, 0xFF]);
-            k
-        }
-
-        /// The namespace of a plugin data key (unescaped bytes).
-        pub fn namespace_of(&self, key: &[u8]) -> Option<Vec<u8>> {
-            let rest = key.strip_prefix(self.kv.as_slice())?;
-            split_name(rest).map(|(name, _)| name)
-        }
-
-        pub fn owner(&self, cluster_id: &str, node_id: &str) -> Vec<u8> {
-            let mut k = self.owners.clone();
-            escape_into(&mut k, cluster_id);
-            k.push(0);
-            escape_into(&mut k, node_id);
-            k
-        }
-
-        pub fn owners_after(&self, after: Option<(&str, &str)>) -> Vec<u8> {
-            match after {
-                Some((cluster_id, node_id)) => successor(&self.owner(cluster_id, node_id)),
-                None => self.owners.clone(),
-            }
-        }
-
-        pub fn owners_end(&self) -> Vec<u8> {
-            prefix_end(&self.owners)
-        }
-
-        /// The (unescaped) cluster and node IDs of an ownership key.
-        pub fn owner_ids(&self, key: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
-            let rest = key.strip_prefix(self.owners.as_slice())?;
-            let (cluster_id, rest) = split_name(rest)?;
-            let node_id = unescape(rest)?;
-            Some((cluster_id, node_id))
-        }
-    }
-
-    fn escape_into(out: &mut Vec<u8>, name: &str) {
-        escape_bytes_into(out, name.as_bytes())
-    }
-
-    fn escape_bytes_into(out: &mut Vec<u8>, name: &[u8]) {
-        for &b in name {
-            out.push(b);
-            if b == 0 {
-                out.push(0xFF);
-            }
-        }
-    }
-
-    /// The unescaped bytes of an escaped name that fills `escaped`.
-    fn unescape(escaped: &[u8]) -> Option<Vec<u8>> {
-        match split_name(escaped) {
-            // A lone NUL in the last name: not a key this layout writes.
-            Some(_) => None,
-            None => {
-                let mut out = Vec::with_capacity(escaped.len());
-                let mut bytes = escaped.iter();
-                while let Some(&b) = bytes.next() {
-                    out.push(b);
-                    if b == 0 {
-                        bytes.next();
-                    }
-                }
-                Some(out)
-            }
-        }
-    }
-
-    /// Split an escaped, terminated name off the front of `key`: (the name, the rest after its
-    /// terminating NUL).
-    fn split_name(key: &[u8]) -> Option<(Vec<u8>, &[u8])> {
-        let mut name = Vec::new();
-        let mut i = 0;
-        while i < key.len() {
-            match (key[i], key.get(i + 1)) {
-                (0, Some(0xFF)) => {
-                    name.push(0);
-                    i += 2;
-                }
-                (0, _) => return Some((name, &key[i + 1..])),
-                (b, _) => {
-                    name.push(b);
-                    i += 1;
-                }
-            }
-        }
-        None
-    }
-
-    /// The smallest key after `key`.
-    pub fn successor(key: &[u8]) -> Vec<u8> {
-        let mut k = key.to_vec();
-        k.push(0);
-        k
-    }
-
-    /// The smallest key after every key that starts with `prefix` (etcd's range end for a
-    /// prefix).
-    pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-        let mut end = prefix.to_vec();
-        while let Some(last) = end.pop() {
-            if last < 0xFF {
-                end.push(last + 1);
-                return end;
-            }
-        }
-        // Every byte was 0xFF: up to the end of the key space.
-        vec![0]
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        fn layout() -> Layout {
-            Layout::new("/pg/test/")
-        }
-
-        #[test]
-        fn owner_keys_sort_as_the_id_tuples() {
-            let ids = [
-                "",
-                "\0",
-                "\0\0",
-                "\0a",
-                "a",
-                "a\0",
-                "a\0\0",
-                "a\0b",
-                "a\u{1}",
-                "a/",
-                "ab",
-                "b",
-                "é",
-                "\u{10FFFF}",
-            ];
-            let l = layout();
-            let mut tuples = Vec::new();
-            for c in ids {
-                for n in ids {
-                    tuples.push((c, n));
-                }
-            }
-            let mut by_key = tuples.clone();
-            by_key.sort_by_key(|(c, n)| l.owner(c, n));
-            tuples.sort();
-            assert_eq!(by_key, tuples);
-            for (c, n) in tuples {
-                let (cluster, node) = l.owner_ids(&l.owner(c, n)).unwrap();
-                assert_eq!(
-                    (cluster.as_slice(), node.as_slice()),
-                    (c.as_bytes(), n.as_bytes())
-                );
-                // The page after a record starts right after it.
-                let next = l.owners_after(Some((c, n)));
-                assert!(next > l.owner(c, n));
-            }
-        }
-
-        #[test]
-        fn data_keys_sort_by_namespace_then_key_and_namespaces_skip_whole() {
-            let l = layout();
-            let names = ["a", "a\0", "a\0b", "ab", "b"];
-            let keys = ["", "\0", "k", "k/1", "\u{7F}", "é"];
-            let mut pairs = Vec::new();
-            for ns in names {
-                for k in keys {
-                    pairs.push((ns, k));
-                }
-            }
-            let mut by_key = pairs.clone();
-            by_key.sort_by_key(|(ns, k)| l.kv(ns, k));
-            pairs.sort();
-            assert_eq!(by_key, pairs);
-            for (ns, k) in &pairs {
-                let key = l.kv(ns, k);
-                assert_eq!(l.namespace_of(&key).unwrap(), ns.as_bytes());
-                // Every key of a namespace sorts before the first of the next namespace.
-                assert!(key < l.after_namespace(ns.as_bytes()));
-                for other in names.iter().filter(|other| *other > ns) {
-                    assert!(l.kv(other, k) >= l.after_namespace(ns.as_bytes()));
-                }
-            }
-        }
-
-        #[test]
-        fn a_page_stays_inside_namespace_and_prefix_and_starts_after_after() {
-            let l = layout();
-            let (start, end) = l.kv_page("ns", "m/", None);
-            for inside in ["m/", "m/1", "m/\u{10FFFF}"] {
-                let k = l.kv("ns", inside);
-                assert!(start <= k && k < end, "{inside:?}");
-            }
-            for outside in ["m", "n", "m0", "l/1"] {
-                let k = l.kv("ns", outside);
-                assert!(!(start <= k && k < end), "{outside:?}");
-            }
-            assert!(l.kv("ns\0", "m/1") >= end);
-            assert!(l.kv("nr", "m/1") < start);
-
-            let (start, _) = l.kv_page("ns", "m/", Some("m/1"));
-            assert!(l.kv("ns", "m/1") < start && start <= l.kv("ns", "m/1\0"));
-            // `after` before the prefix starts the page at the prefix.
-            assert_eq!(l.kv_page("ns", "m/", Some("a")).0, l.kv("ns", "m/"));
-        }
-
-        #[test]
-        fn prefix_end_carries_past_ff_bytes() {
-            assert_eq!(prefix_end(b"ab"), b"ac");
-            assert_eq!(prefix_end(b"a\xFF"), b"b");
-            assert_eq!(prefix_end(b"a\0"), b"a\x01");
-            assert_eq!(prefix_end(b"\xFF\xFF"), b"\0");
-        }
-
-        #[test]
-        fn the_prefix_is_one_folder() {
-            assert_eq!(Layout::new("/x").root(), b"/x/");
-            assert_eq!(Layout::new("/x/").root(), b"/x/");
-            assert!(Layout::new("/x").kv("n", "k").starts_with(b"/x/kv/n\0"));
-            assert!(
-                Layout::new("/x")
-                    .owner("c", "n")
-                    .starts_with(b"/x/owners/c\0")
-            );
-        }
     }
 }
 
@@ -1213,7 +800,7 @@ mod tests {
             );
         }
         // Through the config that holds it, too.
-        let config = crate::config::StoreConfig::Etcd(s);
+        let config = crate::state::StoreConfig::Etcd(s);
         assert!(!format!("{config:?}").contains("hunter2"));
     }
 
@@ -1240,273 +827,13 @@ mod tests {
             key: None,
         });
         let e = EtcdStore::connect(&s).await.err().unwrap().to_string();
-        assert!(e.contains("cannot read the TLS CA"), "{e}");
+        assert!(
+            e.contains("TLS CA: cannot read CA bundle /nonexistent/ca.pem"),
+            "{e}"
+        );
     }
 }
 
 /// The store against a real etcd cluster, started by the tests (Debian's `etcd-server`).
 #[cfg(test)]
-mod cluster_tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-    use futures::future::join_all;
-    use xtask::etcd::EtcdCluster;
-
-    use super::*;
-    use crate::state::contract;
-
-    fn settings(cluster: &EtcdCluster, test: &str, timeout: Duration) -> EtcdSettings {
-        EtcdSettings {
-            endpoints: cluster.endpoints(),
-            prefix: format!("/platform-gateway/{test}"),
-            timeout,
-            username: None,
-            password: None,
-            tls: None,
-        }
-    }
-
-    fn owner(c: &str, n: &str, b: &str) -> Ownership {
-        Ownership {
-            cluster_id: c.into(),
-            node_id: n.into(),
-            backend: b.into(),
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_etcd_store_passes_the_contract_suite_on_a_three_member_cluster() {
-        let cluster = EtcdCluster::start(3);
-        let store = EtcdStore::connect(&settings(&cluster, "contract", Duration::from_secs(5)))
-            .await
-            .unwrap();
-        contract::run(Arc::new(store)).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn credentials_are_used_and_refused_ones_answer_unavailable_naming_them() {
-        let cluster = EtcdCluster::start(1);
-        let mut admin = Client::connect(cluster.endpoints(), None).await.unwrap();
-        admin.user_add("root", "secret", None).await.unwrap();
-        admin.user_grant_role("root", "root").await.unwrap();
-        admin.auth_enable().await.unwrap();
-
-        let t = Duration::from_secs(30);
-        let mut with = settings(&cluster, "auth", t);
-        with.username = Some("root".into());
-        with.password = Some("secret".into());
-        let store = EtcdStore::connect(&with).await.unwrap();
-        store.set("ns", "k", b"v").await.unwrap();
-        assert!(
-            store
-                .compare_and_swap("ns", "k", Some(b"v"), Some(b"w"))
-                .await
-                .unwrap()
-        );
-        store.check().await.unwrap();
-
-        with.password = Some("wrong".into());
-        let wrong = EtcdStore::connect(&with).await.unwrap();
-        let anonymous = EtcdStore::connect(&settings(&cluster, "auth", t))
-            .await
-            .unwrap();
-        for store in [wrong, anonymous] {
-            let started = std::time::Instant::now();
-            match store.get("ns", "k").await {
-                Err(StateError::Unavailable(m)) => {
-                    assert!(m.contains("etcd refused the credentials"), "{m}")
-                }
-                other => panic!("{other:?}"),
-            }
-            // Refused at once, not retried until the deadline: retried, it would take the
-            // whole 30 s; at once is under a tenth of that.
-            assert!(started.elapsed() < t / 10, "{:?}", started.elapsed());
-            assert!(store.check().await.is_err());
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn two_prefixes_on_one_cluster_do_not_see_each_other() {
-        let cluster = EtcdCluster::start(1);
-        let t = Duration::from_secs(5);
-        let a = EtcdStore::connect(&settings(&cluster, "a", t))
-            .await
-            .unwrap();
-        let b = EtcdStore::connect(&settings(&cluster, "a-b", t))
-            .await
-            .unwrap();
-        a.set("ns", "k", b"v").await.unwrap();
-        a.record_owners(&[owner("c", "n", "ns")]).await.unwrap();
-        assert_eq!(b.get("ns", "k").await.unwrap(), None);
-        assert!(b.namespaces(None, 10).await.unwrap().is_empty());
-        assert!(b.owners(None, 10).await.unwrap().is_empty());
-        assert_eq!(a.namespaces(None, 10).await.unwrap(), ["ns"]);
-        assert_eq!(a.owners(None, 10).await.unwrap(), [owner("c", "n", "ns")]);
-    }
-
-    /// Every operation of the trait once, with its name; all of them need a quorum.
-    async fn every_operation(
-        store: &EtcdStore,
-    ) -> Vec<(&'static str, Result<(), StateError>, Duration)> {
-        async fn timed<T>(
-            name: &'static str,
-            op: impl Future<Output = Result<T, StateError>>,
-        ) -> (&'static str, Result<(), StateError>, Duration) {
-            let started = std::time::Instant::now();
-            let result = op.await.map(|_| ());
-            (name, result, started.elapsed())
-        }
-        let o = [owner("c", "n2", "ns")];
-        let ops: Vec<std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>>> = vec![
-            Box::pin(timed("get", store.get("ns", "k"))),
-            Box::pin(timed("set", store.set("ns", "k2", b"v"))),
-            Box::pin(timed("delete", store.delete("ns", "k3"))),
-            Box::pin(timed(
-                "compare_and_swap",
-                store.compare_and_swap("ns", "k", Some(b"v"), Some(b"w")),
-            )),
-            Box::pin(timed("list_keys", store.list_keys("ns", "", None, 10))),
-            Box::pin(timed("namespaces", store.namespaces(None, 10))),
-            Box::pin(timed("owner", store.owner("c", "n"))),
-            Box::pin(timed("record_owners", store.record_owners(&o))),
-            Box::pin(timed("forget_owner", store.forget_owner("c", "n3"))),
-            Box::pin(timed("owners", store.owners(None, 10))),
-            Box::pin(timed("check", store.check())),
-        ];
-        join_all(ops).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn without_quorum_every_operation_is_unavailable_in_time_and_the_same_store_recovers() {
-        let mut cluster = EtcdCluster::start(3);
-        let timeout = Duration::from_millis(500);
-        let store = EtcdStore::connect(&settings(&cluster, "quorum", timeout))
-            .await
-            .unwrap();
-        store.set("ns", "k", b"v").await.unwrap();
-        store.record_owners(&[owner("c", "n", "ns")]).await.unwrap();
-
-        cluster.stop_member(1);
-        cluster.stop_member(2);
-        for (name, result, elapsed) in every_operation(&store).await {
-            match result {
-                Err(StateError::Unavailable(message)) => {
-                    assert!(message.contains("etcd at "), "{name}: {message}")
-                }
-                other => panic!("{name} without quorum answered {other:?}"),
-            }
-            // In time is a bound: each operation gives up at its 500 ms deadline instead of
-            // waiting for the quorum to return; ten deadlines is the margin.
-            assert!(
-                elapsed < timeout * 10,
-                "{name} took {elapsed:?} without quorum"
-            );
-        }
-        assert!(store.check().await.is_err());
-
-        // The members come back: the same store serves again, by itself, with the data intact.
-        cluster.start_member(1);
-        cluster.start_member(2);
-        cluster.wait_healthy();
-        let started = std::time::Instant::now();
-        while let Err(e) = store.check().await {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "no recovery after the members returned: {e}\n{}",
-                cluster.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(
-            store.get("ns", "k").await.unwrap().as_deref(),
-            Some(&b"v"[..])
-        );
-        assert_eq!(store.owner("c", "n").await.unwrap().as_deref(), Some("ns"));
-        for (name, result, _) in every_operation(&store).await {
-            assert!(result.is_ok(), "{name} after recovery: {result:?}");
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn one_member_stopped_under_load_fails_no_operation() {
-        let mut cluster = EtcdCluster::start(3);
-        let store = Arc::new(
-            EtcdStore::connect(&settings(&cluster, "load", Duration::from_secs(2)))
-                .await
-                .unwrap(),
-        );
-        let stop = Arc::new(AtomicBool::new(false));
-        let done = Arc::new(AtomicUsize::new(0));
-        // Each worker counts up its own key by compare-and-swap and records an owner per step:
-        // a failed or repeated swap would break its count.
-        let workers: Vec<_> = (0..8)
-            .map(|w| {
-                let (store, stop, done) = (store.clone(), stop.clone(), done.clone());
-                tokio::spawn(async move {
-                    let key = format!("counter-{w}");
-                    let mut n: u64 = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let (old, new) = (n.to_string(), (n + 1).to_string());
-                        let expected = (n > 0).then_some(old.as_bytes());
-                        let swapped = store
-                            .compare_and_swap("load", &key, expected, Some(new.as_bytes()))
-                            .await
-                            .unwrap_or_else(|e| panic!("worker {w} step {n}: {e}"));
-                        assert!(swapped, "worker {w} step {n}: lost its own swap");
-                        store
-                            .record_owners(&[owner("load", &format!("{w}-{n}"), "load")])
-                            .await
-                            .unwrap_or_else(|e| panic!("worker {w} owner {n}: {e}"));
-                        n += 1;
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    (key, n)
-                })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let before = done.load(Ordering::Relaxed);
-        // The leader stops the operator's way (it hands leadership over first), then a
-        // follower is killed outright, then a follower stops; the other two keep a quorum.
-        // (A leader that crashes leaves no leader for an election timeout, a second or two:
-        // calls whose deadline passes meanwhile answer Unavailable; see the quorum test.)
-        for step in 0..3 {
-            tokio::task::block_in_place(|| {
-                let crash = step == 1;
-                let member = match step {
-                    0 => cluster.leader(),
-                    _ => cluster.follower(),
-                }
-                .expect("a leader and followers");
-                if crash {
-                    cluster.kill_member(member);
-                } else {
-                    cluster.stop_member(member);
-                }
-                std::thread::sleep(Duration::from_secs(1));
-                cluster.start_member(member);
-                cluster.wait_healthy();
-            });
-        }
-        stop.store(true, Ordering::Relaxed);
-        let mut total = 0;
-        for worker in workers {
-            let (key, n) = worker.await.unwrap();
-            assert_eq!(
-                store.get("load", &key).await.unwrap(),
-                Some(n.to_string().into_bytes())
-            );
-            total += n;
-        }
-        let owners = store.owners(None, usize::MAX).await.unwrap();
-        assert_eq!(owners.len() as u64, total);
-        assert!(
-            done.load(Ordering::Relaxed) > before,
-            "no progress while members stopped"
-        );
-        eprintln!(
-            "{total} swaps and as many owner records, the leader stopped, a follower killed, a follower stopped: none failed"
-        );
-    }
-}
+mod cluster_tests;
