@@ -13,9 +13,9 @@
 //! plugins built against it keep loading.
 //!
 //! Adding contract 0.3: write `v0_3.rs` (start from a copy of `v0_2.rs`), declare it beside the
-//! others (`mod v0_3;`) and add `V0_3 => v0_3,` to the `contracts!` list at the end of this
-//! file's items. (The declaration cannot be part of the list: rustfmt does not see modules
-//! declared inside a macro.)
+//! others (`mod v0_3;`) and add `V0_3 => v0_3,` to the `contracts! { ... }` invocation, the one
+//! list of the versions served. (The declaration cannot be part of that list: rustfmt does not
+//! see modules declared inside a macro.)
 //!
 //! Exports are called as futures, so that a deadline can stop a call that waits in a host call;
 //! the state store's operations are futures too (etcd answers over the network), so the same
