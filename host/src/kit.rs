@@ -18,10 +18,11 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::convert::{check_discovery, check_provision};
+use crate::contract::Contract;
+use crate::gateway::answer::{check_discovery, check_provision};
 use crate::metrics::Metrics;
 use crate::model::{self, ProviderError};
-use crate::runtime::{Backend, CallError, Contract, Runtime};
+use crate::runtime::{Backend, CallError, Runtime};
 use crate::state::{Ownership, StateError, StateStore};
 
 /// How to load the plugin under test.

@@ -9,12 +9,13 @@
 //! - [`api`]: the HTTP contract: handlers, request validation, the one mapping from domain
 //!   errors to statuses and the error body, the admin API, route explanations.
 //! - [`gateway`]: generations of loaded backends and the three operations over them, in domain
-//!   results and errors (fan-out, merge, ownership).
+//!   results and errors (fan-out, merge, ownership, checks on plugin answers).
 //! - [`routing`]: the provision route table: one `select`, used by requests and explanations.
 //! - [`model`]: identities used everywhere ([`model::BackendId`]).
-//! - [`convert`]: the plugin contract's records: route keys and checks on plugin answers.
 //! - [`reload`]: the task that builds and swaps generations on file events, SIGHUP, admin calls.
 //! - [`runtime`]: the wasmtime engine, the compiled-component cache, one store per call.
+//! - [`contract`]: one module per released contract version: its bindings, its linker setup and
+//!   its records to and from the model; the rest of the host sees one version-free model.
 //! - [`capability`]: what plugins may import (settings, logging, state, HTTP), one module each.
 //! - [`state`]: the durable store behind plugin data and node ownership: embedded or etcd.
 //! - [`config`]: the TOML file turned into a validated [`config::Config`], each section parsed
@@ -29,11 +30,10 @@
 //! it the same way.
 
 pub mod api;
-mod bindings;
 pub mod capability;
 pub mod config;
 pub mod config_file;
-pub mod convert;
+pub mod contract;
 pub mod gateway;
 pub mod kit;
 pub mod metrics;

@@ -36,7 +36,7 @@ impl fmt::Display for BackendId {
 }
 
 /// A request to create nodes in one node group, resolved and validated, as every plugin gets it
-/// (a contract version that lacks a field leaves it out; see `convert`).
+/// (a contract version that lacks a field leaves it out; see [`crate::contract`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvisionRequest {
     /// Stable across retries of one request (from the client's `Idempotency-Key`), else new.

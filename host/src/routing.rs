@@ -14,7 +14,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config_file::{ConfigError, Source};
-use crate::model::BackendId;
+use crate::model::{BackendId, ProvisionRequest};
 
 /// A `cluster_id` condition: an exact ID, or a glob (`*`, `?`, `[...]`).
 #[derive(Debug, Clone)]
@@ -85,6 +85,19 @@ pub struct RouteKey<'a> {
     pub node_group_id: &'a str,
     /// The requested group's node class.
     pub node_class: &'a str,
+}
+
+impl<'a> RouteKey<'a> {
+    /// What the route table matches a resolved provision request on.
+    pub fn of(request: &'a ProvisionRequest) -> RouteKey<'a> {
+        RouteKey {
+            cluster_id: &request.cluster_id,
+            store: &request.store,
+            store_version: &request.store_version,
+            node_group_id: &request.node_group,
+            node_class: &request.node_class,
+        }
+    }
 }
 
 impl std::fmt::Display for RouteKey<'_> {

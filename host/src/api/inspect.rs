@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::{model, validate};
 use crate::config::Config;
-use crate::convert;
+use crate::routing::RouteKey;
 
 /// One route tried for a provision request.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub fn explain(
             ApiError::bad_request("invalid provision request").with_cause(e.to_string())
         })?;
         let request = validate::provision_request(request, None)?;
-        let key = convert::route_key(&request);
+        let key = RouteKey::of(&request);
         // Decide through the same selection the gateway uses; list what was tried up to it.
         let selected = config.routes.select(&key);
         let tried_up_to = selected.map_or(config.routes.routes().len(), |(index, _)| index + 1);

@@ -1,5 +1,6 @@
-//! Logging: `wasi:logging/logging` (contract 0.1) and `replicante:platform/log` (0.2) into the
-//! gateway's tracing, tagged with the backend.
+//! Logging: what a plugin logs (through `wasi:logging/logging` under contract 0.1,
+//! `replicante:platform/log` under 0.2: see [`crate::contract`]) into the gateway's tracing,
+//! tagged with the backend.
 //!
 //! A chatty plugin cannot flood the log: messages are cut at a size, one call may log a bounded
 //! number of messages and bytes (the rest are counted, dropped, and reported once when the call
@@ -7,11 +8,7 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker};
-
-use crate::bindings::{v0_1, v0_2};
 use crate::metrics::Metrics;
-use v0_1::wasi::logging::logging::Level;
 
 /// The longest message kept; longer ones are cut.
 const MAX_MESSAGE: usize = 4096;
@@ -111,7 +108,7 @@ fn cut(text: &str) -> &str {
 
 impl Logging {
     /// Log `message` at `level` (the context, when the contract has one, as a field).
-    fn emit(&mut self, level: tracing::Level, context: Option<&str>, message: &str) {
+    pub fn emit(&mut self, level: tracing::Level, context: Option<&str>, message: &str) {
         let message = cut(message);
         let context = context.map(cut);
         if !self.admit(message.len() + context.map_or(0, str::len)) {
@@ -140,49 +137,6 @@ impl Logging {
             tracing::Level::ERROR => emit!(error),
         }
     }
-}
-
-impl v0_2::replicante::platform::log::Host for Logging {
-    fn log(&mut self, level: v0_2::replicante::platform::log::Level, message: String) {
-        use v0_2::replicante::platform::log::Level as L;
-        let level = match level {
-            L::Trace => tracing::Level::TRACE,
-            L::Debug => tracing::Level::DEBUG,
-            L::Info => tracing::Level::INFO,
-            L::Warn => tracing::Level::WARN,
-            L::Error => tracing::Level::ERROR,
-        };
-        self.emit(level, None, &message);
-    }
-}
-
-impl v0_1::wasi::logging::logging::Host for Logging {
-    fn log(&mut self, level: Level, context: String, message: String) {
-        let level = match level {
-            Level::Trace => tracing::Level::TRACE,
-            Level::Debug => tracing::Level::DEBUG,
-            Level::Info => tracing::Level::INFO,
-            Level::Warn => tracing::Level::WARN,
-            Level::Error | Level::Critical => tracing::Level::ERROR,
-        };
-        self.emit(level, Some(&context), &message);
-    }
-}
-
-/// Link `wasi:logging/logging` (contract 0.1).
-pub fn add_to_linker_v0_1<T: 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut Logging,
-) -> wasmtime::Result<()> {
-    v0_1::wasi::logging::logging::add_to_linker::<T, HasSelf<Logging>>(linker, get)
-}
-
-/// Link `replicante:platform/log` (contract 0.2).
-pub fn add_to_linker_v0_2<T: 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut Logging,
-) -> wasmtime::Result<()> {
-    v0_2::replicante::platform::log::add_to_linker::<T, HasSelf<Logging>>(linker, get)
 }
 
 #[cfg(test)]

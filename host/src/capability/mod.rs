@@ -1,5 +1,7 @@
 //! Host capabilities given to plugins, one module each: what a plugin can reach is exactly
-//! what is linked here. Each module owns its per-call state and its linker setup.
+//! what is linked here. Each module owns its per-call state and the version-free core of its
+//! operations; each contract version's module ([`crate::contract`]) links them in that version's
+//! words.
 //!
 //! WASI itself (clocks, random, stdio) is linked with no files, no environment, no sockets and
 //! no network names: std's plumbing works, but a plugin reaches nothing outside the sandbox.

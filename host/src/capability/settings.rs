@@ -1,6 +1,7 @@
 //! Settings: the backend's `settings` table, read by contract 0.1 plugins through the standard
 //! `wasi:config/store` (one entry per top-level key) and by 0.2 plugins through
-//! `replicante:platform/settings` (the whole table as one JSON object).
+//! `replicante:platform/settings` (the whole table as one JSON object); each version's module in
+//! [`crate::contract`] links its form.
 //!
 //! Both forms are built once per backend at load; every call shares them through an `Arc`. The
 //! table is read from the config here too ([`Setting`]).
@@ -9,10 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use toml::Spanned;
-use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 
-use crate::bindings::v0_2;
 use crate::config_file::{ConfigError, Source, is_secret_reference};
 
 /// One setting of a backend, in the two forms plugins read.
@@ -110,27 +109,9 @@ impl Settings {
     pub fn view(&mut self) -> WasiConfig<'_> {
         WasiConfig::from(&self.0.entries)
     }
-}
 
-impl v0_2::replicante::platform::settings::Host for Settings {
-    fn get(&mut self) -> String {
-        self.0.json.clone()
+    /// The whole table as one JSON object, for `replicante:platform/settings`.
+    pub fn json(&self) -> &str {
+        &self.0.json
     }
-}
-
-/// Link `wasi:config/store` (contract 0.1), reading the settings that `get` finds in the store
-/// data.
-pub fn add_to_linker_v0_1<T: 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> WasiConfig<'_>,
-) -> wasmtime::Result<()> {
-    wasmtime_wasi_config::add_to_linker(linker, get)
-}
-
-/// Link `replicante:platform/settings` (contract 0.2).
-pub fn add_to_linker_v0_2<T: 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut Settings,
-) -> wasmtime::Result<()> {
-    v0_2::replicante::platform::settings::add_to_linker::<T, HasSelf<Settings>>(linker, get)
 }

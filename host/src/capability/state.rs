@@ -14,9 +14,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmtime::component::{HasSelf, Linker};
-
-use crate::bindings::{v0_1, v0_2};
 use crate::metrics::Metrics;
 use crate::model::BackendId;
 use crate::state::quota::{QuotaError, Refusal};
@@ -27,28 +24,12 @@ pub const LIST_MAX_KEYS: usize = 10_000;
 /// The most bytes of keys one contract 0.1 `list-keys` answers.
 pub const LIST_MAX_BYTES: usize = 4 << 20;
 
-/// Why a state operation failed, before it is put in a contract version's words.
-enum Failure {
+/// Why a state operation failed, before a contract version puts it in its words.
+pub enum Failure {
+    /// Not now: the store is unavailable, the deadline has passed, the write rate is used up.
     Unavailable(String),
+    /// Over a quota or a bound: retrying will not help.
     TooLarge(String),
-}
-
-impl From<Failure> for v0_1::replicante::platform::state::Error {
-    fn from(failure: Failure) -> Self {
-        match failure {
-            Failure::Unavailable(m) => Self::Unavailable(m),
-            Failure::TooLarge(m) => Self::TooLarge(m),
-        }
-    }
-}
-
-impl From<Failure> for v0_2::replicante::platform::state::StateError {
-    fn from(failure: Failure) -> Self {
-        match failure {
-            Failure::Unavailable(m) => Self::Unavailable(m),
-            Failure::TooLarge(m) => Self::TooLarge(m),
-        }
-    }
 }
 
 /// A backend's state quotas, its namespace's usage (shared by its generations) and where
@@ -141,14 +122,16 @@ impl PluginState {
         }
     }
 
-    async fn get(&self, key: String) -> Result<Option<Vec<u8>>, Failure> {
+    /// The value of `key`, if set.
+    pub async fn get(&self, key: String) -> Result<Option<Vec<u8>>, Failure> {
         self.open()?
             .get(&self.namespace, &key)
             .await
             .map_err(|e| self.error(e))
     }
 
-    async fn set(&self, key: String, value: Vec<u8>) -> Result<(), Failure> {
+    /// Set `key` to `value`, within the quotas.
+    pub async fn set(&self, key: String, value: Vec<u8>) -> Result<(), Failure> {
         let store = self.open()?;
         let Quotas { quota, usage, .. } = &self.quotas;
         usage
@@ -157,7 +140,8 @@ impl PluginState {
             .map_err(|e| self.quota_error(e))
     }
 
-    async fn delete(&self, key: String) -> Result<(), Failure> {
+    /// Delete `key` (a write, within the quotas).
+    pub async fn delete(&self, key: String) -> Result<(), Failure> {
         let store = self.open()?;
         let Quotas { quota, usage, .. } = &self.quotas;
         usage
@@ -166,7 +150,8 @@ impl PluginState {
             .map_err(|e| self.quota_error(e))
     }
 
-    async fn compare_and_swap(
+    /// Set `key` to `new` (unset if None) if its value is `expected` (unset if None); whether it did.
+    pub async fn compare_and_swap(
         &self,
         key: String,
         expected: Option<Vec<u8>>,
@@ -190,7 +175,7 @@ impl PluginState {
     /// Contract 0.1: every key at once (the store is read a page at a time), up to
     /// [`LIST_MAX_KEYS`] keys and [`LIST_MAX_BYTES`]; a longer list is `too-large`, since 0.1
     /// cannot say that a list is cut short.
-    async fn all_keys(&self, prefix: String) -> Result<Vec<String>, Failure> {
+    pub async fn all_keys(&self, prefix: String) -> Result<Vec<String>, Failure> {
         self.keys_within(prefix, LIST_MAX_KEYS, LIST_MAX_BYTES)
             .await
     }
@@ -236,7 +221,7 @@ impl PluginState {
 
     /// Contract 0.2: one page of at most `limit` keys, and where the next starts, if a key
     /// follows (a full page looks one key further, so the last page always says `none`).
-    async fn page(
+    pub async fn page(
         &self,
         prefix: String,
         start_after: Option<String>,
@@ -265,110 +250,8 @@ impl PluginState {
     }
 }
 
-impl v0_1::replicante::platform::state::Host for PluginState {
-    async fn get(
-        &mut self,
-        key: String,
-    ) -> Result<Option<Vec<u8>>, v0_1::replicante::platform::state::Error> {
-        Ok(PluginState::get(self, key).await?)
-    }
-
-    async fn set(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-    ) -> Result<(), v0_1::replicante::platform::state::Error> {
-        Ok(PluginState::set(self, key, value).await?)
-    }
-
-    async fn delete(
-        &mut self,
-        key: String,
-    ) -> Result<(), v0_1::replicante::platform::state::Error> {
-        Ok(PluginState::delete(self, key).await?)
-    }
-
-    async fn compare_and_swap(
-        &mut self,
-        key: String,
-        expected: Option<Vec<u8>>,
-        new: Option<Vec<u8>>,
-    ) -> Result<bool, v0_1::replicante::platform::state::Error> {
-        Ok(PluginState::compare_and_swap(self, key, expected, new).await?)
-    }
-
-    async fn list_keys(
-        &mut self,
-        prefix: String,
-    ) -> Result<Vec<String>, v0_1::replicante::platform::state::Error> {
-        Ok(self.all_keys(prefix).await?)
-    }
-}
-
-impl v0_2::replicante::platform::state::Host for PluginState {
-    async fn get(
-        &mut self,
-        key: String,
-    ) -> Result<Option<Vec<u8>>, v0_2::replicante::platform::state::StateError> {
-        Ok(PluginState::get(self, key).await?)
-    }
-
-    async fn set(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-    ) -> Result<(), v0_2::replicante::platform::state::StateError> {
-        Ok(PluginState::set(self, key, value).await?)
-    }
-
-    async fn delete(
-        &mut self,
-        key: String,
-    ) -> Result<(), v0_2::replicante::platform::state::StateError> {
-        Ok(PluginState::delete(self, key).await?)
-    }
-
-    async fn compare_and_swap(
-        &mut self,
-        key: String,
-        expected: Option<Vec<u8>>,
-        new: Option<Vec<u8>>,
-    ) -> Result<bool, v0_2::replicante::platform::state::StateError> {
-        Ok(PluginState::compare_and_swap(self, key, expected, new).await?)
-    }
-
-    async fn list_keys(
-        &mut self,
-        prefix: String,
-        start_after: Option<String>,
-        limit: u32,
-    ) -> Result<
-        v0_2::replicante::platform::state::KeyPage,
-        v0_2::replicante::platform::state::StateError,
-    > {
-        let (keys, next) = self.page(prefix, start_after, limit).await?;
-        Ok(v0_2::replicante::platform::state::KeyPage { keys, next })
-    }
-}
-
-/// Link `replicante:platform/state@0.1.0`.
-pub fn add_to_linker_v0_1<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut PluginState,
-) -> wasmtime::Result<()> {
-    v0_1::replicante::platform::state::add_to_linker::<T, HasSelf<PluginState>>(linker, get)
-}
-
-/// Link `replicante:platform/state@0.2.0`.
-pub fn add_to_linker_v0_2<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut PluginState,
-) -> wasmtime::Result<()> {
-    v0_2::replicante::platform::state::add_to_linker::<T, HasSelf<PluginState>>(linker, get)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::state::embedded::RedbStore;
 
@@ -383,7 +266,10 @@ mod tests {
         (quotas, metrics)
     }
 
-    fn plugin_state(quota: StateQuota) -> (tempfile::TempDir, PluginState, Arc<Metrics>) {
+    /// A call's state over a fresh embedded store, in namespace `ns` of backend `pool`.
+    pub(crate) fn plugin_state(
+        quota: StateQuota,
+    ) -> (tempfile::TempDir, PluginState, Arc<Metrics>) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn StateStore> = Arc::new(RedbStore::open(dir.path()).unwrap());
         let (quotas, metrics) = quotas(quota);
@@ -392,7 +278,8 @@ mod tests {
         (dir, state, metrics)
     }
 
-    fn refusals(metrics: &Metrics, reason: &str) -> u64 {
+    /// How many writes `metrics` counts as refused for `reason`.
+    pub(crate) fn refusals(metrics: &Metrics, reason: &str) -> u64 {
         let text = metrics.encode_prometheus();
         let prefix = format!(
             "platform_gateway_state_quota_refusals_total{{backend=\"pool\",reason=\"{reason}\"}} "
@@ -400,66 +287,6 @@ mod tests {
         text.lines()
             .find_map(|l| l.strip_prefix(prefix.as_str()))
             .map_or(0, |n| n.parse().unwrap())
-    }
-
-    #[tokio::test]
-    async fn both_contracts_refuse_writes_over_the_quotas_in_their_own_error_shapes() {
-        use v0_1::replicante::platform::state::Error as E1;
-        use v0_2::replicante::platform::state::StateError as E2;
-        let quota = StateQuota {
-            keys: 2,
-            bytes: 1 << 20,
-            value: 16,
-            writes_per_second: 1_000_000,
-        };
-        let (_dir, mut state, metrics) = plugin_state(quota);
-        v0_1::replicante::platform::state::Host::set(&mut state, "a".into(), b"1".to_vec())
-            .await
-            .unwrap();
-        v0_2::replicante::platform::state::Host::set(&mut state, "b".into(), b"1".to_vec())
-            .await
-            .unwrap();
-        match v0_1::replicante::platform::state::Host::set(&mut state, "c".into(), b"1".to_vec())
-            .await
-        {
-            Err(E1::TooLarge(m)) => assert!(m.contains("limits.state_keys"), "{m}"),
-            other => panic!("{other:?}"),
-        }
-        match v0_2::replicante::platform::state::Host::compare_and_swap(
-            &mut state,
-            "c".into(),
-            None,
-            Some(b"1".to_vec()),
-        )
-        .await
-        {
-            Err(E2::TooLarge(m)) => assert!(m.contains("limits.state_keys"), "{m}"),
-            other => panic!("{other:?}"),
-        }
-        match v0_2::replicante::platform::state::Host::set(&mut state, "a".into(), vec![0; 17])
-            .await
-        {
-            Err(E2::TooLarge(m)) => assert!(m.contains("limits.state_value_size"), "{m}"),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(refusals(&metrics, "keys"), 2);
-        assert_eq!(refusals(&metrics, "value_size"), 1);
-
-        // Over the rate: `unavailable`, which a plugin retries later.
-        let (_dir, mut state, metrics) = plugin_state(StateQuota {
-            writes_per_second: 1,
-            ..StateQuota::default()
-        });
-        v0_2::replicante::platform::state::Host::set(&mut state, "a".into(), b"1".to_vec())
-            .await
-            .unwrap();
-        match v0_1::replicante::platform::state::Host::delete(&mut state, "a".into()).await {
-            Err(E1::Unavailable(m)) => {
-                assert!(m.contains("limits.state_writes_per_second"), "{m}")
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(refusals(&metrics, "write_rate"), 1);
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -1,12 +1,13 @@
 //! The gateway: the current generation of loaded backends and the three operations of the
 //! Platform API over it, in domain terms (requests already validated by `api/`, answers checked
-//! by [`crate::convert`], failures as [`Error`]).
+//! by [`answer`], failures as [`Error`]).
 //!
 //! A [`Generation`] is an immutable snapshot (config plus loaded backends). Each request takes
 //! the current one with a cheap `Arc` load and finishes on it, whatever happens meanwhile. The
 //! ownership index is a cache that discovery rebuilds: failing to write it never fails a request
 //! whose side effects already happened.
 
+pub mod answer;
 mod error;
 mod ownership;
 
@@ -21,10 +22,10 @@ use rayon::prelude::*;
 pub use error::Error;
 
 use crate::config::{Config, DiscoveryPolicy};
-use crate::convert;
 use crate::metrics::Metrics;
 use crate::model::BackendId;
 use crate::model::{self, ProviderError};
+use crate::routing::RouteKey;
 use crate::runtime::{Backend, CallError, LoadError, Runtime};
 use crate::state::{Ownership, StateError, StateStore};
 use ownership::Deprovision;
@@ -289,7 +290,7 @@ impl Gateway {
                     error,
                 })
                 .and_then(|clusters| {
-                    convert::check_discovery(&clusters)
+                    answer::check_discovery(&clusters)
                         .map(|()| clusters)
                         .map_err(|problem| {
                             self.metrics
@@ -468,7 +469,7 @@ impl Gateway {
         generation: &Generation,
         request: model::ProvisionRequest,
     ) -> Result<model::ProvisionResponse, Error> {
-        let key = convert::route_key(&request);
+        let key = RouteKey::of(&request);
         let Some((_, route)) = generation.config.routes.select(&key) else {
             return Err(Error::NoRoute {
                 request: key.to_string(),
@@ -500,7 +501,7 @@ impl Gateway {
                 operation: "provision",
                 error,
             })?;
-        let mut problem = convert::check_provision(&request, &answer).err();
+        let mut problem = answer::check_provision(&request, &answer).err();
         if problem.is_none() {
             problem = self.foreign_node(backend, &request, &answer).await;
         }

@@ -20,11 +20,12 @@ use wasmtime_wasi::WasiCtx;
 
 use super::config::BackendConfig;
 use super::limits::Limits;
-use super::{Answer, CallState, EPOCH_TICK, Operation, Prepared};
+use super::{CallState, EPOCH_TICK, Prepared};
 use crate::capability::http::{Allowlist, OutboundHttp};
 use crate::capability::state::{PluginState, Quotas};
 use crate::capability::stdio::Capture;
 use crate::capability::{logging::Logging, redact, settings::Settings};
+use crate::contract::{Answer, Contract, Operation};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::model::{
     BackendId, Cluster, DeprovisionRequest, ProviderError, ProvisionRequest, ProvisionResponse,
@@ -329,7 +330,7 @@ impl Backend {
     }
 
     /// The contract version its plugin implements.
-    pub fn contract(&self) -> super::Contract {
+    pub fn contract(&self) -> Contract {
         self.prepared.contract()
     }
 
@@ -596,8 +597,8 @@ impl Backend {
     }
 }
 
-/// A plugin's answer of the wrong kind for its operation: the conversion in `runtime` pairs
-/// them, so this is the gateway's bug, never the plugin's.
+/// A plugin's answer of the wrong kind for its operation: [`crate::contract`] pairs them, so
+/// this is the gateway's bug, never the plugin's.
 fn mismatch() -> CallError {
     CallError::Host("the plugin's answer does not match its operation".into())
 }

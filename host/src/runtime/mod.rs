@@ -2,8 +2,8 @@
 //!
 //! [`Runtime::prepare`] compiles (or fetches from the cache) a backend's component, reads which
 //! contract version it implements from its exports, and pre-instantiates it against that
-//! version's linker, which is where a plugin that imports what its world does not list is
-//! refused. [`Backend`] then runs each call in a new `Store` with the backend's memory
+//! version's linker (both [`crate::contract`]'s), which is where a plugin that imports what its
+//! world does not list is refused. [`Backend`] then runs each call in a new `Store` with the backend's memory
 //! cap and deadline, so nothing a plugin does in one call survives into the next.
 
 mod backend;
@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::ResourceTable;
 use wasmtime::{
     Config as EngineConfig, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
 };
@@ -29,9 +29,8 @@ use self::config::BackendConfig;
 use crate::capability::{
     http::OutboundHttp, logging::Logging, settings::Settings, state::PluginState,
 };
+use crate::contract::{Capabilities, Contract, Linkers, Plugin};
 use crate::metrics::Metrics;
-
-use crate::bindings::{v0_1, v0_2};
 
 /// How often the epoch advances: the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -104,93 +103,24 @@ impl WasiView for CallState {
     }
 }
 
-/// The contract versions this gateway serves, oldest first.
-pub const CONTRACTS: [Contract; 2] = [Contract::V0_1, Contract::V0_2];
-
-/// A released version of the `replicante:platform` contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Contract {
-    /// 0.1.0, frozen.
-    V0_1,
-    /// 0.2.0.
-    V0_2,
-}
-
-impl Contract {
-    /// Its version number.
-    pub fn version(self) -> &'static str {
-        match self {
-            Contract::V0_1 => "0.1.0",
-            Contract::V0_2 => "0.2.0",
-        }
+impl Capabilities for CallState {
+    fn settings(&mut self) -> &mut Settings {
+        &mut self.settings
     }
 
-    /// The contract a component implements, by the `provider` interface it exports.
-    fn of(component: &wasmtime::component::Component, engine: &Engine) -> Result<Contract, String> {
-        const PROVIDER: &str = "replicante:platform/provider@";
-        let ty = component.component_type();
-        let exported: Vec<String> = ty
-            .exports(engine)
-            .map(|(name, _)| name.to_string())
-            .collect();
-        let Some(version) = exported.iter().find_map(|name| name.strip_prefix(PROVIDER)) else {
-            return Err(format!(
-                "it exports no `replicante:platform/provider` interface (it exports: {}); a \
-                 plugin implements the `plugin` world of wit/ in the gateway's repository",
-                if exported.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    exported.join(", ")
-                }
-            ));
-        };
-        CONTRACTS
-            .into_iter()
-            .find(|c| c.version() == version)
-            .ok_or_else(|| {
-                format!(
-                    "it implements contract replicante:platform@{version}, which this gateway \
-                     does not serve (it serves {})",
-                    CONTRACTS.map(Contract::version).join(", ")
-                )
-            })
+    fn logging(&mut self) -> &mut Logging {
+        &mut self.logging
     }
-}
 
-impl std::fmt::Display for Contract {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "replicante:platform@{}", self.version())
-    }
-}
-
-/// The linkers of one contract version: exactly the imports its world lists.
-struct Linkers {
-    /// What every backend gets.
-    plain: Linker<CallState>,
-    /// That plus `wasi:http`, for backends granted outbound HTTP.
-    http: Linker<CallState>,
-}
-
-impl Linkers {
-    /// WASI plus `add`'s imports, and a copy with `wasi:http` too.
-    fn new(
-        engine: &Engine,
-        add: impl FnOnce(&mut Linker<CallState>) -> wasmtime::Result<()>,
-    ) -> wasmtime::Result<Linkers> {
-        let mut plain = Linker::<CallState>::new(engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut plain)?;
-        add(&mut plain)?;
-        let mut http = plain.clone();
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http)?;
-        Ok(Linkers { plain, http })
+    fn state(&mut self) -> &mut PluginState {
+        &mut self.state
     }
 }
 
 /// The engine, the linkers and the compiled-component cache, shared by every backend.
 pub struct Runtime {
     engine: Engine,
-    v0_1: Linkers,
-    v0_2: Linkers,
+    linkers: Linkers<CallState>,
     cache: cache::ComponentCache,
     metrics: Arc<Metrics>,
     /// Component instances that can exist at once.
@@ -231,17 +161,7 @@ impl Runtime {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
 
-        use crate::capability::{logging, settings, state};
-        let v0_1 = Linkers::new(&engine, |linker| {
-            settings::add_to_linker_v0_1(linker, |s: &mut CallState| s.settings.view())?;
-            logging::add_to_linker_v0_1(linker, |s: &mut CallState| &mut s.logging)?;
-            state::add_to_linker_v0_1(linker, |s: &mut CallState| &mut s.state)
-        })?;
-        let v0_2 = Linkers::new(&engine, |linker| {
-            settings::add_to_linker_v0_2(linker, |s: &mut CallState| &mut s.settings)?;
-            logging::add_to_linker_v0_2(linker, |s: &mut CallState| &mut s.logging)?;
-            state::add_to_linker_v0_2(linker, |s: &mut CallState| &mut s.state)
-        })?;
+        let linkers = Linkers::new(&engine)?;
 
         // The ticker lives as long as the engine: every backend holds a clone, so deadlines keep
         // working for as long as any call can run, and the thread ends with the last of them.
@@ -262,8 +182,7 @@ impl Runtime {
             slots,
             cache: cache::ComponentCache::new(&engine, cache_dir, cache_max),
             engine,
-            v0_1,
-            v0_2,
+            linkers,
             metrics: Arc::default(),
         })
     }
@@ -317,15 +236,9 @@ impl Runtime {
                 message,
             }
         })?;
-        let linkers = match contract {
-            Contract::V0_1 => &self.v0_1,
-            Contract::V0_2 => &self.v0_2,
-        };
-        let linker = match config.grants.http {
-            Some(_) => &linkers.http,
-            None => &linkers.plain,
-        };
-        let instance_pre = linker
+        let instance_pre = self
+            .linkers
+            .get(contract, config.grants.http.is_some())
             .instantiate_pre(&compiled.component)
             .map_err(|e| match config.grants.http {
                 None if format!("{e:#}").contains("wasi:http/") => LoadError::Invalid {
@@ -340,10 +253,7 @@ impl Runtime {
                 },
                 _ => invalid(e),
             })?;
-        let pre = match contract {
-            Contract::V0_1 => PluginPre::V0_1(v0_1::PluginPre::new(instance_pre).map_err(invalid)?),
-            Contract::V0_2 => PluginPre::V0_2(v0_2::PluginPre::new(instance_pre).map_err(invalid)?),
-        };
+        let pre = Plugin::new(contract, instance_pre).map_err(invalid)?;
         tracing::debug!(%contract, "plugin loaded");
         Ok(Prepared {
             pre,
@@ -410,17 +320,10 @@ fn read_plugin(path: &std::path::Path, max_size: u64) -> std::io::Result<Vec<u8>
     Ok(bytes)
 }
 
-/// A component pre-instantiated against its contract version's world.
-#[derive(Clone)]
-enum PluginPre {
-    V0_1(v0_1::PluginPre<CallState>),
-    V0_2(v0_2::PluginPre<CallState>),
-}
-
 /// A backend's component, compiled and checked against the world, ready to instantiate.
 #[derive(Clone)]
 pub struct Prepared {
-    pre: PluginPre,
+    pre: Plugin<CallState>,
     /// `sha256:<hex>` of the plugin file.
     pub digest: String,
 }
@@ -428,84 +331,6 @@ pub struct Prepared {
 impl Prepared {
     /// The contract version the component implements.
     pub fn contract(&self) -> Contract {
-        match self.pre {
-            PluginPre::V0_1(_) => Contract::V0_1,
-            PluginPre::V0_2(_) => Contract::V0_2,
-        }
-    }
-}
-
-/// One operation with its input, whatever the contract.
-pub(crate) enum Operation {
-    Discover,
-    Provision(crate::model::ProvisionRequest),
-    Deprovision(crate::model::DeprovisionRequest),
-}
-
-impl Operation {
-    /// Its name, in logs and metrics.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Operation::Discover => "discover",
-            Operation::Provision(_) => "provision",
-            Operation::Deprovision(_) => "deprovision",
-        }
-    }
-}
-
-/// What an operation answered, in the gateway's model.
-pub(crate) enum Answer {
-    Clusters(Vec<crate::model::Cluster>),
-    Provisioned(crate::model::ProvisionResponse),
-    Deprovisioned,
-}
-
-/// The plugin's answer or its error, or the trap.
-type Outcome = wasmtime::Result<Result<Answer, crate::model::ProviderError>>;
-
-impl PluginPre {
-    /// Instantiate without calling (a load-time probe).
-    async fn instantiate(&self, store: &mut wasmtime::Store<CallState>) -> wasmtime::Result<()> {
-        match self {
-            PluginPre::V0_1(pre) => pre.instantiate_async(store).await.map(drop),
-            PluginPre::V0_2(pre) => pre.instantiate_async(store).await.map(drop),
-        }
-    }
-
-    /// Instantiate and run `operation`, converting to and from the contract's records.
-    async fn invoke(
-        &self,
-        store: &mut wasmtime::Store<CallState>,
-        operation: Operation,
-    ) -> Outcome {
-        // The same steps for every version; only the generated types and conversions differ.
-        macro_rules! invoke {
-            ($pre:expr, $convert:path) => {{
-                use $convert as convert;
-                let plugin = $pre.instantiate_async(&mut *store).await?;
-                let provider = plugin.replicante_platform_provider();
-                Ok(match operation {
-                    Operation::Discover => provider
-                        .call_discover(store)
-                        .await?
-                        .map(|c| Answer::Clusters(c.into_iter().map(convert::cluster).collect()))
-                        .map_err(convert::error),
-                    Operation::Provision(request) => provider
-                        .call_provision(store, &convert::provision_request(&request))
-                        .await?
-                        .map(|r| Answer::Provisioned(convert::provision_response(r)))
-                        .map_err(convert::error),
-                    Operation::Deprovision(request) => provider
-                        .call_deprovision(store, &convert::deprovision_request(&request))
-                        .await?
-                        .map(|()| Answer::Deprovisioned)
-                        .map_err(convert::error),
-                })
-            }};
-        }
-        match self {
-            PluginPre::V0_1(pre) => invoke!(pre, crate::convert::v0_1),
-            PluginPre::V0_2(pre) => invoke!(pre, crate::convert::v0_2),
-        }
+        self.pre.contract()
     }
 }
