@@ -6,6 +6,7 @@
 //! the error shape of every other failure.
 
 pub mod admin;
+pub mod answers;
 pub mod error;
 pub mod inspect;
 pub mod metrics;
@@ -144,16 +145,7 @@ async fn discover(
     Current(generation): Current,
 ) -> Result<Response, ApiError> {
     let reply = gateway.discover(&generation).await?;
-    let body = model::DiscoverResponse {
-        clusters: reply
-            .clusters
-            .into_iter()
-            .map(|cluster| model::ClusterDiscover {
-                cluster_id: cluster.cluster_id,
-                nodes: cluster.nodes.into_iter().map(discovered_node).collect(),
-            })
-            .collect(),
-    };
+    let body = model::DiscoverResponse::from(reply.clusters);
     let mut response = Json(body).into_response();
     let headers = response.headers_mut();
     if !reply.failed.is_empty() {
@@ -213,16 +205,6 @@ async fn provision(
 }
 
 /// A discovered node, as the client reads it.
-fn discovered_node(node: crate::model::Node) -> model::ClusterDiscoveryNode {
-    model::ClusterDiscoveryNode {
-        agent_address: node.agent_address,
-        node_id: node.node_id,
-        // Replicante requires a class on every node: empty when the plugin does not know it.
-        node_class: node.node_class.unwrap_or_default(),
-        node_group: node.node_group,
-    }
-}
-
 async fn deprovision(
     State(gateway): State<Arc<Gateway>>,
     Current(generation): Current,

@@ -94,6 +94,32 @@ pub struct DiscoverResponse {
     pub clusters: Vec<ClusterDiscover>,
 }
 
+impl From<Vec<crate::model::Cluster>> for DiscoverResponse {
+    /// The clusters plugins reported, in the shape `GET /discover` answers.
+    fn from(clusters: Vec<crate::model::Cluster>) -> DiscoverResponse {
+        DiscoverResponse {
+            clusters: clusters
+                .into_iter()
+                .map(|cluster| ClusterDiscover {
+                    cluster_id: cluster.cluster_id,
+                    nodes: cluster
+                        .nodes
+                        .into_iter()
+                        .map(|node| ClusterDiscoveryNode {
+                            agent_address: node.agent_address,
+                            node_id: node.node_id,
+                            // Replicante requires a class on every node: empty when the plugin
+                            // does not know it.
+                            node_class: node.node_class.unwrap_or_default(),
+                            node_group: node.node_group,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// One discovered cluster.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClusterDiscover {
