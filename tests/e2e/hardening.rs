@@ -264,7 +264,6 @@ async fn a_call_holding_more_host_resources_than_the_cap_fails_alone() {
 #[tokio::test]
 async fn acknowledged_allocations_survive_sigkill_during_concurrent_provisions() {
     let machines: Vec<(String, &str)> = (0..300).map(|i| (format!("m{i:03}"), "small")).collect();
-    let machines: Vec<(&str, &str)> = machines.iter().map(|(m, c)| (m.as_str(), *c)).collect();
     let config = format!(
         "{}[[routes]]\nbackend = \"pool\"\n",
         pool_backend("pool", &machines).replace(

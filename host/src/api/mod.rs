@@ -64,8 +64,15 @@ pub fn router(gateway: Arc<Gateway>, max_body_size: usize) -> Router {
 
 /// How long a request body may take to arrive once its head has (from `[server] body_timeout`),
 /// for the extractors that read bodies.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyTimeout(pub std::time::Duration);
+
+impl Default for BodyTimeout {
+    /// `[server] body_timeout`'s default, for a router served without the extension.
+    fn default() -> Self {
+        BodyTimeout(crate::server::ConnectionLimits::default().body_timeout)
+    }
+}
 
 /// Every response names the generation that answered it.
 pub const GENERATION_HEADER: &str = "platform-gateway-generation";
@@ -344,6 +351,16 @@ async fn log_request(request: Request, next: Next) -> Response {
 mod tests {
     use super::*;
     use tower::ServiceExt;
+
+    #[test]
+    fn a_router_served_without_a_body_timeout_gets_the_configs_default() {
+        let config = crate::config::Config::parse(
+            std::path::Path::new("/g/gateway.toml"),
+            "[backends.a]\nplugin = \"a.wasm\"\n[[routes]]\nbackend = \"a\"\n",
+        )
+        .unwrap();
+        assert_eq!(BodyTimeout::default().0, config.connections.body_timeout);
+    }
 
     #[test]
     fn the_node_conflicts_header_is_bounded_and_says_how_many_it_left_out() {

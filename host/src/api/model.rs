@@ -4,8 +4,8 @@
 //! Fields these models do not know are read past (counted and logged once by the extractor,
 //! `api::error::ApiJson`), as Replicante's own models do, so a newer Core that adds a field is
 //! not refused; the price is that a misspelt optional field is ignored. Keys given twice are
-//! refused (see [`strict`]). Checks that serde cannot express live in [`crate::convert`], which
-//! turns these models into what plugins receive.
+//! refused (see [`strict`]). Checks that serde cannot express live in [`super::validate`], which
+//! turns these models into the domain requests plugins receive.
 
 use std::collections::BTreeMap;
 
