@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use crate::state::{Ownership, StateError, StateStore};
 
 /// The plugin's state store, which can hold one call at its first write while the kit runs
-/// another call to its end: the deterministic race of [`super::scenario`].
+/// another call to its end: the deterministic race of the scenario.
 pub(super) struct Interleave {
     inner: Arc<dyn StateStore>,
     /// Armed: told when a write arrives, and waited on before the write goes on.

@@ -7,9 +7,9 @@
 //! (`platform-gateway call`), and [`scenario`] plays the scripted lifecycle that
 //! `platform-gateway test-plugin` reports check by check.
 //!
-//! [`requests`] reads the JSON of `call`; [`scenario`] plays the checks, through [`run`] (the
-//! scenario's requests and what they took) and [`checks`] (the checks of several steps), with
-//! [`interleave`] holding a write for the deterministic race; [`report`] prints the outcome.
+//! Inside: `requests` reads the JSON of `call`; `scenario` plays the checks, through `run` (the
+//! scenario's requests and what they took) and `checks` (the checks of several steps), with
+//! `interleave` holding a write for the deterministic race; `report` prints the outcome.
 
 mod checks;
 mod interleave;

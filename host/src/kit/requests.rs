@@ -87,3 +87,31 @@ pub(super) fn random_hex() -> String {
     getrandom::fill(&mut bytes).expect("the operating system's random source");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_discover_answers_in_the_apis_shape_with_an_empty_unknown_class() {
+        let node = |id: &str, class: Option<&str>| model::Node {
+            node_id: id.into(),
+            agent_address: "http://10.0.0.1:37000".into(),
+            node_class: class.map(str::to_string),
+            node_group: None,
+        };
+        let clusters = vec![model::Cluster {
+            cluster_id: "c1".into(),
+            nodes: vec![node("m1", Some("small")), node("m2", None)],
+        }];
+        assert_eq!(
+            clusters_json(clusters),
+            json!({ "clusters": [{ "cluster_id": "c1", "nodes": [
+                { "node_id": "m1", "agent_address": "http://10.0.0.1:37000",
+                  "node_class": "small", "node_group": null },
+                { "node_id": "m2", "agent_address": "http://10.0.0.1:37000",
+                  "node_class": "", "node_group": null },
+            ]}]})
+        );
+    }
+}
