@@ -6,6 +6,8 @@
 //! Imports go one way, top to bottom; only [`api`] knows HTTP. The layers are listed, and checked
 //! on every `cargo test`, in `xtask/src/layering.rs`.
 //!
+//! - [`cli`]: the command line, one file per subcommand (`status` reads the admin API's typed
+//!   answers); the binary only parses and calls it. Above everything else.
 //! - [`api`]: the HTTP contract: handlers, request validation, the one mapping from domain
 //!   errors to statuses and the error body, the admin API, route explanations.
 //! - [`gateway`]: generations of loaded backends and the three operations over them, in domain
@@ -23,7 +25,6 @@
 //! - [`telemetry`]: tracing setup.
 //! - [`pem`]: CA bundles, read the same way by every TLS client and listener.
 //! - [`metrics`]: the Prometheus registry (served by [`api::metrics`]) and the metered state store.
-//! - [`status`]: `platform-gateway status`, a running gateway's state read from its admin API.
 //! - [`kit`]: the conformance kit: one plugin loaded alone (`test-plugin`, `call`).
 //!
 //! [`serve`] runs the gateway until its shutdown future resolves; the binary and the tests start
@@ -31,6 +32,7 @@
 
 pub mod api;
 pub mod capability;
+pub mod cli;
 pub mod config;
 pub mod config_file;
 pub mod contract;
@@ -44,7 +46,6 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod state;
-pub mod status;
 pub mod telemetry;
 
 use std::future::Future;
@@ -57,7 +58,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::gateway::{Gateway, Generation};
 use crate::model::BackendId;
-use crate::runtime::{Backend, Runtime};
+use crate::runtime::Runtime;
 use crate::state::StateStore;
 
 /// Serve `config` on `listener` until `shutdown` resolves, then finish the requests in flight.
@@ -221,16 +222,8 @@ pub fn check(config: &Config) -> anyhow::Result<Vec<(BackendId, String)>> {
     backends
         .par_iter()
         .map(|backend| {
-            let prepared = runtime.prepare(backend, config.max_plugin_size)?;
-            let digest = prepared.digest.clone();
-            let loaded = Backend::new(backend, prepared, runtime.engine(), None, runtime.metrics());
-            loaded
-                .probe()
-                .map_err(|message| runtime::LoadError::Start {
-                    backend: backend.name.to_string(),
-                    message,
-                })?;
-            Ok((backend.name.clone(), digest))
+            let loaded = gateway::load_backend(&runtime, backend, config.max_plugin_size, None)?;
+            Ok((backend.name.clone(), loaded.digest().to_string()))
         })
         .collect()
 }

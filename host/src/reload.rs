@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use notify::{EventKind, RecursiveMode, Watcher};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
@@ -36,8 +36,9 @@ pub enum Trigger {
     Admin(oneshot::Sender<Result<u64, String>>),
 }
 
-/// What the admin API shows about reloading.
-#[derive(Debug, Clone, Serialize, Default)]
+/// What the admin API shows about reloading (`GET /admin/generation`, read back by
+/// `platform-gateway status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ReloadStatus {
     /// The generation being served.
     pub generation: u64,
@@ -52,11 +53,11 @@ pub struct ReloadStatus {
     /// The last refused reload, if any.
     pub last_refused: Option<Refusal>,
     /// Settings changed in the file that take effect only at restart.
-    pub restart_needed: Vec<&'static str>,
+    pub restart_needed: Vec<String>,
 }
 
 /// A refused reload.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Refusal {
     /// When (RFC 3339).
     pub at: String,
@@ -292,7 +293,7 @@ impl Reloader {
                 status.loaded_at = rfc3339(loaded_at);
                 status.load_ms = load_ms;
                 status.reloads += 1;
-                status.restart_needed = restart_needed;
+                status.restart_needed = restart_needed.into_iter().map(String::from).collect();
                 Ok(number)
             }
             Err(reason) => {

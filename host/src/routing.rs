@@ -9,8 +9,7 @@
 //! config defines.
 
 use globset::{Glob, GlobMatcher};
-
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::config_file::{ConfigError, Source};
@@ -261,6 +260,151 @@ impl RouteTable {
     /// The routes, in order.
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    /// Where a provision request with `key` would go, and the routes tried up to it: decided
+    /// by [`RouteTable::select`], the gateway's own choice.
+    pub fn explain(&self, key: &RouteKey<'_>) -> Explanation {
+        let selected = self.select(key);
+        let tried_up_to = selected.map_or(self.routes.len(), |(index, _)| index + 1);
+        let tried = self.routes[..tried_up_to]
+            .iter()
+            .map(|route| Tried {
+                route: route.name.clone(),
+                conditions: route.matches.describe(),
+                backend: route.backend.to_string(),
+                matched: route.matches.matches(key),
+            })
+            .collect();
+        let decision = match selected {
+            Some((index, route)) => Decision::Route {
+                backend: route.backend.to_string(),
+                route: route.name.clone(),
+                index,
+            },
+            None => Decision::NoRoute,
+        };
+        Explanation {
+            operation: Operation::Provision,
+            request: key.to_string(),
+            tried,
+            decision,
+        }
+    }
+}
+
+/// Which request an [`Explanation`] is about.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// `POST /provision`.
+    Provision,
+    /// `POST /deprovision`.
+    Deprovision,
+}
+
+/// One route tried for a provision request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Tried {
+    /// The route's name.
+    pub route: String,
+    /// Its conditions, in words.
+    pub conditions: String,
+    /// Its backend.
+    pub backend: String,
+    /// Whether it matched.
+    pub matched: bool,
+}
+
+/// What decided the backend.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Decision {
+    /// A provision route matched.
+    Route {
+        /// The backend.
+        backend: String,
+        /// The route's name.
+        route: String,
+        /// Its position in the table (0-based).
+        index: usize,
+    },
+    /// No route matched: the gateway answers 422.
+    NoRoute,
+    /// The ownership index names the node's owner.
+    Owner {
+        /// The backend (the one that uses the state namespace the index records).
+        backend: String,
+    },
+    /// The node is not in the index: the gateway asks every backend and sends the request to
+    /// the one that reports the node (404 if none does, 409 if several do).
+    Discovery,
+}
+
+/// Where a request would go, and why: what `platform-gateway route` prints and
+/// `POST /admin/route` answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Explanation {
+    /// The request's operation.
+    pub operation: Operation,
+    /// The request, as routing sees it.
+    pub request: String,
+    /// For provision: the routes tried, in order, up to the first match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tried: Vec<Tried>,
+    /// The decision.
+    pub decision: Decision,
+}
+
+impl Explanation {
+    /// Where a deprovision of `node_id` in `cluster_id` would go: to `owner` (the backend the
+    /// ownership index names) or, when the index names none, to the backend discovery finds.
+    /// The route table is never consulted: a node lives where it was created.
+    pub fn deprovision(cluster_id: &str, node_id: &str, owner: Option<String>) -> Explanation {
+        Explanation {
+            operation: Operation::Deprovision,
+            request: format!("node `{node_id}` of cluster `{cluster_id}`"),
+            tried: Vec::new(),
+            decision: match owner {
+                Some(backend) => Decision::Owner { backend },
+                None => Decision::Discovery,
+            },
+        }
+    }
+
+    /// The explanation for a terminal.
+    pub fn render(&self) -> String {
+        let operation = match self.operation {
+            Operation::Provision => "provision",
+            Operation::Deprovision => "deprovision",
+        };
+        let mut out = format!("{operation} of {}\n", self.request);
+        for (i, tried) in self.tried.iter().enumerate() {
+            out.push_str(&format!(
+                "  route {i} `{}` ({}) -> {}: {}\n",
+                tried.route,
+                tried.conditions,
+                tried.backend,
+                if tried.matched { "matches" } else { "no match" }
+            ));
+        }
+        out.push_str(&match &self.decision {
+            Decision::Route {
+                backend,
+                route,
+                index,
+            } => format!("=> backend `{backend}`, chosen by route `{route}` (routes[{index}])\n"),
+            Decision::NoRoute => "=> no route matches: the gateway answers 422\n".to_string(),
+            Decision::Owner { backend } => format!(
+                "=> backend `{backend}`, from the ownership index (the backend that created or \
+                 reported the node; the route table is not consulted)\n"
+            ),
+            Decision::Discovery => "=> not in the ownership index: the gateway asks every backend \
+                 and sends the request to the one that reports the node (404 if none does, 409 \
+                 if several do)\n"
+                .to_string(),
+        });
+        out
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Gateway, assert_error_shape, fault_backend, node_ids, plugin, provision_body, run_cli,
+    self, Gateway, assert_error_shape, fault_backend, node_ids, plugin, provision_body, run_cli,
     shared_cache, static_backend, toml_str,
 };
 
@@ -34,16 +34,15 @@ fn fixture(name: &str) -> PathBuf {
     path
 }
 
-const MACHINES: &str = r#"machines = [
-  { id = "m1", agent_address = "http://10.0.0.1:37000", node_class = "small" },
-  { id = "m2", agent_address = "http://10.0.0.2:37000", node_class = "small" },
-]
-"#;
+fn machines() -> String {
+    support::machines(&[("m1", "small"), ("m2", "small")])
+}
 
 fn pool_at(name: &str, wasm: &std::path::Path) -> String {
     format!(
-        "[backends.{name}]\nplugin = {}\n[backends.{name}.settings]\n{MACHINES}\n",
-        toml_str(&wasm.display().to_string())
+        "[backends.{name}]\nplugin = {}\n[backends.{name}.settings]\n{}\n",
+        toml_str(&wasm.display().to_string()),
+        machines()
     )
 }
 
@@ -202,7 +201,7 @@ async fn an_idempotency_key_gives_the_plugin_one_request_id_for_every_retry() {
 fn the_kit_passes_a_0_1_plugin_and_skips_what_a_0_2_plugin_calls_unsupported() {
     let dir = tempfile::tempdir().unwrap();
     let settings = dir.path().join("settings.toml");
-    std::fs::write(&settings, MACHINES).unwrap();
+    std::fs::write(&settings, machines()).unwrap();
     let settings = settings.display().to_string();
     let cache = shared_cache().display().to_string();
 

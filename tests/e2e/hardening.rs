@@ -264,7 +264,6 @@ async fn a_call_holding_more_host_resources_than_the_cap_fails_alone() {
 #[tokio::test]
 async fn acknowledged_allocations_survive_sigkill_during_group_commits() {
     let machines: Vec<(String, &str)> = (0..300).map(|i| (format!("m{i:03}"), "small")).collect();
-    let machines: Vec<(&str, &str)> = machines.iter().map(|(m, c)| (m.as_str(), *c)).collect();
     // The admin listener, for the store's commit counters.
     let config = format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\n\n{}[[routes]]\nbackend = \"pool\"\n",

@@ -10,18 +10,19 @@ use std::sync::OnceLock;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Gateway, Workdir, assert_error_shape, example_plugin, node_ids, provision_body, run_cli,
+    self, Gateway, Workdir, assert_error_shape, example_plugin, node_ids, provision_body, run_cli,
     shared_cache, test_plugin, toml_str,
 };
 
 /// The inventory every test but the broken ones serves: three small machines and a large one.
-pub const MACHINES: &str = r#"machines = [
-  { id = "m1", agent_address = "http://10.0.0.1:37000", node_class = "small" },
-  { id = "m2", agent_address = "http://10.0.0.2:37000", node_class = "small" },
-  { id = "m3", agent_address = "http://10.0.0.3:37000", node_class = "small" },
-  { id = "b1", agent_address = "http://10.0.1.1:37000", node_class = "large" },
-]
-"#;
+pub fn machines() -> String {
+    support::machines(&[
+        ("m1", "small"),
+        ("m2", "small"),
+        ("m3", "small"),
+        ("b1", "large"),
+    ])
+}
 
 /// One example plugin and what its tests expect of it where the languages differ.
 pub struct Example {
@@ -66,11 +67,11 @@ impl Example {
         )
     }
 
-    /// A config with one backend `inventory` serving [`MACHINES`], and a route to it.
+    /// A config with one backend `inventory` serving [`machines`], and a route to it.
     fn one_inventory(&self) -> String {
         format!(
             "{}[[routes]]\nbackend = \"inventory\"\n",
-            self.backend("inventory", MACHINES)
+            self.backend("inventory", &machines())
         )
     }
 

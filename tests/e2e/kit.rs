@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     Gateway, Workdir, assert_kit_passed_everything, plugin, provision_body, run_cli, shared_cache,
-    test_plugin, toml_str,
+    small_machines, test_plugin, toml_str,
 };
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -20,12 +20,10 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
-const POOL: &str = r#"machines = [
-  { id = "m1", agent_address = "http://10.0.0.1:37000", node_class = "small" },
-  { id = "m2", agent_address = "http://10.0.0.2:37000", node_class = "small" },
-  { id = "m3", agent_address = "http://10.0.0.3:37000", node_class = "small" },
-]
-"#;
+/// Three small machines: fewer than the kit takes at most, so that it exhausts them.
+fn pool() -> String {
+    small_machines(3)
+}
 
 fn kit(plugin_name: &str, settings: &str, extra: &[&str]) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -35,12 +33,12 @@ fn kit(plugin_name: &str, settings: &str, extra: &[&str]) -> (bool, String, Stri
 
 #[test]
 fn the_pool_plugin_passes_every_check_of_the_kit() {
-    assert_kit_passed_everything(&kit("pool", POOL, &["--node-class", "small"]));
+    assert_kit_passed_everything(&kit("pool", &pool(), &["--node-class", "small"]));
 }
 
 #[test]
 fn the_node_class_comes_from_the_settings_when_they_name_one() {
-    let run = kit("pool", POOL, &[]);
+    let run = kit("pool", &pool(), &[]);
     assert!(
         run.1
             .starts_with("node class `small`: the one the settings name\n"),
@@ -53,7 +51,7 @@ fn the_node_class_comes_from_the_settings_when_they_name_one() {
 #[test]
 fn the_kit_logs_only_warnings_unless_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = write(dir.path(), "settings.toml", POOL);
+    let settings = write(dir.path(), "settings.toml", &pool());
     let wasm = plugin("pool").display().to_string();
     let cache = shared_cache().display().to_string();
     let run = |extra: &[&str]| {
@@ -80,16 +78,7 @@ fn the_kit_logs_only_warnings_unless_asked() {
 
 /// `machines` machines of class `small` for the planted fixture, with `bug` planted.
 fn planted(bug: &str, machines: usize) -> String {
-    let list: Vec<String> = (1..=machines)
-        .map(|i| {
-            format!("  {{ id = \"m{i}\", agent_address = \"http://10.0.0.{i}:37000\", node_class = \"small\" }},")
-        })
-        .collect();
-    format!(
-        "bug = {}\nmachines = [\n{}\n]\n",
-        toml_str(bug),
-        list.join("\n")
-    )
+    format!("bug = {}\n{}", toml_str(bug), small_machines(machines))
 }
 
 /// The check `name` failed, saying `why`; the run failed.
@@ -220,7 +209,7 @@ async fn a_count_that_disagrees_with_its_node_ids_is_refused_and_the_nodes_given
 
 #[test]
 fn a_wrong_node_class_fails_the_kit_when_the_plugin_must_provision() {
-    let (ok, stdout, _) = kit("pool", POOL, &["--node-class", "large"]);
+    let (ok, stdout, _) = kit("pool", &pool(), &["--node-class", "large"]);
     assert!(!ok, "{stdout}");
     assert!(
         stdout.contains("FAIL  provision without a count creates one node")
@@ -265,7 +254,7 @@ fn a_plugin_whose_answers_break_the_contract_fails_the_kit() {
 
 #[test]
 fn a_plugin_that_cannot_start_fails_the_first_check() {
-    let (ok, stdout, _) = kit("pool", POOL, &["--memory", "128KiB"]);
+    let (ok, stdout, _) = kit("pool", &pool(), &["--memory", "128KiB"]);
     assert!(!ok, "{stdout}");
     assert!(
         stdout.contains("FAIL  loads and starts within its limits")
@@ -277,7 +266,7 @@ fn a_plugin_that_cannot_start_fails_the_first_check() {
 #[test]
 fn call_runs_one_operation_and_a_state_folder_carries_between_calls() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = write(dir.path(), "settings.toml", POOL);
+    let settings = write(dir.path(), "settings.toml", &pool());
     let state = dir.path().join("state").display().to_string();
     let wasm = plugin("pool").display().to_string();
     let cache = shared_cache().display().to_string();

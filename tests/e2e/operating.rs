@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{
-    Ca, Gateway, Workdir, pool_backend, provision_body, run_cli, shared_cache, toml_str,
-};
+use crate::support::{Ca, Workdir, pool_backend, provision_body, run_cli, shared_cache, toml_str};
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
@@ -35,10 +33,6 @@ pub(crate) fn client(ca: &str, identity: Option<(&str, &str)>) -> reqwest::Clien
             .identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
     }
     builder.build().unwrap()
-}
-
-async fn wait_ready(client: &reqwest::Client, gw: &Gateway) {
-    crate::support::wait_ready(client, &gw.base, Duration::from_secs(120), || gw.log()).await;
 }
 
 /// The certificate a TLS server presents, as DER.
@@ -77,7 +71,7 @@ async fn tls_serves_every_endpoint_refuses_plain_http_and_rotates_certificates_o
     let gw = work.start_cold(&text).await;
     assert!(gw.url("/").starts_with("https://"), "{}", gw.url("/"));
     let https = client(&ca.pem, None);
-    wait_ready(&https, &gw).await;
+    gw.wait_ready_through(&https).await;
 
     let r = https.get(gw.url("/discover")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -165,7 +159,7 @@ async fn client_certificates_from_the_configured_ca_only() {
         .await;
     let (good_cert, good_key) = client_ca.sign(&["replicante-core"]);
     let good = client(&server_ca.pem, Some((&good_cert, &good_key)));
-    wait_ready(&good, &gw).await;
+    gw.wait_ready_through(&good).await;
     let r = good.get(gw.url("/discover")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 

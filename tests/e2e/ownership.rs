@@ -5,7 +5,8 @@
 use serde_json::{Value, json};
 
 use crate::support::{
-    Workdir, node_ids, plugin, pool_backend, provision_body, static_backend, toml_str,
+    Workdir, indexed_owner, node_ids, plugin, pool_backend, provision_body, run_cli,
+    static_backend, toml_str,
 };
 
 fn pool_config(name: &str, extra: &str) -> String {
@@ -161,6 +162,53 @@ async fn renaming_a_backend_away_from_its_allocations_is_refused_until_it_keeps_
         )
         .await;
     assert_eq!(status, 204, "{reply}");
+}
+
+#[tokio::test]
+async fn route_names_the_backend_that_uses_a_recorded_namespace_online_and_offline() {
+    let work = Workdir::new();
+    // The ownership index records state namespaces; this backend's is not its name.
+    let config = pool_config("machines", "").replace(
+        "[backends.machines]\n",
+        "[backends.machines]\nstate_namespace = \"pool\"\n",
+    );
+    let gw = work.start(&config).await;
+    let (status, reply) = gw
+        .post(
+            "/provision",
+            &provision_body("c1", "mongodb", "data", "small"),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let taken = reply["node_ids"][0].as_str().unwrap().to_string();
+    let request = json!({ "cluster_id": "c1", "node_id": taken });
+    let (status, explained) = gw.admin("/admin/route", Some(&request)).await;
+    assert_eq!(status, 200, "{explained}");
+    assert_eq!(
+        explained["decision"],
+        json!({ "by": "owner", "backend": "machines" })
+    );
+    gw.stop();
+
+    // Offline, from the config and the state store: the same backend, not the namespace.
+    let config_file = work.path().join("gateway.toml");
+    assert_eq!(
+        indexed_owner(&config_file, "c1", &taken).as_deref(),
+        Some("machines")
+    );
+    let request_file = work.path().join("deprovision.json");
+    std::fs::write(&request_file, request.to_string()).unwrap();
+    let (ok, stdout, stderr) = run_cli(&[
+        "route",
+        "--config",
+        &config_file.display().to_string(),
+        &request_file.display().to_string(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("=> backend `machines`, from the ownership index"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]

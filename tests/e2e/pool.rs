@@ -9,7 +9,6 @@ use crate::support::{Workdir, fault_backend, node_ids, pool_backend, provision_b
 #[tokio::test]
 async fn sixty_four_concurrent_provisions_on_fifty_machines_allocate_each_machine_once() {
     let machines: Vec<(String, &str)> = (1..=50).map(|i| (format!("m{i:02}"), "small")).collect();
-    let machines: Vec<(&str, &str)> = machines.iter().map(|(id, c)| (id.as_str(), *c)).collect();
     let config = format!(
         "{}[[routes]]\nbackend = \"pool\"\n",
         pool_backend("pool", &machines).replace(

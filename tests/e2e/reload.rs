@@ -195,7 +195,6 @@ async fn a_call_in_flight_during_a_reload_finishes_on_its_generation() {
 async fn twenty_reloads_under_steady_load_fail_no_request() {
     let work = Workdir::new();
     let machines: Vec<(String, &str)> = (1..=16).map(|i| (format!("m{i}"), "small")).collect();
-    let machines: Vec<(&str, &str)> = machines.iter().map(|(m, c)| (m.as_str(), *c)).collect();
     let config = |timeout_ms: u32| {
         format!(
             "{ADMIN}{}[[routes]]\nbackend = \"pool\"\n",

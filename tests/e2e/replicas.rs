@@ -47,8 +47,9 @@ fn unique_prefix(test: &str) -> String {
 /// One `pool` backend of `machines` small machines (m01, m02, ...), routed everything, with
 /// room for every test's concurrency.
 fn pool_config(machines: usize) -> String {
-    let ids: Vec<String> = (1..=machines).map(|i| format!("m{i:02}")).collect();
-    let list: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), "small")).collect();
+    let list: Vec<(String, &str)> = (1..=machines)
+        .map(|i| (format!("m{i:02}"), "small"))
+        .collect();
     format!(
         "{}[[routes]]\nbackend = \"pool\"\n",
         pool_backend("pool", &list).replace(

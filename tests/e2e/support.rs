@@ -102,25 +102,38 @@ pub fn toml_str(value: &str) -> String {
     toml::Value::String(value.to_string()).to_string()
 }
 
-/// A `[backends.NAME]` table for the pool plugin with `machines` (id, class) on 10.0.0.x.
-pub fn pool_backend(name: &str, machines: &[(&str, &str)]) -> String {
+/// The pool plugin's `machines` setting (a TOML line per machine) for `machines` (id, class),
+/// the n-th on `http://10.0.0.n:37000` (then 10.0.1.x, ...). The one inventory table of the
+/// tests: the pool plugin, the planted fixture and the example plugins read this shape.
+pub fn machines(machines: &[(impl AsRef<str>, &str)]) -> String {
     let list: Vec<String> = machines
         .iter()
         .enumerate()
         .map(|(i, (id, class))| {
             format!(
                 "{{ id = {}, agent_address = \"http://10.0.{}.{}:37000\", node_class = {} }}",
-                toml_str(id),
+                toml_str(id.as_ref()),
                 i / 250,
                 i % 250 + 1,
                 toml_str(class)
             )
         })
         .collect();
+    format!("machines = [\n  {},\n]\n", list.join(",\n  "))
+}
+
+/// [`machines`] for `count` machines of class `small`, `m1` to `m{count}`.
+pub fn small_machines(count: usize) -> String {
+    let ids: Vec<(String, &str)> = (1..=count).map(|i| (format!("m{i}"), "small")).collect();
+    machines(&ids)
+}
+
+/// A `[backends.NAME]` table for the pool plugin with [`machines`].
+pub fn pool_backend(name: &str, list: &[(impl AsRef<str>, &str)]) -> String {
     format!(
-        "[backends.{name}]\nplugin = {}\n[backends.{name}.settings]\nmachines = [\n  {}\n]\n\n",
+        "[backends.{name}]\nplugin = {}\n[backends.{name}.settings]\n{}\n",
         toml_str(&plugin("pool").display().to_string()),
-        list.join(",\n  ")
+        machines(list)
     )
 }
 
@@ -338,10 +351,12 @@ impl Gateway {
 
     /// Wait (120 s at most) until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
-        wait_ready(&self.client, &self.base, Duration::from_secs(120), || {
-            self.log()
-        })
-        .await;
+        self.wait_ready_through(&self.client).await;
+    }
+
+    /// [`Gateway::wait_ready`] through `client` (one that trusts the listener's certificate).
+    pub async fn wait_ready_through(&self, client: &reqwest::Client) {
+        wait_ready(client, &self.base, Duration::from_secs(120), || self.log()).await;
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::answers;
 use super::error::{ApiError, ApiJson};
 use crate::gateway::{Gateway, Generation};
 use crate::reload::ReloadHandle;
@@ -178,21 +179,22 @@ async fn generation(State(admin): State<Admin>) -> Json<crate::reload::ReloadSta
 /// `GET /admin/state`: which state store the gateway uses and whether it answers, in the
 /// store's own words (etcd's endpoints and its last error), which the public API never shows.
 /// The verdict is `/readyz`'s, at most a second old.
-async fn state(State(admin): State<Admin>) -> Json<Value> {
-    let store = admin.gateway.state().describe();
-    Json(match admin.gateway.store_verdict().await {
-        Ok(()) => json!({ "store": store, "ready": true }),
-        Err(e) => json!({ "store": store, "ready": false, "error": e.to_string() }),
+async fn state(State(admin): State<Admin>) -> Json<answers::Store> {
+    let verdict = admin.gateway.store_verdict().await;
+    Json(answers::Store {
+        store: admin.gateway.state().describe(),
+        ready: verdict.is_ok(),
+        error: verdict.err().map(|e| e.to_string()),
     })
 }
 
 /// `POST /admin/reload`: reload now and answer with the outcome (422 with the reason if it was
 /// refused; the previous generation keeps serving).
-async fn reload_now(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
+async fn reload_now(State(admin): State<Admin>) -> Result<Json<answers::Reloaded>, ApiError> {
     // While the first generation loads there is nothing to reload from: say so at once.
     current(&admin.gateway)?;
     match admin.reload.reload().await {
-        Ok(number) => Ok(Json(json!({ "generation": number }))),
+        Ok(generation) => Ok(Json(answers::Reloaded { generation })),
         Err(reason) => Err(ApiError::new(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             "reload refused: the previous generation keeps serving",
@@ -207,64 +209,15 @@ fn current(gateway: &Gateway) -> Result<Arc<Generation>, ApiError> {
 
 /// `GET /admin/backends`: each backend with its plugin file, digest, contract version and limits
 /// (its state quotas included).
-async fn backends(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
+async fn backends(State(admin): State<Admin>) -> Result<Json<answers::Backends>, ApiError> {
     let generation = current(&admin.gateway)?;
-    let list: Vec<Value> = generation
-        .backends
-        .values()
-        .map(|backend| {
-            let config = &generation.config.backends[backend.id()];
-            let limits = backend.limits();
-            json!({
-                "name": backend.id().as_str(),
-                "plugin": config.plugin.display().to_string(),
-                "digest": backend.digest(),
-                "contract": backend.contract().to_string(),
-                "limits": {
-                    "memory_bytes": limits.memory,
-                    "timeout_ms": limits.timeout.as_millis() as u64,
-                    "concurrency": limits.concurrency,
-                    "state": {
-                        "keys": limits.state.keys,
-                        "bytes": limits.state.bytes,
-                        "value_bytes": limits.state.value,
-                        "writes_per_second": limits.state.writes_per_second,
-                    },
-                },
-            })
-        })
-        .collect();
-    Ok(Json(
-        json!({ "generation": generation.number, "backends": list }),
-    ))
+    Ok(Json(answers::Backends::of(&generation)))
 }
 
 /// `GET /admin/routes`: the provision route table, in order, and the discovery policy.
-async fn routes(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
+async fn routes(State(admin): State<Admin>) -> Result<Json<answers::Routes>, ApiError> {
     let generation = current(&admin.gateway)?;
-    let list: Vec<Value> = generation
-        .config
-        .routes
-        .routes()
-        .iter()
-        .map(|route| {
-            let m = &route.matches;
-            json!({
-                "name": route.name,
-                "backend": route.backend.as_str(),
-                "cluster_id": m.cluster_id.as_ref().map(|p| p.as_str()),
-                "store": m.store,
-                "store_version": m.store_version,
-                "node_group_id": m.node_group_id,
-                "node_class": m.node_class,
-                "conditions": m.describe(),
-            })
-        })
-        .collect();
-    Ok(Json(json!({
-        "routes": list,
-        "discovery": { "on_backend_failure": generation.config.discovery },
-    })))
+    Ok(Json(answers::Routes::of(&generation)))
 }
 
 /// `POST /admin/route`: where a provision or deprovision request (the body) would go now, and
@@ -272,20 +225,13 @@ async fn routes(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
 async fn route(
     State(Admin { gateway, .. }): State<Admin>,
     ApiJson(body): ApiJson<Value>,
-) -> Result<Json<super::inspect::Explanation>, ApiError> {
+) -> Result<Json<crate::routing::Explanation>, ApiError> {
     let generation = current(&gateway)?;
     // The ownership lookup is async; resolve it first when the body is a deprovision request.
     let owner = match (body.get("cluster_id"), body.get("node_id")) {
         (Some(Value::String(c)), Some(Value::String(n))) => gateway.recorded_owner(c, n).await?,
         _ => None,
     };
-    // The index records state namespaces: name the backend that uses it now.
-    let owner = owner.map(
-        |namespace| match generation.backend_by_namespace(&namespace) {
-            Some(backend) => backend.id().to_string(),
-            None => namespace,
-        },
-    );
     super::inspect::explain(&generation.config, body, |_, _| Ok(owner)).map(Json)
 }
 

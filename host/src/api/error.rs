@@ -1,8 +1,8 @@
 //! The one error type of the HTTP API, and the JSON extractor whose rejections use it.
 //!
 //! Every non-2xx reply, axum's own rejections, 404s and 405s included, has the body Replicante
-//! Core decodes: `{"error": true, "error_msg": ..., "error_cause": ..., "error_trail": [...]}`,
-//! plus optional extra fields. Logging of errors happens in the request middleware, not here.
+//! Core decodes: `{"error": true, "error_msg": ..., "error_cause": ...}` (`error_cause` only
+//! when there is one), plus optional extra fields. Logging of errors happens in the request middleware, not here.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -224,12 +224,15 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         // A body must arrive within the listener's body deadline (a stalled client gets 408
-        // rather than holding the connection).
+        // rather than holding the connection). Both listeners' routers carry their
+        // `[server] body_timeout` (see `crate::serve`); a router without it (a unit test's)
+        // gets that setting's default, never a number of its own.
         let deadline = req
             .extensions()
             .get::<super::BodyTimeout>()
-            .map(|t| t.0)
-            .unwrap_or(std::time::Duration::from_secs(10));
+            .copied()
+            .unwrap_or_default()
+            .0;
         if !is_json(req.headers()) {
             return Err(JsonRejection::MissingJsonContentType(Default::default()).into());
         }

@@ -4,68 +4,18 @@
 //! gateway holds it, the state store) and by the admin API's `POST /admin/route` (from the live
 //! generation and ownership index), so an operator can predict and check where requests go.
 
-use serde::Serialize;
 use serde_json::Value;
 
 use super::error::ApiError;
 use super::{model, validate};
 use crate::config::Config;
 use crate::routing::RouteKey;
+pub use crate::routing::{Decision, Explanation};
 
-/// One route tried for a provision request.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Tried {
-    /// The route's name.
-    pub route: String,
-    /// Its conditions, in words.
-    pub conditions: String,
-    /// Its backend.
-    pub backend: String,
-    /// Whether it matched.
-    pub matched: bool,
-}
-
-/// What decided the backend.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(tag = "by", rename_all = "snake_case")]
-pub enum Decision {
-    /// A provision route matched.
-    Route {
-        /// The backend.
-        backend: String,
-        /// The route's name.
-        route: String,
-        /// Its position in the table (0-based).
-        index: usize,
-    },
-    /// No route matched: the gateway answers 422.
-    NoRoute,
-    /// The ownership index names the node's owner.
-    Owner {
-        /// The backend.
-        backend: String,
-    },
-    /// The node is not in the index: the gateway asks every backend and sends the request to
-    /// the one that reports the node (404 if none does, 409 if several do).
-    Discovery,
-}
-
-/// Where a request would go, and why.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Explanation {
-    /// `provision` or `deprovision`.
-    pub operation: &'static str,
-    /// The request, as routing sees it.
-    pub request: String,
-    /// For provision: the routes tried, in order, up to the first match.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub tried: Vec<Tried>,
-    /// The decision.
-    pub decision: Decision,
-}
-
-/// Explain `body` (a provision or deprovision request) against `config`; `owner` looks a node
-/// up in the ownership index.
+/// Explain `body` (a provision or deprovision request) against `config`, refusing what the API
+/// would refuse. `owner` looks a node up in the ownership index, which records state
+/// namespaces; the explanation names the backend of `config` that uses the namespace (the
+/// namespace itself when none does).
 pub fn explain(
     config: &Config,
     body: Value,
@@ -77,87 +27,27 @@ pub fn explain(
             ApiError::bad_request("invalid provision request").with_cause(e.to_string())
         })?;
         let request = validate::provision_request(request, None)?;
-        let key = RouteKey::of(&request);
-        // Decide through the same selection the gateway uses; list what was tried up to it.
-        let selected = config.routes.select(&key);
-        let tried_up_to = selected.map_or(config.routes.routes().len(), |(index, _)| index + 1);
-        let tried = config.routes.routes()[..tried_up_to]
-            .iter()
-            .map(|route| Tried {
-                route: route.name.clone(),
-                conditions: route.matches.describe(),
-                backend: route.backend.to_string(),
-                matched: route.matches.matches(&key),
-            })
-            .collect();
-        let decision = match selected {
-            Some((index, route)) => Decision::Route {
-                backend: route.backend.to_string(),
-                route: route.name.clone(),
-                index,
-            },
-            None => Decision::NoRoute,
-        };
-        Ok(Explanation {
-            operation: "provision",
-            request: key.to_string(),
-            tried,
-            decision,
-        })
+        Ok(config.routes.explain(&RouteKey::of(&request)))
     } else {
         let request: model::DeprovisionRequest = serde_json::from_value(body).map_err(|e| {
             ApiError::bad_request("not a provision or deprovision request")
                 .with_cause(e.to_string())
         })?;
         let request = validate::deprovision_request(request)?;
-        let decision = match owner(&request.cluster_id, &request.node_id)
-            .map_err(|e| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, e))?
-        {
-            Some(backend) => Decision::Owner { backend },
-            None => Decision::Discovery,
-        };
-        Ok(Explanation {
-            operation: "deprovision",
-            request: format!(
-                "node `{}` of cluster `{}`",
-                request.node_id, request.cluster_id
-            ),
-            tried: Vec::new(),
-            decision,
-        })
-    }
-}
-
-impl Explanation {
-    /// The explanation for a terminal.
-    pub fn render(&self) -> String {
-        let mut out = format!("{} of {}\n", self.operation, self.request);
-        for (i, tried) in self.tried.iter().enumerate() {
-            out.push_str(&format!(
-                "  route {i} `{}` ({}) -> {}: {}\n",
-                tried.route,
-                tried.conditions,
-                tried.backend,
-                if tried.matched { "matches" } else { "no match" }
-            ));
-        }
-        out.push_str(&match &self.decision {
-            Decision::Route {
-                backend,
-                route,
-                index,
-            } => format!("=> backend `{backend}`, chosen by route `{route}` (routes[{index}])\n"),
-            Decision::NoRoute => "=> no route matches: the gateway answers 422\n".to_string(),
-            Decision::Owner { backend } => format!(
-                "=> backend `{backend}`, from the ownership index (the backend that created or \
-                 reported the node; the route table is not consulted)\n"
-            ),
-            Decision::Discovery => "=> not in the ownership index: the gateway asks every backend \
-                 and sends the request to the one that reports the node (404 if none does, 409 \
-                 if several do)\n"
-                .to_string(),
+        let namespace = owner(&request.cluster_id, &request.node_id)
+            .map_err(|e| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, e))?;
+        let backend = namespace.map(|namespace| {
+            config
+                .backends
+                .values()
+                .find(|backend| backend.state_namespace == namespace)
+                .map_or(namespace, |backend| backend.name.to_string())
         });
-        out
+        Ok(Explanation::deprovision(
+            &request.cluster_id,
+            &request.node_id,
+            backend,
+        ))
     }
 }
 
@@ -234,6 +124,37 @@ backend = "a"
         );
         let e = explain(&config(), body, |_, _| Ok(None)).unwrap();
         assert_eq!(e.decision, Decision::Discovery);
+    }
+
+    #[test]
+    fn the_owner_is_the_backend_that_uses_the_recorded_namespace_not_the_namespace() {
+        let config = Config::parse(
+            Path::new("/g/gateway.toml"),
+            "[backends.machines]\nplugin = \"a.wasm\"\nstate_namespace = \"pool\"\n\
+             [[routes]]\nbackend = \"machines\"\n",
+        )
+        .unwrap();
+        let body = json!({ "cluster_id": "c", "node_id": "n" });
+        let e = explain(&config, body.clone(), |_, _| Ok(Some("pool".into()))).unwrap();
+        assert_eq!(
+            e.decision,
+            Decision::Owner {
+                backend: "machines".into()
+            }
+        );
+        assert!(
+            e.render().contains("=> backend `machines`"),
+            "{}",
+            e.render()
+        );
+        // A namespace no backend uses any more is named as it is.
+        let e = explain(&config, body, |_, _| Ok(Some("gone".into()))).unwrap();
+        assert_eq!(
+            e.decision,
+            Decision::Owner {
+                backend: "gone".into()
+            }
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! the error shape of every other failure.
 
 pub mod admin;
+pub mod answers;
 pub mod error;
 pub mod inspect;
 pub mod metrics;
@@ -63,8 +64,15 @@ pub fn router(gateway: Arc<Gateway>, max_body_size: usize) -> Router {
 
 /// How long a request body may take to arrive once its head has (from `[server] body_timeout`),
 /// for the extractors that read bodies.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyTimeout(pub std::time::Duration);
+
+impl Default for BodyTimeout {
+    /// `[server] body_timeout`'s default, for a router served without the extension.
+    fn default() -> Self {
+        BodyTimeout(crate::server::ConnectionLimits::default().body_timeout)
+    }
+}
 
 /// Every response names the generation that answered it.
 pub const GENERATION_HEADER: &str = "platform-gateway-generation";
@@ -144,16 +152,7 @@ async fn discover(
     Current(generation): Current,
 ) -> Result<Response, ApiError> {
     let reply = gateway.discover(&generation).await?;
-    let body = model::DiscoverResponse {
-        clusters: reply
-            .clusters
-            .into_iter()
-            .map(|cluster| model::ClusterDiscover {
-                cluster_id: cluster.cluster_id,
-                nodes: cluster.nodes.into_iter().map(discovered_node).collect(),
-            })
-            .collect(),
-    };
+    let body = model::DiscoverResponse::from(reply.clusters);
     let mut response = Json(body).into_response();
     let headers = response.headers_mut();
     if !reply.failed.is_empty() {
@@ -213,16 +212,6 @@ async fn provision(
 }
 
 /// A discovered node, as the client reads it.
-fn discovered_node(node: crate::model::Node) -> model::ClusterDiscoveryNode {
-    model::ClusterDiscoveryNode {
-        agent_address: node.agent_address,
-        node_id: node.node_id,
-        // Replicante requires a class on every node: empty when the plugin does not know it.
-        node_class: node.node_class.unwrap_or_default(),
-        node_group: node.node_group,
-    }
-}
-
 async fn deprovision(
     State(gateway): State<Arc<Gateway>>,
     Current(generation): Current,
@@ -362,6 +351,16 @@ async fn log_request(request: Request, next: Next) -> Response {
 mod tests {
     use super::*;
     use tower::ServiceExt;
+
+    #[test]
+    fn a_router_served_without_a_body_timeout_gets_the_configs_default() {
+        let config = crate::config::Config::parse(
+            std::path::Path::new("/g/gateway.toml"),
+            "[backends.a]\nplugin = \"a.wasm\"\n[[routes]]\nbackend = \"a\"\n",
+        )
+        .unwrap();
+        assert_eq!(BodyTimeout::default().0, config.connections.body_timeout);
+    }
 
     #[test]
     fn the_node_conflicts_header_is_bounded_and_says_how_many_it_left_out() {

@@ -5,7 +5,7 @@
 //! `api::error::ApiJson`), as Replicante's own models do, so a newer Core that adds a field is
 //! not refused; the price is that a misspelt optional field is ignored. Keys given twice are
 //! refused (see [`strict`]). Checks that serde cannot express live in [`super::validate`], which
-//! turns these models into what plugins receive.
+//! turns these models into the domain requests plugins receive.
 
 use std::collections::BTreeMap;
 
@@ -92,6 +92,32 @@ pub struct DeprovisionRequest {
 pub struct DiscoverResponse {
     /// Every cluster on the platform.
     pub clusters: Vec<ClusterDiscover>,
+}
+
+impl From<Vec<crate::model::Cluster>> for DiscoverResponse {
+    /// The clusters plugins reported, in the shape `GET /discover` answers.
+    fn from(clusters: Vec<crate::model::Cluster>) -> DiscoverResponse {
+        DiscoverResponse {
+            clusters: clusters
+                .into_iter()
+                .map(|cluster| ClusterDiscover {
+                    cluster_id: cluster.cluster_id,
+                    nodes: cluster
+                        .nodes
+                        .into_iter()
+                        .map(|node| ClusterDiscoveryNode {
+                            agent_address: node.agent_address,
+                            node_id: node.node_id,
+                            // Replicante requires a class on every node: empty when the plugin
+                            // does not know it.
+                            node_class: node.node_class.unwrap_or_default(),
+                            node_group: node.node_group,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One discovered cluster.

@@ -14,7 +14,8 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
-/// How many bytes one write may take: any number; this is what a plugin is told is free.
+/// How many bytes a plugin is told it may write at once (`check-write`). The capture takes
+/// every write whole, whatever its size; past the call's bound, bytes are counted and dropped.
 const WRITE_BUDGET: usize = 64 << 10;
 
 /// One call's stdout or stderr.

@@ -8,6 +8,7 @@
 //! whose side effects already happened.
 
 pub mod answer;
+mod discovery;
 mod error;
 mod ownership;
 
@@ -16,12 +17,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
-use futures::future::join_all;
 use rayon::prelude::*;
 
+pub use discovery::{DiscoverReply, NodeConflict};
 pub use error::Error;
 
-use crate::config::{Config, DiscoveryPolicy};
+use crate::config::{BackendConfig, Config};
 use crate::metrics::Metrics;
 use crate::model::BackendId;
 use crate::model::{self, ProviderError};
@@ -62,19 +63,12 @@ impl Generation {
         let loaded: Vec<(BackendId, Backend)> = configs
             .par_iter()
             .map(|(id, backend_config)| {
-                let prepared = runtime.prepare(backend_config, config.max_plugin_size)?;
-                tracing::debug!(backend = %id, digest = %prepared.digest, "loaded backend");
-                let backend = Backend::new(
+                let backend = load_backend(
+                    runtime,
                     backend_config,
-                    prepared,
-                    runtime.engine(),
+                    config.max_plugin_size,
                     Some(state.clone()),
-                    runtime.metrics(),
-                );
-                backend.probe().map_err(|message| LoadError::Start {
-                    backend: id.to_string(),
-                    message,
-                })?;
+                )?;
                 Ok(((*id).clone(), backend))
             })
             .collect::<Result<_, LoadError>>()?;
@@ -108,52 +102,25 @@ impl Generation {
     }
 }
 
-/// A node ID that several backends report in one cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeConflict {
-    /// The cluster.
-    pub cluster_id: String,
-    /// The node ID.
-    pub node_id: String,
-    /// Every backend that reported it.
-    pub backends: Vec<BackendId>,
-}
-
-/// A successful discovery: the merged clusters, and what the API reports beside them.
-pub struct DiscoverReply {
-    /// The merged clusters, each node once per backend that reports it.
-    pub clusters: Vec<model::Cluster>,
-    /// Backends left out under the `partial` policy.
-    pub failed: Vec<BackendId>,
-    /// Node IDs reported by several backends.
-    pub conflicts: Vec<NodeConflict>,
-}
-
-/// One cluster's nodes in a discovery: node ID -> every (backend, node) that reported it.
-type NodeClaims = BTreeMap<String, Vec<(Arc<Backend>, model::Node)>>;
-
-/// What a discovery found, before the failure policy is applied.
-struct Discovery {
-    clusters: Vec<model::Cluster>,
-    /// How many of `failures` pass by themselves (capacity, `unavailable`): worth a retry.
-    retryable: usize,
-    /// The owner of every node that exactly one backend reports.
-    owners: Vec<Ownership>,
-    failures: Vec<(BackendId, String)>,
-    conflicts: Vec<NodeConflict>,
-}
-
-impl Discovery {
-    /// When every failure passes by itself (a backend at capacity or unavailable), the answer
-    /// is "retry shortly" (503), not "a backend failed" (502).
-    fn overloaded(&self) -> Result<(), Error> {
-        if self.retryable > 0 && self.retryable == self.failures.len() {
-            return Err(Error::DiscoveryUnavailable {
-                failures: self.failures.clone(),
-            });
-        }
-        Ok(())
-    }
+/// Load one backend of a config: compile its plugin (or fetch it from the cache), check it
+/// against the contract's world, pre-instantiate it and start it once within its limits. The
+/// one way a backend is loaded, by a generation, by `check` and by the conformance kit; with
+/// `state`, its plugin's state calls go there (`check` loads without one). Slow on a cold
+/// cache: call it off the async runtime.
+pub fn load_backend(
+    runtime: &Runtime,
+    config: &BackendConfig,
+    max_plugin_size: u64,
+    state: Option<Arc<dyn StateStore>>,
+) -> Result<Backend, LoadError> {
+    let prepared = runtime.prepare(config, max_plugin_size)?;
+    tracing::debug!(backend = %config.name, digest = %prepared.digest, "loaded backend");
+    let backend = Backend::new(config, prepared, runtime.engine(), state, runtime.metrics());
+    backend.probe().map_err(|message| LoadError::Start {
+        backend: config.name.to_string(),
+        message,
+    })?;
+    Ok(backend)
 }
 
 /// How long the state store's verdict for `/readyz` is kept: a load balancer polling every
@@ -246,146 +213,6 @@ impl Gateway {
         result
     }
 
-    /// `GET /discover`: every backend, concurrently, merged by cluster, under the configured
-    /// failure policy. Refreshes the ownership index with every node seen.
-    pub async fn discover(&self, generation: &Generation) -> Result<DiscoverReply, Error> {
-        let discovery = self.discover_all(generation).await;
-        if !discovery.failures.is_empty() && generation.config.discovery == DiscoveryPolicy::Fail {
-            discovery.overloaded()?;
-            return Err(Error::DiscoveryFailed {
-                failures: discovery.failures,
-                looking_for: None,
-            });
-        }
-        for (backend, reason) in &discovery.failures {
-            tracing::warn!(%backend, "discovery answered without this backend: {reason}");
-        }
-        Ok(DiscoverReply {
-            clusters: discovery.clusters,
-            failed: discovery.failures.into_iter().map(|(b, _)| b).collect(),
-            conflicts: discovery.conflicts,
-        })
-    }
-
-    /// Ask every backend concurrently, each under its own deadline; merge by cluster ID; record
-    /// the owners of the nodes that exactly one backend reports, and let the index forget the
-    /// nodes that answering backends no longer report.
-    async fn discover_all(&self, generation: &Generation) -> Discovery {
-        let started = std::time::Instant::now();
-        let answers = join_all(generation.backends.values().map(|backend| async move {
-            let answer = backend.discover().await;
-            (backend.clone(), answer)
-        }))
-        .await;
-
-        let mut failures = Vec::new();
-        let mut retryable = 0;
-        let mut answered = Vec::new();
-        let mut merged: BTreeMap<String, NodeClaims> = BTreeMap::new();
-        for (backend, answer) in answers {
-            let checked = answer
-                .map_err(|error| Error::Call {
-                    backend: backend.id().clone(),
-                    operation: "discover",
-                    error,
-                })
-                .and_then(|clusters| {
-                    answer::check_discovery(&clusters)
-                        .map(|()| clusters)
-                        .map_err(|problem| {
-                            self.metrics
-                                .record_invalid_answer(backend.id().as_str(), "discover");
-                            Error::InvalidAnswer {
-                                backend: backend.id().clone(),
-                                operation: "discover",
-                                problem: backend.redact(&problem),
-                            }
-                        })
-                });
-            let clusters = match checked {
-                Ok(clusters) => clusters,
-                Err(e) => {
-                    if matches!(&e, Error::Call { error, .. } if error.is_retryable()) {
-                        retryable += 1;
-                    }
-                    let reason = match e.cause() {
-                        Some(cause) => format!("{e}: {cause}"),
-                        None => e.to_string(),
-                    };
-                    failures.push((backend.id().clone(), reason));
-                    continue;
-                }
-            };
-            answered.push(backend.state_namespace().to_string());
-            for cluster in clusters {
-                let nodes = merged.entry(cluster.cluster_id).or_default();
-                for node in cluster.nodes {
-                    nodes
-                        .entry(node.node_id.clone())
-                        .or_default()
-                        .push((backend.clone(), node));
-                }
-            }
-        }
-
-        let mut clusters = Vec::with_capacity(merged.len());
-        let mut owners = Vec::new();
-        let mut conflicts = Vec::new();
-        for (cluster_id, nodes) in merged {
-            let mut out = Vec::with_capacity(nodes.len());
-            for (node_id, claims) in nodes {
-                if let [(backend, _)] = claims.as_slice() {
-                    owners.push(Ownership {
-                        cluster_id: cluster_id.clone(),
-                        node_id: node_id.clone(),
-                        backend: backend.state_namespace().to_string(),
-                    });
-                } else {
-                    let backends: Vec<BackendId> =
-                        claims.iter().map(|(b, _)| b.id().clone()).collect();
-                    tracing::warn!(
-                        cluster = %cluster_id, node = %node_id, backends = ?backends,
-                        "node ID reported by several backends; every report is returned"
-                    );
-                    conflicts.push(NodeConflict {
-                        cluster_id: cluster_id.clone(),
-                        node_id: node_id.clone(),
-                        backends,
-                    });
-                }
-                out.extend(claims.into_iter().map(|(_, n)| n));
-            }
-            clusters.push(model::Cluster {
-                cluster_id,
-                nodes: out,
-            });
-        }
-        self.metrics.record_conflicts(conflicts.len());
-        // The index is a cache: a failed write is logged, and the next discovery fixes it.
-        if let Err(e) = self.state.record_owners(&owners).await {
-            tracing::warn!("ownership index not updated after discovery: {e}");
-        }
-        // Every node reported, conflicts included: a record is forgotten only when no backend
-        // reports its node any more.
-        let seen = clusters
-            .iter()
-            .flat_map(|c| {
-                c.nodes
-                    .iter()
-                    .map(|n| (c.cluster_id.clone(), n.node_id.clone()))
-            })
-            .collect();
-        self.ownership
-            .forget_vanished(self.state.clone(), answered, seen, started);
-        Discovery {
-            clusters,
-            retryable,
-            owners,
-            failures,
-            conflicts,
-        }
-    }
-
     /// The recorded owner (a state namespace) of a node, from the ownership index.
     pub async fn recorded_owner(
         &self,
@@ -399,46 +226,6 @@ impl Gateway {
                 what: "looking up the node's owner",
                 error,
             })
-    }
-
-    /// The one backend that reports `request`'s node, by a fresh discovery.
-    async fn find_owner(
-        &self,
-        generation: &Generation,
-        request: &model::DeprovisionRequest,
-    ) -> Result<String, Error> {
-        let discovery = self.discover_all(generation).await;
-        let claims: Vec<BackendId> = discovery
-            .conflicts
-            .iter()
-            .filter(|c| c.cluster_id == request.cluster_id && c.node_id == request.node_id)
-            .flat_map(|c| c.backends.iter().cloned())
-            .collect();
-        if !claims.is_empty() {
-            return Err(Error::NodeClaimed {
-                cluster_id: request.cluster_id.clone(),
-                node_id: request.node_id.clone(),
-                backends: claims,
-            });
-        }
-        if let Some(owner) = discovery
-            .owners
-            .iter()
-            .find(|o| o.cluster_id == request.cluster_id && o.node_id == request.node_id)
-        {
-            return Ok(owner.backend.clone());
-        }
-        if !discovery.failures.is_empty() {
-            discovery.overloaded()?;
-            return Err(Error::DiscoveryFailed {
-                failures: discovery.failures,
-                looking_for: Some(request.node_id.clone()),
-            });
-        }
-        Err(Error::NodeNotFound {
-            cluster_id: request.cluster_id.clone(),
-            node_id: request.node_id.clone(),
-        })
     }
 
     /// A node of `answer` that another backend owns, as a problem with the answer: a plugin that
@@ -898,7 +685,12 @@ mod tests {
         // Fifty probes at once share one check (they take microseconds: far inside the second
         // the verdict is kept).
         let probes = (0..50).map(|_| gateway.store_verdict());
-        assert!(join_all(probes).await.iter().all(Result::is_ok));
+        assert!(
+            futures::future::join_all(probes)
+                .await
+                .iter()
+                .all(Result::is_ok)
+        );
         assert_eq!(store.checks.load(Ordering::SeqCst), 1);
         // The store stops answering: the kept verdict serves until it is a second old, then the
         // next probe checks again and says so.

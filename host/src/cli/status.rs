@@ -1,263 +1,134 @@
-//! `platform-gateway status`: what a running gateway serves, read from its admin API
-//! (`/admin/generation`, `/admin/backends`, `/admin/routes`, `/metrics`), for a person at a
-//! terminal or, as JSON, for a script.
+//! `status`: what a running gateway serves, read from its admin API (`/admin/generation`,
+//! `/admin/backends`, `/admin/routes`, `/metrics`) as the typed answers the API serves, for a
+//! person at a terminal or, as JSON, for a script.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::{Context, bail};
-use bytes::Bytes;
-use http::{Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty};
+use clap::Args;
 use serde::Serialize;
-use serde_json::Value;
 
-/// How long the whole status read may take.
-const TIMEOUT: Duration = Duration::from_secs(10);
+use super::admin_client::{Access, Client, TIMEOUT};
+use super::{Outcome, Output, OutputArgs};
+use crate::api::answers;
+use crate::config::DiscoveryPolicy;
+use crate::reload::ReloadStatus;
+
+#[derive(Args)]
+pub(super) struct StatusArgs {
+    /// The gateway's admin API.
+    #[arg(
+        long,
+        env = "PLATFORM_GATEWAY_ADMIN",
+        default_value = "http://127.0.0.1:9090",
+        value_name = "URL"
+    )]
+    admin: String,
+    /// The admin token (`[admin] token`), sent as `Authorization: Bearer`.
+    #[arg(
+        long,
+        env = "PLATFORM_GATEWAY_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    admin_token: Option<String>,
+    /// The CA bundle (PEM) that signed an `https://` admin API's certificate [default: the
+    /// public web roots].
+    #[arg(long, env = "PLATFORM_GATEWAY_ADMIN_CA", value_name = "FILE")]
+    admin_ca: Option<PathBuf>,
+    /// A client certificate chain (PEM, leaf first) to present to an `https://` admin API
+    /// that requires one (`[admin] tls.client_ca`); with `--admin-key`.
+    #[arg(
+        long,
+        env = "PLATFORM_GATEWAY_ADMIN_CERT",
+        value_name = "FILE",
+        requires = "admin_key"
+    )]
+    admin_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--admin-cert`.
+    #[arg(
+        long,
+        env = "PLATFORM_GATEWAY_ADMIN_KEY",
+        value_name = "FILE",
+        requires = "admin_cert"
+    )]
+    admin_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub(super) output: OutputArgs,
+}
+
+pub(super) fn run(args: StatusArgs) -> Outcome {
+    let runtime = super::runtime(true)?;
+    let access = Access {
+        token: args.admin_token.as_deref(),
+        ca: args.admin_ca.as_deref(),
+        cert: args.admin_cert.as_deref(),
+        key: args.admin_key.as_deref(),
+    };
+    let status = runtime.block_on(fetch(&args.admin, &access))?;
+    match args.output.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        Output::Text => print!("{}", status.render()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// One backend as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BackendStatus {
+struct BackendStatus {
     /// The backend's name.
-    pub name: String,
+    name: String,
     /// Its plugin file.
-    pub plugin: String,
+    plugin: String,
     /// `sha256:...` of the plugin.
-    pub digest: String,
+    digest: String,
     /// Its call slots (`limits.concurrency`).
-    pub concurrency: u64,
+    concurrency: u64,
     /// Plugin calls since the gateway started.
-    pub calls: u64,
+    calls: u64,
     /// Those whose outcome was not `ok`.
-    pub errors: u64,
+    errors: u64,
     /// Calls running now.
-    pub in_flight: u64,
+    in_flight: u64,
     /// Calls waiting for a slot now.
-    pub queued: u64,
+    queued: u64,
 }
 
 /// What a running gateway serves.
 #[derive(Debug, Clone, Serialize)]
-pub struct Status {
+struct Status {
     /// The admin API's base URL.
-    pub admin: String,
-    /// `GET /admin/generation` as it answered.
-    pub generation: Value,
+    admin: String,
+    /// `GET /admin/generation`.
+    generation: ReloadStatus,
     /// Each backend, from `/admin/backends` and `/metrics`.
-    pub backends: Vec<BackendStatus>,
-    /// `GET /admin/routes` as it answered.
-    pub routes: Value,
-}
-
-/// How to reach the admin API.
-#[derive(Debug, Clone, Default)]
-pub struct Access<'a> {
-    /// Sent as `Authorization: Bearer` when given (`[admin] token`).
-    pub token: Option<&'a str>,
-    /// The CA bundle (PEM) that signed an `https://` admin API's certificate; without it, the
-    /// public web roots.
-    pub ca: Option<&'a Path>,
-    /// A client certificate chain (PEM, leaf first), presented to an `https://` admin API
-    /// that asks for one (`[admin] tls.client_ca`); with [`Access::key`].
-    pub cert: Option<&'a Path>,
-    /// The private key (PEM) of [`Access::cert`].
-    pub key: Option<&'a Path>,
+    backends: Vec<BackendStatus>,
+    /// `GET /admin/routes`.
+    routes: answers::Routes,
 }
 
 /// Read the status of the gateway whose admin API is at `admin` (`http://host:port` or
 /// `https://host:port`).
-pub async fn fetch(admin: &str, access: &Access<'_>) -> anyhow::Result<Status> {
+async fn fetch(admin: &str, access: &Access<'_>) -> anyhow::Result<Status> {
     tokio::time::timeout(TIMEOUT, read(admin, access))
         .await
         .map_err(|_| anyhow::anyhow!("{admin} did not answer within {TIMEOUT:?}"))?
 }
 
-/// `GET url` (a `/readyz`, for a health check): `Ok` on 200, else an error saying what
-/// answered; `ca` as in [`Access::ca`].
-pub async fn probe(url: &str, ca: Option<&Path>) -> anyhow::Result<()> {
-    let uri: Uri = url
-        .parse()
-        .with_context(|| format!("`{url}` is not a URL"))?;
-    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        bail!("`{url}` is not a URL (for example http://127.0.0.1:8080/readyz)");
-    };
-    let base = format!("{scheme}://{authority}");
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let tls = match scheme {
-        "https" => Some(connector(ca, None)?),
-        _ => None,
-    };
-    tokio::time::timeout(TIMEOUT, get(&base, path, None, tls.as_ref()))
-        .await
-        .map_err(|_| anyhow::anyhow!("{url} did not answer within {TIMEOUT:?}"))?
-        .map(drop)
-}
-
 async fn read(admin: &str, access: &Access<'_>) -> anyhow::Result<Status> {
-    let base = admin.trim_end_matches('/');
-    let identity = match (access.cert, access.key) {
-        (Some(cert), Some(key)) => Some((cert, key)),
-        (None, None) => None,
-        _ => bail!("a client certificate and its key go together: give both or neither"),
-    };
-    let tls = match base.split("://").next() {
-        Some("https") => Some(connector(access.ca, identity)?),
-        _ if identity.is_some() => {
-            bail!("{base}: a client certificate is presented over TLS: use an https:// URL")
-        }
-        _ => None,
-    };
-    let (token, tls) = (access.token, &tls);
-    let json = |path: &'static str| async move {
-        let text = get(base, path, token, tls.as_ref()).await?;
-        serde_json::from_str::<Value>(&text)
-            .with_context(|| format!("{base}{path} did not answer JSON"))
-    };
-    let generation = json("/admin/generation").await?;
-    let backends = json("/admin/backends").await?;
-    let routes = json("/admin/routes").await?;
-    let metrics = Samples::parse(&get(base, "/metrics", token, tls.as_ref()).await?);
+    let client = Client::new(admin, access)?;
+    let generation = client.json("/admin/generation").await?;
+    let backends: answers::Backends = client.json("/admin/backends").await?;
+    let routes = client.json("/admin/routes").await?;
+    let metrics = Samples::parse(&client.text("/metrics").await?);
     Ok(Status {
-        admin: base.to_string(),
+        admin: client.base().to_string(),
         generation,
         backends: backend_rows(&backends, &metrics),
         routes,
     })
-}
-
-/// A TLS client trusting `ca` (PEM), else the public web roots, presenting the client
-/// certificate `identity` (the chain's file, the key's file) if given.
-fn connector(
-    ca: Option<&Path>,
-    identity: Option<(&Path, &Path)>,
-) -> anyhow::Result<tokio_rustls::TlsConnector> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            roots = crate::pem::ca_bundle(path)
-                .map_err(anyhow::Error::msg)?
-                .roots
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    let config = match identity {
-        None => builder.with_no_client_auth(),
-        Some((cert, key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .with_context(|| {
-                    format!("cannot read the client certificate {}", cert.display())
-                })?;
-            if chain.is_empty() {
-                bail!("{} holds no certificate", cert.display());
-            }
-            // The key's text never reaches the error: only its file's name.
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|_| {
-                anyhow::anyhow!("{} holds no readable PEM private key", key.display())
-            })?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .context("the client certificate and key do not go together")?
-        }
-    };
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
-}
-
-/// `GET base+path`: the body of a 200, or an error naming the URL and what the gateway said.
-async fn get(
-    base: &str,
-    path: &str,
-    token: Option<&str>,
-    tls: Option<&tokio_rustls::TlsConnector>,
-) -> anyhow::Result<String> {
-    let url = format!("{base}{path}");
-    let uri: Uri = url
-        .parse()
-        .with_context(|| format!("`{base}` is not a URL"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        Some(other) => bail!("{base}: `status` speaks http and https, not {other}"),
-        None => bail!("`{base}` is not a URL (for example http://127.0.0.1:9090)"),
-    }
-    let authority = uri
-        .authority()
-        .with_context(|| format!("`{base}` names no host"))?
-        .clone();
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let default_port = if tls.is_some() { 443 } else { 80 };
-    let port = authority.port_u16().unwrap_or(default_port);
-    let stream = tokio::net::TcpStream::connect((host, port))
-        .await
-        .with_context(|| format!("cannot connect to {base}"))?;
-    let mut request = Request::get(uri.path())
-        .header(header::HOST, authority.as_str())
-        .header(header::ACCEPT, "application/json, text/plain");
-    if let Some(token) = token {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let request = request.body(Empty::<Bytes>::new())?;
-    let (status, body) = match tls {
-        Some(tls) => {
-            let name = rustls::pki_types::ServerName::try_from(host.to_string())
-                .with_context(|| format!("`{host}` is not a TLS server name"))?;
-            let stream = tls
-                .connect(name, stream)
-                .await
-                .with_context(|| format!("TLS handshake with {base} failed"))?;
-            exchange(stream, request, &url).await?
-        }
-        None => exchange(stream, request, &url).await?,
-    };
-    let text = String::from_utf8_lossy(&body).into_owned();
-    if status != StatusCode::OK {
-        // The gateway's error shape says why.
-        let why = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["error_msg"].as_str().map(str::to_string))
-            .unwrap_or(text);
-        bail!("GET {url}: {status}: {why}");
-    }
-    Ok(text)
-}
-
-/// One HTTP/1.1 request over `io`: the status and the whole body.
-async fn exchange<IO>(
-    io: IO,
-    request: Request<Empty<Bytes>>,
-    url: &str,
-) -> anyhow::Result<(StatusCode, Bytes)>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
-            .await
-            .with_context(|| format!("cannot talk HTTP to {url}"))?;
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(request)
-        .await
-        .with_context(|| format!("GET {url} failed"))?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .with_context(|| format!("GET {url}: the answer broke off"))?
-        .to_bytes();
-    Ok((status, body))
 }
 
 /// The samples of a Prometheus text exposition: (name, labels) -> value. Enough of the format
@@ -321,17 +192,18 @@ fn sample(line: &str) -> Option<(String, BTreeMap<String, String>, f64)> {
     Some((name.to_string(), labels, value))
 }
 
-fn backend_rows(backends: &Value, metrics: &Samples) -> Vec<BackendStatus> {
-    let list = backends["backends"].as_array().cloned().unwrap_or_default();
-    list.iter()
+fn backend_rows(backends: &answers::Backends, metrics: &Samples) -> Vec<BackendStatus> {
+    backends
+        .backends
+        .iter()
         .map(|b| {
-            let name = b["name"].as_str().unwrap_or_default().to_string();
+            let name = b.name.clone();
             let of = |labels: &BTreeMap<String, String>| labels.get("backend") == Some(&name);
             let count = |v: f64| v.max(0.0) as u64;
             BackendStatus {
-                plugin: b["plugin"].as_str().unwrap_or_default().to_string(),
-                digest: b["digest"].as_str().unwrap_or_default().to_string(),
-                concurrency: b["limits"]["concurrency"].as_u64().unwrap_or_default(),
+                plugin: b.plugin.clone(),
+                digest: b.digest.clone(),
+                concurrency: b.limits.concurrency,
                 calls: count(metrics.sum("platform_gateway_plugin_calls_total", of)),
                 errors: count(metrics.sum("platform_gateway_plugin_calls_total", |l| {
                     of(l) && l.get("outcome").map(String::as_str) != Some("ok")
@@ -346,39 +218,28 @@ fn backend_rows(backends: &Value, metrics: &Samples) -> Vec<BackendStatus> {
 
 impl Status {
     /// The status as lines for a terminal.
-    pub fn render(&self) -> String {
+    fn render(&self) -> String {
         let g = &self.generation;
         let mut out = String::new();
-        let n = |key: &str| g[key].as_u64().unwrap_or_default();
         let _ = writeln!(
             out,
             "gateway at {}: generation {}, loaded at {} in {} ms; {} reloads, {} refused",
-            self.admin,
-            n("generation"),
-            g["loaded_at"].as_str().unwrap_or("?"),
-            n("load_ms"),
-            n("reloads"),
-            n("refused"),
+            self.admin, g.generation, g.loaded_at, g.load_ms, g.reloads, g.refused,
         );
-        match g["last_refused"].as_object() {
+        match &g.last_refused {
             Some(refusal) => {
-                let _ = writeln!(
-                    out,
-                    "last refused reload, at {}:",
-                    refusal["at"].as_str().unwrap_or("?")
-                );
-                for line in refusal["reason"].as_str().unwrap_or_default().lines() {
+                let _ = writeln!(out, "last refused reload, at {}:", refusal.at);
+                for line in refusal.reason.lines() {
                     let _ = writeln!(out, "  {line}");
                 }
             }
             None => out.push_str("no refused reload\n"),
         }
-        if let Some(settings) = g["restart_needed"].as_array().filter(|s| !s.is_empty()) {
-            let names: Vec<&str> = settings.iter().filter_map(Value::as_str).collect();
+        if !g.restart_needed.is_empty() {
             let _ = writeln!(
                 out,
                 "changed, taking effect at restart: {}",
-                names.join(", ")
+                g.restart_needed.join(", ")
             );
         }
 
@@ -420,14 +281,19 @@ impl Status {
                 .map(String::from)
                 .to_vec(),
         ];
-        for route in self.routes["routes"].as_array().into_iter().flatten() {
-            let text = |key: &str| route[key].as_str().unwrap_or_default().to_string();
-            rows.push(vec![text("name"), text("conditions"), text("backend")]);
+        for route in &self.routes.routes {
+            rows.push(vec![
+                route.name.clone(),
+                route.conditions.clone(),
+                route.backend.clone(),
+            ]);
         }
         table(&mut out, &rows, &[false, false, false]);
-        if let Some(policy) = self.routes["discovery"]["on_backend_failure"].as_str() {
-            let _ = writeln!(out, "discovery: on_backend_failure = {policy}");
-        }
+        let policy = match self.routes.discovery.on_backend_failure {
+            DiscoveryPolicy::Fail => "fail",
+            DiscoveryPolicy::Partial => "partial",
+        };
+        let _ = writeln!(out, "discovery: on_backend_failure = {policy}");
         out
     }
 }
@@ -464,6 +330,7 @@ fn table(out: &mut String, rows: &[Vec<String>], right: &[bool]) {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::path::Path;
 
     const METRICS: &str = r#"# HELP platform_gateway_plugin_calls_total Plugin calls.
 # TYPE platform_gateway_plugin_calls_total counter
@@ -491,12 +358,19 @@ platform_gateway_http_requests_total{endpoint="/a\"b\\c",method="GET",status="20
 
     #[test]
     fn backends_get_their_calls_errors_and_slots_and_render_as_a_table() {
+        // The answers as the admin API writes them, read through the shared types.
+        let backend = |name: &str, plugin: &str, digest: &str, concurrency: u64| {
+            json!({"name": name, "plugin": plugin, "digest": digest,
+                "contract": "replicante:platform@0.2.0",
+                "limits": {"memory_bytes": 1, "timeout_ms": 1, "concurrency": concurrency,
+                    "state": {"keys": 1, "bytes": 1, "value_bytes": 1, "writes_per_second": 1}}})
+        };
         let backends = json!({"generation": 3, "backends": [
-            {"name": "pool", "plugin": "plugins/pool.wasm", "digest": "sha256:0123456789abcdef0123",
-             "limits": {"concurrency": 16}},
-            {"name": "pool-2", "plugin": "p2.wasm", "digest": "sha256:ff", "limits": {"concurrency": 2}},
-            {"name": "idle", "plugin": "i.wasm", "digest": "sha256:ee", "limits": {"concurrency": 1}},
+            backend("pool", "plugins/pool.wasm", "sha256:0123456789abcdef0123", 16),
+            backend("pool-2", "p2.wasm", "sha256:ff", 2),
+            backend("idle", "i.wasm", "sha256:ee", 1),
         ]});
+        let backends = serde_json::from_value(backends).unwrap();
         let rows = backend_rows(&backends, &Samples::parse(METRICS));
         let counts: Vec<(u64, u64, u64, u64)> = rows
             .iter()
@@ -507,15 +381,17 @@ platform_gateway_http_requests_total{endpoint="/a\"b\\c",method="GET",status="20
 
         let status = Status {
             admin: "http://127.0.0.1:9090".into(),
-            generation: json!({"generation": 3, "loaded_at": "2025-01-01T00:00:00.000Z",
+            generation: serde_json::from_value(json!({"generation": 3, "loaded_at": "2025-01-01T00:00:00.000Z",
                 "load_ms": 12, "reloads": 2, "refused": 1,
                 "last_refused": {"at": "2025-01-01T00:01:00.000Z", "reason": "gateway.toml:3: bad\nsecond line"},
-                "restart_needed": ["server.listen"]}),
+                "restart_needed": ["server.listen"]}))
+            .unwrap(),
             backends: rows,
-            routes: json!({"routes": [
+            routes: serde_json::from_value(json!({"routes": [
                 {"name": "kafka", "conditions": "store = \"kafka\"", "backend": "pool-2"},
                 {"name": "routes[1]", "conditions": "default", "backend": "pool"}],
-                "discovery": {"on_backend_failure": "fail"}}),
+                "discovery": {"on_backend_failure": "fail"}}))
+            .unwrap(),
         };
         let text = status.render();
         let expected = "\

@@ -1,16 +1,15 @@
-//! `test-plugin` and `call`: the conformance kit on the command line (see
-//! `platform_gateway::kit`).
+//! `test-plugin` and `call`: the conformance kit on the command line (see [`crate::kit`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::kit::{self, Options, Plugin, Script};
 use anyhow::Context;
 use clap::Args;
-use platform_gateway::kit::{self, Options, Plugin, Script};
 
 /// How to load the plugin: the flags both commands share.
 #[derive(Args)]
-pub struct LoadArgs {
+pub(super) struct LoadArgs {
     /// The plugin component (`.wasm`).
     plugin: PathBuf,
     /// A TOML file whose top-level keys are the backend's settings, as under
@@ -45,9 +44,9 @@ impl LoadArgs {
     }
 }
 
-/// `test-plugin`'s flags (its help, in `main.rs`, says what inventory the scenario needs).
+/// `test-plugin`'s flags (its help, in `cli/mod.rs`, says what inventory the scenario needs).
 #[derive(Args)]
-pub struct TestPluginArgs {
+pub(super) struct TestPluginArgs {
     #[command(flatten)]
     load: LoadArgs,
     /// The store of the provision requests.
@@ -82,8 +81,9 @@ pub struct TestPluginArgs {
     provisions: bool,
 }
 
+/// `call`'s flags.
 #[derive(Args)]
-pub struct CallArgs {
+pub(super) struct CallArgs {
     #[command(flatten)]
     load: LoadArgs,
     /// `discover`, `provision` or `deprovision`.
@@ -98,14 +98,10 @@ pub struct CallArgs {
     state: Option<PathBuf>,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Runtime::new().context("starting the async runtime")
-}
-
 /// Play the scenario and print the report; exit 1 if a check failed.
-pub fn test_plugin(args: TestPluginArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn test_plugin(args: TestPluginArgs) -> super::Outcome {
     let options = args.load.options(None);
-    let runtime = runtime()?;
+    let runtime = super::runtime(false)?;
     let checks = runtime.block_on(async {
         match Plugin::open(&options).await {
             Ok(plugin) => {
@@ -166,23 +162,15 @@ pub fn test_plugin(args: TestPluginArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Run one operation and print its answer as JSON; exit 1 if the plugin answered an error.
-pub fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn call(args: CallArgs) -> super::Outcome {
     let request: serde_json::Value = match &args.request {
         None => serde_json::Value::Null,
-        Some(path) => {
-            let text = if path.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin()).context("reading stdin")?
-            } else {
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?
-            };
-            serde_json::from_str(&text)
-                .with_context(|| format!("{} is not JSON", path.display()))?
-        }
+        Some(path) => serde_json::from_str(&super::read_input(path)?)
+            .with_context(|| format!("{} is not JSON", path.display()))?,
     };
     let operation = args.operation.clone();
     let options = args.load.options(args.state);
-    let runtime = runtime()?;
+    let runtime = super::runtime(false)?;
     let (ok, answer) = runtime.block_on(async {
         let plugin = Plugin::open(&options).await?;
         plugin.call(&operation, &request).await

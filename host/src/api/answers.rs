@@ -1,0 +1,191 @@
+//! The admin API's answers as types: [`super::admin`] serves them and `platform-gateway status`
+//! reads them, so a field renamed on one side cannot silently read as empty on the other.
+//!
+//! `GET /admin/generation` answers [`crate::reload::ReloadStatus`] and `POST /admin/route`
+//! [`crate::routing::Explanation`]; the rest are here.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DiscoveryPolicy, Limits};
+use crate::gateway::Generation;
+use crate::routing::Route;
+
+/// `GET /admin/backends`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Backends {
+    /// The generation that serves them.
+    pub generation: u64,
+    /// Every backend, by name.
+    pub backends: Vec<BackendInfo>,
+}
+
+/// One loaded backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    /// Its name.
+    pub name: String,
+    /// Its plugin file.
+    pub plugin: String,
+    /// `sha256:...` of the plugin.
+    pub digest: String,
+    /// The contract version the plugin implements (`replicante:platform@0.2.0`).
+    pub contract: String,
+    /// Its limits.
+    pub limits: LimitsInfo,
+}
+
+/// A backend's `limits`, in units a script can compare.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LimitsInfo {
+    /// `limits.memory`.
+    pub memory_bytes: u64,
+    /// `limits.timeout`.
+    pub timeout_ms: u64,
+    /// `limits.concurrency`: its call slots.
+    pub concurrency: u64,
+    /// Its state quotas.
+    pub state: StateLimitsInfo,
+}
+
+/// A backend's state quotas (`limits.state_*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateLimitsInfo {
+    /// `limits.state_keys`.
+    pub keys: u64,
+    /// `limits.state_bytes`.
+    pub bytes: u64,
+    /// `limits.state_value_size`.
+    pub value_bytes: u64,
+    /// `limits.state_writes_per_second`.
+    pub writes_per_second: u32,
+}
+
+impl From<&Limits> for LimitsInfo {
+    fn from(limits: &Limits) -> LimitsInfo {
+        LimitsInfo {
+            memory_bytes: limits.memory as u64,
+            timeout_ms: limits.timeout.as_millis() as u64,
+            concurrency: limits.concurrency as u64,
+            state: StateLimitsInfo {
+                keys: limits.state.keys,
+                bytes: limits.state.bytes,
+                value_bytes: limits.state.value as u64,
+                writes_per_second: limits.state.writes_per_second,
+            },
+        }
+    }
+}
+
+impl Backends {
+    /// The backends `generation` serves.
+    pub fn of(generation: &Generation) -> Backends {
+        let backends = generation
+            .backends
+            .values()
+            .map(|backend| BackendInfo {
+                name: backend.id().to_string(),
+                plugin: generation.config.backends[backend.id()]
+                    .plugin
+                    .display()
+                    .to_string(),
+                digest: backend.digest().to_string(),
+                contract: backend.contract().to_string(),
+                limits: backend.limits().into(),
+            })
+            .collect();
+        Backends {
+            generation: generation.number,
+            backends,
+        }
+    }
+}
+
+/// `GET /admin/routes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Routes {
+    /// The provision route table, in order.
+    pub routes: Vec<RouteInfo>,
+    /// The discovery policy.
+    pub discovery: DiscoveryInfo,
+}
+
+/// One provision route: its conditions one by one (`null` when not set), and in words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteInfo {
+    /// The route's name.
+    pub name: String,
+    /// Its backend.
+    pub backend: String,
+    /// The `cluster_id` condition, exact or glob.
+    pub cluster_id: Option<String>,
+    /// The `store` condition.
+    pub store: Option<String>,
+    /// The `store_version` condition.
+    pub store_version: Option<String>,
+    /// The `node_group_id` condition.
+    pub node_group_id: Option<String>,
+    /// The `node_class` condition.
+    pub node_class: Option<String>,
+    /// Every condition, in words (`default` for none).
+    pub conditions: String,
+}
+
+impl From<&Route> for RouteInfo {
+    fn from(route: &Route) -> RouteInfo {
+        let m = &route.matches;
+        RouteInfo {
+            name: route.name.clone(),
+            backend: route.backend.to_string(),
+            cluster_id: m.cluster_id.as_ref().map(|p| p.as_str().to_string()),
+            store: m.store.clone(),
+            store_version: m.store_version.clone(),
+            node_group_id: m.node_group_id.clone(),
+            node_class: m.node_class.clone(),
+            conditions: m.describe(),
+        }
+    }
+}
+
+/// `[discovery]` as it applies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiscoveryInfo {
+    /// What `GET /discover` answers when a backend fails.
+    pub on_backend_failure: DiscoveryPolicy,
+}
+
+impl Routes {
+    /// The routes and discovery policy `generation` serves.
+    pub fn of(generation: &Generation) -> Routes {
+        Routes {
+            routes: generation
+                .config
+                .routes
+                .routes()
+                .iter()
+                .map(RouteInfo::from)
+                .collect(),
+            discovery: DiscoveryInfo {
+                on_backend_failure: generation.config.discovery,
+            },
+        }
+    }
+}
+
+/// `GET /admin/state`: the state store in its own words, and whether it answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Store {
+    /// Which store, with its endpoints.
+    pub store: String,
+    /// Whether it answers (`/readyz`'s verdict).
+    pub ready: bool,
+    /// Why not, when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `POST /admin/reload` when the reload was applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reloaded {
+    /// The generation now serving.
+    pub generation: u64,
+}
