@@ -172,7 +172,13 @@ fn the_reference_check_sees_an_undocumented_key_and_a_refused_one() {
     // and a known key with a wrong value is not.
     let known = expected_keys(&parse_error(&config_with("server", "lisen")))
         .expect("a misspelt key is an unknown field");
-    assert!(known.contains("listen") && known.contains("shutdown_grace"), "{known:?}");
+    assert!(
+        known.contains("listen") && known.contains("shutdown_grace"),
+        "{known:?}"
+    );
     let wrong_type = parse_error(&config_with("server", "listen"));
-    assert!(!wrong_type.is_empty() && expected_keys(&wrong_type).is_none(), "{wrong_type}");
+    assert!(
+        !wrong_type.is_empty() && expected_keys(&wrong_type).is_none(),
+        "{wrong_type}"
+    );
 }
