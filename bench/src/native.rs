@@ -16,8 +16,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use platform_sdk::native::Host;
-use platform_sdk::{Cluster, DeprovisionRequest, Error, Provider, ProvisionRequest};
+use platform_gateway_sdk::native::Host;
+use platform_gateway_sdk::{Cluster, DeprovisionRequest, Error, Provider, ProvisionRequest};
 use serde_json::{Value, json};
 
 /// The providers the baseline knows, by plugin file name.
@@ -50,7 +50,7 @@ impl Kind {
     fn provision(
         self,
         request: ProvisionRequest,
-    ) -> Result<platform_sdk::ProvisionResponse, Error> {
+    ) -> Result<platform_gateway_sdk::ProvisionResponse, Error> {
         match self {
             Kind::Pool => <pool::Pool as Provider>::provision(request),
             Kind::Static => <static_clusters::Static as Provider>::provision(request),

@@ -1,4 +1,4 @@
-// Types of @platform-gateway/sdk (contract replicante:platform@0.2.0).
+// Types of platform-gateway-sdk (contract replicante:platform@0.2.0).
 
 /** The contract this SDK implements. */
 export const CONTRACT: 'replicante:platform@0.2.0';

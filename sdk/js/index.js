@@ -1,4 +1,4 @@
-// @platform-gateway/sdk: write platform-gateway plugins (contract replicante:platform@0.2.0) in
+// platform-gateway-sdk: write platform-gateway plugins (contract replicante:platform@0.2.0) in
 // JavaScript. See README.md and docs/plugins.md in the repository.
 
 export { Provider, exportProvider } from './lib/provider.js';

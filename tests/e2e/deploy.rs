@@ -1,4 +1,4 @@
-//! What ships (README "Install and deploy"): the static binary and package of `cargo xtask dist`,
+//! What ships (docs/deploy.md): the static binary and package of `cargo xtask dist`,
 //! the `FROM scratch` image of `cargo xtask image` under podman, the Kubernetes manifests under
 //! `podman kube play`, and the systemd unit.
 //!
@@ -129,6 +129,8 @@ async fn dist_binary_is_static_checksummed_and_serves_the_packaged_example() {
         "deploy/kubernetes/ha.yaml",
         "deploy/systemd/platform-gateway.service",
         "README.md",
+        "docs/deploy.md",
+        "docs/configuration.md",
     ] {
         assert!(
             sums.lines().any(|l| l.ends_with(&format!("  {file}"))),

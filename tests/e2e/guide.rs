@@ -1,24 +1,18 @@
-//! The plugin author's guide (`docs/plugins.md`) shows the commands and code CI runs: the Rust
-//! example's source and the build `cargo xtask plugins` runs, the Python and JavaScript
-//! examples' `build.sh` line for line, and conformance-kit commands that pass when run as
-//! written on the built examples.
+//! The plugin author's guide (`docs/plugins.md` and its page per language,
+//! `docs/plugins-<language>.md`) shows the commands and code CI runs: the Rust example's source
+//! and the build `cargo xtask plugins` runs, the Python and JavaScript examples' `build.sh` line
+//! for line, and conformance-kit commands that pass when run as written on the built examples.
 
 use std::path::PathBuf;
 
 use crate::support::{example_plugin, plugin, run_cli, shared_cache};
 
-fn guide() -> String {
-    std::fs::read_to_string(xtask::root().join("docs/plugins.md")).expect("docs/plugins.md")
-}
-
-/// The lines of the guide's section `## {title}`, up to the next `## ` heading.
-fn section(guide: &str, title: &str) -> Vec<String> {
-    let heading = format!("## {title}");
-    guide
+/// The guide's page for the language `title` (`Rust` is `docs/plugins-rust.md`), by lines.
+fn page(title: &str) -> Vec<String> {
+    let path = format!("docs/plugins-{}.md", title.to_lowercase());
+    std::fs::read_to_string(xtask::root().join(&path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
         .lines()
-        .skip_while(|line| *line != heading)
-        .skip(1)
-        .take_while(|line| !line.starts_with("## "))
         .map(str::to_string)
         .collect()
 }
@@ -43,10 +37,9 @@ fn example(title: &str) -> (PathBuf, PathBuf) {
 
 #[test]
 fn the_plugin_guide_shows_the_commands_ci_runs() {
-    let guide = guide();
-    let rust = section(&guide, "Rust");
+    let rust = page("Rust");
     let build = format!("cargo {}", xtask::PLUGIN_BUILD.join(" "));
-    assert!(rust.contains(&build), "the Rust section shows `{build}`");
+    assert!(rust.contains(&build), "the Rust page shows `{build}`");
     // The Rust example's source, as the guide shows it (the provider, then its tests).
     let source =
         std::fs::read_to_string(xtask::root().join("examples/plugins/rust-inventory/src/lib.rs"))
@@ -55,16 +48,12 @@ fn the_plugin_guide_shows_the_commands_ci_runs() {
     for part in source.split("// Natively only") {
         assert!(
             rust.contains(part.trim()),
-            "the Rust section shows examples/plugins/rust-inventory/src/lib.rs as it is"
+            "the Rust page shows examples/plugins/rust-inventory/src/lib.rs as it is"
         );
     }
 
     for (title, example) in EXAMPLES {
-        let lines = section(&guide, title);
-        assert!(
-            !lines.is_empty(),
-            "docs/plugins.md has a `## {title}` section"
-        );
+        let lines = page(title);
         let script = xtask::root().join(format!("examples/plugins/{example}/build.sh"));
         let script = std::fs::read_to_string(&script).unwrap();
         for line in script.lines() {
@@ -74,7 +63,7 @@ fn the_plugin_guide_shows_the_commands_ci_runs() {
             }
             assert!(
                 lines.iter().any(|l| l == line),
-                "the {title} section quotes {example}/build.sh's line `{line}` verbatim"
+                "the {title} page quotes {example}/build.sh's line `{line}` verbatim"
             );
         }
     }
@@ -82,9 +71,8 @@ fn the_plugin_guide_shows_the_commands_ci_runs() {
 
 #[test]
 fn the_guides_conformance_kit_commands_pass_on_the_example_plugins() {
-    let guide = guide();
     for title in ["Rust", "Python", "JavaScript"] {
-        let commands: Vec<Vec<String>> = section(&guide, title)
+        let commands: Vec<Vec<String>> = page(title)
             .iter()
             .filter_map(|line| {
                 line.trim_start()
@@ -94,7 +82,7 @@ fn the_guides_conformance_kit_commands_pass_on_the_example_plugins() {
             .collect();
         assert!(
             !commands.is_empty(),
-            "the {title} section shows how to run the conformance kit"
+            "the {title} page shows how to run the conformance kit"
         );
         let (wasm, folder) = example(title);
         let wasm = wasm.display().to_string();

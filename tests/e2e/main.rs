@@ -3,6 +3,7 @@
 mod aws;
 mod backup;
 mod cli;
+mod config_reference;
 mod contracts;
 mod deploy;
 mod edge;

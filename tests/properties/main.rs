@@ -121,7 +121,7 @@ fn shaped(status: u16, body: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// [`refused_with`] 400, the status the README gives bad input.
+/// [`refused_with`] 400, the status the HTTP API (docs/http-api.md) gives bad input.
 fn refused(status: u16, body: &[u8]) -> Result<(), TestCaseError> {
     refused_with(400, status, body).map_err(TestCaseError::fail)
 }

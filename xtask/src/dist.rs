@@ -67,6 +67,7 @@ pub fn image_name() -> String {
 ///   examples/               the example configs, their plugin paths pointing at plugins/
 ///   deploy/                 the container, Kubernetes and systemd files
 ///   README.md
+///   docs/                   the documentation the README links to
 ///   SHA256SUMS              of every file above
 /// target/package/platform-gateway-VERSION-x86_64-linux-musl.tar.gz (+ .sha256)
 /// ```
@@ -116,6 +117,12 @@ pub fn dist() -> Result<PathBuf, String> {
         }
     }
     changed |= install(&root().join("README.md"), &dir.join("README.md"))?;
+    // The README is the front page of a book in docs/: ship the book with it.
+    let mut docs = Vec::new();
+    list_files(&root(), &root().join("docs"), &mut docs)?;
+    for doc in docs {
+        changed |= install(&root().join(&doc), &dir.join(&doc))?;
+    }
 
     let sums = dir.join("SHA256SUMS");
     if changed || !sums.is_file() {

@@ -53,7 +53,7 @@ fn ensure_target() {
     }
 }
 
-/// The cargo command that builds the plugins, as `docs/plugins.md` shows a plugin author (in
+/// The cargo command that builds the plugins, as `docs/plugins-rust.md` shows a plugin author (in
 /// `plugins/`, a virtual workspace, it builds every member into `target/plugins`, as
 /// `plugins/.cargo/config.toml` says).
 pub const PLUGIN_BUILD: [&str; 4] = ["build", "--release", "--target", "wasm32-wasip2"];
@@ -135,7 +135,7 @@ pub fn run(command: &mut Command) -> Result<(), String> {
 
 /// The example plugins written in other languages than Rust (`examples/plugins/<name>/`, each
 /// with a `build.sh` that installs its pinned toolchain in the example's folder and builds the
-/// component: the very commands `docs/plugins.md` shows).
+/// component: the very commands `docs/plugins-*.md` show).
 pub const EXAMPLE_PLUGINS: [&str; 2] = ["python-inventory", "js-inventory"];
 
 /// Where the example plugins' components land.

@@ -12,7 +12,7 @@ allocated is still reported until it is deprovisioned.
 
 from dataclasses import dataclass
 
-from platform_gateway import (
+from platform_gateway_sdk import (
     Cluster,
     Conflict,
     InvalidRequest,

@@ -7,7 +7,7 @@ sdk=../../../sdk/python
 
 # Up to date: nothing to do. (componentize-py's output differs from one build to the next, and a
 # new component costs the gateway a new compilation, so do not rebuild for nothing.)
-if [ -f "$out" ] && [ -z "$(find build.sh ./*.py "$sdk/platform_gateway" "$wit" -newer "$out" \( -name '*.py' -o -name '*.wit' -o -name build.sh \) | head -n 1)" ]; then
+if [ -f "$out" ] && [ -z "$(find build.sh ./*.py "$sdk/platform_gateway_sdk" "$wit" -newer "$out" \( -name '*.py' -o -name '*.wit' -o -name build.sh \) | head -n 1)" ]; then
     exit 0
 fi
 

@@ -11,7 +11,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../sdk/python"))
 
-from platform_gateway import (  # noqa: E402
+from platform_gateway_sdk import (  # noqa: E402
     DeprovisionRequest,
     Internal,
     InvalidRequest,
@@ -19,7 +19,7 @@ from platform_gateway import (  # noqa: E402
     ProvisionRequest,
     Unavailable,
 )
-from platform_gateway.testing import Host  # noqa: E402
+from platform_gateway_sdk.testing import Host  # noqa: E402
 
 import app  # noqa: E402
 

@@ -33,7 +33,7 @@ mod sigv4;
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use platform_sdk::{
+use platform_gateway_sdk::{
     Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
     export_provider, http, select_by_store, settings,
 };

@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 
-use platform_sdk::{
+use platform_gateway_sdk::{
     Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
     export_provider, http, log, select_by_store, settings,
 };

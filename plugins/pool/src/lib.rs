@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use platform_sdk::{
+use platform_gateway_sdk::{
     Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
     export_provider, log, settings, state,
 };
@@ -231,7 +231,7 @@ mod tests {
     use std::collections::HashSet;
     use std::sync::Arc;
 
-    use platform_sdk::native::Host;
+    use platform_gateway_sdk::native::Host;
     use serde_json::json;
 
     use super::*;

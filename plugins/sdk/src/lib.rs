@@ -7,7 +7,7 @@
 //! too: the types below are the contract, named for Rust.
 //!
 //! ```ignore
-//! use platform_sdk::{export_provider, Cluster, Error, Provider};
+//! use platform_gateway_sdk::{export_provider, Cluster, Error, Provider};
 //!
 //! struct Hello;
 //!
@@ -222,7 +222,7 @@ pub mod settings {
     /// ```ignore
     /// #[derive(serde::Deserialize)]
     /// struct Settings { machines: Vec<Machine>, #[serde(default)] zone: Option<String> }
-    /// let settings: Settings = platform_sdk::settings::get()?;
+    /// let settings: Settings = platform_gateway_sdk::settings::get()?;
     /// ```
     pub fn get<T: DeserializeOwned>() -> Result<T, Error> {
         serde_json::from_str(&raw()?)

@@ -42,7 +42,8 @@ pub(crate) fn with<T>(f: impl FnOnce(&Host) -> Result<T, Error>) -> Result<T, Er
     CURRENT.with(|current| match current.borrow().as_deref() {
         Some(host) => f(host),
         None => Err(Error::Internal(
-            "no native host: call the provider inside platform_sdk::native::Host::run".into(),
+            "no native host: call the provider inside platform_gateway_sdk::native::Host::run"
+                .into(),
         )),
     })
 }

@@ -17,7 +17,7 @@
 
 use std::collections::HashSet;
 
-use platform_sdk::{
+use platform_gateway_sdk::{
     Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
     export_provider, settings,
 };

@@ -1,6 +1,6 @@
-// @platform-gateway/sdk/testing: the in-memory host a plugin's tests run against under Node.js.
+// platform-gateway-sdk/testing: the in-memory host a plugin's tests run against under Node.js.
 //
-//   node --import @platform-gateway/sdk/testing/register --test
+//   node --import platform-gateway-sdk/testing/register --test
 //
 // Then `import { provider } from '../src/index.js'` calls the plugin as the gateway would: each
 // method returns the contract's `{ tag: 'ok' | 'err', val }`.

@@ -7,9 +7,9 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import platform_gateway as pg  # noqa: E402
-from platform_gateway import state  # noqa: E402
-from platform_gateway.testing import Host  # noqa: E402
+import platform_gateway_sdk as pg  # noqa: E402
+from platform_gateway_sdk import state  # noqa: E402
+from platform_gateway_sdk.testing import Host  # noqa: E402
 
 
 class Hello(pg.Provider):
@@ -92,7 +92,7 @@ class ExportTest(unittest.TestCase):
                 Adapter().provision(pg.ProvisionRequest(cluster_id="c1"))
 
     def test_in_the_component_a_provider_is_created_only_by_the_adapter(self):
-        from platform_gateway import _host
+        from platform_gateway_sdk import _host
 
         Adapter = pg.export(Hello)
         _host.IN_COMPONENT = True
@@ -139,7 +139,7 @@ class SettingsAndLogTest(unittest.TestCase):
         )
 
     def test_without_a_host_a_call_says_how_to_get_one(self):
-        with self.assertRaisesRegex(RuntimeError, "platform_gateway.testing.Host"):
+        with self.assertRaisesRegex(RuntimeError, "platform_gateway_sdk.testing.Host"):
             pg.settings()
 
 

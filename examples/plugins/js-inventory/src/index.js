@@ -27,7 +27,7 @@ import {
   log,
   requireSetting,
   state,
-} from '@platform-gateway/sdk';
+} from 'platform-gateway-sdk';
 
 const PREFIX = 'machine/';
 

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { beforeEach, test } from 'node:test';
 
-import { host } from '@platform-gateway/sdk/testing';
+import { host } from 'platform-gateway-sdk/testing';
 import { provider } from '../src/index.js';
 
 const machines = [

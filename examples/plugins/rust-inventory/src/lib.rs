@@ -1,4 +1,4 @@
-use platform_sdk::{
+use platform_gateway_sdk::{
     Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
     export_provider, log, settings, state,
 };
@@ -126,7 +126,7 @@ export_provider!(Inventory);
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
-    use platform_sdk::native::Host;
+    use platform_gateway_sdk::native::Host;
 
     fn request(cluster: &str, count: u32) -> ProvisionRequest {
         ProvisionRequest {

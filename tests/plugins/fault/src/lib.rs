@@ -22,7 +22,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use platform_sdk::{
+use platform_gateway_sdk::{
     Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
     export_provider, settings,
 };
@@ -63,12 +63,12 @@ fn misbehave() -> Result<(), Error> {
         "trap" => core::arch::wasm32::unreachable(),
         "panic" => panic!("the fault plugin panics on purpose"),
         "state-loop" => loop {
-            let _ = platform_sdk::state::set("spin", b"x");
+            let _ = platform_gateway_sdk::state::set("spin", b"x");
         },
         "probe" => Err(Error::Internal(probe())),
         "leak" => {
             let token = settings::text("token")?.unwrap_or_default();
-            platform_sdk::log::warn(&format!("the token is {token}"));
+            platform_gateway_sdk::log::warn(&format!("the token is {token}"));
             println!("stdout says the token is {token}");
             eprintln!("stderr says the token is {token}");
             Err(Error::Internal(format!("the token is {token}")))
@@ -82,12 +82,12 @@ fn misbehave() -> Result<(), Error> {
             Ok(())
         }
         "log-flood" => {
-            platform_sdk::log::warn(
+            platform_gateway_sdk::log::warn(
                 "one line\nERROR forged line that the plugin did not get to write",
             );
             let line = "y".repeat(1023);
             for _ in 0..1024 {
-                platform_sdk::log::info(&line);
+                platform_gateway_sdk::log::info(&line);
             }
             Ok(())
         }
@@ -153,7 +153,7 @@ fn fill_state() -> Result<(), Error> {
     let bytes: usize = settings::value("fill_bytes")?.unwrap_or(100);
     let value = vec![b'f'; bytes];
     for n in 0..count {
-        if let Err(error) = platform_sdk::state::set(&format!("fill/{n:06}"), &value) {
+        if let Err(error) = platform_gateway_sdk::state::set(&format!("fill/{n:06}"), &value) {
             let said = |m: String| format!("stored {n} keys, then: {m}");
             return Err(match error {
                 Error::Unavailable(u) => Error::unavailable(said(u.message)),

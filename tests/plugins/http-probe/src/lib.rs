@@ -4,7 +4,7 @@
 //! of what happened, so that tests can see whether outbound HTTP was denied, reached its
 //! target, or was cut short.
 
-use platform_sdk::{
+use platform_gateway_sdk::{
     Cluster, DeprovisionRequest, Error, Provider, ProvisionRequest, ProvisionResponse,
     export_provider, settings,
 };

@@ -10,7 +10,7 @@
 //! - `greedy`: takes every free machine of the class whatever the count, and answers the count
 //!   without node IDs, so that the gateway refuses the answer and cannot give them back.
 
-use platform_sdk::{
+use platform_gateway_sdk::{
     Cluster, DeprovisionRequest, Error, Node, Provider, ProvisionRequest, ProvisionResponse,
     export_provider, settings, state,
 };

@@ -3,7 +3,7 @@
 A plugin is a `Provider` subclass and one call of `export`, in the module you give
 componentize-py:
 
-    from platform_gateway import Cluster, Node, Provider, export, settings, state, log
+    from platform_gateway_sdk import Cluster, Node, Provider, export, settings, state, log
 
     class Hello(Provider):
         def discover(self):
@@ -14,7 +14,7 @@ componentize-py:
 Errors are this package's exceptions (`InvalidRequest`, `NotFound`, `Conflict`, `Unsupported`,
 `Unavailable`, `Internal`); anything else raised is reported as `Internal`. Settings come from
 `settings()`, durable state from `state`, logging through `log`. The generated bindings
-(`wit_world`) stay behind this package; natively, `platform_gateway.testing.Host` stands in
+(`wit_world`) stay behind this package; natively, `platform_gateway_sdk.testing.Host` stands in
 for the gateway so that plain `unittest` runs a provider's logic.
 """
 

@@ -1,6 +1,6 @@
 """An in-memory stand-in for the gateway, to run a provider's logic natively with `unittest`.
 
-    from platform_gateway.testing import Host
+    from platform_gateway_sdk.testing import Host
 
     with Host(settings={"machines": [...]}) as host:
         answer = Provider().provision(ProvisionRequest(cluster_id="c1", node_class="small"))

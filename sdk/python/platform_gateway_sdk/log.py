@@ -1,6 +1,6 @@
 """Logging into the gateway's log, where each line is tagged with the backend and the call's trace.
 
-    from platform_gateway import log
+    from platform_gateway_sdk import log
     log.info(f"allocated {machine} to cluster `{cluster_id}`")
 
 Messages longer than 4 KiB are cut, and the backend's secret settings are cut out of them.

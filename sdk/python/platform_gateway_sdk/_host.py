@@ -2,7 +2,7 @@
 
 Inside a component built by componentize-py, the generated bindings (`wit_world`) are importable
 and `current()` is the gateway. Run natively (unit tests), there are no bindings: calls go to the
-host a test installed with `platform_gateway.testing.Host`, or fail saying so.
+host a test installed with `platform_gateway_sdk.testing.Host`, or fail saying so.
 
 componentize-py resolves imports when it builds the component, not when a call runs, so every
 module used here is imported at the top of this file.
@@ -65,7 +65,7 @@ calls = 0
 
 def _outside_a_call() -> RuntimeError:
     return RuntimeError(
-        "platform_gateway: settings, state and log are only available during a call "
+        "platform_gateway_sdk: settings, state and log are only available during a call "
         "(discover, provision, deprovision), not when the module is imported: componentize-py "
         "imports it while building the component. Move this to __init__ or a method."
     )
@@ -132,8 +132,8 @@ class _Nowhere(Host):
 
     def _fail(self, *_: Any) -> Any:
         raise RuntimeError(
-            "platform_gateway is not running inside the gateway: in a test, install a host "
-            "with `with platform_gateway.testing.Host(settings={...}):`"
+            "platform_gateway_sdk is not running inside the gateway: in a test, install a host "
+            "with `with platform_gateway_sdk.testing.Host(settings={...}):`"
         )
 
     settings_json = log = state_get = state_set = state_delete = state_cas = state_list = _fail  # type: ignore[assignment]
