@@ -132,6 +132,13 @@ enum Command {
     /// Ask a running gateway whether it is ready (`GET /readyz`): exit 0 on 200, else 1. For
     /// container health checks, where there is no curl.
     Healthcheck(HealthcheckArgs),
+    /// Print the OpenAPI 3.1 document of the Platform API (served at `/openapi.json`), or with
+    /// `--admin` that of the admin API (served at `/admin/openapi.json`).
+    Openapi {
+        /// The admin API's document.
+        #[arg(long)]
+        admin: bool,
+    },
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -297,6 +304,10 @@ fn main() -> ExitCode {
         Some(Command::TestPlugin(args)) => (kit_cli::test_plugin(args), Output::Text),
         Some(Command::Call(args)) => (kit_cli::call(args), Output::Text),
         Some(Command::Completions { shell }) => (completions(shell), Output::Text),
+        Some(Command::Openapi { admin }) => {
+            println!("{}", platform_gateway::api::openapi::document(admin));
+            (Ok(ExitCode::SUCCESS), Output::Text)
+        }
         None => (serve(cli.serve, &cli.log), Output::Text),
     };
     match result {

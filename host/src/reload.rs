@@ -37,7 +37,7 @@ pub enum Trigger {
 }
 
 /// What the admin API shows about reloading.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 pub struct ReloadStatus {
     /// The generation being served.
     pub generation: u64,
@@ -56,7 +56,7 @@ pub struct ReloadStatus {
 }
 
 /// A refused reload.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Refusal {
     /// When (RFC 3339).
     pub at: String,

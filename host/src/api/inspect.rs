@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::convert;
 
 /// One route tried for a provision request.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Tried {
     /// The route's name.
     pub route: String,
@@ -26,7 +26,7 @@ pub struct Tried {
 }
 
 /// What decided the backend.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(tag = "by", rename_all = "snake_case")]
 pub enum Decision {
     /// A provision route matched.
@@ -51,7 +51,7 @@ pub enum Decision {
 }
 
 /// Where a request would go, and why.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Explanation {
     /// `provision` or `deprovision`.
     pub operation: &'static str,
