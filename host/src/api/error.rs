@@ -10,9 +10,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use utoipa::ToSchema;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
+use super::strict::Object;
 use crate::gateway::Error;
 use crate::model::ProviderError;
 use crate::runtime::CallError;
@@ -301,19 +302,20 @@ where
         // ignore what they do not know, and a newer Core that sends a new field must not be
         // refused by every gateway until it is upgraded. Each is counted, and logged once.
         let mut unknown = Vec::new();
+        // A body is a JSON object, never an array of the model's fields (see `strict`).
         let decoded =
             serde_ignored::deserialize(&mut serde_json::Deserializer::from_slice(&bytes), |path| {
                 unknown.push(path.to_string())
             });
         match decoded {
-            Ok(value) => {
+            Ok(Object(value)) => {
                 if !unknown.is_empty() {
                     note_unknown_fields(&unknown, metrics.as_deref());
                 }
                 Ok(ApiJson(value))
             }
             // axum's decoder again, for its error with the path to the offending field.
-            Err(_) => Ok(ApiJson(axum::Json::<T>::from_bytes(&bytes)?.0)),
+            Err(_) => Ok(ApiJson(axum::Json::<Object<T>>::from_bytes(&bytes)?.0.0)),
         }
     }
 }
@@ -364,6 +366,34 @@ fn note_unknown_fields(paths: &[String], metrics: Option<&crate::metrics::Metric
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn a_body_written_as_an_array_of_the_fields_is_refused() {
+        let decode = |body: &'static str| async move {
+            let request = axum::http::Request::builder()
+                .method("POST")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            ApiJson::<super::super::model::DeprovisionRequest>::from_request(request, &()).await
+        };
+        assert!(
+            decode(r#"{"cluster_id": "c1", "node_id": "m1"}"#)
+                .await
+                .is_ok()
+        );
+        // serde's derived decoder reads this as the same request.
+        let refused = decode(r#"["c1", "m1"]"#).await.unwrap_err();
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert!(
+            refused
+                .cause
+                .as_deref()
+                .unwrap()
+                .contains("expected a JSON object"),
+            "{refused}"
+        );
+    }
 
     #[tokio::test]
     async fn a_body_that_is_not_json_has_a_clean_cause() {

@@ -25,7 +25,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
-
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 

@@ -4,8 +4,9 @@
 //! Fields these models do not know are read past (counted and logged once by the extractor,
 //! `api::error::ApiJson`), as Replicante's own models do, so a newer Core that adds a field is
 //! not refused; the price is that a misspelt optional field is ignored. Keys given twice are
-//! refused (see [`strict`]). Checks that serde cannot express live in [`crate::convert`], which
-//! turns these models into what plugins receive.
+//! refused, and so is a record written as an array of its fields (see [`strict`]). Checks that
+//! serde cannot express live in [`crate::convert`], which turns these models into what plugins
+//! receive.
 //!
 //! The same types are the schemas of the OpenAPI document ([`super::openapi`]): their
 //! `#[schema]` attributes state the limits [`super::validate`] enforces (the unit tests of
@@ -53,7 +54,9 @@ fn string_schema(id: bool) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Sc
         (
             None,
             format!("^[^{CONTROL}]*$"),
-            format!("Free text, possibly empty: at most {max} bytes of UTF-8, no control character."),
+            format!(
+                "Free text, possibly empty: at most {max} bytes of UTF-8, no control character."
+            ),
         )
     };
     ObjectBuilder::new()
@@ -98,8 +101,10 @@ impl ToSchema for Text {}
 )]
 pub struct ProvisionRequest {
     /// The cluster the nodes join.
+    #[serde(deserialize_with = "strict::object")]
     pub cluster: ClusterSpec,
     /// Which group to provision, and how many nodes.
+    #[serde(deserialize_with = "strict::object")]
     pub provision: ProvisionSpec,
 }
 
@@ -123,7 +128,7 @@ pub struct ClusterSpec {
     #[schema(value_type = Text)]
     pub store_version: String,
     /// The node groups, by ID (a key given twice is refused with 400).
-    #[serde(deserialize_with = "strict::unique_keys")]
+    #[serde(deserialize_with = "strict::unique_records")]
     pub nodes: BTreeMap<String, NodeGroupSpec>,
 }
 

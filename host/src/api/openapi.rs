@@ -34,7 +34,9 @@ pub fn admin() -> Document {
 /// one.
 pub fn document(admin: bool) -> String {
     let document = if admin { self::admin() } else { public() };
-    document.to_pretty_json().expect("an OpenAPI document serializes")
+    document
+        .to_pretty_json()
+        .expect("an OpenAPI document serializes")
 }
 
 static PUBLIC_JSON: LazyLock<String> = LazyLock::new(|| document(false));
@@ -174,8 +176,8 @@ struct RouteBody;
 
 impl Modify for RouteBody {
     fn modify(&self, openapi: &mut Document) {
-        use utoipa::openapi::schema::{OneOfBuilder, Ref};
         use utoipa::ToSchema;
+        use utoipa::openapi::schema::{OneOfBuilder, Ref};
         let either = OneOfBuilder::new()
             .item(Ref::from_schema_name(model::ProvisionRequest::name()))
             .item(Ref::from_schema_name(model::DeprovisionRequest::name()));
@@ -512,7 +514,10 @@ mod tests {
     #[test]
     fn the_id_bound_in_the_document_is_the_validators() {
         let id = schema(&public(), "Id");
-        assert_eq!(id["maxLength"], json!(super::super::validate::MAX_ID_LENGTH));
+        assert_eq!(
+            id["maxLength"],
+            json!(super::super::validate::MAX_ID_LENGTH)
+        );
         assert_eq!(id["minLength"], json!(1));
         assert_eq!(
             schema(&public(), "Text")["maxLength"],
@@ -560,7 +565,13 @@ mod tests {
         let paths: Vec<&String> = public["paths"].as_object().unwrap().keys().collect();
         assert_eq!(
             paths,
-            ["/discover", "/provision", "/deprovision", "/healthz", "/readyz"]
+            [
+                "/deprovision",
+                "/discover",
+                "/healthz",
+                "/provision",
+                "/readyz"
+            ]
         );
         assert!(public["components"].get("securitySchemes").is_none());
         let admin = serde_json::to_value(admin()).unwrap();

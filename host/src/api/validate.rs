@@ -43,7 +43,10 @@ pub fn provision_request(
     text("cluster.store_version", &cluster.store_version)?;
     for group in cluster.nodes.values() {
         text("node_class", &group.node_class)?;
-        for (field, version) in [("version", &group.version), ("store_version", &group.store_version)] {
+        for (field, version) in [
+            ("version", &group.version),
+            ("store_version", &group.store_version),
+        ] {
             if let Some(version) = version {
                 text(field, version)?;
             }
@@ -178,8 +181,8 @@ fn text(field: &str, value: &str) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use axum::http::StatusCode;
+    use serde_json::json;
 
     fn request(body: Value) -> Result<domain::ProvisionRequest, ApiError> {
         provision_request(serde_json::from_value(body).expect("decodes"), None)
