@@ -42,10 +42,12 @@ fn printed(admin: bool) -> Value {
     serde_json::from_str(&stdout).expect("the printed document is JSON")
 }
 
-/// Run `program` with `args`; its output on failure.
-fn run(program: &str, args: &[&str]) -> (bool, String) {
+/// Run `program` with `args` in `dir` (Schemathesis keeps a cache in its working directory):
+/// whether it succeeded, and its output.
+fn run(program: &str, args: &[&str], dir: &Path) -> (bool, String) {
     let out = Command::new(program)
         .args(args)
+        .current_dir(dir)
         .output()
         .unwrap_or_else(|e| {
             panic!("cannot run {program} (is target/venv/bin on PATH? `cargo xtask setup`): {e}")
@@ -93,7 +95,11 @@ fn both_documents_are_printed_as_valid_openapi_3_1() {
         );
         let file = dir.path().join(format!("openapi-{admin}.json"));
         std::fs::write(&file, document.to_string()).unwrap();
-        let (ok, output) = run("openapi-spec-validator", &[file.to_str().unwrap()]);
+        let (ok, output) = run(
+            "openapi-spec-validator",
+            &[file.to_str().unwrap()],
+            dir.path(),
+        );
         assert!(ok, "openapi-spec-validator refused the document: {output}");
     }
 }
@@ -103,9 +109,8 @@ fn both_documents_are_printed_as_valid_openapi_3_1() {
 /// invalid data, every check but `positive_data_acceptance` (valid-by-schema bodies are refused
 /// when they break a rule a schema cannot state, such as `node_group_id` naming a key of
 /// `cluster.nodes`), within `seconds`. The number of cases it generated.
-fn schemathesis(url: &str, seconds: u32, extra: &[&str], report: &Path) -> u64 {
+fn schemathesis(url: &str, seconds: u32, extra: &[&str], dir: &Path) -> u64 {
     let seconds = seconds.to_string();
-    let report = report.to_str().unwrap();
     let mut args = vec![
         "run",
         url,
@@ -128,27 +133,25 @@ fn schemathesis(url: &str, seconds: u32, extra: &[&str], report: &Path) -> u64 {
         "--request-timeout",
         "30",
         "--no-color",
-        "--report",
-        "ndjson",
-        "--report-ndjson-path",
-        report,
     ];
     args.extend_from_slice(extra);
-    let (ok, output) = run("schemathesis", &args);
+    let (ok, output) = run("schemathesis", &args, dir);
     assert!(ok, "Schemathesis found failures:\n{output}");
     println!("{output}");
     generated(&output)
 }
 
-/// The number in Schemathesis's summary line `Test cases: N generated, ...`.
+/// The number in Schemathesis's summary, `Test cases:` then `N generated, ...`.
 fn generated(output: &str) -> u64 {
-    output
-        .lines()
-        .find_map(|line| {
-            let rest = line.trim().strip_prefix("Test cases:")?;
-            rest.split_whitespace().next()?.parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no `Test cases:` line in:\n{output}"))
+    let summary = output
+        .rsplit_once("Test cases:")
+        .unwrap_or_else(|| panic!("no `Test cases:` in:\n{output}"))
+        .1;
+    let (count, _) = summary
+        .trim_start()
+        .split_once(" generated")
+        .unwrap_or_else(|| panic!("no `N generated` after `Test cases:` in:\n{output}"));
+    count.parse().expect("a number of cases")
 }
 
 #[tokio::test]
@@ -183,19 +186,9 @@ async fn schemathesis_finds_every_answer_as_the_documents_say() {
         .unwrap();
     assert_eq!(served, printed(true));
 
-    let public = schemathesis(
-        &gw.url("/openapi.json"),
-        75,
-        &[],
-        &dir.path().join("public.ndjson"),
-    );
+    let public = schemathesis(&gw.url("/openapi.json"), 75, &[], dir.path());
     let bearer = format!("Authorization: Bearer {TOKEN}");
-    let admin = schemathesis(
-        &admin_document,
-        25,
-        &["--header", &bearer],
-        &dir.path().join("admin.ndjson"),
-    );
+    let admin = schemathesis(&admin_document, 25, &["--header", &bearer], dir.path());
     println!(
         "Schemathesis generated {public} cases for the Platform API, {admin} for the admin API"
     );

@@ -28,15 +28,16 @@ pub struct ApiError {
     pub message: String,
     /// `error_cause`: the root cause, when there is one worth separating.
     pub cause: Option<String>,
-    /// `node_groups`: the defined node groups, when the requested one is not among them.
-    pub node_groups: Option<Vec<String>>,
+    /// `node_groups`: the defined node groups, when the requested one is not among them (boxed,
+    /// like `detail`).
+    pub node_groups: Option<Box<[String]>>,
     /// Extra top-level fields.
     pub extra: Map<String, Value>,
     /// A `Retry-After` hint, in seconds.
     pub retry_after: Option<u32>,
     /// For the log only, never the body: what the client must not see (the state store's
-    /// endpoints).
-    pub detail: Option<String>,
+    /// endpoints). Boxed to keep the error small: it is returned by value everywhere.
+    pub detail: Option<Box<str>>,
 }
 
 impl ApiError {
@@ -66,7 +67,7 @@ impl ApiError {
 
     /// Add the defined node groups (`node_groups`).
     pub fn with_node_groups(mut self, groups: Vec<String>) -> ApiError {
-        self.node_groups = Some(groups);
+        self.node_groups = Some(groups.into_boxed_slice());
         self
     }
 
@@ -88,7 +89,7 @@ impl ApiError {
             error: true,
             error_msg: self.message.clone(),
             error_cause: self.cause.clone(),
-            node_groups: self.node_groups.clone(),
+            node_groups: self.node_groups.as_deref().map(<[String]>::to_vec),
             extra: Map::new(),
         };
         let mut body = serde_json::to_value(shape).expect("an error body serializes");
@@ -193,7 +194,7 @@ impl From<Error> for ApiError {
         if let Some(cause) = error.cause() {
             reply = reply.with_cause(cause);
         }
-        reply.detail = error.detail();
+        reply.detail = error.detail().map(String::into_boxed_str);
         if retry {
             // The plugin's own hint when it gave one (0.2's `unavailable`), else a second.
             let hint = match &error {
