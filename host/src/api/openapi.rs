@@ -143,11 +143,45 @@ impl Modify for GenerationHeader {
     }
 }
 
-/// The admin listener's two ways to authenticate.
+/// The admin listener's two ways to authenticate, and what every admin route answers when they
+/// fail (added to every operation rather than repeated in each).
 struct AdminSecurity;
 
 impl Modify for AdminSecurity {
     fn modify(&self, openapi: &mut Document) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let refusal = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        let refusals = [
+            ("401", refusal("The admin token is missing or wrong.")),
+            (
+                "403",
+                refusal(
+                    "Refused: not a loopback `Host` while the listener is on loopback, a \
+                     cross-site request (a foreign `Origin`), or no authentication configured \
+                     off loopback.",
+                ),
+            ),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                for (status, response) in &refusals {
+                    operation
+                        .responses
+                        .responses
+                        .insert(status.to_string(), RefOr::T(response.clone()));
+                }
+            }
+        }
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
@@ -366,9 +400,6 @@ fn readyz() {}
     responses(
         (status = 200, description = "`{generation, backends: [{name, plugin, digest, contract, \
             limits}]}`.", body = Object),
-        (status = 401, description = "The admin token is missing or wrong.", body = ErrorBody),
-        (status = 403, description = "Refused: not a loopback `Host`, a cross-site request, or no \
-            authentication configured off loopback.", body = ErrorBody),
         (status = 503, description = "The first generation is still loading.", body = ErrorBody),
     ),
 )]
@@ -384,8 +415,6 @@ fn backends() {}
     responses(
         (status = 200, description = "`{routes: [{name, backend, cluster_id, store, store_version, \
             node_group_id, node_class, conditions}], discovery: {on_backend_failure}}`.", body = Object),
-        (status = 401, description = "The admin token is missing or wrong.", body = ErrorBody),
-        (status = 403, description = "Refused (see the API's description).", body = ErrorBody),
         (status = 503, description = "The first generation is still loading.", body = ErrorBody),
     ),
 )]
@@ -409,8 +438,6 @@ fn routes() {}
     responses(
         (status = 200, description = "The backend and what decided it.", body = super::inspect::Explanation),
         (status = 400, description = "The body is not a valid request.", body = ErrorBody),
-        (status = 401, description = "The admin token is missing or wrong.", body = ErrorBody),
-        (status = 403, description = "Refused (see the API's description).", body = ErrorBody),
         (status = 413, description = "The body is over `[server] max_body_size`.", body = ErrorBody),
         (status = 415, description = "The body is not JSON.", body = ErrorBody),
         (status = 500, description = "The ownership index could not be read.", body = ErrorBody),
@@ -428,8 +455,6 @@ fn route() {}
     tag = "admin",
     responses(
         (status = 200, description = "The reload status.", body = crate::reload::ReloadStatus),
-        (status = 401, description = "The admin token is missing or wrong.", body = ErrorBody),
-        (status = 403, description = "Refused (see the API's description).", body = ErrorBody),
     ),
 )]
 #[allow(dead_code)]
@@ -443,8 +468,6 @@ fn generation() {}
     tag = "admin",
     responses(
         (status = 200, description = "`{store, ready, error?}`.", body = Object),
-        (status = 401, description = "The admin token is missing or wrong.", body = ErrorBody),
-        (status = 403, description = "Refused (see the API's description).", body = ErrorBody),
     ),
 )]
 #[allow(dead_code)]
@@ -458,8 +481,6 @@ fn state() {}
     tag = "admin",
     responses(
         (status = 200, description = "`{generation}`: the new generation's number.", body = Object),
-        (status = 401, description = "The admin token is missing or wrong.", body = ErrorBody),
-        (status = 403, description = "Refused (see the API's description).", body = ErrorBody),
         (status = 415, description = "A body was sent, and not as JSON.", body = ErrorBody),
         (status = 422, description = "The reload was refused, and why.", body = ErrorBody),
         (status = 503, description = "The first generation is still loading.", body = ErrorBody),
@@ -479,8 +500,6 @@ fn reload() {}
             (String = "text/plain; version=0.0.4; charset=utf-8"),
             (String = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
         )),
-        (status = 401, description = "The admin token is missing or wrong.", body = ErrorBody),
-        (status = 403, description = "Refused (see the API's description).", body = ErrorBody),
     ),
 )]
 #[allow(dead_code)]
@@ -494,8 +513,6 @@ fn metrics() {}
     tag = "admin",
     responses(
         (status = 200, description = "The admin API's OpenAPI document.", body = Object),
-        (status = 401, description = "The admin token is missing or wrong.", body = ErrorBody),
-        (status = 403, description = "Refused (see the API's description).", body = ErrorBody),
     ),
 )]
 #[allow(dead_code)]
