@@ -38,7 +38,7 @@ pub enum Trigger {
 
 /// What the admin API shows about reloading (`GET /admin/generation`, read back by
 /// `platform-gateway status`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct ReloadStatus {
     /// The generation being served.
     pub generation: u64,
@@ -57,7 +57,7 @@ pub struct ReloadStatus {
 }
 
 /// A refused reload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Refusal {
     /// When (RFC 3339).
     pub at: String,

@@ -294,7 +294,7 @@ impl RouteTable {
 }
 
 /// Which request an [`Explanation`] is about.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     /// `POST /provision`.
@@ -304,7 +304,7 @@ pub enum Operation {
 }
 
 /// One route tried for a provision request.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Tried {
     /// The route's name.
     pub route: String,
@@ -317,7 +317,7 @@ pub struct Tried {
 }
 
 /// What decided the backend.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(tag = "by", rename_all = "snake_case")]
 pub enum Decision {
     /// A provision route matched.
@@ -343,7 +343,7 @@ pub enum Decision {
 
 /// Where a request would go, and why: what `platform-gateway route` prints and
 /// `POST /admin/route` answers.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Explanation {
     /// The request's operation.
     pub operation: Operation,

@@ -16,6 +16,7 @@ mod javascript;
 mod kit;
 mod lifecycle;
 mod metrics;
+mod openapi;
 mod operating;
 mod outbound;
 mod ownership;

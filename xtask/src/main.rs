@@ -26,7 +26,8 @@ usage: cargo xtask plugins          build the bundled plugins
        cargo xtask setup            build them and the Python and JavaScript example plugins
                                     (examples/plugins/*/build.sh: pinned componentize-py and
                                     componentize-js), and install what the tests need that is
-                                    missing: moto (in a virtualenv, target/venv) and, as root, podman,
+                                    missing: moto, openapi-spec-validator and schemathesis (in a
+                                    virtualenv, target/venv) and, as root, podman,
                                     runc, busybox-static, etcd, protoc, musl-tools and
                                     systemd-analyze (apt-get)
        cargo xtask test [ARGS...]   setup, dist, the guest SDKs' own tests (python3 -m unittest,
@@ -131,19 +132,26 @@ const PACKAGES: &[(&str, &str)] = &[
     ("npm", "npm"),
 ];
 
-/// moto's package, installed into the virtualenv.
-const MOTO: &str = "moto[ec2,server]";
+/// What the tests need from PyPI, installed into the virtualenv: each package with the program
+/// of it the tests run. moto's EC2 server; the OpenAPI tests' validator and property-based
+/// tester, pinned (a new Schemathesis release may generate cases this version does not).
+const PYTHON_TOOLS: &[(&str, &str)] = &[
+    ("moto[ec2,server]", "moto_server"),
+    ("openapi-spec-validator==0.9.0", "openapi-spec-validator"),
+    ("schemathesis==4.32.5", "schemathesis"),
+];
 
 /// What `setup` found, for the test run.
 struct Tools {
-    /// The virtualenv's `bin`, which holds `moto_server`.
+    /// The virtualenv's `bin`, which holds `moto_server`, `openapi-spec-validator` and
+    /// `schemathesis`.
     venv_bin: PathBuf,
     protoc: Option<PathBuf>,
 }
 
 /// Build the plugins, then install what the tests need and the machine lacks: the Debian
-/// packages of `PACKAGES` (as root; otherwise print the command and fail) and moto, in a
-/// virtualenv under `target/venv` rather than in the system's Python.
+/// packages of `PACKAGES` (as root; otherwise print the command and fail) and the
+/// `PYTHON_TOOLS`, in a virtualenv under `target/venv` rather than in the system's Python.
 fn setup() -> Result<Tools, Failure> {
     xtask::build_plugins()?;
 
@@ -170,7 +178,7 @@ fn setup() -> Result<Tools, Failure> {
 
     let venv = xtask::root().join("target/venv");
     let venv_bin = venv.join("bin");
-    install_moto(&venv)?;
+    install_python_tools(&venv)?;
     Ok(Tools {
         venv_bin,
         protoc: find("protoc"),
@@ -204,13 +212,17 @@ fn apt_install(packages: &[&str]) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Make sure `venv/bin/moto_server` exists: create the virtualenv (again, if its Python no
-/// longer runs) and install moto into it.
-fn install_moto(venv: &Path) -> Result<(), Failure> {
+/// Make sure the programs of `PYTHON_TOOLS` exist in `venv/bin`: create the virtualenv (again,
+/// if its Python no longer runs) and install the packages that are missing.
+fn install_python_tools(venv: &Path) -> Result<(), Failure> {
     let python = venv.join("bin/python");
-    let moto_server = venv.join("bin/moto_server");
     let healthy = succeeds(Command::new(&python).args(["-c", ""]));
-    if healthy && moto_server.is_file() {
+    let missing: Vec<&str> = PYTHON_TOOLS
+        .iter()
+        .filter(|(_, program)| !healthy || !venv.join("bin").join(program).is_file())
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
     if !healthy {
@@ -221,24 +233,33 @@ fn install_moto(venv: &Path) -> Result<(), Failure> {
                 .arg(venv),
         )?;
     }
-    println!("setup: pip install '{MOTO}' (into {})", venv.display());
-    xtask::run(Command::new(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        MOTO,
-    ]))?;
-    if moto_server.is_file() {
-        Ok(())
-    } else {
-        Err(format!("installed {MOTO}, but {} is missing", moto_server.display()).into())
+    println!(
+        "setup: pip install '{}' (into {})",
+        missing.join("' '"),
+        venv.display()
+    );
+    xtask::run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(&missing),
+    )?;
+    for (package, program) in PYTHON_TOOLS {
+        let path = venv.join("bin").join(program);
+        if !path.is_file() {
+            return Err(format!("installed {package}, but {} is missing", path.display()).into());
+        }
     }
+    Ok(())
 }
 
 /// `cargo test --workspace --locked ARGS`, with the virtualenv's `bin` first on `PATH` (the
-/// tests start `moto_server` by name) and `PROTOC` set to the `protoc` found.
+/// tests start `moto_server`, `openapi-spec-validator` and `schemathesis` by name) and `PROTOC` set to the `protoc` found.
 fn test(tools: &Tools, args: &[String]) -> Result<(), Failure> {
     let mut path = vec![tools.venv_bin.clone()];
     path.extend(std::env::split_paths(

@@ -40,6 +40,7 @@ pub fn router(
         .route("/admin/state", get(state))
         .route("/admin/reload", post(reload_now))
         .route("/metrics", get(metrics))
+        .route("/admin/openapi.json", get(super::openapi::serve_admin))
         .fallback(super::not_found)
         .method_not_allowed_fallback(super::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

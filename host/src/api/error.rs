@@ -8,9 +8,12 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
+use super::strict::Object;
 use crate::gateway::Error;
 use crate::model::ProviderError;
 use crate::runtime::CallError;
@@ -25,13 +28,16 @@ pub struct ApiError {
     pub message: String,
     /// `error_cause`: the root cause, when there is one worth separating.
     pub cause: Option<String>,
-    /// Extra top-level fields (for example the defined node groups).
+    /// `node_groups`: the defined node groups, when the requested one is not among them (boxed,
+    /// like `detail`).
+    pub node_groups: Option<Box<[String]>>,
+    /// Extra top-level fields.
     pub extra: Map<String, Value>,
     /// A `Retry-After` hint, in seconds.
     pub retry_after: Option<u32>,
     /// For the log only, never the body: what the client must not see (the state store's
-    /// endpoints).
-    pub detail: Option<String>,
+    /// endpoints). Boxed to keep the error small: it is returned by value everywhere.
+    pub detail: Option<Box<str>>,
 }
 
 impl ApiError {
@@ -41,6 +47,7 @@ impl ApiError {
             status,
             message: message.into(),
             cause: None,
+            node_groups: None,
             extra: Map::new(),
             retry_after: None,
             detail: None,
@@ -58,7 +65,13 @@ impl ApiError {
         self
     }
 
-    /// Add an extra top-level field.
+    /// Add the defined node groups (`node_groups`).
+    pub fn with_node_groups(mut self, groups: Vec<String>) -> ApiError {
+        self.node_groups = Some(groups.into_boxed_slice());
+        self
+    }
+
+    /// Add an extra top-level field (one of the shape's own names is ignored).
     pub fn with_field(mut self, name: &str, value: Value) -> ApiError {
         self.extra.insert(name.to_string(), value);
         self
@@ -72,16 +85,54 @@ impl ApiError {
 
     /// The JSON body of the reply.
     pub fn body(&self) -> Value {
-        let mut body = json!({ "error": true, "error_msg": self.message });
+        let shape = ErrorBody {
+            error: true,
+            error_msg: self.message.clone(),
+            error_cause: self.cause.clone(),
+            node_groups: self.node_groups.as_deref().map(<[String]>::to_vec),
+            extra: Map::new(),
+        };
+        let mut body = serde_json::to_value(shape).expect("an error body serializes");
         let object = body.as_object_mut().expect("a JSON object");
-        if let Some(cause) = &self.cause {
-            object.insert("error_cause".into(), Value::String(cause.clone()));
-        }
         for (name, value) in &self.extra {
             object.entry(name.clone()).or_insert_with(|| value.clone());
         }
         body
     }
+}
+
+/// The body of every error reply (`ApiError::body`), in the shape Replicante Core decodes.
+/// Further fields may appear: clients must read past them.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Always `true`.
+    #[schema(schema_with = always_true)]
+    pub error: bool,
+    /// What went wrong, for the operator reading Replicante's logs.
+    #[schema(min_length = 1)]
+    pub error_msg: String,
+    /// The root cause, when there is one worth separating.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false)]
+    pub error_cause: Option<String>,
+    /// On a 400 for a `node_group_id` that `cluster.nodes` does not define: the groups it does
+    /// define (the reference platform's extra field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<String>, required = false)]
+    pub node_groups: Option<Vec<String>>,
+    /// Further fields ([`ApiError::with_field`]); they never replace the ones above.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub extra: Map<String, Value>,
+}
+
+/// The schema of `error`: the constant `true`.
+fn always_true() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Boolean)
+        .enum_values(Some([true]))
+        .description(Some("Always `true`."))
+        .build()
 }
 
 impl std::fmt::Display for ApiError {
@@ -143,7 +194,7 @@ impl From<Error> for ApiError {
         if let Some(cause) = error.cause() {
             reply = reply.with_cause(cause);
         }
-        reply.detail = error.detail();
+        reply.detail = error.detail().map(String::into_boxed_str);
         if retry {
             // The plugin's own hint when it gave one (0.2's `unavailable`), else a second.
             let hint = match &error {
@@ -255,19 +306,20 @@ where
         // ignore what they do not know, and a newer Core that sends a new field must not be
         // refused by every gateway until it is upgraded. Each is counted, and logged once.
         let mut unknown = Vec::new();
+        // A body is a JSON object, never an array of the model's fields (see `strict`).
         let decoded =
             serde_ignored::deserialize(&mut serde_json::Deserializer::from_slice(&bytes), |path| {
                 unknown.push(path.to_string())
             });
         match decoded {
-            Ok(value) => {
+            Ok(Object(value)) => {
                 if !unknown.is_empty() {
                     note_unknown_fields(&unknown, metrics.as_deref());
                 }
                 Ok(ApiJson(value))
             }
             // axum's decoder again, for its error with the path to the offending field.
-            Err(_) => Ok(ApiJson(axum::Json::<T>::from_bytes(&bytes)?.0)),
+            Err(_) => Ok(ApiJson(axum::Json::<Object<T>>::from_bytes(&bytes)?.0.0)),
         }
     }
 }
@@ -317,6 +369,35 @@ fn note_unknown_fields(paths: &[String], metrics: Option<&crate::metrics::Metric
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn a_body_written_as_an_array_of_the_fields_is_refused() {
+        let decode = |body: &'static str| async move {
+            let request = axum::http::Request::builder()
+                .method("POST")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            ApiJson::<super::super::model::DeprovisionRequest>::from_request(request, &()).await
+        };
+        assert!(
+            decode(r#"{"cluster_id": "c1", "node_id": "m1"}"#)
+                .await
+                .is_ok()
+        );
+        // serde's derived decoder reads this as the same request.
+        let refused = decode(r#"["c1", "m1"]"#).await.unwrap_err();
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert!(
+            refused
+                .cause
+                .as_deref()
+                .unwrap()
+                .contains("expected a JSON object"),
+            "{refused}"
+        );
+    }
 
     #[tokio::test]
     async fn a_body_that_is_not_json_has_a_clean_cause() {
@@ -340,7 +421,7 @@ mod tests {
     fn body_has_the_error_shape() {
         let e = ApiError::bad_request("node group `x` is not defined")
             .with_cause("defined groups: a, b")
-            .with_field("node_groups", json!(["a", "b"]));
+            .with_node_groups(vec!["a".into(), "b".into()]);
         assert_eq!(
             e.body(),
             json!({

@@ -23,13 +23,13 @@ pub fn explain(
 ) -> Result<Explanation, ApiError> {
     let is_provision = body.get("provision").is_some() || body.get("cluster").is_some();
     if is_provision {
-        let request: model::ProvisionRequest = serde_json::from_value(body).map_err(|e| {
+        let request: model::ProvisionRequest = super::strict::object(body).map_err(|e| {
             ApiError::bad_request("invalid provision request").with_cause(e.to_string())
         })?;
         let request = validate::provision_request(request, None)?;
         Ok(config.routes.explain(&RouteKey::of(&request)))
     } else {
-        let request: model::DeprovisionRequest = serde_json::from_value(body).map_err(|e| {
+        let request: model::DeprovisionRequest = super::strict::object(body).map_err(|e| {
             ApiError::bad_request("not a provision or deprovision request")
                 .with_cause(e.to_string())
         })?;

@@ -11,6 +11,7 @@ pub mod error;
 pub mod inspect;
 pub mod metrics;
 pub mod model;
+pub mod openapi;
 mod strict;
 pub mod validate;
 
@@ -24,7 +25,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use serde_json::json;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -41,6 +41,7 @@ pub fn router(gateway: Arc<Gateway>, max_body_size: usize) -> Router {
         .route("/deprovision", post(deprovision))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi::serve_public))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_size))
@@ -222,14 +223,33 @@ async fn deprovision(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+/// The body of `/healthz` and `/readyz` when they answer 200.
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` from `/healthz`, `ready` from `/readyz`.
+    pub status: Probe,
+}
+
+/// What a probe found.
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    /// The process serves HTTP.
+    Ok,
+    /// A generation is loaded and the state store answers.
+    Ready,
+}
+
+async fn healthz() -> Json<Health> {
+    Json(Health { status: Probe::Ok })
 }
 
 /// 200 once a generation is loaded and the state store answers; 503 (with the reason) until then.
-async fn readyz(State(gateway): State<Arc<Gateway>>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn readyz(State(gateway): State<Arc<Gateway>>) -> Result<Json<Health>, ApiError> {
     gateway.ready().await?;
-    Ok(Json(json!({ "status": "ready" })))
+    Ok(Json(Health {
+        status: Probe::Ready,
+    }))
 }
 
 /// 503 while the first generation loads.
@@ -350,6 +370,7 @@ async fn log_request(request: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use tower::ServiceExt;
 
     #[test]

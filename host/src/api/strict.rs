@@ -4,6 +4,10 @@
 //! node groups of one name would be read as something the client may not have meant. Struct
 //! fields are already checked by serde; these helpers cover the free-form maps (attributes,
 //! node groups).
+//!
+//! And a record must be a JSON object: serde's derived structs also accept an array of their
+//! fields in order (`["c1", "m1"]` for a deprovision request), which no client means and the
+//! API's document does not allow. [`Object`] and [`object`] accept objects only.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -108,7 +112,55 @@ fn unexpected(value: &Value) -> de::Unexpected<'_> {
     }
 }
 
-/// A map of records whose keys are unique (node groups by ID).
+/// A record `T` that must be written as a JSON object (not as an array of its fields).
+#[derive(Debug)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectOnly<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectOnly<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(ObjectOnly(PhantomData))
+            .map(Object)
+    }
+}
+
+/// A record field that must be a JSON object (see [`Object`]).
+pub fn object<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Object::deserialize(deserializer).map(|Object(value)| value)
+}
+
+/// A map of records whose keys are unique (node groups by ID), each a JSON object.
+pub fn unique_records<'de, D, T>(deserializer: D) -> Result<BTreeMap<String, T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let records: BTreeMap<String, Object<T>> = unique_keys(deserializer)?;
+    Ok(records
+        .into_iter()
+        .map(|(key, Object(value))| (key, value))
+        .collect())
+}
+
+/// A map whose keys are unique.
 pub fn unique_keys<'de, D, T>(deserializer: D) -> Result<BTreeMap<String, T>, D::Error>
 where
     D: Deserializer<'de>,
@@ -165,6 +217,46 @@ mod tests {
         assert!(err.contains("duplicate key `data`"), "{err}");
         let body = parse(r#"{"groups": {"data": 1, "arbiter": 2}}"#).unwrap();
         assert_eq!(body.groups.len(), 2);
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Record {
+        a: u32,
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Outer {
+        #[serde(deserialize_with = "object")]
+        inner: Record,
+    }
+
+    #[test]
+    fn records_are_objects_not_arrays_of_their_fields() {
+        let read = |text: &str| serde_json::from_str::<Object<Outer>>(text).map(|o| o.0);
+        assert_eq!(
+            read(r#"{"inner": {"a": 2}}"#).unwrap(),
+            Outer {
+                inner: Record { a: 2 }
+            }
+        );
+        // serde's derived decoder alone reads a record from an array of its fields.
+        assert!(serde_json::from_str::<Record>("[2]").is_ok());
+        let err = read(r#"[{"a": 2}]"#).unwrap_err().to_string();
+        assert!(err.contains("expected a JSON object"), "{err}");
+        let err = read(r#"{"inner": [2]}"#).unwrap_err().to_string();
+        assert!(err.contains("expected a JSON object"), "{err}");
+        #[derive(serde::Deserialize, Debug)]
+        struct Groups {
+            #[serde(deserialize_with = "unique_records")]
+            #[allow(dead_code)]
+            groups: BTreeMap<String, Record>,
+        }
+        let groups = |text: &str| serde_json::from_str::<Groups>(text).map_err(|e| e.to_string());
+        assert!(groups(r#"{"groups": {"data": {"a": 1}}}"#).is_ok());
+        let err = groups(r#"{"groups": {"data": [1]}}"#).unwrap_err();
+        assert!(err.contains("expected a JSON object"), "{err}");
+        let err = groups(r#"{"groups": {"data": {"a": 1}, "data": {"a": 2}}}"#).unwrap_err();
+        assert!(err.contains("duplicate key `data`"), "{err}");
     }
 
     #[test]

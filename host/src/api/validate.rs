@@ -3,7 +3,7 @@
 //! so every plugin receives the same checked input and bad input stops with a 400 before any
 //! plugin is called.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::error::ApiError;
 use super::model;
@@ -36,8 +36,22 @@ pub fn provision_request(
                     .join(", ")
             )
         })
-        .with_field("node_groups", json!(defined)));
+        .with_node_groups(defined.into_iter().cloned().collect()));
     };
+    // Every class and version given is bounded text, in every group, used or not: the OpenAPI
+    // document promises it.
+    text("cluster.store_version", &cluster.store_version)?;
+    for group in cluster.nodes.values() {
+        text("node_class", &group.node_class)?;
+        for (field, version) in [
+            ("version", &group.version),
+            ("store_version", &group.store_version),
+        ] {
+            if let Some(version) = version {
+                text(field, version)?;
+            }
+        }
+    }
     let store_version = match (&group.version, &group.store_version) {
         (Some(a), Some(b)) if a != b => {
             return Err(ApiError::bad_request(format!(
@@ -49,7 +63,6 @@ pub fn provision_request(
         (None, None) => cluster.store_version.clone(),
     };
     non_empty("store_version", &store_version)?;
-    text("node_class", &group.node_class)?;
     let count = provision.count.unwrap_or(1);
     if count == 0 {
         return Err(ApiError::bad_request("provision.count must be at least 1"));
@@ -169,6 +182,7 @@ fn text(field: &str, value: &str) -> Result<(), ApiError> {
 mod tests {
     use super::*;
     use axum::http::StatusCode;
+    use serde_json::json;
 
     fn request(body: Value) -> Result<domain::ProvisionRequest, ApiError> {
         provision_request(serde_json::from_value(body).expect("decodes"), None)

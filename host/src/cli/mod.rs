@@ -142,6 +142,13 @@ enum Command {
     /// Ask a running gateway whether it is ready (`GET /readyz`): exit 0 on 200, else 1. For
     /// container health checks, where there is no curl.
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// Print the OpenAPI 3.1 document of the Platform API (served at `/openapi.json`), or with
+    /// `--admin` that of the admin API (served at `/admin/openapi.json`).
+    Openapi {
+        /// The admin API's document.
+        #[arg(long)]
+        admin: bool,
+    },
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -190,6 +197,10 @@ pub fn run(mut cli: Cli) -> ExitCode {
         Some(Command::TestPlugin(args)) => (kit::test_plugin(args), Output::Text),
         Some(Command::Call(args)) => (kit::call(args), Output::Text),
         Some(Command::Completions { shell }) => (completions::run(shell), Output::Text),
+        Some(Command::Openapi { admin }) => {
+            println!("{}", crate::api::openapi::document(admin));
+            (Ok(ExitCode::SUCCESS), Output::Text)
+        }
         None => (serve::run(cli.serve, &cli.log), Output::Text),
     };
     match result {
