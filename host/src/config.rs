@@ -62,6 +62,8 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// TLS on the admin listener.
     pub admin_tls: Option<TlsFiles>,
+    /// How long a saved plan (`/admin/plan/*`) can be applied (`admin.plan_ttl`).
+    pub plan_ttl: Duration,
     /// TLS on the public listener.
     pub tls: Option<TlsFiles>,
     /// How the gateway picks up changes.
@@ -304,6 +306,7 @@ struct RawAdmin {
     listen: Option<Spanned<SocketAddr>>,
     token: Option<Spanned<toml::Value>>,
     tls: Option<Spanned<RawTls>>,
+    plan_ttl: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Deserialize)]
@@ -385,6 +388,7 @@ struct RawBackend {
 struct RawGrants {
     http: Option<Spanned<Vec<String>>>,
     ca: Option<Spanned<PathBuf>>,
+    reads: Option<Spanned<Vec<crate::capability::reads::ReadGrant>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -481,7 +485,7 @@ impl Config {
 
     /// Validate `text` as the content of the config file at `path`: one function per section.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| parse_error(path, text, &e))?;
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| parse_error(path, text, &e))?;
         let source = Source {
             path,
             text,
@@ -493,6 +497,7 @@ impl Config {
             None => None,
         };
         let (listen, max_body_size, connections) = server_section(raw.server, &source)?;
+        let plan_ttl = plan_ttl(raw.admin.plan_ttl.take(), &source)?;
         let admin = admin_section(raw.admin, &source)?;
         let state = state_section(raw.state, &source)?;
         let backends = backends_section(raw.backends, &source)?;
@@ -526,6 +531,7 @@ impl Config {
             admin_listen: admin.listen,
             admin_token: admin.token,
             admin_tls: admin.tls,
+            plan_ttl,
             tls,
             reload: ReloadSettings {
                 watch: raw.reload.watch.unwrap_or(true),
@@ -655,6 +661,27 @@ fn check_timeout(
         return Err(source.invalid(value.span(), key, "must be more than 0s and at most 1h"));
     }
     Ok(duration)
+}
+
+/// How long a saved plan stays: `admin.plan_ttl`, 10 minutes by default, from 1s to 24h.
+fn plan_ttl(
+    value: Option<Spanned<HumanDuration>>,
+    source: &Source,
+) -> Result<Duration, ConfigError> {
+    const DEFAULT: Duration = Duration::from_secs(600);
+    let Some(value) = value else {
+        return Ok(DEFAULT);
+    };
+    let ttl = value.get_ref().0;
+    if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(24 * 3600) {
+        return Err(source.invalid(
+            value.span(),
+            "admin.plan_ttl",
+            "must be at least 1s and at most 24h (a plan checks the state it read, but the \
+             world outside the gateway may change meanwhile)",
+        ));
+    }
+    Ok(ttl)
 }
 
 /// A listener's TLS files, relative to the config file, checked to load.
@@ -1099,6 +1126,25 @@ fn backend(
     };
     let limits = limits(raw.limits, name, source)?;
     let (settings, secrets) = settings(raw.settings, name, source)?;
+    let reads = match raw.grants.reads {
+        None => None,
+        Some(_) if raw.grants.http.is_none() => {
+            return Err(source.invalid(
+                span.clone(),
+                format!("backends.{name}.grants.reads"),
+                "reads apply to an `http` grant, which this backend does not have",
+            ));
+        }
+        Some(reads) => Some(
+            crate::capability::reads::Reads::parse(reads.get_ref()).map_err(|message| {
+                source.invalid(
+                    reads.span(),
+                    format!("backends.{name}.grants.reads"),
+                    message,
+                )
+            })?,
+        ),
+    };
     let grants = Grants {
         http: match (raw.grants.http, raw.grants.ca) {
             (None, None) => None,
@@ -1114,6 +1160,9 @@ fn backend(
                 let mut allow = Allowlist::parse(patterns.get_ref()).map_err(|message| {
                     source.invalid(span, format!("backends.{name}.grants.http"), message)
                 })?;
+                if let Some(reads) = reads {
+                    allow = allow.with_reads(reads);
+                }
                 if let Some(ca) = ca {
                     let path = source.base.join(ca.get_ref());
                     source.include(path.clone());

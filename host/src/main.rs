@@ -13,6 +13,7 @@ use platform_gateway::config::Config;
 use platform_gateway::telemetry::LogFormat;
 
 mod kit_cli;
+mod plan_cli;
 
 /// What `--version` prints after the name: the version, the git commit it was built from and
 /// the plugin contract versions it serves (both from `build.rs`).
@@ -117,6 +118,9 @@ enum Command {
     /// Show what a running gateway serves: its generation, each backend's calls, errors and
     /// calls in flight, the routes and the last refused reload (from its admin API).
     Status(StatusArgs),
+    /// Show what a provision or deprovision (a JSON request file) would do on a running
+    /// gateway, with no side effects: backend, state writes, requests (from its admin API).
+    Plan(plan_cli::PlanArgs),
     /// Play the conformance scenario against one plugin, loaded alone in the real runtime,
     /// and report PASS, FAIL or SKIP per check (exit 1 if one failed).
     ///
@@ -292,6 +296,10 @@ fn main() -> ExitCode {
         Some(Command::Status(args)) => {
             let output = args.output.output;
             (status(args), output)
+        }
+        Some(Command::Plan(args)) => {
+            let output = args.output();
+            (plan_cli::plan(args), output)
         }
         Some(Command::Healthcheck(args)) => (healthcheck(args), Output::Text),
         Some(Command::TestPlugin(args)) => (kit_cli::test_plugin(args), Output::Text),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -96,20 +96,47 @@ pub async fn probe(url: &str, ca: Option<&Path>) -> anyhow::Result<()> {
         .map(drop)
 }
 
-async fn read(admin: &str, access: &Access<'_>) -> anyhow::Result<Status> {
+/// `POST body` (JSON) to `path` of the admin API at `admin`: the JSON of a 200, or an error
+/// naming the URL and what the gateway said (`platform-gateway plan`).
+pub async fn post(
+    admin: &str,
+    path: &str,
+    access: &Access<'_>,
+    body: &Value,
+) -> anyhow::Result<Value> {
     let base = admin.trim_end_matches('/');
+    let tls = admin_tls(base, access)?;
+    let body = serde_json::to_vec(body)?;
+    let call = call(base, path, access.token, tls.as_ref(), Some(body));
+    // A plan calls plugins: it may take as long as their deadlines.
+    let text = tokio::time::timeout(TIMEOUT * 6, call)
+        .await
+        .map_err(|_| anyhow::anyhow!("{base}{path} did not answer within {:?}", TIMEOUT * 6))??;
+    serde_json::from_str(&text).with_context(|| format!("{base}{path} did not answer JSON"))
+}
+
+/// The TLS client for the admin API at `base`, if it is `https://`.
+fn admin_tls(
+    base: &str,
+    access: &Access<'_>,
+) -> anyhow::Result<Option<tokio_rustls::TlsConnector>> {
     let identity = match (access.cert, access.key) {
         (Some(cert), Some(key)) => Some((cert, key)),
         (None, None) => None,
         _ => bail!("a client certificate and its key go together: give both or neither"),
     };
-    let tls = match base.split("://").next() {
+    Ok(match base.split("://").next() {
         Some("https") => Some(connector(access.ca, identity)?),
         _ if identity.is_some() => {
             bail!("{base}: a client certificate is presented over TLS: use an https:// URL")
         }
         _ => None,
-    };
+    })
+}
+
+async fn read(admin: &str, access: &Access<'_>) -> anyhow::Result<Status> {
+    let base = admin.trim_end_matches('/');
+    let tls = admin_tls(base, access)?;
     let (token, tls) = (access.token, &tls);
     let json = |path: &'static str| async move {
         let text = get(base, path, token, tls.as_ref()).await?;
@@ -188,13 +215,26 @@ async fn get(
     token: Option<&str>,
     tls: Option<&tokio_rustls::TlsConnector>,
 ) -> anyhow::Result<String> {
+    call(base, path, token, tls, None).await
+}
+
+/// `GET base+path`, or `POST` of the JSON `body`: the body of a 200, or an error naming the
+/// URL and what the gateway said.
+async fn call(
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+    tls: Option<&tokio_rustls::TlsConnector>,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<String> {
+    let method = if body.is_some() { "POST" } else { "GET" };
     let url = format!("{base}{path}");
     let uri: Uri = url
         .parse()
         .with_context(|| format!("`{base}` is not a URL"))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
-        Some(other) => bail!("{base}: `status` speaks http and https, not {other}"),
+        Some(other) => bail!("{base}: the admin API speaks http and https, not {other}"),
         None => bail!("`{base}` is not a URL (for example http://127.0.0.1:9090)"),
     }
     let authority = uri
@@ -210,13 +250,18 @@ async fn get(
     let stream = tokio::net::TcpStream::connect((host, port))
         .await
         .with_context(|| format!("cannot connect to {base}"))?;
-    let mut request = Request::get(uri.path())
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri.path())
         .header(header::HOST, authority.as_str())
         .header(header::ACCEPT, "application/json, text/plain");
+    if body.is_some() {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+    }
     if let Some(token) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    let request = request.body(Empty::<Bytes>::new())?;
+    let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
     let (status, body) = match tls {
         Some(tls) => {
             let name = rustls::pki_types::ServerName::try_from(host.to_string())
@@ -232,11 +277,14 @@ async fn get(
     let text = String::from_utf8_lossy(&body).into_owned();
     if status != StatusCode::OK {
         // The gateway's error shape says why.
-        let why = serde_json::from_str::<Value>(&text)
-            .ok()
+        let reply = serde_json::from_str::<Value>(&text).ok();
+        let cause = (reply.as_ref())
+            .and_then(|v| v["error_cause"].as_str().map(|c| format!(" ({c})")))
+            .unwrap_or_default();
+        let why = reply
             .and_then(|v| v["error_msg"].as_str().map(str::to_string))
             .unwrap_or(text);
-        bail!("GET {url}: {status}: {why}");
+        bail!("{method} {url}: {status}: {why}{cause}");
     }
     Ok(text)
 }
@@ -244,7 +292,7 @@ async fn get(
 /// One HTTP/1.1 request over `io`: the status and the whole body.
 async fn exchange<IO>(
     io: IO,
-    request: Request<Empty<Bytes>>,
+    request: Request<Full<Bytes>>,
     url: &str,
 ) -> anyhow::Result<(StatusCode, Bytes)>
 where
@@ -258,13 +306,13 @@ where
     let response = sender
         .send_request(request)
         .await
-        .with_context(|| format!("GET {url} failed"))?;
+        .with_context(|| format!("{url} failed"))?;
     let status = response.status();
     let body = response
         .into_body()
         .collect()
         .await
-        .with_context(|| format!("GET {url}: the answer broke off"))?
+        .with_context(|| format!("{url}: the answer broke off"))?
         .to_bytes();
     Ok((status, body))
 }

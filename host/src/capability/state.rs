@@ -10,12 +10,17 @@
 //! later), each with a message naming the limit, and each counted in
 //! `platform_gateway_state_quota_refusals_total`. Contract 0.1's `list-keys`, which has no
 //! pages, answers at most [`LIST_MAX_KEYS`] keys or [`LIST_MAX_BYTES`] of them.
+//!
+//! Each operation consults the call's [`CallContext`] here, and only here: in a dry mode (plan,
+//! shadow) writes go to the call's overlay, within the same quotas, and reads see them; the
+//! store is only read.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::{HasSelf, Linker};
 
+use super::call::{CallContext, WriteOp};
 use crate::bindings::{v0_1, v0_2};
 use crate::metrics::Metrics;
 use crate::model::BackendId;
@@ -71,6 +76,7 @@ pub struct PluginState {
     store: Option<Arc<dyn StateStore>>,
     deadline: Instant,
     quotas: Quotas,
+    call: Arc<CallContext>,
 }
 
 impl PluginState {
@@ -88,7 +94,14 @@ impl PluginState {
             store,
             deadline,
             quotas,
+            call: CallContext::live(),
         }
+    }
+
+    /// The same capability, in `call`'s mode and transcript.
+    pub fn in_call(mut self, call: Arc<CallContext>) -> PluginState {
+        self.call = call;
+        self
     }
 
     /// A refusal, counted and put in the contract's words: a rate is worth retrying later
@@ -142,28 +155,85 @@ impl PluginState {
     }
 
     async fn get(&self, key: String) -> Result<Option<Vec<u8>>, Failure> {
-        self.open()?
+        if let Some(value) = self.call.overlaid(&key) {
+            self.open()?;
+            self.call.read(&key, value.as_deref(), true);
+            return Ok(value);
+        }
+        let value = self
+            .open()?
             .get(&self.namespace, &key)
             .await
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.error(e))?;
+        self.call.read(&key, value.as_deref(), false);
+        Ok(value)
+    }
+
+    /// A dry call's view of `key` before it writes: its own write, else the store's value
+    /// (remembered for a plan's check). Refused like the store would refuse the write: a value
+    /// over the quota, or an overlay that outgrows the namespace's quotas.
+    async fn dry_write(&self, key: &str, value: Option<&[u8]>) -> Result<Option<Vec<u8>>, Failure> {
+        let store = self.open()?;
+        let quota = &self.quotas.quota;
+        let size = value.map_or(0, <[u8]>::len);
+        let (keys, bytes) = self.call.overlay_size();
+        if size > quota.value {
+            let refusal = Refusal::Value {
+                size,
+                limit: quota.value,
+            };
+            return Err(Failure::TooLarge(refusal.to_string()));
+        }
+        if keys as u64 >= quota.keys || (bytes + key.len() + size) as u64 > quota.bytes {
+            return Err(Failure::TooLarge(format!(
+                "a dry call (plan or shadow) may write at most {} keys or {} bytes                  (limits.state_keys, limits.state_bytes)",
+                quota.keys, quota.bytes
+            )));
+        }
+        if let Some(old) = self.call.overlaid(key) {
+            return Ok(old);
+        }
+        let old = store
+            .get(&self.namespace, key)
+            .await
+            .map_err(|e| self.error(e))?;
+        self.call.saw(key, old.as_deref());
+        Ok(old)
     }
 
     async fn set(&self, key: String, value: Vec<u8>) -> Result<(), Failure> {
+        if self.call.mode().dry() {
+            let old = self.dry_write(&key, Some(&value)).await?;
+            let old = Some(old.as_deref());
+            self.call.write(WriteOp::Set, &key, old, Some(&value), true);
+            return Ok(());
+        }
         let store = self.open()?;
         let Quotas { quota, usage, .. } = &self.quotas;
         usage
             .set(quota, &*store, &self.namespace, &key, &value)
             .await
-            .map_err(|e| self.quota_error(e))
+            .map_err(|e| self.quota_error(e))?;
+        self.call
+            .write(WriteOp::Set, &key, None, Some(&value), true);
+        Ok(())
     }
 
     async fn delete(&self, key: String) -> Result<(), Failure> {
+        if self.call.mode().dry() {
+            let old = self.dry_write(&key, None).await?;
+            let old = Some(old.as_deref());
+            self.call.write(WriteOp::Delete, &key, old, None, true);
+            return Ok(());
+        }
         let store = self.open()?;
         let Quotas { quota, usage, .. } = &self.quotas;
         usage
             .delete(quota, &*store, &self.namespace, &key)
             .await
-            .map_err(|e| self.quota_error(e))
+            .map_err(|e| self.quota_error(e))?;
+        self.call.write(WriteOp::Delete, &key, None, None, true);
+        Ok(())
     }
 
     async fn compare_and_swap(
@@ -172,19 +242,30 @@ impl PluginState {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> Result<bool, Failure> {
-        let store = self.open()?;
-        let Quotas { quota, usage, .. } = &self.quotas;
-        usage
-            .compare_and_swap(
-                quota,
-                &*store,
-                &self.namespace,
-                &key,
-                expected.as_deref(),
-                new.as_deref(),
-            )
-            .await
-            .map_err(|e| self.quota_error(e))
+        let (old, swapped) = if self.call.mode().dry() {
+            let current = self.dry_write(&key, new.as_deref()).await?;
+            let swapped = current == expected;
+            (Some(current), swapped)
+        } else {
+            let store = self.open()?;
+            let Quotas { quota, usage, .. } = &self.quotas;
+            let swapped = usage
+                .compare_and_swap(
+                    quota,
+                    &*store,
+                    &self.namespace,
+                    &key,
+                    expected.as_deref(),
+                    new.as_deref(),
+                )
+                .await
+                .map_err(|e| self.quota_error(e))?;
+            (None, swapped)
+        };
+        let old = old.as_ref().map(|old| old.as_deref());
+        self.call
+            .write(WriteOp::CompareAndSwap, &key, old, new.as_deref(), swapped);
+        Ok(swapped)
     }
 
     /// Contract 0.1: every key at once (the store is read a page at a time), up to
@@ -229,7 +310,7 @@ impl PluginState {
                 )));
             }
             if done {
-                return Ok(keys);
+                return Ok(self.call.list(&prefix, keys));
             }
         }
     }
@@ -247,6 +328,19 @@ impl PluginState {
             0 => MAX_PAGE,
             n => n.min(MAX_PAGE),
         };
+        if self.call.mode().dry() {
+            // The call's own writes change what a page holds: merge with the whole listing
+            // (within contract 0.1's bounds), then cut the page.
+            let all = self
+                .keys_within(prefix, LIST_MAX_KEYS, LIST_MAX_BYTES)
+                .await?;
+            let rest: Vec<String> = all
+                .into_iter()
+                .filter(|k| start_after.as_ref().is_none_or(|after| k > after))
+                .collect();
+            let next = (rest.len() > limit).then(|| rest[limit - 1].clone());
+            return Ok((rest.into_iter().take(limit).collect(), next));
+        }
         let keys = store
             .list_keys(&self.namespace, &prefix, start_after.as_deref(), limit)
             .await
