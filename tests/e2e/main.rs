@@ -18,6 +18,7 @@ mod metrics;
 mod operating;
 mod outbound;
 mod ownership;
+mod plan;
 mod podman;
 mod pool;
 mod private_ca;
