@@ -591,6 +591,97 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn a_dry_call_reads_its_own_writes_and_leaves_the_store_as_it_was() {
+        use crate::capability::call::{CallContext, Event, Mode, version};
+        for mode in [Mode::Plan, Mode::Shadow] {
+            let (_dir, state, _) = plugin_state(StateQuota::default());
+            let store = state.store.clone().unwrap();
+            store.set("ns", "kept", b"old").await.unwrap();
+            store.set("ns", "gone", b"x").await.unwrap();
+            let call = CallContext::new(mode, false);
+            let state = state.in_call(call.clone());
+            state.set("new".into(), b"1".to_vec()).await.ok().unwrap();
+            state
+                .set("kept".into(), b"changed".to_vec())
+                .await
+                .ok()
+                .unwrap();
+            state.delete("gone".into()).await.ok().unwrap();
+            let swapped = state
+                .compare_and_swap("new".into(), Some(b"1".to_vec()), Some(b"2".to_vec()))
+                .await
+                .ok()
+                .unwrap();
+            assert!(swapped);
+            // The call sees its own writes, in reads and in listings...
+            assert_eq!(
+                state.get("new".into()).await.ok().unwrap(),
+                Some(b"2".to_vec())
+            );
+            assert_eq!(state.get("gone".into()).await.ok().unwrap(), None);
+            let (keys, next) = state.page("".into(), None, 0).await.ok().unwrap();
+            assert_eq!((keys, next), (vec!["kept".to_string(), "new".into()], None));
+            assert_eq!(
+                state.all_keys("".into()).await.ok().unwrap(),
+                ["kept", "new"]
+            );
+            // ...and the store none of them.
+            assert_eq!(
+                store.get("ns", "kept").await.unwrap(),
+                Some(b"old".to_vec())
+            );
+            assert_eq!(store.get("ns", "gone").await.unwrap(), Some(b"x".to_vec()));
+            assert_eq!(store.get("ns", "new").await.unwrap(), None);
+            // The transcript has each write with the version it replaces, and the versions
+            // read from the store for a plan's check.
+            let transcript = call.transcript();
+            let writes: Vec<(String, Option<String>)> = transcript
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::StateWrite {
+                        key, old_version, ..
+                    } => Some((key.clone(), old_version.clone())),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                writes,
+                [
+                    ("new".to_string(), Some("absent".to_string())),
+                    ("kept".into(), Some(version(Some(b"old")))),
+                    ("gone".into(), Some(version(Some(b"x")))),
+                    ("new".into(), Some(version(Some(b"1")))),
+                ]
+            );
+            assert_eq!(transcript.reads["kept"], version(Some(b"old")));
+            assert_eq!(transcript.reads["new"], "absent");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_dry_call_is_held_to_the_value_quota_and_a_live_one_records_only_when_asked() {
+        use crate::capability::call::{CallContext, Mode};
+        let quota = StateQuota {
+            value: 4,
+            ..StateQuota::default()
+        };
+        let (_dir, state, _) = plugin_state(quota);
+        let state = state.in_call(CallContext::new(Mode::Plan, false));
+        match state.set("k".into(), vec![0; 5]).await {
+            Err(Failure::TooLarge(m)) => assert!(m.contains("limits.state_value_size"), "{m}"),
+            _ => panic!("a value over the quota was taken"),
+        }
+        let (_dir, state, _) = plugin_state(StateQuota::default());
+        let store = state.store.clone().unwrap();
+        let call = CallContext::new(Mode::Live, true);
+        let state = state.in_call(call.clone());
+        state.set("k".into(), b"v".to_vec()).await.ok().unwrap();
+        assert_eq!(store.get("ns", "k").await.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(call.transcript().effects().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn contract_0_2_lists_keys_a_page_at_a_time_and_says_none_after_the_last() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn StateStore> = Arc::new(RedbStore::open(dir.path()).unwrap());
