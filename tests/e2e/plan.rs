@@ -463,6 +463,19 @@ async fn the_cli_prints_a_plan_readably_and_as_json() {
     assert!(stderr.contains("400"), "{stderr}");
 }
 
+/// `platform-gateway plan OPERATION` of `body` against `gw`'s admin API: the text it prints
+/// (printed by the test too, for whoever reads its output).
+fn cli_plan(gw: &Gateway, operation: &str, body: &Value) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), body.to_string()).unwrap();
+    let path = file.path().display().to_string();
+    let admin = gw.admin.clone().unwrap();
+    let (ok, text, stderr) = run_cli(&["plan", operation, &path, "--admin", &admin]);
+    assert!(ok, "{stderr}");
+    eprintln!("$ platform-gateway plan {operation} request.json\n{text}");
+    text
+}
+
 fn containers(gateway_id: &str) -> usize {
     let listed = podman(&[
         "ps",
@@ -516,6 +529,13 @@ async fn a_podman_plan_sends_its_reads_and_withholds_the_create() {
             .any(|r| r["method"] == "GET" && r["sent"] == true && r["status"].is_u64()),
         "{planned}"
     );
+    assert_eq!(containers(&service.gateway_id), 0);
+    let text = cli_plan(
+        &gw,
+        "provision",
+        &provision("zk", "zookeeper", "3.9", "small", 1),
+    );
+    assert!(text.contains("/containers/create  NOT SENT"), "{text}");
     assert_eq!(containers(&service.gateway_id), 0);
 
     // A deprovision of a node the gateway does not know lists the containers (a discovery).
@@ -606,6 +626,17 @@ async fn an_ec2_plan_sends_describe_instances_and_withholds_run_and_terminate() 
             .unwrap()
             .starts_with("Action=TerminateInstances")
     );
+    assert_eq!(instances(&moto).await, count);
+    let text = cli_plan(
+        &gw,
+        "deprovision",
+        &json!({ "cluster_id": "c1", "node_id": node }),
+    );
+    assert!(
+        text.contains("sent, 200") && text.contains("NOT SENT"),
+        "{text}"
+    );
+    cli_plan(&gw, "provision", &provision("c1", "mongodb", "6.0", "", 2));
     assert_eq!(instances(&moto).await, count);
     // Still running: a discovery reports it.
     assert_eq!(

@@ -405,7 +405,7 @@ impl PlanAnswer {
                 }
             };
             out.push_str(&format!("  {} {}  {outcome}\n", r.method, r.url));
-            if let Some(body) = &r.body {
+            if let Some(body) = r.body.as_ref().filter(|b| !b.is_empty()) {
                 out.push_str(&format!("    body: {body}\n"));
             }
         }
