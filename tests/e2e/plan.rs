@@ -48,6 +48,16 @@ async fn apply(
     )
 }
 
+/// Apply `plan` to `body` and expect 409 in the error shape, its message saying `needle`.
+async fn refused(gw: &Gateway, path: &str, body: &Value, plan: &Value, needle: &str) {
+    let plan_id = plan["plan_id"].as_str().unwrap();
+    let (status, _, reply) = apply(gw, path, body, plan_id).await;
+    crate::support::assert_error_shape(status, &reply);
+    assert_eq!(status, 409, "{reply}");
+    let message = reply["error_msg"].as_str().unwrap();
+    assert!(message.contains(needle), "{needle}: {message}");
+}
+
 /// `POST /admin/plan/{operation}`, expecting 200: the plan.
 async fn plan(gw: &Gateway, operation: &str, body: &Value) -> Value {
     let (status, plan) = gw
@@ -293,31 +303,14 @@ async fn a_saved_plan_applies_once_to_the_same_request_and_says_it_matched() {
 
     // Another body with the plan: refused, nothing allocated.
     let other = provision("c1", "kafka", "3.0", "small", 3);
-    let (status, _, body) = apply(&gw, "/provision", &other, &plan_id).await;
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["error_msg"]
-            .as_str()
-            .unwrap()
-            .contains("not the request"),
-        "{body}"
-    );
+    refused(&gw, "/provision", &other, &planned, "not the request").await;
 
     let (status, headers, real) = apply(&gw, "/provision", &request, &plan_id).await;
     assert_eq!(status, 200, "{real}");
     assert_eq!(headers["x-platform-plan-matched"], "true");
     assert_eq!(real, planned["would_answer"]["body"]);
 
-    let (status, _, body) = apply(&gw, "/provision", &request, &plan_id).await;
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["error_msg"]
-            .as_str()
-            .unwrap()
-            .contains("applied already"),
-        "{body}"
-    );
-    crate::support::assert_error_shape(status, &body);
+    refused(&gw, "/provision", &request, &planned, "applied already").await;
 
     // A plan ID that is not one: 400; one that never existed: 409.
     let (status, _, _) = apply(&gw, "/provision", &request, "../etc").await;
@@ -354,37 +347,19 @@ async fn a_saved_plan_is_refused_when_state_it_read_changed_or_it_expired() {
         .post("/provision", &provision("c2", "kafka", "3.0", "small", 1))
         .await;
     assert_eq!(status, 200, "{reply}");
-    let (status, _, body) = apply(
+    refused(
         &gw,
         "/provision",
         &request,
-        planned["plan_id"].as_str().unwrap(),
+        &planned,
+        "changed since the plan",
     )
     .await;
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["error_msg"]
-            .as_str()
-            .unwrap()
-            .contains("changed since the plan"),
-        "{body}"
-    );
 
     // Past plan_ttl: 409, and nothing allocated.
     let planned = plan(&gw, "provision", &request).await;
     tokio::time::sleep(Duration::from_millis(3100)).await;
-    let (status, _, body) = apply(
-        &gw,
-        "/provision",
-        &request,
-        planned["plan_id"].as_str().unwrap(),
-    )
-    .await;
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["error_msg"].as_str().unwrap().contains("expired"),
-        "{body}"
-    );
+    refused(&gw, "/provision", &request, &planned, "expired").await;
 
     // Nothing was allocated by the refused plans: c1 has no node.
     assert!(crate::support::node_ids(&gw.discover().await, "c1").is_empty());
@@ -408,21 +383,14 @@ async fn a_saved_plan_is_refused_after_a_reload_that_changed_the_plugin() {
     dir.write_config(&config.replace(&toml_str(&pool), &toml_str(&copy.display().to_string())));
     let (status, body) = gw.admin("/admin/reload", Some(&json!({}))).await;
     assert_eq!(status, 200, "{body}");
-    let (status, _, body) = apply(
+    refused(
         &gw,
         "/provision",
         &request,
-        planned["plan_id"].as_str().unwrap(),
+        &planned,
+        "plugin of backend `pool` changed",
     )
     .await;
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["error_msg"]
-            .as_str()
-            .unwrap()
-            .contains("plugin of backend `pool` changed"),
-        "{body}"
-    );
     // Nothing was allocated by the refused plans: c1 has no node.
     assert!(crate::support::node_ids(&gw.discover().await, "c1").is_empty());
 }
