@@ -466,7 +466,7 @@ async fn the_aws_ec2_plugin_passes_every_check_of_the_kit_against_moto() {
     assert!(ok, "{stdout}\n{stderr}");
     assert!(
         stdout.contains("SKIP  a provision repeated with its request ID gets the same nodes")
-            && stdout.ends_with("14 passed, 0 failed, 1 skipped\n"),
+            && stdout.ends_with("15 passed, 0 failed, 1 skipped\n"),
         "{stdout}"
     );
     // The kit leaves nothing running: every instance it launched is terminated.

@@ -220,7 +220,7 @@ fn the_kit_passes_a_0_1_plugin_and_skips_what_a_0_2_plugin_calls_unsupported() {
     // Contract 0.1 has no request ID, so nothing to check idempotency on.
     assert!(
         stdout.contains("SKIP  a provision repeated with its request ID")
-            && stdout.ends_with("14 passed, 0 failed, 1 skipped\n"),
+            && stdout.ends_with("15 passed, 0 failed, 1 skipped\n"),
         "{stdout}"
     );
 
@@ -243,7 +243,7 @@ fn the_kit_passes_a_0_1_plugin_and_skips_what_a_0_2_plugin_calls_unsupported() {
         "{stdout}"
     );
     assert!(
-        stdout.ends_with("2 passed, 0 failed, 13 skipped\n"),
+        stdout.ends_with("2 passed, 0 failed, 14 skipped\n"),
         "{stdout}"
     );
 }

@@ -232,7 +232,7 @@ fn a_plugin_that_only_reports_clusters_passes_with_its_lifecycle_skipped() {
         "{stdout}"
     );
     assert!(
-        stdout.ends_with("2 passed, 0 failed, 13 skipped\n"),
+        stdout.ends_with("2 passed, 0 failed, 14 skipped\n"),
         "{stdout}"
     );
 }

@@ -20,6 +20,7 @@ mod openapi;
 mod operating;
 mod outbound;
 mod ownership;
+mod plan;
 mod podman;
 mod pool;
 mod private_ca;

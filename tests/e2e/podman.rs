@@ -80,14 +80,14 @@ fn ensure_image() {
 }
 
 /// `podman system service` on a free loopback port, stopped (with its containers) when dropped.
-struct PodmanService {
+pub(crate) struct PodmanService {
     child: Child,
     endpoint: String,
-    gateway_id: String,
+    pub(crate) gateway_id: String,
 }
 
 impl PodmanService {
-    async fn start() -> PodmanService {
+    pub(crate) async fn start() -> PodmanService {
         ensure_image();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -122,7 +122,7 @@ impl PodmanService {
         }
     }
 
-    fn backend(&self, name: &str) -> String {
+    pub(crate) fn backend(&self, name: &str) -> String {
         format!(
             "[backends.{name}]\nplugin = {}\ngrants = {{ http = [{}] }}\nlimits = {{ timeout = \"60s\" }}\n\
              [backends.{name}.settings]\n{}\n",

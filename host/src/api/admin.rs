@@ -21,6 +21,12 @@ struct Admin {
     reload: ReloadHandle,
 }
 
+impl axum::extract::FromRef<Admin> for Arc<Gateway> {
+    fn from_ref(admin: &Admin) -> Arc<Gateway> {
+        admin.gateway.clone()
+    }
+}
+
 /// The admin API over `gateway`, reloading through `reload`. `loopback`: the admin listener is
 /// on a loopback address, so only loopback `Host`s are accepted.
 /// While `auth` holds a token, every request must carry it as `Authorization: Bearer <token>`;
@@ -39,6 +45,7 @@ pub fn router(
         .route("/admin/generation", get(generation))
         .route("/admin/state", get(state))
         .route("/admin/reload", post(reload_now))
+        .merge(super::plan::routes())
         .route("/metrics", get(metrics))
         .route("/admin/openapi.json", get(super::openapi::serve_admin))
         .fallback(super::not_found)
@@ -228,12 +235,21 @@ async fn route(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<crate::routing::Explanation>, ApiError> {
     let generation = current(&gateway)?;
+    explain_live(&gateway, &generation, body).await.map(Json)
+}
+
+/// Where a request would go now, from `generation`'s routes and the live ownership index.
+pub(super) async fn explain_live(
+    gateway: &Gateway,
+    generation: &Generation,
+    body: Value,
+) -> Result<super::inspect::Explanation, ApiError> {
     // The ownership lookup is async; resolve it first when the body is a deprovision request.
     let owner = match (body.get("cluster_id"), body.get("node_id")) {
         (Some(Value::String(c)), Some(Value::String(n))) => gateway.recorded_owner(c, n).await?,
         _ => None,
     };
-    super::inspect::explain(&generation.config, body, |_, _| Ok(owner)).map(Json)
+    super::inspect::explain(&generation.config, body, |_, _| Ok(owner))
 }
 
 #[cfg(test)]

@@ -172,7 +172,7 @@ impl From<Error> for ApiError {
             Error::InvalidAnswer { .. } | Error::DiscoveryFailed { .. } => StatusCode::BAD_GATEWAY,
             Error::DiscoveryUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::NodeNotFound { .. } => StatusCode::NOT_FOUND,
-            Error::NodeClaimed { .. } => StatusCode::CONFLICT,
+            Error::NodeClaimed { .. } | Error::PlanRefused { .. } => StatusCode::CONFLICT,
             Error::OwnerNotLoaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::State {
                 error: StateError::Unavailable(_),

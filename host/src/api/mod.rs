@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
+pub mod plan;
 mod strict;
 pub mod validate;
 
@@ -202,25 +203,45 @@ async fn provision(
     Current(generation): Current,
     headers: axum::http::HeaderMap,
     ApiJson(request): ApiJson<model::ProvisionRequest>,
-) -> Result<Json<model::ProvisionResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let key = validate::idempotency_key(&headers)?;
     let request = validate::provision_request(request, key)?;
-    let answer = gateway.provision(&generation, request).await?;
-    Ok(Json(model::ProvisionResponse {
-        count: answer.count,
-        node_ids: answer.node_ids,
-    }))
+    let reply = |answer: crate::model::ProvisionResponse| {
+        Json(model::ProvisionResponse {
+            count: answer.count,
+            node_ids: answer.node_ids,
+        })
+        .into_response()
+    };
+    if let Some(plan_id) = plan::plan_header(&headers)? {
+        let (outcome, matched) = gateway
+            .apply_provision(&generation, request, &plan_id)
+            .await?;
+        return Ok(plan::applied(
+            outcome.map(reply).map_err(ApiError::from),
+            matched,
+        ));
+    }
+    Ok(reply(gateway.provision(&generation, request).await?))
 }
 
 /// A discovered node, as the client reads it.
 async fn deprovision(
     State(gateway): State<Arc<Gateway>>,
     Current(generation): Current,
+    headers: axum::http::HeaderMap,
     ApiJson(request): ApiJson<model::DeprovisionRequest>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let request = validate::deprovision_request(request)?;
+    if let Some(plan_id) = plan::plan_header(&headers)? {
+        let (outcome, matched) = gateway
+            .apply_deprovision(&generation, request, &plan_id)
+            .await?;
+        let outcome = outcome.map(|()| plan::no_content());
+        return Ok(plan::applied(outcome.map_err(ApiError::from), matched));
+    }
     gateway.deprovision(&generation, request).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// The body of `/healthz` and `/readyz` when they answer 200.

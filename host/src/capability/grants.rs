@@ -24,11 +24,32 @@ pub struct Grants {
 pub(crate) struct RawGrants {
     http: Option<Spanned<Vec<String>>>,
     ca: Option<Spanned<PathBuf>>,
+    reads: Option<Spanned<Vec<super::reads::ReadGrant>>>,
 }
 
 /// Check the `grants` of backend `name`: the HTTP allowlist, and the CA bundle its HTTPS trusts
 /// (read now, and watched with the config).
 pub(crate) fn parse(raw: RawGrants, name: &str, source: &Source) -> Result<Grants, ConfigError> {
+    // Which requests a plan may send: only with an `http` grant.
+    let reads = match raw.reads {
+        None => None,
+        Some(reads) if raw.http.is_none() => {
+            return Err(source.invalid(
+                reads.span(),
+                format!("backends.{name}.grants.reads"),
+                "reads apply to an `http` grant, which this backend does not have",
+            ));
+        }
+        Some(reads) => Some(
+            super::reads::Reads::parse(reads.get_ref()).map_err(|message| {
+                source.invalid(
+                    reads.span(),
+                    format!("backends.{name}.grants.reads"),
+                    message,
+                )
+            })?,
+        ),
+    };
     Ok(Grants {
         http: match (raw.http, raw.ca) {
             (None, None) => None,
@@ -44,6 +65,9 @@ pub(crate) fn parse(raw: RawGrants, name: &str, source: &Source) -> Result<Grant
                 let mut allow = Allowlist::parse(patterns.get_ref()).map_err(|message| {
                     source.invalid(span, format!("backends.{name}.grants.http"), message)
                 })?;
+                if let Some(reads) = reads {
+                    allow = allow.with_reads(reads);
+                }
                 if let Some(ca) = ca {
                     let path = source.path(ca.get_ref());
                     source.include(path.clone());

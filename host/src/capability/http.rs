@@ -21,6 +21,10 @@
 //! private cloud's API, an internal podman or OpenStack endpoint behind a private CA. Requests
 //! are sent by [`send`], which is wasmtime-wasi-http's default sender with the addresses and
 //! the TLS trust made the grant's.
+//!
+//! The hook is where the call's mode is consulted ([`super::call`]): a dry call (plan, shadow)
+//! sends only reads ([`super::reads`]); any other request is withheld, answered with the same
+//! `HTTP-request-denied` a request outside the grant gets, and written down with its body.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -36,6 +40,7 @@ use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks,
 };
 
+use super::call::{CallContext, Event, shown_body};
 use crate::model::BackendId;
 
 /// One allowed destination: a scheme, a host (a name, exact or glob, or one address) and a
@@ -68,6 +73,8 @@ impl Rule {
 #[derive(Debug, Clone)]
 pub struct Allowlist {
     rules: Vec<Rule>,
+    /// The requests beyond GET, HEAD and OPTIONS that count as reads.
+    reads: super::reads::Reads,
     /// The CA bundle that replaces the public roots, if the grant names one.
     ca: Option<PathBuf>,
     tls: Arc<rustls::ClientConfig>,
@@ -78,6 +85,7 @@ impl Default for Allowlist {
     fn default() -> Self {
         Allowlist {
             rules: Vec::new(),
+            reads: super::reads::Reads::default(),
             ca: None,
             tls: public_roots(),
         }
@@ -197,6 +205,16 @@ impl Allowlist {
             tls: client_config(roots)?,
             ..self
         })
+    }
+
+    /// The same destinations, with `reads` counted as reads (`grants.reads`).
+    pub fn with_reads(self, reads: super::reads::Reads) -> Allowlist {
+        Allowlist { reads, ..self }
+    }
+
+    /// The requests beyond GET, HEAD and OPTIONS that count as reads.
+    pub fn reads(&self) -> &super::reads::Reads {
+        &self.reads
     }
 
     /// The CA bundle the backend trusts instead of the public roots, if any.
@@ -357,8 +375,15 @@ impl OutboundHttp {
                 secrets,
                 deadline,
                 max_response,
+                call: CallContext::live(),
             },
         }
+    }
+
+    /// The same capability, in `call`'s mode and transcript.
+    pub fn in_call(mut self, call: Arc<CallContext>) -> OutboundHttp {
+        self.hooks.call = call;
+        self
     }
 
     /// The parts `wasi:http` works on.
@@ -373,6 +398,7 @@ struct Hooks {
     secrets: Arc<Vec<String>>,
     deadline: Instant,
     max_response: usize,
+    call: Arc<CallContext>,
 }
 
 type Io = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
@@ -395,6 +421,20 @@ impl WasiHttpHooks for Hooks {
             ),
             &self.secrets,
         );
+        let call = self.call.clone();
+        let method = request.method().clone();
+        let url = uri.to_string();
+        // The request as the transcript shows it; what happened is filled in later.
+        let event = move |read: bool, sent: bool, error: Option<String>| Event::Http {
+            method: method.to_string(),
+            url: url.clone(),
+            read,
+            sent,
+            status: None,
+            error,
+            body: None,
+            body_size: None,
+        };
         let target = match Target::of(&uri) {
             Some(target) if self.allow.allows(&uri) => target,
             _ => {
@@ -403,58 +443,183 @@ impl WasiHttpHooks for Hooks {
                     backend = %self.backend,
                     "outbound request to {destination} denied: not in the backend's http grant",
                 );
+                let read = self.allow.reads.is_read(request.method(), &uri, None);
+                let denied = "denied: not in the backend's http grant";
+                call.push(event(read, false, Some(denied.into())));
                 return Box::new(async { Err(HttpError::HttpRequestDenied) });
             }
         };
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         let options = clamped(options, remaining);
-        let limit = self.max_response;
-        let allow = self.allow.clone();
-        let backend = self.backend.clone();
+        let outbound = Outbound {
+            target,
+            options,
+            limit: self.max_response,
+            allow: self.allow.clone(),
+            backend: self.backend.clone(),
+            destination,
+        };
         Box::new(async move {
-            let connect_timeout = options.connect_timeout.unwrap_or(remaining);
-            let addresses =
-                tokio::time::timeout(connect_timeout, resolve(&target.host, target.port))
-                    .await
-                    .map_err(|_| HttpError::DnsTimeout)?
-                    .ok()
-                    .filter(|addresses| !addresses.is_empty())
-                    .ok_or_else(|| HttpError::DnsError {
-                        rcode: Some("address not available".to_string()),
-                        info_code: None,
-                    })?;
-            let (admitted, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = addresses
-                .into_iter()
-                .partition(|a| allow.admits(&target.scheme, target.port, a.ip()));
-            if admitted.is_empty() {
-                let named: Vec<String> = refused
-                    .iter()
-                    .map(|a| format!("{} ({})", a.ip(), reserved(a.ip()).unwrap_or("reserved")))
-                    .collect();
-                let example = refused
-                    .first()
-                    .map_or(String::new(), |a| format!(" (`{}://{a}`)", target.scheme));
-                tracing::warn!(
-                    target: "plugin",
-                    backend = %backend,
-                    "outbound request to {destination} denied: it resolves to {}, which the \
-                     backend's http grant does not name; a grant opens such an address only by \
-                     naming it{example}",
-                    named.join(", "),
-                );
-                return Err(HttpError::DestinationIpProhibited);
-            }
-            let (response, io) = send(request, &admitted, options, allow.tls.clone()).await?;
-            let response = response.map(|body| {
-                http_body_util::Limited::new(body, limit)
-                    .map_err(move |e| match e.downcast::<HttpError>() {
-                        Ok(e) => *e,
-                        Err(_) => HttpError::HttpResponseBodySize(Some(limit as u64)),
-                    })
-                    .boxed_unsync()
+            let (request, read) = if call.mode().dry() {
+                match classify(request, &outbound.allow.reads, remaining).await {
+                    Ok(request) => (request, true),
+                    Err(body) => {
+                        // Not a read: withheld. The plugin hears what a request outside its
+                        // grant hears; the transcript says what it would have sent.
+                        let (body, body_size) = match &body {
+                            Some(body) => (shown_body(body), Some(body.len())),
+                            None => (
+                                format!(
+                                    "(not shown: larger than {} bytes, or not received in time)",
+                                    super::reads::MAX_INSPECTED_BODY
+                                ),
+                                None,
+                            ),
+                        };
+                        let mut withheld = event(false, false, Some("withheld: not a read".into()));
+                        if let Event::Http {
+                            body: shown,
+                            body_size: size,
+                            ..
+                        } = &mut withheld
+                        {
+                            (*shown, *size) = (Some(body), body_size);
+                        }
+                        call.withheld(withheld);
+                        return Err(HttpError::HttpRequestDenied);
+                    }
+                }
+            } else {
+                let read = (outbound.allow.reads).is_read(request.method(), request.uri(), None);
+                (request, read)
+            };
+            let index = call.push(event(read, true, None));
+            let result = outbound.send(request).await;
+            call.update(index, |event| {
+                if let Event::Http {
+                    sent,
+                    status,
+                    error,
+                    ..
+                } = event
+                {
+                    match &result {
+                        Ok((response, _)) => *status = Some(response.status().as_u16()),
+                        Err(e) => {
+                            // Refused before a connection: nothing left the gateway.
+                            *sent = !matches!(
+                                e,
+                                HttpError::DnsTimeout
+                                    | HttpError::DnsError { .. }
+                                    | HttpError::DestinationIpProhibited
+                            );
+                            *error = Some(e.to_string());
+                        }
+                    }
+                }
             });
-            Ok((response, io))
+            result
         })
+    }
+}
+
+/// A dry call's request, whole again if it is a read; if not, its body (`None` when larger
+/// than [`super::reads::MAX_INSPECTED_BODY`] or not received within `remaining`). A body is
+/// read only when the method alone does not make the request a read.
+async fn classify(
+    request: http::Request<WasiBody>,
+    reads: &super::reads::Reads,
+    remaining: Duration,
+) -> Result<http::Request<WasiBody>, Option<bytes::Bytes>> {
+    if reads.is_read(request.method(), request.uri(), None) && !reads.needs_body(request.method()) {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let collected = tokio::time::timeout(
+        remaining,
+        http_body_util::Limited::new(body, super::reads::MAX_INSPECTED_BODY).collect(),
+    )
+    .await;
+    let Ok(Ok(collected)) = collected else {
+        return Err(None);
+    };
+    let body = collected.to_bytes();
+    if !reads.is_read(&parts.method, &parts.uri, Some(&body)) {
+        return Err(Some(body));
+    }
+    let body = http_body_util::Full::new(body)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    Ok(http::Request::from_parts(parts, body))
+}
+
+/// A granted request on its way out: where to, within what, trusting what.
+struct Outbound {
+    target: Target,
+    options: RequestOptions,
+    limit: usize,
+    allow: Arc<Allowlist>,
+    backend: BackendId,
+    /// `scheme://authority`, redacted, for the log.
+    destination: String,
+}
+
+impl Outbound {
+    /// Resolve, check every address, connect to an admitted one, send; the response body is
+    /// held to the backend's `max_response`.
+    async fn send(
+        self,
+        request: http::Request<WasiBody>,
+    ) -> Result<(http::Response<WasiBody>, Io), HttpError> {
+        let Outbound {
+            target,
+            options,
+            limit,
+            allow,
+            backend,
+            destination,
+        } = self;
+        let connect_timeout = options.connect_timeout.unwrap_or_default();
+        let addresses = tokio::time::timeout(connect_timeout, resolve(&target.host, target.port))
+            .await
+            .map_err(|_| HttpError::DnsTimeout)?
+            .ok()
+            .filter(|addresses| !addresses.is_empty())
+            .ok_or_else(|| HttpError::DnsError {
+                rcode: Some("address not available".to_string()),
+                info_code: None,
+            })?;
+        let (admitted, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = addresses
+            .into_iter()
+            .partition(|a| allow.admits(&target.scheme, target.port, a.ip()));
+        if admitted.is_empty() {
+            let named: Vec<String> = refused
+                .iter()
+                .map(|a| format!("{} ({})", a.ip(), reserved(a.ip()).unwrap_or("reserved")))
+                .collect();
+            let example = refused
+                .first()
+                .map_or(String::new(), |a| format!(" (`{}://{a}`)", target.scheme));
+            tracing::warn!(
+                target: "plugin",
+                backend = %backend,
+                "outbound request to {destination} denied: it resolves to {}, which the \
+                 backend's http grant does not name; a grant opens such an address only by \
+                 naming it{example}",
+                named.join(", "),
+            );
+            return Err(HttpError::DestinationIpProhibited);
+        }
+        let (response, io) = send(request, &admitted, options, allow.tls.clone()).await?;
+        let response = response.map(|body| {
+            http_body_util::Limited::new(body, limit)
+                .map_err(move |e| match e.downcast::<HttpError>() {
+                    Ok(e) => *e,
+                    Err(_) => HttpError::HttpResponseBodySize(Some(limit as u64)),
+                })
+                .boxed_unsync()
+        });
+        Ok((response, io))
     }
 }
 

@@ -25,6 +25,7 @@ pub struct Logging {
     logged: u32,
     bytes: usize,
     dropped: u64,
+    call: Option<Arc<super::call::CallContext>>,
 }
 
 impl Logging {
@@ -42,7 +43,14 @@ impl Logging {
             logged: 0,
             bytes: 0,
             dropped: 0,
+            call: None,
         }
+    }
+
+    /// The same capability, writing what it logs into `call`'s transcript too.
+    pub fn in_call(mut self, call: Arc<super::call::CallContext>) -> Logging {
+        self.call = Some(call);
+        self
     }
 
     /// Whether a message of `len` bytes fits the call's allowance (and if so, take it).
@@ -120,6 +128,9 @@ impl Logging {
         let context = context.map(|c| super::redact(c, &self.secrets));
         let context = context.as_deref().map(escape_controls);
         let context = context.as_deref();
+        if let Some(call) = &self.call {
+            call.log(&level, &message);
+        }
         let backend = self.backend.as_str();
         macro_rules! emit {
             ($macro:ident) => {

@@ -72,9 +72,11 @@ pub fn redact_cut(text: &str, secrets: &[String]) -> String {
     text
 }
 
+pub mod call;
 pub mod grants;
 pub mod http;
 pub mod logging;
+pub mod reads;
 pub mod settings;
 pub mod state;
 pub mod stdio;

@@ -10,10 +10,15 @@
 //! later), each with a message naming the limit, and each counted in
 //! `platform_gateway_state_quota_refusals_total`. Contract 0.1's `list-keys`, which has no
 //! pages, answers at most [`LIST_MAX_KEYS`] keys or [`LIST_MAX_BYTES`] of them.
+//!
+//! Each operation consults the call's [`CallContext`] here, and only here: in a dry mode (plan,
+//! shadow) writes go to the call's overlay, within the same quotas, and reads see them; the
+//! store is only read.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::call::{CallContext, WriteOp};
 use crate::metrics::Metrics;
 use crate::model::BackendId;
 use crate::state::quota::{QuotaError, Refusal};
@@ -52,6 +57,7 @@ pub struct PluginState {
     store: Option<Arc<dyn StateStore>>,
     deadline: Instant,
     quotas: Quotas,
+    call: Arc<CallContext>,
 }
 
 impl PluginState {
@@ -69,7 +75,14 @@ impl PluginState {
             store,
             deadline,
             quotas,
+            call: CallContext::live(),
         }
+    }
+
+    /// The same capability, in `call`'s mode and transcript.
+    pub fn in_call(mut self, call: Arc<CallContext>) -> PluginState {
+        self.call = call;
+        self
     }
 
     /// A refusal, counted and put in the contract's words: a rate is worth retrying later
@@ -124,30 +137,87 @@ impl PluginState {
 
     /// The value of `key`, if set.
     pub async fn get(&self, key: String) -> Result<Option<Vec<u8>>, Failure> {
-        self.open()?
+        if let Some(value) = self.call.overlaid(&key) {
+            self.open()?;
+            self.call.read(&key, value.as_deref(), true);
+            return Ok(value);
+        }
+        let value = self
+            .open()?
             .get(&self.namespace, &key)
             .await
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.error(e))?;
+        self.call.read(&key, value.as_deref(), false);
+        Ok(value)
+    }
+
+    /// A dry call's view of `key` before it writes: its own write, else the store's value
+    /// (remembered for a plan's check). Refused like the store would refuse the write: a value
+    /// over the quota, or an overlay that outgrows the namespace's quotas.
+    async fn dry_write(&self, key: &str, value: Option<&[u8]>) -> Result<Option<Vec<u8>>, Failure> {
+        let store = self.open()?;
+        let quota = &self.quotas.quota;
+        let size = value.map_or(0, <[u8]>::len);
+        let (keys, bytes) = self.call.overlay_size();
+        if size > quota.value {
+            let refusal = Refusal::Value {
+                size,
+                limit: quota.value,
+            };
+            return Err(Failure::TooLarge(refusal.to_string()));
+        }
+        if keys as u64 >= quota.keys || (bytes + key.len() + size) as u64 > quota.bytes {
+            return Err(Failure::TooLarge(format!(
+                "a dry call (plan or shadow) may write at most {} keys or {} bytes                  (limits.state_keys, limits.state_bytes)",
+                quota.keys, quota.bytes
+            )));
+        }
+        if let Some(old) = self.call.overlaid(key) {
+            return Ok(old);
+        }
+        let old = store
+            .get(&self.namespace, key)
+            .await
+            .map_err(|e| self.error(e))?;
+        self.call.saw(key, old.as_deref());
+        Ok(old)
     }
 
     /// Set `key` to `value`, within the quotas.
     pub async fn set(&self, key: String, value: Vec<u8>) -> Result<(), Failure> {
+        if self.call.mode().dry() {
+            let old = self.dry_write(&key, Some(&value)).await?;
+            let old = Some(old.as_deref());
+            self.call.write(WriteOp::Set, &key, old, Some(&value), true);
+            return Ok(());
+        }
         let store = self.open()?;
         let Quotas { quota, usage, .. } = &self.quotas;
         usage
             .set(quota, &*store, &self.namespace, &key, &value)
             .await
-            .map_err(|e| self.quota_error(e))
+            .map_err(|e| self.quota_error(e))?;
+        self.call
+            .write(WriteOp::Set, &key, None, Some(&value), true);
+        Ok(())
     }
 
     /// Delete `key` (a write, within the quotas).
     pub async fn delete(&self, key: String) -> Result<(), Failure> {
+        if self.call.mode().dry() {
+            let old = self.dry_write(&key, None).await?;
+            let old = Some(old.as_deref());
+            self.call.write(WriteOp::Delete, &key, old, None, true);
+            return Ok(());
+        }
         let store = self.open()?;
         let Quotas { quota, usage, .. } = &self.quotas;
         usage
             .delete(quota, &*store, &self.namespace, &key)
             .await
-            .map_err(|e| self.quota_error(e))
+            .map_err(|e| self.quota_error(e))?;
+        self.call.write(WriteOp::Delete, &key, None, None, true);
+        Ok(())
     }
 
     /// Set `key` to `new` (unset if None) if its value is `expected` (unset if None); whether it did.
@@ -157,19 +227,30 @@ impl PluginState {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> Result<bool, Failure> {
-        let store = self.open()?;
-        let Quotas { quota, usage, .. } = &self.quotas;
-        usage
-            .compare_and_swap(
-                quota,
-                &*store,
-                &self.namespace,
-                &key,
-                expected.as_deref(),
-                new.as_deref(),
-            )
-            .await
-            .map_err(|e| self.quota_error(e))
+        let (old, swapped) = if self.call.mode().dry() {
+            let current = self.dry_write(&key, new.as_deref()).await?;
+            let swapped = current == expected;
+            (Some(current), swapped)
+        } else {
+            let store = self.open()?;
+            let Quotas { quota, usage, .. } = &self.quotas;
+            let swapped = usage
+                .compare_and_swap(
+                    quota,
+                    &*store,
+                    &self.namespace,
+                    &key,
+                    expected.as_deref(),
+                    new.as_deref(),
+                )
+                .await
+                .map_err(|e| self.quota_error(e))?;
+            (None, swapped)
+        };
+        let old = old.as_ref().map(|old| old.as_deref());
+        self.call
+            .write(WriteOp::CompareAndSwap, &key, old, new.as_deref(), swapped);
+        Ok(swapped)
     }
 
     /// Contract 0.1: every key at once (the store is read a page at a time), up to
@@ -214,7 +295,7 @@ impl PluginState {
                 )));
             }
             if done {
-                return Ok(keys);
+                return Ok(self.call.list(&prefix, keys));
             }
         }
     }
@@ -232,6 +313,19 @@ impl PluginState {
             0 => MAX_PAGE,
             n => n.min(MAX_PAGE),
         };
+        if self.call.mode().dry() {
+            // The call's own writes change what a page holds: merge with the whole listing
+            // (within contract 0.1's bounds), then cut the page.
+            let all = self
+                .keys_within(prefix, LIST_MAX_KEYS, LIST_MAX_BYTES)
+                .await?;
+            let rest: Vec<String> = all
+                .into_iter()
+                .filter(|k| start_after.as_ref().is_none_or(|after| k > after))
+                .collect();
+            let next = (rest.len() > limit).then(|| rest[limit - 1].clone());
+            return Ok((rest.into_iter().take(limit).collect(), next));
+        }
         let keys = store
             .list_keys(&self.namespace, &prefix, start_after.as_deref(), limit)
             .await
@@ -321,6 +415,97 @@ pub(crate) mod tests {
         assert_eq!(refusals(&metrics, "list_size"), 2);
         // The contract's own bounds: 0.1's list-keys answers through them.
         assert_eq!(state.all_keys("k/".into()).await.ok().unwrap().len(), 1005);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_dry_call_reads_its_own_writes_and_leaves_the_store_as_it_was() {
+        use crate::capability::call::{CallContext, Event, Mode, version};
+        for mode in [Mode::Plan, Mode::Shadow] {
+            let (_dir, state, _) = plugin_state(StateQuota::default());
+            let store = state.store.clone().unwrap();
+            store.set("ns", "kept", b"old").await.unwrap();
+            store.set("ns", "gone", b"x").await.unwrap();
+            let call = CallContext::new(mode, false);
+            let state = state.in_call(call.clone());
+            state.set("new".into(), b"1".to_vec()).await.ok().unwrap();
+            state
+                .set("kept".into(), b"changed".to_vec())
+                .await
+                .ok()
+                .unwrap();
+            state.delete("gone".into()).await.ok().unwrap();
+            let swapped = state
+                .compare_and_swap("new".into(), Some(b"1".to_vec()), Some(b"2".to_vec()))
+                .await
+                .ok()
+                .unwrap();
+            assert!(swapped);
+            // The call sees its own writes, in reads and in listings...
+            assert_eq!(
+                state.get("new".into()).await.ok().unwrap(),
+                Some(b"2".to_vec())
+            );
+            assert_eq!(state.get("gone".into()).await.ok().unwrap(), None);
+            let (keys, next) = state.page("".into(), None, 0).await.ok().unwrap();
+            assert_eq!((keys, next), (vec!["kept".to_string(), "new".into()], None));
+            assert_eq!(
+                state.all_keys("".into()).await.ok().unwrap(),
+                ["kept", "new"]
+            );
+            // ...and the store none of them.
+            assert_eq!(
+                store.get("ns", "kept").await.unwrap(),
+                Some(b"old".to_vec())
+            );
+            assert_eq!(store.get("ns", "gone").await.unwrap(), Some(b"x".to_vec()));
+            assert_eq!(store.get("ns", "new").await.unwrap(), None);
+            // The transcript has each write with the version it replaces, and the versions
+            // read from the store for a plan's check.
+            let transcript = call.transcript();
+            let writes: Vec<(String, Option<String>)> = transcript
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::StateWrite {
+                        key, old_version, ..
+                    } => Some((key.clone(), old_version.clone())),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                writes,
+                [
+                    ("new".to_string(), Some("absent".to_string())),
+                    ("kept".into(), Some(version(Some(b"old")))),
+                    ("gone".into(), Some(version(Some(b"x")))),
+                    ("new".into(), Some(version(Some(b"1")))),
+                ]
+            );
+            assert_eq!(transcript.reads["kept"], version(Some(b"old")));
+            assert_eq!(transcript.reads["new"], "absent");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_dry_call_is_held_to_the_value_quota_and_a_live_one_records_only_when_asked() {
+        use crate::capability::call::{CallContext, Mode};
+        let quota = StateQuota {
+            value: 4,
+            ..StateQuota::default()
+        };
+        let (_dir, state, _) = plugin_state(quota);
+        let state = state.in_call(CallContext::new(Mode::Plan, false));
+        match state.set("k".into(), vec![0; 5]).await {
+            Err(Failure::TooLarge(m)) => assert!(m.contains("limits.state_value_size"), "{m}"),
+            _ => panic!("a value over the quota was taken"),
+        }
+        let (_dir, state, _) = plugin_state(StateQuota::default());
+        let store = state.store.clone().unwrap();
+        let call = CallContext::new(Mode::Live, true);
+        let state = state.in_call(call.clone());
+        state.set("k".into(), b"v".to_vec()).await.ok().unwrap();
+        assert_eq!(store.get("ns", "k").await.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(call.transcript().effects().len(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -1,4 +1,4 @@
-//! The admin API's client, for `status` and `healthcheck`: plain HTTP/1.1 over TCP or TLS
+//! The admin API's client, for `status`, `plan` and `healthcheck`: plain HTTP/1.1 over TCP or TLS
 //! (rustls: a CA bundle or the public web roots, and a client certificate when the admin
 //! listener asks for one), every read bounded by [`TIMEOUT`].
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use serde::de::DeserializeOwned;
 
 /// How long a whole read (`status`'s several requests, or one health check) may take.
@@ -67,7 +67,34 @@ impl Client {
 
     /// `GET path`'s body, as text.
     pub(super) async fn text(&self, path: &str) -> anyhow::Result<String> {
-        get(&self.base, path, self.token.as_deref(), self.tls.as_ref()).await
+        send(
+            &self.base,
+            path,
+            self.token.as_deref(),
+            self.tls.as_ref(),
+            None,
+        )
+        .await
+    }
+
+    /// `POST body` (JSON) to `path`: the answer as JSON. Not bounded by [`TIMEOUT`]: the caller
+    /// bounds it (a plan calls plugins, and may take as long as their deadlines).
+    pub(super) async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let body = serde_json::to_vec(body)?;
+        let text = send(
+            &self.base,
+            path,
+            self.token.as_deref(),
+            self.tls.as_ref(),
+            Some(body),
+        )
+        .await?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}{path} did not answer JSON", self.base))
     }
 
     /// `GET path`'s body, as the admin API's typed answer `T`.
@@ -93,7 +120,7 @@ pub(super) async fn probe(url: &str, ca: Option<&Path>) -> anyhow::Result<()> {
         "https" => Some(connector(ca, None)?),
         _ => None,
     };
-    tokio::time::timeout(TIMEOUT, get(&base, path, None, tls.as_ref()))
+    tokio::time::timeout(TIMEOUT, send(&base, path, None, tls.as_ref(), None))
         .await
         .map_err(|_| anyhow::anyhow!("{url} did not answer within {TIMEOUT:?}"))?
         .map(drop)
@@ -143,20 +170,23 @@ fn connector(
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-/// `GET base+path`: the body of a 200, or an error naming the URL and what the gateway said.
-async fn get(
+/// `GET base+path`, or `POST` of the JSON `body`: the body of a 200, or an error naming the
+/// URL and what the gateway said.
+async fn send(
     base: &str,
     path: &str,
     token: Option<&str>,
     tls: Option<&tokio_rustls::TlsConnector>,
+    body: Option<Vec<u8>>,
 ) -> anyhow::Result<String> {
+    let method = if body.is_some() { "POST" } else { "GET" };
     let url = format!("{base}{path}");
     let uri: Uri = url
         .parse()
         .with_context(|| format!("`{base}` is not a URL"))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
-        Some(other) => bail!("{base}: `status` speaks http and https, not {other}"),
+        Some(other) => bail!("{base}: the admin API speaks http and https, not {other}"),
         None => bail!("`{base}` is not a URL (for example http://127.0.0.1:9090)"),
     }
     let authority = uri
@@ -172,13 +202,18 @@ async fn get(
     let stream = tokio::net::TcpStream::connect((host, port))
         .await
         .with_context(|| format!("cannot connect to {base}"))?;
-    let mut request = Request::get(uri.path())
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri.path())
         .header(header::HOST, authority.as_str())
         .header(header::ACCEPT, "application/json, text/plain");
+    if body.is_some() {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+    }
     if let Some(token) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    let request = request.body(Empty::<Bytes>::new())?;
+    let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
     let (status, body) = match tls {
         Some(tls) => {
             let name = rustls::pki_types::ServerName::try_from(host.to_string())
@@ -194,11 +229,14 @@ async fn get(
     let text = String::from_utf8_lossy(&body).into_owned();
     if status != StatusCode::OK {
         // The gateway's error shape says why.
-        let why = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
+        let reply = serde_json::from_str::<serde_json::Value>(&text).ok();
+        let cause = (reply.as_ref())
+            .and_then(|v| v["error_cause"].as_str().map(|c| format!(" ({c})")))
+            .unwrap_or_default();
+        let why = reply
             .and_then(|v| v["error_msg"].as_str().map(str::to_string))
             .unwrap_or(text);
-        bail!("GET {url}: {status}: {why}");
+        bail!("{method} {url}: {status}: {why}{cause}");
     }
     Ok(text)
 }
@@ -206,7 +244,7 @@ async fn get(
 /// One HTTP/1.1 request over `io`: the status and the whole body.
 async fn exchange<IO>(
     io: IO,
-    request: Request<Empty<Bytes>>,
+    request: Request<Full<Bytes>>,
     url: &str,
 ) -> anyhow::Result<(StatusCode, Bytes)>
 where
@@ -220,13 +258,13 @@ where
     let response = sender
         .send_request(request)
         .await
-        .with_context(|| format!("GET {url} failed"))?;
+        .with_context(|| format!("{url} failed"))?;
     let status = response.status();
     let body = response
         .into_body()
         .collect()
         .await
-        .with_context(|| format!("GET {url}: the answer broke off"))?
+        .with_context(|| format!("{url}: the answer broke off"))?
         .to_bytes();
     Ok((status, body))
 }

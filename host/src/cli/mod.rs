@@ -10,6 +10,7 @@ mod check;
 mod completions;
 mod healthcheck;
 mod kit;
+mod plan;
 mod route;
 mod serve;
 mod state;
@@ -127,6 +128,9 @@ enum Command {
     /// Show what a running gateway serves: its generation, each backend's calls, errors and
     /// calls in flight, the routes and the last refused reload (from its admin API).
     Status(status::StatusArgs),
+    /// Show what a provision or deprovision (a JSON request file) would do on a running
+    /// gateway, with no side effects: backend, state writes, requests (from its admin API).
+    Plan(plan::PlanArgs),
     /// Play the conformance scenario against one plugin, loaded alone in the real runtime,
     /// and report PASS, FAIL or SKIP per check (exit 1 if one failed).
     ///
@@ -192,6 +196,10 @@ pub fn run(mut cli: Cli) -> ExitCode {
         Some(Command::Status(args)) => {
             let output = args.output.output;
             (status::run(args), output)
+        }
+        Some(Command::Plan(args)) => {
+            let output = args.admin.output.output;
+            (plan::run(args), output)
         }
         Some(Command::Healthcheck(args)) => (healthcheck::run(args), Output::Text),
         Some(Command::TestPlugin(args)) => (kit::test_plugin(args), Output::Text),

@@ -59,15 +59,26 @@ pub(super) struct StatusArgs {
     pub(super) output: OutputArgs,
 }
 
+impl StatusArgs {
+    /// The credentials these flags give.
+    pub(super) fn access(&self) -> Access<'_> {
+        Access {
+            token: self.admin_token.as_deref(),
+            ca: self.admin_ca.as_deref(),
+            cert: self.admin_cert.as_deref(),
+            key: self.admin_key.as_deref(),
+        }
+    }
+
+    /// The admin API's base URL.
+    pub(super) fn admin(&self) -> &str {
+        &self.admin
+    }
+}
+
 pub(super) fn run(args: StatusArgs) -> Outcome {
     let runtime = super::runtime(true)?;
-    let access = Access {
-        token: args.admin_token.as_deref(),
-        ca: args.admin_ca.as_deref(),
-        cert: args.admin_cert.as_deref(),
-        key: args.admin_key.as_deref(),
-    };
-    let status = runtime.block_on(fetch(&args.admin, &access))?;
+    let status = runtime.block_on(fetch(&args.admin, &args.access()))?;
     match args.output.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         Output::Text => print!("{}", status.render()),

@@ -71,6 +71,8 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// TLS on the admin listener.
     pub admin_tls: Option<TlsFiles>,
+    /// How long a saved plan (`/admin/plan/*`) can be applied (`admin.plan_ttl`).
+    pub plan_ttl: Duration,
     /// TLS on the public listener.
     pub tls: Option<TlsFiles>,
     /// How the gateway picks up changes.
@@ -249,6 +251,7 @@ impl Config {
             admin_listen: admin.listen,
             admin_token: admin.token,
             admin_tls: admin.tls,
+            plan_ttl: admin.plan_ttl,
             tls: server.tls,
             reload: ReloadSettings {
                 watch: raw.reload.watch.unwrap_or(true),

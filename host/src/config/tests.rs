@@ -287,6 +287,48 @@ fn a_missing_secret_is_an_error_naming_key_and_line() {
 }
 
 #[test]
+fn read_grants_and_the_plan_ttl_are_checked_naming_the_key_and_line() {
+    let config = parse(
+        "[admin]\nplan_ttl = \"30s\"\n[backends.cloud]\nplugin = \"p.wasm\"\ngrants = { http = \
+         [\"https://*.amazonaws.com\"], reads = [{ method = \"POST\", url = \
+         \"https://ec2.*.amazonaws.com/\", body = \"Action=Describe*\" }] }\n",
+    )
+    .unwrap();
+    assert_eq!(config.plan_ttl, Duration::from_secs(30));
+    let reads = config.backends.values().map(|b| match &b.grants.http {
+        Some(allow) => allow.reads().len(),
+        None => 0,
+    });
+    assert_eq!(reads.sum::<usize>(), 1);
+    assert_eq!(
+        parse("[backends.a]\nplugin = \"p.wasm\"\n")
+            .unwrap()
+            .plan_ttl,
+        Duration::from_secs(600)
+    );
+    for (text, needle) in [
+        (
+            "[backends.cloud]\nplugin = \"p.wasm\"\ngrants = { reads = [{ method = \"POST\", url = \"https://x/\" }] }\n",
+            "`http` grant",
+        ),
+        (
+            "[backends.cloud]\nplugin = \"p.wasm\"\ngrants = { http = [\"https://x\"], reads = [{ method = \"post\", url = \"https://x/\" }] }\n",
+            "HTTP method in capitals",
+        ),
+        (
+            "[backends.cloud]\nplugin = \"p.wasm\"\ngrants = { http = [\"https://x\"], reads = [{ method = \"POST\", url = \"https://x/\", verb = 1 }] }\n",
+            "verb",
+        ),
+        ("[admin]\nplan_ttl = \"0s\"\n", "admin.plan_ttl"),
+        ("[admin]\nplan_ttl = \"2d\"\n", "at most 24h"),
+    ] {
+        let error = parse(text).unwrap_err().to_string();
+        assert!(error.contains(needle), "{needle}: {error}");
+        assert!(error.contains("line"), "{error}");
+    }
+}
+
+#[test]
 fn http_grants_are_parsed_and_checked() {
     let config = parse(
             "[backends.cloud]\nplugin = \"p.wasm\"\ngrants = { http = [\"https://*.amazonaws.com\"] }\n",

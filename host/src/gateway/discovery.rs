@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 
+use super::plan::Calls;
 use super::{Error, Gateway, Generation};
 use crate::config::DiscoveryPolicy;
 
@@ -67,7 +68,7 @@ impl Gateway {
     /// `GET /discover`: every backend, concurrently, merged by cluster, under the configured
     /// failure policy. Refreshes the ownership index with every node seen.
     pub async fn discover(&self, generation: &Generation) -> Result<DiscoverReply, Error> {
-        let discovery = self.discover_all(generation).await;
+        let discovery = self.discover_all(generation, &Calls::live()).await;
         if !discovery.failures.is_empty() && generation.config.discovery == DiscoveryPolicy::Fail {
             discovery.overloaded()?;
             return Err(Error::DiscoveryFailed {
@@ -88,13 +89,16 @@ impl Gateway {
     /// Ask every backend concurrently, each under its own deadline; merge by cluster ID; record
     /// the owners of the nodes that exactly one backend reports, and let the index forget the
     /// nodes that answering backends no longer report.
-    async fn discover_all(&self, generation: &Generation) -> Discovery {
+    async fn discover_all(&self, generation: &Generation, calls: &Calls) -> Discovery {
         let started = std::time::Instant::now();
         let answers = join_all(generation.backends.values().map(|backend| async move {
-            let answer = backend.discover().await;
+            let answer = backend
+                .discover_in(calls.context(backend, "discover"))
+                .await;
             (backend.clone(), answer)
         }))
         .await;
+        let state = calls.records(&self.state);
 
         let mut failures = Vec::new();
         let mut retryable = 0;
@@ -180,7 +184,7 @@ impl Gateway {
         }
         self.metrics.record_conflicts(conflicts.len());
         // The index is a cache: a failed write is logged, and the next discovery fixes it.
-        if let Err(e) = self.state.record_owners(&owners).await {
+        if let Err(e) = state.record_owners(&owners).await {
             tracing::warn!("ownership index not updated after discovery: {e}");
         }
         // Every node reported, conflicts included: a record is forgotten only when no backend
@@ -194,7 +198,7 @@ impl Gateway {
             })
             .collect();
         self.ownership
-            .forget_vanished(self.state.clone(), answered, seen, started);
+            .forget_vanished(state, answered, seen, started);
         Discovery {
             clusters,
             retryable,
@@ -209,8 +213,9 @@ impl Gateway {
         &self,
         generation: &Generation,
         request: &model::DeprovisionRequest,
+        calls: &Calls,
     ) -> Result<String, Error> {
-        let discovery = self.discover_all(generation).await;
+        let discovery = self.discover_all(generation, calls).await;
         let claims: Vec<BackendId> = discovery
             .conflicts
             .iter()

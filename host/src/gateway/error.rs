@@ -91,6 +91,15 @@ pub enum Error {
         /// The owner's state namespace.
         owner: String,
     },
+    /// A request sent with a saved plan (`X-Platform-Plan`) that no longer holds: it was not
+    /// run.
+    #[error("plan `{plan_id}` was not applied: {problem}")]
+    PlanRefused {
+        /// The plan.
+        plan_id: String,
+        /// What changed since it was made.
+        problem: String,
+    },
     /// The state store failed or cannot be reached.
     #[error("the gateway's state store failed while {what}")]
     State {
@@ -118,6 +127,9 @@ impl Error {
                 Some("add a matching route (or a default route) to the gateway config".into())
             }
             Error::InvalidAnswer { problem, .. } => Some(problem.clone()),
+            Error::PlanRefused { .. } => {
+                Some("plan again (`POST /admin/plan/...`) and apply the new plan".into())
+            }
             Error::DiscoveryFailed {
                 failures,
                 looking_for,

@@ -11,6 +11,7 @@ pub mod answer;
 mod discovery;
 mod error;
 mod ownership;
+pub mod plan;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::routing::RouteKey;
 use crate::runtime::{Backend, CallError, LoadError, Runtime};
 use crate::state::{Ownership, StateError, StateStore};
 use ownership::Deprovision;
+use plan::Calls;
 
 /// One immutable snapshot of the config and the loaded backends.
 pub struct Generation {
@@ -256,6 +258,19 @@ impl Gateway {
         generation: &Generation,
         request: model::ProvisionRequest,
     ) -> Result<model::ProvisionResponse, Error> {
+        self.provision_with(generation, request, &Calls::live())
+            .await
+    }
+
+    /// [`Gateway::provision`] with its plugin calls made through `calls` (in its mode), and the
+    /// gateway's own records written where `calls` says.
+    async fn provision_with(
+        &self,
+        generation: &Generation,
+        request: model::ProvisionRequest,
+        calls: &Calls,
+    ) -> Result<model::ProvisionResponse, Error> {
+        let state = calls.records(&self.state);
         let key = RouteKey::of(&request);
         let Some((_, route)) = generation.config.routes.select(&key) else {
             return Err(Error::NoRoute {
@@ -275,13 +290,13 @@ impl Gateway {
             .in_scope(|| tracing::debug!("routed provision"));
         // One idempotency key, one request: a retry with another body would get the first
         // request's machines (the plugin sees the same request ID).
-        if request.is_keyed() && !ownership::check_keyed_request(&*self.state, &request).await {
+        if request.is_keyed() && !ownership::check_keyed_request(&*state, &request).await {
             return Err(Error::KeyReused {
                 cluster_id: request.cluster_id.clone(),
             });
         }
         let answer = backend
-            .provision(request.clone())
+            .provision_in(request.clone(), calls.context(backend, "provision"))
             .await
             .map_err(|error| Error::Call {
                 backend: backend.id().clone(),
@@ -296,7 +311,7 @@ impl Gateway {
             self.metrics
                 .record_invalid_answer(backend.id().as_str(), "provision");
             // The client hears 502 and never learns of these nodes: give them back.
-            let released = release_refused(backend, &request, &answer).await;
+            let released = release_refused_in(backend, &request, &answer, calls).await;
             let summary = released.describe();
             let problem = backend.redact(&problem);
             if released.orphans.is_empty() && !released.unnamed {
@@ -321,14 +336,14 @@ impl Gateway {
                 .collect();
             // The nodes exist now, and the client must hear so, or it would retry and create
             // them again. The index is a cache: the next discovery records these owners.
-            if let Err(e) = self.state.record_owners(&owners).await {
+            if let Err(e) = state.record_owners(&owners).await {
                 tracing::warn!(
                     backend = %backend.id(),
                     "provisioned {ids:?}, but the ownership index was not updated (discovery \
                      will record them): {e}"
                 );
             }
-            ownership::clear_deprovisions(&*self.state, &request.cluster_id, ids).await;
+            ownership::clear_deprovisions(&*state, &request.cluster_id, ids).await;
         }
         Ok(answer)
     }
@@ -341,10 +356,23 @@ impl Gateway {
         generation: &Generation,
         request: model::DeprovisionRequest,
     ) -> Result<(), Error> {
+        self.deprovision_with(generation, request, &Calls::live())
+            .await
+    }
+
+    /// [`Gateway::deprovision`] with its plugin calls made through `calls` (in its mode), and
+    /// the gateway's own records written where `calls` says.
+    async fn deprovision_with(
+        &self,
+        generation: &Generation,
+        request: model::DeprovisionRequest,
+        calls: &Calls,
+    ) -> Result<(), Error> {
+        let state = calls.records(&self.state);
         let known = self
             .recorded_owner(&request.cluster_id, &request.node_id)
             .await?;
-        let record = ownership::deprovision_record(&*self.state, &request).await;
+        let record = ownership::deprovision_record(&*state, &request).await;
         let owner = match known {
             Some(name) => name,
             None => {
@@ -357,7 +385,7 @@ impl Gateway {
                 }
                 // Not provisioned through this gateway (or before the index existed): ask
                 // everyone.
-                self.find_owner(generation, &request).await?
+                self.find_owner(generation, &request, calls).await?
             }
         };
         let Some(backend) = generation.backend_by_namespace(&owner) else {
@@ -366,8 +394,9 @@ impl Gateway {
                 owner,
             });
         };
-        ownership::mark_pending(&*self.state, &request).await;
-        let outcome = match backend.deprovision(request.clone()).await {
+        ownership::mark_pending(&*state, &request).await;
+        let call = calls.context(backend, "deprovision");
+        let outcome = match backend.deprovision_in(request.clone(), call).await {
             // An earlier attempt's outcome was lost, and the node is gone: that attempt did it.
             Err(CallError::Plugin(ProviderError::NotFound(_)))
                 if record == Deprovision::Pending =>
@@ -382,11 +411,13 @@ impl Gateway {
         };
         match &outcome {
             Ok(()) => {
-                ownership::remember_deprovision(&*self.state, &request).await;
-                self.forget_owner(&request).await;
+                ownership::remember_deprovision(&*state, &request).await;
+                forget_owner(&*state, &request).await;
             }
             // Unknown to its owner: the ownership record is stale.
-            Err(CallError::Plugin(ProviderError::NotFound(_))) => self.forget_owner(&request).await,
+            Err(CallError::Plugin(ProviderError::NotFound(_))) => {
+                forget_owner(&*state, &request).await
+            }
             Err(_) => {}
         }
         outcome.map_err(|error| Error::Call {
@@ -395,19 +426,18 @@ impl Gateway {
             error,
         })
     }
+}
 
-    async fn forget_owner(&self, request: &model::DeprovisionRequest) {
-        if let Err(e) = self
-            .state
-            .forget_owner(&request.cluster_id, &request.node_id)
-            .await
-        {
-            // A stale record costs one call that answers not-found, then it is forgotten.
-            tracing::warn!(
-                cluster = %request.cluster_id, node = %request.node_id,
-                "ownership record not removed: {e}"
-            );
-        }
+async fn forget_owner(state: &dyn StateStore, request: &model::DeprovisionRequest) {
+    if let Err(e) = state
+        .forget_owner(&request.cluster_id, &request.node_id)
+        .await
+    {
+        // A stale record costs one call that answers not-found, then it is forgotten.
+        tracing::warn!(
+            cluster = %request.cluster_id, node = %request.node_id,
+            "ownership record not removed: {e}"
+        );
     }
 }
 
@@ -466,6 +496,16 @@ pub async fn release_refused(
     request: &model::ProvisionRequest,
     answer: &model::ProvisionResponse,
 ) -> Released {
+    release_refused_in(backend, request, answer, &Calls::live()).await
+}
+
+/// [`release_refused`] with its deprovisions made through `calls` (in a plan: withheld).
+async fn release_refused_in(
+    backend: &Arc<Backend>,
+    request: &model::ProvisionRequest,
+    answer: &model::ProvisionResponse,
+    calls: &Calls,
+) -> Released {
     let Some(ids) = &answer.node_ids else {
         return Released {
             unnamed: true,
@@ -482,7 +522,10 @@ pub async fn release_refused(
             cluster_id: request.cluster_id.clone(),
             node_id: id.clone(),
         };
-        match backend.deprovision(release).await {
+        match backend
+            .deprovision_in(release, calls.context(backend, "release"))
+            .await
+        {
             Ok(()) | Err(CallError::Plugin(ProviderError::NotFound(_))) => {
                 released.released.push(id.clone())
             }

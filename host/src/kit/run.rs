@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::scenario::Script;
+use crate::capability::call::CallContext;
 use crate::gateway::answer::{check_discovery, check_provision};
 use crate::model::{self, ProviderError};
 use crate::runtime::{Backend, CallError};
@@ -93,9 +94,18 @@ impl Run<'_> {
         &self,
         request: &model::ProvisionRequest,
     ) -> Result<model::ProvisionResponse, Failed> {
+        self.provision_in(request, CallContext::live()).await
+    }
+
+    /// [`Run::provision`], its call in `call`'s mode and transcript.
+    pub(super) async fn provision_in(
+        &self,
+        request: &model::ProvisionRequest,
+        call: Arc<CallContext>,
+    ) -> Result<model::ProvisionResponse, Failed> {
         let answer = self
             .backend
-            .provision(request.clone())
+            .provision_in(request.clone(), call)
             .await
             .map_err(Failed::Call)?;
         if let Err(problem) = check_provision(request, &answer) {

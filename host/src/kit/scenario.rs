@@ -10,6 +10,7 @@ use super::checks::{exhaust, expect_not_found, idempotent, interleaved, reuse, u
 use super::report::{Check, Checks};
 use super::requests::random_hex;
 use super::run::{Failed, Run, describe};
+use crate::capability::call::{CallContext, Mode, Transcript};
 use crate::contract::Contract;
 use crate::gateway::answer::check_discovery;
 use crate::model::{self, ProviderError};
@@ -56,6 +57,8 @@ const REUSE: &str =
 const INTERLEAVED: &str = "a provision that another takes a node from between its read and its write does not hand it out too";
 const RACE: &str = "concurrent provisions never hand out one node twice";
 const REFUSED: &str = "an answer the gateway refuses leaves no node allocated";
+const PLANNED: &str =
+    "in plan mode, a provision makes the same calls as for real up to its first write";
 
 /// Play the scenario against `plugin`: every check, in order, whatever failed before (a check
 /// that needs what an earlier one did not give is skipped, saying why).
@@ -85,7 +88,11 @@ pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
     let mut created: Vec<String> = Vec::new();
     let mut ids_known = true;
     let one = kit.request(cluster, 1);
-    let answer = kit.provision(&one).await;
+    // First in plan mode, then for real: a plan must show what the real call then does.
+    let plan = CallContext::new(Mode::Plan, true);
+    let planned = backend.provision_in(one.clone(), plan.clone()).await;
+    let real = CallContext::new(Mode::Live, true);
+    let answer = kit.provision_in(&one, real.clone()).await;
     // A plugin that does not provision says `unsupported` (or, under contract 0.1, which has no
     // such case, `invalid-request`). Only the author knows whether it should: with
     // `--no-provision` its lifecycle is skipped, saying why; without, the check fails, so that
@@ -110,6 +117,7 @@ pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
         checks.skip(
             &[
                 PROVISION_ONE,
+                PLANNED,
                 PROVISION_TWO,
                 DISCOVERED,
                 OTHER_CLUSTER,
@@ -133,6 +141,10 @@ pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
         );
         return checks.0;
     }
+    let as_planned = same_as_planned(
+        (&planned, &plan.transcript()),
+        (&answer, &real.transcript()),
+    );
     let checked = answer
         .map_err(|e| match &e {
             Failed::Call(CallError::Plugin(
@@ -165,6 +177,7 @@ pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
             Ok(())
         });
     checks.record(PROVISION_ONE, checked);
+    checks.record(PLANNED, as_planned);
     let two = kit.request(cluster, 2);
     let checked = kit
         .provision(&two)
@@ -340,4 +353,51 @@ pub async fn scenario(plugin: &Plugin, script: &Script) -> Vec<Check> {
         },
     );
     checks.0
+}
+
+/// Whether a provision did for real what it did in plan mode: the same writes and requests (by
+/// key and URL; a value may hold a time) in the same order up to the first effect the plan
+/// withheld, and, when the plan ran to its end, the same kind of answer.
+fn same_as_planned(
+    (planned, plan): (&Result<model::ProvisionResponse, CallError>, &Transcript),
+    (answer, real): (&Result<model::ProvisionResponse, Failed>, &Transcript),
+) -> Result<(), String> {
+    let targets = |transcript: &Transcript| -> Vec<String> {
+        let effects = transcript.effects();
+        (effects.iter())
+            .map(|e| e.split(" -> ").next().unwrap_or_default().to_string())
+            .collect()
+    };
+    let (planned_effects, real_effects) = (targets(plan), targets(real));
+    let stopped = plan.stopped_at.is_some();
+    let prefix = real_effects.get(..planned_effects.len());
+    let same_effects = if stopped {
+        prefix == Some(&planned_effects[..])
+    } else {
+        real_effects == planned_effects
+    };
+    if !same_effects {
+        return Err(format!(
+            "in plan mode its effects were [{}]{}, for real [{}]",
+            planned_effects.join(", "),
+            if stopped { " (then it stopped)" } else { "" },
+            real_effects.join(", ")
+        ));
+    }
+    match (planned, answer) {
+        _ if stopped => Ok(()),
+        (Ok(planned), Ok(real)) if planned == real => Ok(()),
+        (Err(_), Err(_)) => Ok(()),
+        (planned, real) => Err(format!(
+            "in plan mode it answered {}, for real {}",
+            match planned {
+                Ok(answer) => format!("{answer:?}"),
+                Err(e) => describe(e),
+            },
+            match real {
+                Ok(answer) => format!("{answer:?}"),
+                Err(e) => e.describe(),
+            }
+        )),
+    }
 }

@@ -21,6 +21,7 @@ use wasmtime_wasi::WasiCtx;
 use super::config::BackendConfig;
 use super::limits::Limits;
 use super::{CallState, EPOCH_TICK, Prepared};
+use crate::capability::call::CallContext;
 use crate::capability::http::{Allowlist, OutboundHttp};
 use crate::capability::state::{PluginState, Quotas};
 use crate::capability::stdio::Capture;
@@ -341,10 +342,7 @@ impl Backend {
 
     /// Every cluster and node the backend reports.
     pub async fn discover(self: &Arc<Self>) -> Result<Vec<Cluster>, CallError> {
-        match self.call(Operation::Discover).await? {
-            Answer::Clusters(clusters) => Ok(clusters),
-            _ => Err(mismatch()),
-        }
+        self.discover_in(CallContext::live()).await
     }
 
     /// Provision nodes.
@@ -352,10 +350,7 @@ impl Backend {
         self: &Arc<Self>,
         request: ProvisionRequest,
     ) -> Result<ProvisionResponse, CallError> {
-        match self.call(Operation::Provision(request)).await? {
-            Answer::Provisioned(response) => Ok(response),
-            _ => Err(mismatch()),
-        }
+        self.provision_in(request, CallContext::live()).await
     }
 
     /// Deprovision a node.
@@ -363,14 +358,51 @@ impl Backend {
         self: &Arc<Self>,
         request: DeprovisionRequest,
     ) -> Result<(), CallError> {
-        match self.call(Operation::Deprovision(request)).await? {
+        self.deprovision_in(request, CallContext::live()).await
+    }
+
+    /// [`Backend::discover`] in `call`'s mode, into its transcript.
+    pub async fn discover_in(
+        self: &Arc<Self>,
+        call: Arc<CallContext>,
+    ) -> Result<Vec<Cluster>, CallError> {
+        match self.call(Operation::Discover, call).await? {
+            Answer::Clusters(clusters) => Ok(clusters),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// [`Backend::provision`] in `call`'s mode, into its transcript.
+    pub async fn provision_in(
+        self: &Arc<Self>,
+        request: ProvisionRequest,
+        call: Arc<CallContext>,
+    ) -> Result<ProvisionResponse, CallError> {
+        match self.call(Operation::Provision(request), call).await? {
+            Answer::Provisioned(response) => Ok(response),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// [`Backend::deprovision`] in `call`'s mode, into its transcript.
+    pub async fn deprovision_in(
+        self: &Arc<Self>,
+        request: DeprovisionRequest,
+        call: Arc<CallContext>,
+    ) -> Result<(), CallError> {
+        match self.call(Operation::Deprovision(request), call).await? {
             Answer::Deprovisioned => Ok(()),
             _ => Err(mismatch()),
         }
     }
 
-    /// Run one operation in a fresh sandbox, on a call slot, under the deadline.
-    async fn call(self: &Arc<Self>, operation: Operation) -> Result<Answer, CallError> {
+    /// Run one operation in a fresh sandbox, on a call slot, under the deadline, in `call`'s
+    /// mode.
+    async fn call(
+        self: &Arc<Self>,
+        operation: Operation,
+        call: Arc<CallContext>,
+    ) -> Result<Answer, CallError> {
         let name = operation.name();
         let timeout = self.limits.timeout;
         let started = Instant::now();
@@ -393,7 +425,7 @@ impl Backend {
         tokio::spawn(
             async move {
                 let _slot = (permit, in_flight);
-                let result = this.run(operation, deadline).await;
+                let result = this.run(operation, deadline, call).await;
                 this.record(name, &result, started);
                 result
             }
@@ -439,9 +471,14 @@ impl Backend {
         }
     }
 
-    async fn run(&self, operation: Operation, deadline: Instant) -> Result<Answer, CallError> {
+    async fn run(
+        &self,
+        operation: Operation,
+        deadline: Instant,
+        call: Arc<CallContext>,
+    ) -> Result<Answer, CallError> {
         let name = operation.name();
-        let (mut store, stdout, stderr) = self.store(deadline);
+        let (mut store, stdout, stderr) = self.store(deadline, call);
         let remaining = deadline.saturating_duration_since(Instant::now());
 
         // Host calls that wait are stopped by the timeout, which drops the whole call.
@@ -480,8 +517,13 @@ impl Backend {
         }
     }
 
-    /// A fresh store for one call ending at `deadline`, with the call's stdout and stderr.
-    fn store(&self, deadline: Instant) -> (Store<CallState>, Capture, Capture) {
+    /// A fresh store for one call ending at `deadline` in `call`'s mode, with the call's stdout
+    /// and stderr.
+    fn store(
+        &self,
+        deadline: Instant,
+        call: Arc<CallContext>,
+    ) -> (Store<CallState>, Capture, Capture) {
         let (stdout, stderr) = (Capture::new(OUTPUT_CAPACITY), Capture::new(OUTPUT_CAPACITY));
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
@@ -498,7 +540,8 @@ impl Backend {
                 self.id.clone(),
                 self.secrets.clone(),
                 Some(self.metrics.metrics.clone()),
-            ),
+            )
+            .in_call(call.clone()),
             state: PluginState::new(
                 self.namespace.clone(),
                 self.state.clone(),
@@ -509,14 +552,16 @@ impl Backend {
                     backend: self.id.clone(),
                     metrics: self.metrics.metrics.clone(),
                 },
-            ),
+            )
+            .in_call(call.clone()),
             http: OutboundHttp::new(
                 self.id.clone(),
                 self.http.clone(),
                 self.secrets.clone(),
                 deadline,
                 self.limits.max_response,
-            ),
+            )
+            .in_call(call),
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limiter);
@@ -543,7 +588,7 @@ impl Backend {
     /// pass.
     pub fn probe(&self) -> Result<(), String> {
         let deadline = Instant::now() + self.limits.timeout;
-        let (mut store, _stdout, stderr) = self.store(deadline);
+        let (mut store, _stdout, stderr) = self.store(deadline, CallContext::live());
         let started = futures::executor::block_on(self.prepared.pre.instantiate(&mut store));
         let error = match started {
             Ok(()) => return Ok(()),

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::Deserialize;
@@ -37,6 +38,8 @@ pub struct AdminSettings {
     pub token: Option<Secret>,
     /// TLS on the admin listener.
     pub tls: Option<TlsFiles>,
+    /// How long a saved plan (`/admin/plan/*`) can be applied (`admin.plan_ttl`).
+    pub plan_ttl: Duration,
 }
 
 #[derive(Deserialize, Default)]
@@ -45,6 +48,7 @@ pub(crate) struct RawAdmin {
     listen: Option<Spanned<SocketAddr>>,
     token: Option<Spanned<toml::Value>>,
     tls: Option<Spanned<RawTls>>,
+    plan_ttl: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Deserialize)]
@@ -124,7 +128,34 @@ pub(crate) fn parse_admin(raw: RawAdmin, source: &Source) -> Result<AdminSetting
             Some(address)
         }
     };
-    Ok(AdminSettings { listen, token, tls })
+    let plan_ttl = plan_ttl(raw.plan_ttl, source)?;
+    Ok(AdminSettings {
+        listen,
+        token,
+        tls,
+        plan_ttl,
+    })
+}
+
+/// How long a saved plan stays: `admin.plan_ttl`, 10 minutes by default, from 1s to 24h.
+fn plan_ttl(
+    value: Option<Spanned<HumanDuration>>,
+    source: &Source,
+) -> Result<Duration, ConfigError> {
+    const DEFAULT: Duration = Duration::from_secs(600);
+    let Some(value) = value else {
+        return Ok(DEFAULT);
+    };
+    let ttl = value.get_ref().0;
+    if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(24 * 3600) {
+        return Err(source.invalid(
+            value.span(),
+            "admin.plan_ttl",
+            "must be at least 1s and at most 24h (a plan checks the state it read, but the \
+             world outside the gateway may change meanwhile)",
+        ));
+    }
+    Ok(ttl)
 }
 
 /// Check the `[server]` section: its TLS files first, then the limits.

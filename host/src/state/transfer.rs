@@ -85,10 +85,17 @@ pub enum TransferError {
     },
 }
 
-/// Read everything `store` holds, a page at a time.
+/// The gateway's namespace for saved plans: short-lived records (minutes) that an export
+/// leaves out, so that restoring a backup never brings back a plan.
+pub const PLANS: &str = "@plans";
+
+/// Read everything `store` holds but saved plans, a page at a time.
 pub async fn export(store: &dyn StateStore) -> Result<Dump, StateError> {
     let mut namespaces = BTreeMap::new();
     for namespace in all_namespaces(store).await? {
+        if namespace == PLANS {
+            continue;
+        }
         let keys = all_keys(store, &namespace, "").await?;
         let values: BTreeMap<String, Value> = stream::iter(keys)
             .map(|key| {
