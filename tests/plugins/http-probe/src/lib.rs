@@ -15,7 +15,7 @@ use wasip2::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme}
 
 /// Every effect but HTTP, ignoring what the host answers.
 fn every_effect() {
-    use platform_sdk::{log, state};
+    use platform_gateway_sdk::{log, state};
     let _ = state::set("planned/a", b"1");
     let _ = state::set("planned/b", b"2");
     let _ = state::delete("seed");
