@@ -104,7 +104,18 @@ struct PublicApi;
         description = ADMIN_DESCRIPTION,
         license(name = "Apache-2.0"),
     ),
-    paths(backends, routes, route, generation, state, reload, metrics, admin_document),
+    paths(
+        backends,
+        routes,
+        route,
+        plan_provision,
+        plan_deprovision,
+        generation,
+        state,
+        reload,
+        metrics,
+        admin_document
+    ),
     components(schemas(ErrorBody, model::Id, model::Text, model::DeprovisionRequest)),
     modifiers(&AdminSecurity, &RouteBody),
     security(("bearer" = []), ("mutualTLS" = [])),
@@ -288,6 +299,11 @@ fn discover() {}
                 double quotes are removed first). A retry with the same key and cluster creates \
                 nothing more; the same key with a different body is refused with 422. An extension \
                 of the seed specification."),
+        ("X-Platform-Plan" = Option<String>, Header, pattern = r"^[0-9]{12}-[0-9a-f]{32}$",
+            description = "Applies a saved plan (`plan_id` from `POST /admin/plan/...` on the admin \
+                listener): the request runs only if it is the planned one and nothing the plan \
+                read has changed, else 409. The answer then carries `X-Platform-Plan-Matched: \
+                true|false`. An extension of the seed specification."),
     ),
     request_body(content = model::ProvisionRequest, content_type = "application/json"),
     responses(
@@ -312,7 +328,9 @@ fn discover() {}
             the defined groups in `node_groups`), or the backend refused it as invalid.", body = ErrorBody),
         (status = 404, description = "The backend found no such cluster.", body = ErrorBody),
         (status = 408, description = "The body did not arrive within `[server] body_timeout`.", body = ErrorBody),
-        (status = 409, description = "The request conflicts with the backend's state.", body = ErrorBody),
+        (status = 409, description = "The request conflicts with the backend's state, or the plan \
+            named in `X-Platform-Plan` does not apply (unknown, expired, applied already, another \
+            body, or something it read has changed).", body = ErrorBody),
         (status = 413, description = "The body is over `[server] max_body_size`.", body = ErrorBody),
         (status = 415, description = "The body is not declared as JSON (`Content-Type`).", body = ErrorBody),
         (status = 422, description = "No route matches the request, or its `Idempotency-Key` was used \
@@ -339,6 +357,13 @@ fn provision() {}
     path = "/deprovision",
     operation_id = "deprovision",
     tag = "platform",
+    params(
+        ("X-Platform-Plan" = Option<String>, Header, pattern = r"^[0-9]{12}-[0-9a-f]{32}$",
+            description = "Applies a saved plan (`plan_id` from `POST /admin/plan/...` on the admin \
+                listener): the request runs only if it is the planned one and nothing the plan \
+                read has changed, else 409. The answer then carries `X-Platform-Plan-Matched: \
+                true|false`. An extension of the seed specification."),
+    ),
     request_body(content = model::DeprovisionRequest, content_type = "application/json"),
     responses(
         (status = 204, description = "The node is being terminated."),
@@ -346,7 +371,8 @@ fn provision() {}
             a limit exceeded), or the backend refused it as invalid.", body = ErrorBody),
         (status = 404, description = "No backend has the node.", body = ErrorBody),
         (status = 408, description = "The body did not arrive within `[server] body_timeout`.", body = ErrorBody),
-        (status = 409, description = "Several backends report the node, or the backend refused.", body = ErrorBody),
+        (status = 409, description = "Several backends report the node, the backend refused, or the \
+            plan named in `X-Platform-Plan` does not apply.", body = ErrorBody),
         (status = 413, description = "The body is over `[server] max_body_size`.", body = ErrorBody),
         (status = 415, description = "The body is not declared as JSON (`Content-Type`).", body = ErrorBody),
         (status = 500, description = "The gateway or the backend's plugin failed.", body = ErrorBody),
@@ -446,6 +472,50 @@ fn routes() {}
 )]
 #[allow(dead_code)]
 fn route() {}
+
+/// What a provision would do now, with no side effects: the plugin runs in plan mode (state
+/// writes go to an overlay, only reads are sent). The plan is saved for `admin.plan_ttl`.
+#[utoipa::path(
+    post,
+    path = "/admin/plan/provision",
+    operation_id = "adminPlanProvision",
+    tag = "admin",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, pattern = r"^[\x21-\x7E]{1,255}$",
+            description = "As on `POST /provision`: the plan is of the keyed request."),
+    ),
+    request_body(content = model::ProvisionRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The plan: route, backend, what the endpoint would answer, \
+            state writes, requests, where the plugin stopped, `plan_id` and expiry.",
+            body = super::plan::PlanAnswer),
+        (status = 400, description = "The body is not a valid provision request.", body = ErrorBody),
+        (status = 413, description = "The body is over `[server] max_body_size`.", body = ErrorBody),
+        (status = 415, description = "The body is not JSON.", body = ErrorBody),
+        (status = 503, description = "The first generation is still loading.", body = ErrorBody),
+    ),
+)]
+#[allow(dead_code)]
+fn plan_provision() {}
+
+/// What a deprovision would do now, with no side effects (see the provision plan).
+#[utoipa::path(
+    post,
+    path = "/admin/plan/deprovision",
+    operation_id = "adminPlanDeprovision",
+    tag = "admin",
+    request_body(content = model::DeprovisionRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The plan.", body = super::plan::PlanAnswer),
+        (status = 400, description = "The body is not a valid deprovision request.", body = ErrorBody),
+        (status = 413, description = "The body is over `[server] max_body_size`.", body = ErrorBody),
+        (status = 415, description = "The body is not JSON.", body = ErrorBody),
+        (status = 500, description = "The ownership index could not be read.", body = ErrorBody),
+        (status = 503, description = "Loading, or the state store is unavailable.", body = ErrorBody),
+    ),
+)]
+#[allow(dead_code)]
+fn plan_deprovision() {}
 
 /// The generation being served, when it loaded, and the last refused reload.
 #[utoipa::path(

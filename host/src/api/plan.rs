@@ -24,7 +24,7 @@ pub const PLAN_HEADER: &str = "x-platform-plan";
 pub const MATCHED_HEADER: &str = "x-platform-plan-matched";
 
 /// What a provision or deprovision would do.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlanAnswer {
     /// `provision` or `deprovision`.
     pub operation: String,
@@ -57,7 +57,7 @@ pub struct PlanAnswer {
 }
 
 /// The public endpoint's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WouldAnswer {
     /// The status.
     pub status: u16,
@@ -66,13 +66,14 @@ pub struct WouldAnswer {
 }
 
 /// A state write a plan would make.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlannedWrite {
     /// The backend.
     pub backend: String,
     /// Its state namespace.
     pub namespace: String,
     /// `set`, `delete` or `compare_and_swap`.
+    #[schema(value_type = String)]
     pub operation: WriteOp,
     /// The key.
     pub key: String,
@@ -87,7 +88,7 @@ pub struct PlannedWrite {
 }
 
 /// An outbound request of a plan.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlannedRequest {
     /// The backend.
     pub backend: String,
@@ -108,7 +109,7 @@ pub struct PlannedRequest {
 }
 
 /// Where the plugin stopped.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stopped {
     /// The backend.
     pub backend: String,
@@ -119,7 +120,7 @@ pub struct Stopped {
 }
 
 /// One plugin call of a plan.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlannedCall {
     /// The backend.
     pub backend: String,
@@ -127,7 +128,8 @@ pub struct PlannedCall {
     pub namespace: String,
     /// `discover`, `provision`, `deprovision` or `release`.
     pub operation: String,
-    /// What it did.
+    /// What it did: each state read and write, request and log line, in order.
+    #[schema(value_type = Object)]
     pub transcript: Transcript,
 }
 
@@ -151,11 +153,12 @@ fn current(gateway: &Gateway) -> Result<Arc<Generation>, ApiError> {
 
 /// The body as the public endpoint decodes it.
 fn decode<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
-    serde_json::from_value(body.clone())
+    super::strict::object(body.clone())
         .map_err(|e| ApiError::bad_request("invalid request body").with_cause(e.to_string()))
 }
 
-async fn plan_provision(
+/// `POST /admin/plan/provision`.
+pub(super) async fn plan_provision(
     State(gateway): State<Arc<Gateway>>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
@@ -175,7 +178,8 @@ async fn plan_provision(
     })))
 }
 
-async fn plan_deprovision(
+/// `POST /admin/plan/deprovision`.
+pub(super) async fn plan_deprovision(
     State(gateway): State<Arc<Gateway>>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<PlanAnswer>, ApiError> {
