@@ -204,6 +204,18 @@ impl EtcdStore {
         ))
     }
 
+    /// Delete the key `k` (a plugin's key or an ownership record), as [`EtcdStore::run`] runs.
+    async fn delete_key(&self, k: Vec<u8>) -> Result<(), StateError> {
+        self.run(|Clients { mut kv, .. }| {
+            let k = k.clone();
+            async move {
+                kv.delete(k, None).await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
     /// Run `op` until it succeeds, fails for good, or the deadline passes. Each attempt goes to
     /// a member, in turn; a member that fails or hangs (stopping, cut off from the quorum,
     /// still catching up) is given up after a third of the deadline and passed over for a
@@ -376,15 +388,7 @@ impl StateStore for EtcdStore {
 
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), StateError> {
         check_sizes(key, None)?;
-        let k = self.keys.kv(namespace, key);
-        self.run(|Clients { mut kv, .. }| {
-            let k = k.clone();
-            async move {
-                kv.delete(k, None).await?;
-                Ok(())
-            }
-        })
-        .await
+        self.delete_key(self.keys.kv(namespace, key)).await
     }
 
     async fn compare_and_swap(
@@ -642,15 +646,7 @@ impl StateStore for EtcdStore {
     }
 
     async fn forget_owner(&self, cluster_id: &str, node_id: &str) -> Result<(), StateError> {
-        let k = self.keys.owner(cluster_id, node_id);
-        self.run(|Clients { mut kv, .. }| {
-            let k = k.clone();
-            async move {
-                kv.delete(k, None).await?;
-                Ok(())
-            }
-        })
-        .await
+        self.delete_key(self.keys.owner(cluster_id, node_id)).await
     }
 
     async fn owners(
