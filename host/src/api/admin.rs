@@ -235,21 +235,9 @@ async fn route(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<crate::routing::Explanation>, ApiError> {
     let generation = current(&gateway)?;
-    explain_live(&gateway, &generation, body).await.map(Json)
-}
-
-/// Where a request would go now, from `generation`'s routes and the live ownership index.
-pub(super) async fn explain_live(
-    gateway: &Gateway,
-    generation: &Generation,
-    body: Value,
-) -> Result<super::inspect::Explanation, ApiError> {
-    // The ownership lookup is async; resolve it first when the body is a deprovision request.
-    let owner = match (body.get("cluster_id"), body.get("node_id")) {
-        (Some(Value::String(c)), Some(Value::String(n))) => gateway.recorded_owner(c, n).await?,
-        _ => None,
-    };
-    super::inspect::explain(&generation.config, body, |_, _| Ok(owner))
+    super::inspect::explain_live(&gateway, &generation, body)
+        .await
+        .map(Json)
 }
 
 #[cfg(test)]

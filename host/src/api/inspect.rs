@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::{model, validate};
 use crate::config::Config;
+use crate::gateway::{Gateway, Generation};
 use crate::routing::RouteKey;
 pub use crate::routing::{Decision, Explanation};
 
@@ -49,6 +50,20 @@ pub fn explain(
             backend,
         ))
     }
+}
+
+/// Where a request would go now, from `generation`'s routes and the live ownership index.
+pub(super) async fn explain_live(
+    gateway: &Gateway,
+    generation: &Generation,
+    body: Value,
+) -> Result<Explanation, ApiError> {
+    // The ownership lookup is async; resolve it first when the body is a deprovision request.
+    let owner = match (body.get("cluster_id"), body.get("node_id")) {
+        (Some(Value::String(c)), Some(Value::String(n))) => gateway.recorded_owner(c, n).await?,
+        _ => None,
+    };
+    explain(&generation.config, body, |_, _| Ok(owner))
 }
 
 #[cfg(test)]

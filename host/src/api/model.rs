@@ -20,13 +20,17 @@ use utoipa::ToSchema;
 
 use super::strict;
 
-/// An ID or name (`validate::non_empty`): 1 to [`MAX_ID_LENGTH`](super::validate::MAX_ID_LENGTH)
+/// The longest ID or name the API accepts (a DNS name's length): enough for any real ID, and
+/// small enough that one client cannot fill a backend's discovery answer with a few nodes.
+pub const MAX_ID_LENGTH: usize = 253;
+
+/// An ID or name (`validate::non_empty`): 1 to [`MAX_ID_LENGTH`]
 /// bytes, no control character, not only white space. Its schema, `Id`, is what the document
 /// gives every such field.
 pub struct Id;
 
 /// Free text that may be empty (`validate::text`): at most
-/// [`MAX_ID_LENGTH`](super::validate::MAX_ID_LENGTH) bytes, no control character.
+/// [`MAX_ID_LENGTH`] bytes, no control character.
 pub struct Text;
 
 /// Control characters (Unicode `Cc`), as a regex class body.
@@ -39,7 +43,7 @@ const CONTROL_OR_SPACE: &str =
 /// The string schema of [`Id`] or [`Text`].
 fn string_schema(id: bool) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     use utoipa::openapi::schema::{ObjectBuilder, Type};
-    let max = super::validate::MAX_ID_LENGTH;
+    let max = MAX_ID_LENGTH;
     let (min, pattern, description) = if id {
         (
             Some(1),

@@ -185,7 +185,7 @@ pub(super) async fn plan_deprovision(
 ) -> Result<Json<PlanAnswer>, ApiError> {
     let generation = current(&gateway)?;
     let request = validate::deprovision_request(decode(&body)?)?;
-    let route = super::admin::explain_live(&gateway, &generation, body).await?;
+    let route = inspect::explain_live(&gateway, &generation, body).await?;
     let plan = gateway.plan_deprovision(&generation, request).await;
     Ok(Json(answer("deprovision", route, plan, |()| (204, None))))
 }

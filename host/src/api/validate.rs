@@ -147,9 +147,7 @@ fn request_id(idempotency_key: Option<&str>, cluster_id: &str) -> String {
     format!("{tag}-{hex}")
 }
 
-/// The longest ID or name the API accepts (a DNS name's length): enough for any real ID, and
-/// small enough that one client cannot fill a backend's discovery answer with a few nodes.
-pub const MAX_ID_LENGTH: usize = 253;
+pub use super::model::MAX_ID_LENGTH;
 
 /// An ID or name: not empty, not only white space, at most [`MAX_ID_LENGTH`] bytes, no control
 /// characters.

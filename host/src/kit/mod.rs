@@ -27,7 +27,8 @@ use serde_json::{Value, json};
 
 pub use report::{Check, Outcome, report};
 pub use requests::{deprovision_request, provision_request};
-pub use scenario::{Script, scenario};
+pub use run::Script;
+pub use scenario::scenario;
 
 use crate::config::Config;
 use crate::contract::Contract;

@@ -6,11 +6,35 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::scenario::Script;
 use crate::capability::call::CallContext;
 use crate::gateway::answer::{check_discovery, check_provision};
 use crate::model::{self, ProviderError};
 use crate::runtime::{Backend, CallError};
+
+/// What the scenario asks the plugin for.
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// The store of the provision requests.
+    pub store: String,
+    /// Their node group.
+    pub node_group: String,
+    /// Their node class (one the plugin's settings offer).
+    pub node_class: String,
+    /// Said after a failed provision, to help choose the node class (how it was chosen).
+    pub class_hint: Option<String>,
+    /// How many provisions race in the concurrency check.
+    pub concurrent: usize,
+    /// The plugin provisions: a provision it refuses fails the check. When false (the author
+    /// said `--no-provision`), a plugin that answers `unsupported` (or `invalid-request` under
+    /// contract 0.1, which has no `unsupported`) has its lifecycle skipped.
+    pub provisions: bool,
+    /// How many nodes the exhaustion check takes at most before it stops: a fixed inventory
+    /// must be smaller to be exhausted; a cloud never runs out.
+    pub max_nodes: u32,
+    /// Skip the idempotency check: the plugin leaves it to an API that the test double it runs
+    /// against does not implement (moto ignores EC2's `ClientToken`).
+    pub skip_idempotency: bool,
+}
 
 /// The contract's spelling of a call's failure (`invalid-request: ...`).
 pub(super) fn describe(error: &CallError) -> String {
