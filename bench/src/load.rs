@@ -23,6 +23,9 @@ pub enum Work {
     /// `POST /provision` of one node in a cluster of the connection's own, then
     /// `POST /deprovision` of the node it got.
     ProvisionDeprovision,
+    /// `POST /admin/plan/provision` of the same provision (on the admin listener): what a plan
+    /// costs beside the real call.
+    PlanProvision,
 }
 
 /// How long and how hard.
@@ -144,18 +147,20 @@ impl Connection {
                 self.send("discover", Method::GET, "/discover", None, StatusCode::OK)
                     .await?;
             }
+            Work::PlanProvision => {
+                let request = provision_request(&format!("bench-plan-{worker}"));
+                self.send(
+                    "plan",
+                    Method::POST,
+                    "/admin/plan/provision",
+                    Some(&request),
+                    StatusCode::OK,
+                )
+                .await?;
+            }
             Work::ProvisionDeprovision => {
                 let cluster = format!("bench-{worker}");
-                let request = serde_json::json!({
-                    "cluster": {
-                        "cluster_id": cluster,
-                        "store": "mongodb",
-                        "store_version": "4.0",
-                        "attributes": {},
-                        "nodes": { "data": { "attributes": {}, "desired_count": 1, "node_class": "small" } }
-                    },
-                    "provision": { "node_group_id": "data" }
-                });
+                let request = provision_request(&cluster);
                 let body = self
                     .send(
                         "provision",
@@ -182,6 +187,20 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// A provision of one `small` node in `cluster`'s `data` group.
+fn provision_request(cluster: &str) -> Value {
+    serde_json::json!({
+        "cluster": {
+            "cluster_id": cluster,
+            "store": "mongodb",
+            "store_version": "4.0",
+            "attributes": {},
+            "nodes": { "data": { "attributes": {}, "desired_count": 1, "node_class": "small" } }
+        },
+        "provision": { "node_group_id": "data" }
+    })
 }
 
 /// Drive `addr` with `work` under `load`.

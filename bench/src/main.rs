@@ -100,7 +100,8 @@ fn main() -> anyhow::Result<()> {
             let work = match work.as_str() {
                 "discover" => Work::Discover,
                 "pool" => Work::ProvisionDeprovision,
-                other => bail!("unknown work `{other}`: discover or pool"),
+                "plan" => Work::PlanProvision,
+                other => bail!("unknown work `{other}`: discover, pool or plan (an admin address)"),
             };
             let load = Load {
                 connections,
@@ -395,9 +396,53 @@ impl Bench {
             drop(server);
             print_rows(&rows, &baseline);
         }
+        if only.is_none_or(|o| "plan".contains(o) || o.contains("plan")) {
+            self.plan_cost(&runtime, &load(1))?;
+        }
         if only.is_none_or(|o| "ready".contains(o) || o.contains("ready")) {
             self.ready_times()?;
         }
+        Ok(())
+    }
+
+    /// A plan of a pool provision (`POST /admin/plan/provision`, saved for applying) beside the
+    /// real provision and deprovision, on the same gateway, one connection each in turn. The
+    /// native baseline has no plans: this compares the gateway with itself.
+    fn plan_cost(&self, runtime: &tokio::runtime::Runtime, load: &Load) -> anyhow::Result<()> {
+        println!("plan of a provision against the real call, pool, 1 connection (gateway only)");
+        for (label, binary) in &self.gateways {
+            let (addr, admin) = (free_port()?, free_port()?);
+            let dir = self.work.join(format!("plan-{label}"));
+            let _ = std::fs::remove_dir_all(dir.join("state"));
+            std::fs::create_dir_all(&dir)?;
+            let config = dir.join("gateway.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "[server]\nlisten = \"{addr}\"\n\n[admin]\nlisten = \"{admin}\"\nplan_ttl = \"1s\"\n\n[state]\ndir = \"state\"\ncache_dir = \"{}\"\n\n{}[[routes]]\nname = \"default\"\nbackend = \"pool\"\n",
+                    self.work.join(format!("cache-{label}")).display(),
+                    pool_backend(&self.plugins, 64)
+                ),
+            )?;
+            let config_arg = config.display().to_string();
+            let (server, _) =
+                self.start(binary, &["serve", "--config", &config_arg], &config, addr)?;
+            let real = runtime.block_on(load::run(addr, Work::ProvisionDeprovision, *load))?;
+            let plans = runtime.block_on(load::run(admin, Work::PlanProvision, *load))?;
+            drop(server);
+            let real_p50 = real.latencies.get("provision").map(|l| l.quantile(0.5));
+            let plan_p50 = plans.all().quantile(0.5);
+            println!("{}", line(&format!("{label} real"), &real));
+            println!(
+                "{}{}",
+                line(&format!("{label} plan"), &plans),
+                real_p50.map_or(String::new(), |real| format!(
+                    "  plan/provision p50 {:.2}",
+                    plan_p50.as_secs_f64() / real.as_secs_f64()
+                ))
+            );
+        }
+        println!();
         Ok(())
     }
 

@@ -656,7 +656,7 @@ mod tests {
 
     /// A generation serving the pool plugin with `machines` small machines (`m1`, ...), over
     /// `state`, and a gateway on the same state.
-    fn pool_gateway(
+    pub(super) fn pool_gateway(
         dir: &std::path::Path,
         state: &Arc<dyn StateStore>,
         machines: usize,
@@ -680,7 +680,7 @@ mod tests {
     }
 
     /// A provision of `count` small machines for cluster `c1`.
-    fn provision(count: u32) -> model::ProvisionRequest {
+    pub(super) fn provision(count: u32) -> model::ProvisionRequest {
         model::ProvisionRequest {
             request_id: "r-1".into(),
             cluster_id: "c1".into(),

@@ -23,6 +23,10 @@ use crate::model::{self, BackendId};
 use crate::runtime::Backend;
 use crate::state::{MAX_PAGE, MAX_VALUE_SIZE, Ownership, StateError, StateStore};
 
+/// How many saved plans may wait to be applied at once, over every replica: one page of the
+/// store, so that one listing both sweeps the expired and counts the rest.
+pub const MAX_SAVED_PLANS: usize = MAX_PAGE;
+
 /// The gateway's own namespace for saved plans (backend names cannot start with `@`). Plans
 /// are short-lived: `state export` leaves them out.
 pub use crate::state::transfer::PLANS;
@@ -422,28 +426,38 @@ impl Gateway {
                 value.len()
             ));
         }
+        // Expired plans go first; what is left is bounded, so that plans cannot fill the store.
+        if self.sweep_plans().await >= MAX_SAVED_PLANS {
+            return Err(format!(
+                "{MAX_SAVED_PLANS} plans are saved and not expired yet (admin.plan_ttl); plan \
+                 again when some have expired"
+            ));
+        }
         let plan_id = new_plan_id(expires_at)?;
         self.state
             .set(PLANS, &plan_id, &value)
             .await
             .map_err(|e| format!("the state store did not take it: {e}"))?;
-        self.sweep_plans().await;
         Ok(Saved {
             plan_id,
             expires_at,
         })
     }
 
-    /// Forget a page of expired plans (IDs sort by expiry).
-    async fn sweep_plans(&self) {
+    /// Forget a page of expired plans (IDs sort by expiry); how many of the page are left.
+    async fn sweep_plans(&self) -> usize {
         let cutoff = format!("{:012}", now());
-        if let Ok(page) = self.state.list_keys(PLANS, "", None, MAX_PAGE).await {
-            for old in page.iter().take_while(|k| **k < cutoff) {
-                if self.state.delete(PLANS, old).await.is_err() {
-                    break;
-                }
+        let Ok(page) = self.state.list_keys(PLANS, "", None, MAX_PAGE).await else {
+            return 0;
+        };
+        let mut left = page.len();
+        for old in page.iter().take_while(|k| **k < cutoff) {
+            if self.state.delete(PLANS, old).await.is_err() {
+                break;
             }
+            left -= 1;
         }
+        left
     }
 
     /// `POST /provision` with a plan: run `request` for real if the plan `plan_id` still holds
@@ -620,5 +634,47 @@ mod tests {
         ] {
             assert!(!is_plan_id(bad), "{bad}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn saved_plans_are_bounded_and_expired_ones_make_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let state: Arc<dyn StateStore> =
+            Arc::new(crate::state::embedded::RedbStore::open(dir.path()).unwrap());
+        let (generation, gateway) = super::super::tests::pool_gateway(dir.path(), &state, 2);
+        let fill = |expires_at: u64| {
+            let state = state.clone();
+            async move {
+                for _ in 0..MAX_SAVED_PLANS {
+                    let id = new_plan_id(expires_at).unwrap();
+                    state.set(PLANS, &id, b"{}").await.unwrap();
+                }
+            }
+        };
+
+        // A full store of plans that have not expired: the plan is made, and not saved.
+        fill(now() + 3600).await;
+        let plan = gateway
+            .plan_provision(&generation, super::super::tests::provision(1))
+            .await;
+        let why = plan.saved.unwrap_err();
+        assert!(why.contains("plans are saved and not expired"), "{why}");
+        assert!(plan.outcome.is_ok(), "the plan itself is still made");
+
+        // The same number expired: the next plan sweeps a page of them and is saved.
+        for key in state.list_keys(PLANS, "", None, MAX_PAGE).await.unwrap() {
+            state.delete(PLANS, &key).await.unwrap();
+        }
+        fill(now() - 1).await;
+        let plan = gateway
+            .plan_provision(&generation, super::super::tests::provision(1))
+            .await;
+        assert!(plan.saved.is_ok(), "{:?}", plan.saved.err());
+        let left = state.list_keys(PLANS, "", None, MAX_PAGE).await.unwrap();
+        assert_eq!(
+            left.len(),
+            1,
+            "the expired plans are gone, the new one kept"
+        );
     }
 }
