@@ -48,14 +48,22 @@ fn documented() -> BTreeMap<String, BTreeSet<String>> {
             tables.entry(table.clone()).or_default().insert(key.clone());
             // A table-valued key documented by its inline form, `{ cert = ..., key = ... }`.
             // (`settings` is the plugin's own: its keys are not the gateway's.)
+            // A list of tables, `list of `{ method, url, body }``, is probed as `[[...]]`.
             if key != "settings"
                 && let Some(inline) = row.split('{').nth(1).and_then(|r| r.split('}').next())
             {
-                let keys = inline
-                    .split(',')
-                    .filter_map(|part| part.split_once('=').map(|(k, _)| k.trim().to_string()));
+                let keys = inline.split(',').filter_map(|part| {
+                    let name = part.split_once('=').map_or(part, |(k, _)| k).trim();
+                    let bare = name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+                    (!name.is_empty() && bare).then(|| name.to_string())
+                });
+                let list = row
+                    .split('|')
+                    .nth(1)
+                    .is_some_and(|t| t.trim().starts_with("list of"));
+                let suffix = if list { "[]" } else { "" };
                 tables
-                    .entry(format!("{table}.{key}"))
+                    .entry(format!("{table}.{key}{suffix}"))
                     .or_default()
                     .extend(keys);
             }
@@ -78,6 +86,14 @@ fn config_with(table: &str, key: &str) -> String {
     match table.as_str() {
         "routes" => text.push_str("[[routes]]\n"),
         "backends.b" => {}
+        // A list of tables (`[]` in [`documented`]'s names); what it belongs to may need a key.
+        list if list.ends_with("[]") => {
+            let list = list.trim_end_matches("[]");
+            if list == "backends.b.grants.reads" {
+                text.push_str("[backends.b.grants]\nhttp = [\"https://example.com\"]\n");
+            }
+            text.push_str(&format!("[[{list}]]\n"));
+        }
         other => text.push_str(&format!("[{other}]\n")),
     }
     text.push_str(&format!("{key} = 0\n"));
