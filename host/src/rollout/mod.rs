@@ -373,6 +373,12 @@ impl Rollouts {
             error_rate: tally.error_rate(),
         };
         let id = candidate.backend.id();
+        // A candidate judged before anything read its record (a shadow-only one) is armed
+        // first, so that the verdict has a record to go in.
+        if let Err(e) = read_or_arm(state, id, &tracker.fingerprint).await {
+            tracing::warn!(backend = %id, "cannot write the candidate's rollback: {e}");
+            return;
+        }
         for _ in 0..8 {
             let (old, mut record) = match stored(state, id).await {
                 Ok(Some((bytes, record))) if record.fingerprint == tracker.fingerprint => {
