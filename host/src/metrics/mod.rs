@@ -737,6 +737,9 @@ mod tests {
         let _gauges = metrics.slot_gauges("pool");
         metrics.record_reload("ok");
         metrics.record_state("get", second, Some("storage"));
+        metrics.record_shadow("pool", "different");
+        metrics.record_rollback("pool", "error_rate");
+        metrics.set_candidate_weight("pool", 10);
         let text = metrics.encode_prometheus();
         let exported: std::collections::HashSet<&str> = text
             .lines()
