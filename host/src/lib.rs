@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod model;
 pub mod pem;
 pub mod reload;
+pub mod rollout;
 pub mod routing;
 pub mod runtime;
 pub mod server;

@@ -2,6 +2,7 @@
 
 mod aws;
 mod backup;
+mod candidates;
 mod cli;
 mod config_reference;
 mod contracts;

@@ -40,6 +40,11 @@ pub fn router(
 ) -> Router {
     Router::new()
         .route("/admin/backends", get(backends))
+        .route("/admin/backends/{name}", get(backend))
+        .route(
+            "/admin/backends/{name}/candidate/reset",
+            post(reset_candidate),
+        )
         .route("/admin/routes", get(routes))
         .route("/admin/route", post(route))
         .route("/admin/generation", get(generation))
@@ -219,7 +224,64 @@ fn current(gateway: &Gateway) -> Result<Arc<Generation>, ApiError> {
 /// (its state quotas included).
 async fn backends(State(admin): State<Admin>) -> Result<Json<answers::Backends>, ApiError> {
     let generation = current(&admin.gateway)?;
-    Ok(Json(answers::Backends::of(&generation)))
+    let mut answer = answers::Backends::of(&generation);
+    for info in &mut answer.backends {
+        info.candidate = candidate_info(&admin.gateway, &generation, &info.name).await;
+    }
+    Ok(Json(answer))
+}
+
+/// `name`'s candidate as answered, if it has one.
+async fn candidate_info(
+    gateway: &Gateway,
+    generation: &Generation,
+    name: &str,
+) -> Option<answers::CandidateInfo> {
+    let id = crate::model::BackendId::new(name).ok()?;
+    let (candidate, view) = gateway.candidate(generation, &id).await?;
+    Some(answers::CandidateInfo::of(&candidate, view))
+}
+
+fn unknown_backend(name: &str) -> ApiError {
+    ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such backend").with_cause(format!(
+        "the generation being served has no backend `{name}`"
+    ))
+}
+
+/// `GET /admin/backends/NAME`: one backend as in `/admin/backends`, with its candidate's
+/// rollout (weight, state, window, shadow comparisons, the rollback's time and reason).
+async fn backend(
+    State(admin): State<Admin>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Json<answers::BackendInfo>, ApiError> {
+    let generation = current(&admin.gateway)?;
+    let answer = answers::Backends::of(&generation);
+    let Some(mut info) = answer.backends.into_iter().find(|b| b.name == name) else {
+        return Err(unknown_backend(&name));
+    };
+    info.candidate = candidate_info(&admin.gateway, &generation, &name).await;
+    Ok(Json(info))
+}
+
+/// `POST /admin/backends/NAME/candidate/reset`: re-arm a rolled-back candidate (its weight and
+/// steps start over, its window is forgotten), on every replica within a polling interval.
+async fn reset_candidate(
+    State(admin): State<Admin>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Json<answers::CandidateInfo>, ApiError> {
+    let generation = current(&admin.gateway)?;
+    let id = crate::model::BackendId::new(&name).map_err(|_| unknown_backend(&name))?;
+    if !generation.backends.contains_key(&id) {
+        return Err(unknown_backend(&name));
+    }
+    match admin.gateway.reset_candidate(&generation, &id).await? {
+        Some((candidate, view)) => Ok(Json(answers::CandidateInfo::of(&candidate, view))),
+        None => Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "the backend has no candidate",
+        )
+        .with_cause(format!("`[backends.{name}.candidate]` is not configured"))),
+    }
 }
 
 /// `GET /admin/routes`: the provision route table, in order, and the discovery policy.

@@ -32,6 +32,74 @@ pub struct BackendInfo {
     pub contract: String,
     /// Its limits.
     pub limits: LimitsInfo,
+    /// Its candidate, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<CandidateInfo>,
+}
+
+/// A backend's candidate and its rollout, as this replica sees it (its calls and shadow
+/// discoveries are this replica's; the verdict is every replica's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateInfo {
+    /// Its plugin file.
+    pub plugin: String,
+    /// `sha256:...` of its plugin.
+    pub digest: String,
+    /// The contract version it implements.
+    pub contract: String,
+    /// `weight` as configured.
+    pub configured_weight: u8,
+    /// `steps` as configured.
+    pub steps: Vec<u8>,
+    /// The percent of clusters it serves now (0 once rolled back).
+    pub weight: u8,
+    /// `active`, `rolled-back` or `done` (serving every cluster, waiting to be promoted).
+    pub state: crate::rollout::State,
+    /// When it was armed, in milliseconds since the Unix epoch.
+    pub armed_at_ms: u64,
+    /// Its calls in the window (`rollback.window`).
+    pub calls: u64,
+    /// Those that failed (divergences included when they roll back).
+    pub failures: u64,
+    /// `failures / calls`.
+    pub error_rate: f64,
+    /// Whether its discovery runs in shadow beside the stable one.
+    pub shadow: bool,
+    /// Shadow discoveries compared with the stable answer.
+    pub shadow_compared: u64,
+    /// Of those, the ones that differed.
+    pub shadow_different: u64,
+    /// Shadow discoveries that failed.
+    pub shadow_failed: u64,
+    /// The last differences (at most ten), newest last, redacted.
+    pub last_differences: Vec<String>,
+    /// The rollback, once rolled back: when, why and the numbers.
+    pub rolled_back: Option<crate::rollout::Verdict>,
+}
+
+impl CandidateInfo {
+    /// The answer for `candidate` whose rollout is `view`.
+    pub fn of(candidate: &crate::rollout::Candidate, view: crate::rollout::View) -> CandidateInfo {
+        CandidateInfo {
+            plugin: candidate.config.backend.plugin.display().to_string(),
+            digest: candidate.backend.digest().to_string(),
+            contract: candidate.backend.contract().to_string(),
+            configured_weight: candidate.config.weight,
+            steps: candidate.config.steps.clone(),
+            weight: view.weight,
+            state: view.state,
+            armed_at_ms: view.record.armed_at_ms,
+            calls: view.tally.calls,
+            failures: view.tally.failures,
+            error_rate: view.tally.error_rate(),
+            shadow: candidate.config.shadow,
+            shadow_compared: view.shadows.compared,
+            shadow_different: view.shadows.different,
+            shadow_failed: view.shadows.failed,
+            last_differences: view.shadows.last.into_iter().collect(),
+            rolled_back: view.record.rolled_back,
+        }
+    }
 }
 
 /// A backend's `limits`, in units a script can compare.
@@ -91,6 +159,7 @@ impl Backends {
                 digest: backend.digest().to_string(),
                 contract: backend.contract().to_string(),
                 limits: backend.limits().into(),
+                candidate: None,
             })
             .collect();
         Backends {

@@ -106,6 +106,8 @@ struct PublicApi;
     ),
     paths(
         backends,
+        backend,
+        reset_candidate,
         routes,
         route,
         plan_provision,
@@ -431,6 +433,46 @@ fn readyz() {}
 )]
 #[allow(dead_code)]
 fn backends() {}
+
+/// One backend as in `/admin/backends`, with its candidate's rollout: digest, configured and
+/// effective weight, state, calls and failures in the window, shadow comparisons with the last
+/// differences, and the rollback's time and reason.
+#[utoipa::path(
+    get,
+    path = "/admin/backends/{name}",
+    operation_id = "adminBackend",
+    tag = "admin",
+    params(("name" = String, Path, description = "The backend's name.")),
+    responses(
+        (status = 200, description = "`{name, plugin, digest, contract, limits, candidate?: \
+            {plugin, digest, contract, configured_weight, steps, weight, state, armed_at_ms, \
+            calls, failures, error_rate, shadow, shadow_compared, shadow_different, shadow_failed, \
+            last_differences, rolled_back}}`.", body = Object),
+        (status = 404, description = "No backend of that name.", body = ErrorBody),
+        (status = 503, description = "The first generation is still loading.", body = ErrorBody),
+    ),
+)]
+#[allow(dead_code)]
+fn backend() {}
+
+/// Re-arm the backend's candidate after a rollback: its weight and steps start over and its
+/// window is forgotten; every replica follows within a second.
+#[utoipa::path(
+    post,
+    path = "/admin/backends/{name}/candidate/reset",
+    operation_id = "adminResetCandidate",
+    tag = "admin",
+    params(("name" = String, Path, description = "The backend's name.")),
+    responses(
+        (status = 200, description = "The candidate, re-armed (as `candidate` in \
+            `/admin/backends/{name}`).", body = Object),
+        (status = 404, description = "No backend of that name, or it has no candidate.", body = ErrorBody),
+        (status = 415, description = "A body was sent, and not as JSON.", body = ErrorBody),
+        (status = 503, description = "Loading, or the state store is unavailable.", body = ErrorBody),
+    ),
+)]
+#[allow(dead_code)]
+fn reset_candidate() {}
 
 /// The provision route table, in order, and the discovery policy.
 #[utoipa::path(

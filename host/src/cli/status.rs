@@ -105,6 +105,9 @@ struct BackendStatus {
     in_flight: u64,
     /// Calls waiting for a slot now.
     queued: u64,
+    /// Its candidate, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    candidate: Option<answers::CandidateInfo>,
 }
 
 /// What a running gateway serves.
@@ -221,10 +224,40 @@ fn backend_rows(backends: &answers::Backends, metrics: &Samples) -> Vec<BackendS
                 })),
                 in_flight: count(metrics.sum("platform_gateway_plugin_calls_in_flight", of)),
                 queued: count(metrics.sum("platform_gateway_plugin_calls_queued", of)),
+                candidate: b.candidate.clone(),
                 name,
             }
         })
         .collect()
+}
+
+/// One line of a backend's candidate: its state, weight, window and shadow comparisons.
+fn candidate_line(backend: &str, c: &answers::CandidateInfo) -> String {
+    let digest = c.digest.get(..19).unwrap_or(&c.digest);
+    let state = serde_json::to_value(c.state)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    let mut line = format!(
+        "candidate of {backend}: {} ({digest}...) {state}, weight {}% of {}%, {} calls, {} failed \
+         ({:.1}%), shadow {}/{} differ",
+        c.plugin,
+        c.weight,
+        c.configured_weight
+            .max(c.steps.last().copied().unwrap_or(0)),
+        c.calls,
+        c.failures,
+        c.error_rate * 100.0,
+        c.shadow_different,
+        c.shadow_compared,
+    );
+    if let Some(v) = &c.rolled_back {
+        line.push_str(&format!(
+            "; rolled back ({}: {} of {} calls failed)",
+            v.reason, v.failures, v.calls
+        ));
+    }
+    line
 }
 
 impl Status {
@@ -285,6 +318,11 @@ impl Status {
             &rows,
             &[false, true, true, true, true, true, false],
         );
+        for b in &self.backends {
+            if let Some(c) = &b.candidate {
+                let _ = writeln!(out, "{}", candidate_line(&b.name, c));
+            }
+        }
 
         out.push('\n');
         let mut rows = vec![

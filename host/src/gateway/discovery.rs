@@ -92,9 +92,15 @@ impl Gateway {
     async fn discover_all(&self, generation: &Generation, calls: &Calls) -> Discovery {
         let started = std::time::Instant::now();
         let answers = join_all(generation.backends.values().map(|backend| async move {
+            // A candidate's shadow discovery starts beside the stable one; it is compared once
+            // both answered, and nobody waits for it.
+            let shadow = self.start_shadow(generation, backend, calls);
             let answer = backend
                 .discover_in(calls.context(backend, "discover"))
                 .await;
+            if let (Some(shadow), Ok(clusters)) = (shadow, &answer) {
+                let _ = shadow.send(clusters.clone());
+            }
             (backend.clone(), answer)
         }))
         .await;

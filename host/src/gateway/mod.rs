@@ -8,6 +8,7 @@
 //! whose side effects already happened.
 
 pub mod answer;
+mod candidate;
 mod discovery;
 mod error;
 mod ownership;
@@ -27,6 +28,7 @@ use crate::config::{BackendConfig, Config};
 use crate::metrics::Metrics;
 use crate::model::BackendId;
 use crate::model::{self, ProviderError};
+use crate::rollout::{Candidate, Rollouts};
 use crate::routing::RouteKey;
 use crate::runtime::{Backend, CallError, LoadError, Runtime};
 use crate::state::{Ownership, StateError, StateStore};
@@ -43,6 +45,8 @@ pub struct Generation {
     pub config: Config,
     /// The loaded backends, by name.
     pub backends: BTreeMap<BackendId, Arc<Backend>>,
+    /// The backends' candidates, by the backend's name.
+    pub candidates: BTreeMap<BackendId, Arc<Candidate>>,
 }
 
 impl Generation {
@@ -62,20 +66,25 @@ impl Generation {
         // Backends compile (or come from the cache) and are probed in parallel: a generation
         // with a slow Python or JavaScript component loads in the time of its slowest backend.
         let configs: Vec<_> = config.backends.iter().collect();
-        let loaded: Vec<(BackendId, Backend)> = configs
+        let loaded: Vec<(BackendId, Backend, Option<Candidate>)> = configs
             .par_iter()
             .map(|(id, backend_config)| {
-                let backend = load_backend(
-                    runtime,
-                    backend_config,
-                    config.max_plugin_size,
-                    Some(state.clone()),
-                )?;
-                Ok(((*id).clone(), backend))
+                let load =
+                    |c| load_backend(runtime, c, config.max_plugin_size, Some(state.clone()));
+                let backend = load(backend_config)?;
+                let candidate = match &backend_config.candidate {
+                    Some(c) => Some(Candidate::new(load(&c.backend)?, (**c).clone())),
+                    None => None,
+                };
+                Ok(((*id).clone(), backend, candidate))
             })
             .collect::<Result<_, LoadError>>()?;
         let mut backends = BTreeMap::new();
-        for (id, mut backend) in loaded {
+        let mut candidates = BTreeMap::new();
+        for (id, mut backend, candidate) in loaded {
+            if let Some(candidate) = candidate {
+                candidates.insert(id.clone(), Arc::new(candidate));
+            }
             if let Some(old) = previous.and_then(|p| p.backends.get(&id)) {
                 backend.share_slots_with(old);
             }
@@ -93,6 +102,7 @@ impl Generation {
             loaded_at: SystemTime::now(),
             config,
             backends,
+            candidates,
         })
     }
 
@@ -141,6 +151,7 @@ pub struct Gateway {
     verdict: tokio::sync::Mutex<Verdict>,
     ownership: ownership::Upkeep,
     metrics: Arc<Metrics>,
+    rollouts: Arc<Rollouts>,
 }
 
 impl Gateway {
@@ -152,6 +163,7 @@ impl Gateway {
             ownership: ownership::Upkeep::default(),
             state,
             metrics: Arc::default(),
+            rollouts: Arc::new(Rollouts::new(Arc::default())),
         }
     }
 
@@ -159,6 +171,7 @@ impl Gateway {
     /// requests) in `metrics` (by default, a registry of its own that nobody reads).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Gateway {
         self.ownership = ownership::Upkeep::counting(metrics.ownership_records());
+        self.rollouts = Arc::new(Rollouts::new(metrics.clone()));
         self.metrics = metrics;
         self
     }
@@ -295,6 +308,30 @@ impl Gateway {
                 cluster_id: request.cluster_id.clone(),
             });
         }
+        // A cluster's provisions go to the backend's candidate when the split says so.
+        let candidate = self
+            .provision_side(generation, backend, &request.cluster_id)
+            .await;
+        let backend = candidate.as_ref().map_or(backend, |c| &c.backend);
+        let result = self
+            .provision_by(backend, candidate.as_deref(), request, calls, &state)
+            .await;
+        if let Some(candidate) = &candidate {
+            self.count_candidate(candidate, calls, &result).await;
+        }
+        result
+    }
+
+    /// Call `backend` (the route's, or its candidate) to provision, check its answer, and
+    /// record who owns the new nodes in `state`.
+    async fn provision_by(
+        &self,
+        backend: &Arc<Backend>,
+        candidate: Option<&Candidate>,
+        request: model::ProvisionRequest,
+        calls: &Calls,
+        state: &Arc<dyn StateStore>,
+    ) -> Result<model::ProvisionResponse, Error> {
         let answer = backend
             .provision_in(request.clone(), calls.context(backend, "provision"))
             .await
@@ -343,7 +380,11 @@ impl Gateway {
                      will record them): {e}"
                 );
             }
-            ownership::clear_deprovisions(&*state, &request.cluster_id, ids).await;
+            ownership::clear_deprovisions(&**state, &request.cluster_id, ids).await;
+            if let Some(candidate) = candidate {
+                Gateway::remember_candidate_nodes(&**state, candidate, &request.cluster_id, ids)
+                    .await;
+            }
         }
         Ok(answer)
     }
@@ -394,6 +435,9 @@ impl Gateway {
                 owner,
             });
         };
+        // While the candidate that provisioned the node is live, it deprovisions it.
+        let (candidate, side_recorded) = self.deprovision_side(generation, backend, &request).await;
+        let backend = candidate.as_ref().map_or(backend, |c| &c.backend);
         ownership::mark_pending(&*state, &request).await;
         let call = calls.context(backend, "deprovision");
         let outcome = match backend.deprovision_in(request.clone(), call).await {
@@ -420,11 +464,23 @@ impl Gateway {
             }
             Err(_) => {}
         }
-        outcome.map_err(|error| Error::Call {
+        if side_recorded
+            && matches!(
+                &outcome,
+                Ok(()) | Err(CallError::Plugin(ProviderError::NotFound(_)))
+            )
+        {
+            Gateway::forget_candidate_node(&*state, backend.state_namespace(), &request).await;
+        }
+        let result = outcome.map_err(|error| Error::Call {
             backend: backend.id().clone(),
             operation: "deprovision",
             error,
-        })
+        });
+        if let Some(candidate) = &candidate {
+            self.count_candidate(candidate, calls, &result).await;
+        }
+        result
     }
 }
 

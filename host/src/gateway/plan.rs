@@ -65,6 +65,11 @@ impl Calls {
         }
     }
 
+    /// The mode of its calls.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
     /// The context of the next call: `backend`'s `operation`.
     pub fn context(&self, backend: &Arc<Backend>, operation: &'static str) -> Arc<CallContext> {
         if !self.record {

@@ -74,6 +74,13 @@ struct CallLabels {
     backend: String,
     operation: &'static str,
     outcome: &'static str,
+    version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    backend: String,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -135,6 +142,9 @@ pub struct Metrics {
     unknown_fields: Counter,
     state_commits: Counter,
     state_committed_writes: Counter,
+    shadow_discoveries: Family<ShadowLabels, Counter>,
+    candidate_rollbacks: Family<RefusedLabels, Counter>,
+    candidate_weight: Family<BackendLabels, Gauge>,
     /// The store's own commit counts, read at each scrape (set by [`MeteredStore::wrap`]).
     commit_counts: std::sync::OnceLock<std::sync::Arc<crate::state::CommitCounts>>,
 }
@@ -172,6 +182,9 @@ impl Metrics {
             unknown_fields: Counter::default(),
             state_commits: Counter::default(),
             state_committed_writes: Counter::default(),
+            shadow_discoveries: Family::default(),
+            candidate_rollbacks: Family::default(),
+            candidate_weight: Family::default(),
             commit_counts: std::sync::OnceLock::new(),
             registry: Registry::default(),
         };
@@ -199,8 +212,23 @@ impl Metrics {
         );
         registry.register(
             "plugin_calls",
-            "Plugin calls by backend, operation and outcome (ok, invalid_request, not_found, conflict, unavailable, internal, trap, timeout, out_of_memory, too_large, busy, host)",
+            "Plugin calls by backend, operation, outcome (ok, invalid_request, not_found, conflict, unavailable, internal, trap, timeout, out_of_memory, too_large, busy, host) and version (stable, candidate)",
             metrics.plugin_calls.clone(),
+        );
+        registry.register(
+            "shadow_discoveries",
+            "A candidate's shadow discoveries compared with the stable one, by backend and result (same, different, failed)",
+            metrics.shadow_discoveries.clone(),
+        );
+        registry.register(
+            "candidate_rollbacks",
+            "Candidates rolled back by this replica, by backend and reason (error_rate, divergence)",
+            metrics.candidate_rollbacks.clone(),
+        );
+        registry.register(
+            "candidate_weight",
+            "The percent of clusters whose provisions go to the backend's candidate now (0: none, or rolled back)",
+            metrics.candidate_weight.clone(),
         );
         registry.register_with_unit(
             "plugin_call_duration",
@@ -393,10 +421,23 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// A plugin call that ended with `outcome`, `elapsed` after it asked for a slot.
+    /// A call of a stable plugin that ended with `outcome`, `elapsed` after it asked for a slot.
     pub fn record_call(
         &self,
         backend: &str,
+        operation: &'static str,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
+        self.record_version_call(backend, "stable", operation, outcome, elapsed)
+    }
+
+    /// A plugin call of the backend's `version` (`stable` or `candidate`) that ended with
+    /// `outcome`, `elapsed` after it asked for a slot.
+    pub fn record_version_call(
+        &self,
+        backend: &str,
+        version: &'static str,
         operation: &'static str,
         outcome: &'static str,
         elapsed: Duration,
@@ -406,6 +447,7 @@ impl Metrics {
                 backend: backend.to_string(),
                 operation,
                 outcome,
+                version,
             })
             .inc();
         self.plugin_duration
@@ -494,6 +536,35 @@ impl Metrics {
                 .get_or_create(&StateErrorLabels { operation, kind })
                 .inc();
         }
+    }
+
+    /// A shadow discovery of `backend`'s candidate: `same`, `different` or `failed`.
+    pub fn record_shadow(&self, backend: &str, result: &'static str) {
+        self.shadow_discoveries
+            .get_or_create(&ShadowLabels {
+                backend: backend.to_string(),
+                result,
+            })
+            .inc();
+    }
+
+    /// `backend`'s candidate was rolled back for `reason` (`error_rate`, `divergence`).
+    pub fn record_rollback(&self, backend: &str, reason: &'static str) {
+        self.candidate_rollbacks
+            .get_or_create(&RefusedLabels {
+                backend: backend.to_string(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// The percent of `backend`'s clusters its candidate serves now.
+    pub fn set_candidate_weight(&self, backend: &str, weight: u8) {
+        self.candidate_weight
+            .get_or_create(&BackendLabels {
+                backend: backend.to_string(),
+            })
+            .set(i64::from(weight));
     }
 
     /// A plugin's state operation refused by its backend's quotas: `keys`, `bytes`,
@@ -666,6 +737,9 @@ mod tests {
         let _gauges = metrics.slot_gauges("pool");
         metrics.record_reload("ok");
         metrics.record_state("get", second, Some("storage"));
+        metrics.record_shadow("pool", "different");
+        metrics.record_rollback("pool", "error_rate");
+        metrics.set_candidate_weight("pool", 10);
         let text = metrics.encode_prometheus();
         let exported: std::collections::HashSet<&str> = text
             .lines()

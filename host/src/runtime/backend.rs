@@ -251,6 +251,8 @@ pub struct Backend {
     /// Its namespace's usage and write rate, counted against `limits.state`.
     usage: Arc<Usage>,
     metrics: CallMetrics,
+    /// `stable`, or `candidate` for a backend's candidate (a label of its calls' metrics).
+    version: &'static str,
 }
 
 impl Backend {
@@ -285,7 +287,19 @@ impl Backend {
                 in_flight,
                 queued,
             },
+            version: "stable",
         }
+    }
+
+    /// The same backend as its candidate: its calls are counted as the candidate's.
+    pub fn into_candidate(mut self) -> Backend {
+        self.version = "candidate";
+        self
+    }
+
+    /// `stable`, or `candidate` for a backend's candidate.
+    pub fn version(&self) -> &'static str {
+        self.version
     }
 
     /// Count a call that ended `elapsed` after it asked for a slot.
@@ -294,9 +308,13 @@ impl Backend {
             Ok(_) => "ok",
             Err(error) => error.outcome(),
         };
-        self.metrics
-            .metrics
-            .record_call(self.id.as_str(), operation, outcome, started.elapsed());
+        self.metrics.metrics.record_version_call(
+            self.id.as_str(),
+            self.version,
+            operation,
+            outcome,
+            started.elapsed(),
+        );
     }
 
     /// Take over `previous`'s call slots when the concurrency limit is unchanged, so that calls

@@ -10,6 +10,7 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::candidate::{self, CandidateConfig, RawCandidate};
 use super::limits::{self, Limits, RawLimits};
 use crate::capability::grants::{self, Grants, RawGrants};
 use crate::capability::settings::{self, Setting};
@@ -40,6 +41,8 @@ pub struct BackendConfig {
     pub limits: Limits,
     /// What the backend may reach beyond its sandbox.
     pub grants: Grants,
+    /// Another build beside the plugin, taking part of the traffic (`candidate`).
+    pub candidate: Option<Box<CandidateConfig>>,
 }
 
 impl std::fmt::Debug for BackendConfig {
@@ -55,6 +58,10 @@ impl std::fmt::Debug for BackendConfig {
             )
             .field("limits", &self.limits)
             .field("grants", &self.grants)
+            .field(
+                "candidate",
+                &self.candidate.as_ref().map(|c| &c.backend.plugin),
+            )
             .finish()
     }
 }
@@ -71,6 +78,7 @@ pub(crate) struct RawBackend {
     limits: RawLimits,
     #[serde(default)]
     grants: RawGrants,
+    candidate: Option<Spanned<RawCandidate>>,
 }
 
 /// The `[runtime]` section as written.
@@ -142,7 +150,7 @@ fn backend(
     let limits = limits::parse(raw.limits, name, source)?;
     let (settings, secrets) = settings::parse(raw.settings, name, source)?;
     let grants = grants::parse(raw.grants, name, source)?;
-    Ok(BackendConfig {
+    let mut backend = BackendConfig {
         name: id,
         state_namespace,
         plugin: source.path(raw.plugin),
@@ -150,5 +158,12 @@ fn backend(
         secrets,
         limits,
         grants,
-    })
+        candidate: None,
+    };
+    if let Some(raw) = raw.candidate {
+        let span = raw.span();
+        let parsed = candidate::parse(raw.into_inner(), span, &backend, source)?;
+        backend.candidate = Some(Box::new(parsed));
+    }
+    Ok(backend)
 }

@@ -8,6 +8,7 @@
 
 mod backend;
 mod cache;
+pub mod candidate;
 pub mod config;
 pub mod limits;
 
