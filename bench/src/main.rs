@@ -253,6 +253,16 @@ impl Bench {
                 connections: 1,
             },
             Scenario {
+                name: "discover, static 3x3 nodes, a shadow candidate, 1 connection",
+                backends: format!(
+                    "{}[backends.static.candidate]\nplugin = \"{}\"\n\n",
+                    static_backend(p, "static", 3, 3),
+                    p.join("static_clusters.wasm").display()
+                ),
+                work: Work::Discover,
+                connections: 1,
+            },
+            Scenario {
                 name: "provision+deprovision, pool, 1 connection",
                 backends: pool_backend(p, 64),
                 work: Work::ProvisionDeprovision,
