@@ -426,3 +426,124 @@ async fn the_candidate_routes_need_the_admin_token() {
     assert_eq!(gw.get("/admin/backends/pool").await.0, 404);
     gw.stop();
 }
+
+/// What the load saw: every answer's status, by kind.
+#[derive(Default)]
+struct Seen {
+    provisions: Vec<u16>,
+    deprovisions: Vec<u16>,
+    discoveries: Vec<u16>,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_steady_load_a_candidate_is_staged_raised_and_rolled_back_and_only_its_failures_fail()
+{
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    // A healthy candidate (another load of the pool plugin, on the same machines) rising from 20
+    // to 100 percent a step per second, shadowing every discovery.
+    let healthy = format!(
+        "[backends.pool.candidate]\nplugin = {}\nweight = 20\nsteps = [50, 100]\nstep_interval = \"1s\"\n",
+        toml_str(&plugin("pool").display().to_string())
+    );
+    let work = Workdir::new();
+    let gw = work
+        .start(&format!("{ADMIN}{}", pool_with(64, &healthy)))
+        .await;
+    let stop = AtomicBool::new(false);
+    let seen = Mutex::new(Seen::default());
+
+    // Four clients provisioning and deprovisioning, one discovering, until told to stop.
+    let worker = |w: usize| {
+        let (gw, stop, seen) = (&gw, &stop, &seen);
+        async move {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let cluster = format!("load-{w}-{i}");
+                let (status, body) = provision(gw, &cluster).await;
+                seen.lock().unwrap().provisions.push(status);
+                if status == 200 {
+                    let node = body["node_ids"][0].as_str().unwrap().to_string();
+                    let request = serde_json::json!({ "cluster_id": cluster, "node_id": node });
+                    let (status, _) = gw.post("/deprovision", &request).await;
+                    seen.lock().unwrap().deprovisions.push(status);
+                }
+            }
+        }
+    };
+    let discoverer = async {
+        while !stop.load(Ordering::SeqCst) {
+            let (status, _) = gw.get("/discover").await;
+            seen.lock().unwrap().discoveries.push(status);
+        }
+    };
+    let operator = async {
+        // Staged and raised while healthy.
+        let shown = wait_candidate(&gw, "the candidate rose to 100", |c| c["weight"] == 100).await;
+        assert_eq!(shown["state"], "done", "{shown}");
+        // Another build that fails every call replaces it, and is rolled back.
+        let failing = fault_candidate(
+            "panic",
+            "weight = 50\nshadow = false\n[backends.pool.candidate.rollback]\nmin_calls = 10\n",
+        );
+        work.write_config(&format!("{ADMIN}{}", pool_with(64, &failing)));
+        let (status, body) = gw
+            .admin("/admin/reload", Some(&serde_json::json!({})))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let shown = wait_candidate(&gw, "the failing candidate was rolled back", |c| {
+            c["state"] == "rolled-back"
+        })
+        .await;
+        // The load goes on a while on the stable plugin alone.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stop.store(true, Ordering::SeqCst);
+        shown
+    };
+    let (shown, ..) = tokio::join!(
+        operator,
+        discoverer,
+        worker(0),
+        worker(1),
+        worker(2),
+        worker(3)
+    );
+    let seen = seen.into_inner().unwrap();
+    let failed: Vec<u16> = seen
+        .provisions
+        .iter()
+        .copied()
+        .filter(|s| *s != 200)
+        .collect();
+    // Only the failing candidate's own calls fail: 502 (its plugin panicked), no more than the
+    // calls that judged it plus the four that may have been in flight.
+    assert!(failed.iter().all(|s| *s == 502), "{failed:?}");
+    let failures = shown["rolled_back"]["failures"].as_u64().unwrap() as usize;
+    assert!(
+        failed.len() >= 10 && failed.len() <= failures + 4,
+        "{} failed, {failures} judged",
+        failed.len()
+    );
+    assert!(
+        seen.deprovisions.iter().all(|s| *s == 204),
+        "{:?}",
+        seen.deprovisions
+    );
+    assert!(seen.discoveries.iter().all(|s| *s == 200));
+    assert!(
+        seen.provisions.len() > 100 && !seen.discoveries.is_empty(),
+        "{} provisions, {} discoveries",
+        seen.provisions.len(),
+        seen.discoveries.len()
+    );
+    eprintln!(
+        "under load: {} provisions ({} failed, all the candidate's), {} deprovisions, {} discoveries",
+        seen.provisions.len(),
+        failed.len(),
+        seen.deprovisions.len(),
+        seen.discoveries.len()
+    );
+    gw.stop();
+}
