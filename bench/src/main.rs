@@ -218,7 +218,7 @@ fn static_backend(plugins: &Path, name: &str, clusters: usize, nodes: usize) -> 
 
 fn pool_backend(plugins: &Path, machines: usize) -> String {
     let mut out = format!(
-        "[backends.pool]\nplugin = \"{}\"\nlimits = {{ memory = \"32MiB\", timeout = \"5s\", concurrency = 16 }}\n\n[backends.pool.settings]\nmachines = [\n",
+        "[backends.pool]\nplugin = \"{}\"\nlimits = {{ memory = \"32MiB\", timeout = \"5s\", concurrency = 16, state_writes_per_second = 1000000 }}\n\n[backends.pool.settings]\nmachines = [\n",
         plugins.join("pool.wasm").display()
     );
     for m in 0..machines {
