@@ -294,6 +294,11 @@ async fn candidate_shadow_discovery_is_counted_and_shown_and_the_stable_answer_i
     })
     .await;
     assert_eq!(shown["rolled_back"]["reason"], "divergence", "{shown}");
+    // A rolled-back candidate is not shadowed any more.
+    let compared = shown["shadow_compared"].clone();
+    gw.discover().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(candidate(&gw).await["shadow_compared"], compared);
     gw.stop();
 }
 

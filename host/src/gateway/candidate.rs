@@ -184,6 +184,11 @@ impl Gateway {
         let rollouts = self.rollouts.clone();
         let state = self.state.clone();
         tokio::spawn(async move {
+            // A rolled-back candidate is not watched any more: no shadow (its record is read at
+            // most once a second).
+            if !rollouts.live(&*state, &candidate).await {
+                return;
+            }
             let context = CallContext::new(Mode::Shadow, false);
             let shadow = candidate.backend.discover_in(context).await;
             // No stable answer (it failed): nothing to compare with.
