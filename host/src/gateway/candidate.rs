@@ -183,7 +183,7 @@ impl Gateway {
         let (send, stable_answer) = oneshot::channel::<Vec<Cluster>>();
         let rollouts = self.rollouts.clone();
         let state = self.state.clone();
-        tokio::spawn(async move {
+        shadow_runtime().spawn(async move {
             // A rolled-back candidate is not watched any more: no shadow (its record is read at
             // most once a second).
             if !rollouts.live(&*state, &candidate).await {
@@ -200,13 +200,56 @@ impl Gateway {
                     Ok(()) => Some(compare(&stable, &clusters, &candidate.backend)),
                     Err(_) => None,
                 },
-                // The candidate had no room for it: not the candidate's failure.
-                Err(CallError::Busy(_) | CallError::PoolExhausted) => return,
+                // The candidate had no room for it, or the shadow, which runs only on CPU that
+                // serving leaves idle, was starved past its deadline: not the candidate's
+                // failure. (A candidate too slow for real calls fails its provisions.)
+                Err(CallError::Busy(_) | CallError::PoolExhausted | CallError::Timeout(_)) => {
+                    return;
+                }
                 Err(_) => None,
             };
             rollouts.shadowed(&*state, &candidate, differences).await;
         });
         Some(send)
+    }
+}
+
+/// Where shadow discoveries run: one thread of their own at the lowest CPU priority
+/// (`SCHED_IDLE` on Linux), so that a shadow uses only CPU that serving leaves idle and never
+/// delays a served answer. Started on the first shadow.
+fn shadow_runtime() -> &'static tokio::runtime::Handle {
+    static HANDLE: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let (send, handle) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("shadow".into())
+            .spawn(move || {
+                lowest_priority();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("the shadow thread's runtime");
+                let _ = send.send(runtime.handle().clone());
+                runtime.block_on(std::future::pending::<()>());
+            })
+            .expect("the shadow thread");
+        handle.recv().expect("the shadow thread's runtime")
+    })
+}
+
+/// Put the calling thread at idle priority; where that is refused, it keeps its priority.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid parameter.
+        let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if result != 0 {
+            tracing::warn!(
+                "shadow discoveries run at normal priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 

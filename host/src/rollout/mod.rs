@@ -52,6 +52,9 @@ pub struct Candidate {
     pub config: CandidateConfig,
     /// `sha256:` of its digest and settings.
     pub fingerprint: String,
+    /// When its generation loaded it: while a reload swaps one candidate for another, calls of
+    /// the older generation still finish, and must not take the newer one's place.
+    loaded: Instant,
 }
 
 impl Candidate {
@@ -62,6 +65,7 @@ impl Candidate {
             backend: Arc::new(backend.into_candidate()),
             config,
             fingerprint,
+            loaded: Instant::now(),
         }
     }
 }
@@ -164,6 +168,11 @@ pub enum State {
 /// What one replica knows of one backend's candidate.
 struct Tracker {
     fingerprint: String,
+    /// When the candidate it follows was loaded.
+    loaded: Instant,
+    /// It follows a candidate that a newer one has replaced (calls of an older generation
+    /// still finishing): not kept, never armed, its calls go to the stable plugin.
+    stale: bool,
     health: Mutex<Health>,
     shadows: Mutex<Shadows>,
     /// The record last read (or written) and when; `None` until read.
@@ -217,15 +226,23 @@ impl Rollouts {
     fn tracker(&self, candidate: &Candidate) -> Arc<Tracker> {
         let mut trackers = self.trackers.lock().unwrap_or_else(|e| e.into_inner());
         let id = candidate.backend.id();
+        let fresh = |stale| {
+            Arc::new(Tracker {
+                fingerprint: candidate.fingerprint.clone(),
+                loaded: candidate.loaded,
+                stale,
+                health: Mutex::default(),
+                shadows: Mutex::default(),
+                record: tokio::sync::Mutex::new(None),
+            })
+        };
         match trackers.get(id) {
             Some(t) if t.fingerprint == candidate.fingerprint => t.clone(),
+            // Replaced by a newer candidate: left alone, so that the two do not take turns
+            // arming the record and forgetting each other's window.
+            Some(t) if t.loaded > candidate.loaded => fresh(true),
             _ => {
-                let tracker = Arc::new(Tracker {
-                    fingerprint: candidate.fingerprint.clone(),
-                    health: Mutex::default(),
-                    shadows: Mutex::default(),
-                    record: tokio::sync::Mutex::new(None),
-                });
+                let tracker = fresh(false);
                 trackers.insert(id.clone(), tracker.clone());
                 tracker
             }
@@ -237,6 +254,9 @@ impl Rollouts {
     /// and nothing was read before: the stable plugin serves meanwhile.
     pub async fn record(&self, state: &dyn StateStore, candidate: &Candidate) -> Option<Record> {
         let tracker = self.tracker(candidate);
+        if tracker.stale {
+            return None;
+        }
         let mut cached = tracker.record.lock().await;
         if let Some((at, record)) = &*cached
             && at.elapsed() < POLL
@@ -294,6 +314,9 @@ impl Rollouts {
     /// Count a candidate call; roll the candidate back when its window says so.
     pub async fn count(&self, state: &dyn StateStore, candidate: &Candidate, outcome: Outcome) {
         let tracker = self.tracker(candidate);
+        if tracker.stale {
+            return;
+        }
         let verdict = {
             let mut health = lock(&tracker.health);
             health.push(Instant::now(), outcome);
@@ -313,6 +336,9 @@ impl Rollouts {
         differences: Option<Vec<String>>,
     ) {
         let tracker = self.tracker(candidate);
+        if tracker.stale {
+            return;
+        }
         let id = candidate.backend.id().as_str();
         let outcome = {
             let mut shadows = lock(&tracker.shadows);
