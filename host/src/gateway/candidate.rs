@@ -241,9 +241,13 @@ fn shadow_runtime() -> &'static tokio::runtime::Handle {
 fn lowest_priority() {
     #[cfg(target_os = "linux")]
     {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid parameter.
-        let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        // SAFETY: `sched_param` is plain integers (and, on musl, timespecs): all zero is a valid
+        // value, and priority 0 is the one SCHED_IDLE takes. sched_setscheduler acts on the
+        // calling thread (pid 0) and only reads the parameter.
+        let result = unsafe {
+            let param: libc::sched_param = std::mem::zeroed();
+            libc::sched_setscheduler(0, libc::SCHED_IDLE, &param)
+        };
         if result != 0 {
             tracing::warn!(
                 "shadow discoveries run at normal priority: {}",
