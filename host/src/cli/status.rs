@@ -496,4 +496,37 @@ discovery: on_backend_failure = fail
         let error = fetch("https://127.0.0.1:1", &alone).await.unwrap_err();
         assert!(error.to_string().contains("go together"), "{error}");
     }
+
+    #[test]
+    fn a_candidate_renders_as_one_line_with_its_rollback() {
+        // As `GET /admin/backends/pool` answered after a rollback (the session's demo).
+        let answer = r#"{
+            "plugin": "plugins/fault.wasm",
+            "digest": "sha256:459db14ed1bec35b739cbe3b7a798ce0a9194bc6333ea9a84236921e2de3e6c2",
+            "contract": "replicante:platform@0.2.0",
+            "configured_weight": 50, "steps": [], "weight": 0, "state": "rolled-back",
+            "armed_at_ms": 1796299605714, "calls": 10, "failures": 10, "error_rate": 1.0,
+            "shadow": false, "shadow_compared": 0, "shadow_different": 0, "shadow_failed": 0,
+            "last_differences": [],
+            "rolled_back": { "at_ms": 1796299605995, "reason": "error_rate", "calls": 10,
+                             "failures": 10, "error_rate": 1.0 }
+        }"#;
+        let candidate: answers::CandidateInfo = serde_json::from_str(answer).unwrap();
+        assert_eq!(
+            candidate_line("pool", &candidate),
+            "candidate of pool: plugins/fault.wasm (sha256:459db14ed1be...) rolled-back, weight 0% \
+             of 50%, 10 calls, 10 failed (100.0%), shadow 0/0 differ; rolled back (error_rate: 10 \
+             of 10 calls failed)"
+        );
+        // Staged with steps: the weight it rises to is the last step.
+        let staged = answer
+            .replace(r#""steps": []"#, r#""steps": [75, 100]"#)
+            .replace(r#""state": "rolled-back""#, r#""state": "active""#)
+            .replace(r#""weight": 0"#, r#""weight": 50"#);
+        let mut candidate: answers::CandidateInfo = serde_json::from_str(&staged).unwrap();
+        candidate.rolled_back = None;
+        let line = candidate_line("pool", &candidate);
+        assert!(line.contains("active, weight 50% of 100%"), "{line}");
+        assert!(!line.contains("rolled back"), "{line}");
+    }
 }
