@@ -41,6 +41,8 @@ pub mod kit;
 pub mod metrics;
 pub mod model;
 pub mod pem;
+pub mod recording;
+pub mod replay;
 pub mod reload;
 pub mod rollout;
 pub mod routing;
@@ -80,15 +82,21 @@ pub async fn serve(
             .context("opening the state store")?,
         metrics.clone(),
     );
+    let recordings = recording::Lazy::new(config.state_dir.clone());
     let runtime = Arc::new(
         Runtime::new(
             Some(config.cache_dir.clone()),
             config.cache_max,
             config.call_slots(),
         )?
-        .with_metrics(metrics.clone()),
+        .with_metrics(metrics.clone())
+        .with_recordings(recordings.clone()),
     );
-    let gateway = Arc::new(Gateway::new(state.clone()).with_metrics(metrics));
+    let gateway = Arc::new(
+        Gateway::new(state.clone())
+            .with_metrics(metrics)
+            .with_recordings(recordings),
+    );
     let public = api::router(gateway.clone(), config.max_body_size).layer(axum::Extension(
         api::BodyTimeout(config.connections.body_timeout),
     ));

@@ -26,10 +26,13 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("the HTTP API", &["api"]),
     (
         "the operations over a generation",
-        &["gateway", "reload", "rollout"],
+        &["gateway", "reload", "rollout", "replay"],
     ),
     ("the config, assembled from its sections", &["config"]),
-    ("the plugin runtime and contracts", &["runtime", "contract"]),
+    (
+        "the plugin runtime, contracts and recordings",
+        &["runtime", "contract", "recording"],
+    ),
     ("the host capabilities", &["capability"]),
     (
         "the services",

@@ -50,6 +50,7 @@ pub fn router(
         .route("/admin/generation", get(generation))
         .route("/admin/state", get(state))
         .route("/admin/reload", post(reload_now))
+        .route("/admin/recordings/{name}", get(super::recordings::export))
         .merge(super::plan::routes())
         .route("/metrics", get(metrics))
         .route("/admin/openapi.json", get(super::openapi::serve_admin))

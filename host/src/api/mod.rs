@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod plan;
+pub mod recordings;
 mod strict;
 pub mod validate;
 

@@ -12,14 +12,18 @@
 //! | live   | the store                          | sent                                   |
 //! | shadow | an overlay on the store, discarded | reads sent; writes not sent            |
 //! | plan   | an overlay on the store, reported  | reads sent and recorded; writes withheld and reported |
+//! | replay | an overlay on a recording's state  | none sent: answered from the recording |
 //!
-//! A replay mode (answering from a recording) fits the same shape: its transcript is what a
-//! recording stores, and a replayed call compares its own transcript with it.
+//! A live call of a backend that records its traffic also keeps a [`Tape`]: the values it
+//! read and the responses it got, which a replay answers from ([`Replayed`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+
+use super::tape::{Replayed, Tape, TapeRecord};
+use crate::state::StateStore;
 
 /// How a call may touch the world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +35,9 @@ pub enum Mode {
     Shadow,
     /// `/admin/plan/*`: reads only; the first withheld effect is where the plugin stopped.
     Plan,
+    /// A recorded call run again (`replay`): state from the recording, requests answered from
+    /// it; nothing reaches the store or the network.
+    Replay,
 }
 
 impl Mode {
@@ -263,6 +270,8 @@ impl Transcript {
 pub struct CallContext {
     mode: Mode,
     record: bool,
+    /// Replay: the recording that answers the call.
+    replayed: Option<Arc<Replayed>>,
     inner: Mutex<Inner>,
 }
 
@@ -271,6 +280,8 @@ struct Inner {
     /// Dry modes: what the call wrote (`None`: deleted), which it reads back.
     overlay: BTreeMap<String, Option<Vec<u8>>>,
     transcript: Transcript,
+    /// A recorded live call: the values it saw.
+    tape: Option<Tape>,
 }
 
 impl CallContext {
@@ -284,8 +295,49 @@ impl CallContext {
         Arc::new(CallContext {
             mode,
             record: record || mode.dry(),
+            replayed: None,
             inner: Mutex::default(),
         })
+    }
+
+    /// A live call whose transcript and [`Tape`] are kept, for a recording.
+    pub fn taped() -> Arc<CallContext> {
+        let call = CallContext::new(Mode::Live, true);
+        call.inner().tape = Some(Tape::default());
+        call
+    }
+
+    /// A replay of a call recorded with `tape`.
+    pub fn replay(tape: &TapeRecord) -> Arc<CallContext> {
+        Arc::new(CallContext {
+            mode: Mode::Replay,
+            record: true,
+            replayed: Some(Replayed::new(tape)),
+            inner: Mutex::default(),
+        })
+    }
+
+    /// Replay: the recording's world.
+    pub fn replayed(&self) -> Option<&Arc<Replayed>> {
+        self.replayed.as_ref()
+    }
+
+    /// Replay: the store the call reads instead of the gateway's.
+    pub fn replay_store(&self) -> Option<Arc<dyn StateStore>> {
+        self.replayed.as_ref().map(|r| r.store())
+    }
+
+    /// Whether it keeps a tape.
+    pub fn taping(&self) -> bool {
+        self.record && self.inner().tape.is_some()
+    }
+
+    /// Work on the tape, if the call keeps one.
+    pub fn tape<R>(&self, f: impl FnOnce(&mut Tape) -> R) -> Option<R> {
+        if !self.record {
+            return None;
+        }
+        self.inner().tape.as_mut().map(f)
     }
 
     /// Its mode.
@@ -360,6 +412,9 @@ impl CallContext {
         if !self.record {
             return;
         }
+        if !overlay {
+            self.tape(|tape| tape.read(key, value));
+        }
         let version = version(value);
         if !overlay {
             self.remember(key, &version, false);
@@ -408,6 +463,7 @@ impl CallContext {
         if self.record {
             let digest = version(Some(stored.join("\n").as_bytes()));
             self.remember(prefix, &digest, true);
+            self.tape(|tape| tape.listed(&stored));
         }
         let keys = if self.mode.dry() {
             let inner = self.inner();
@@ -453,6 +509,7 @@ impl CallContext {
         if !self.record {
             return;
         }
+        self.tape(|tape| tape.wrote(key));
         self.push(Event::StateWrite {
             operation,
             key: key.to_string(),
@@ -478,6 +535,11 @@ impl CallContext {
     /// The transcript so far.
     pub fn transcript(&self) -> Transcript {
         self.inner().transcript.clone()
+    }
+
+    /// The tape so far (not yet redacted), if the call keeps one.
+    pub fn tape_record(&self) -> Option<TapeRecord> {
+        self.inner().tape.as_mut().map(Tape::finish)
     }
 }
 

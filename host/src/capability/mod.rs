@@ -80,6 +80,7 @@ pub mod reads;
 pub mod settings;
 pub mod state;
 pub mod stdio;
+pub mod tape;
 
 pub use grants::Grants;
 

@@ -13,12 +13,12 @@
 //!
 //! Each operation consults the call's [`CallContext`] here, and only here: in a dry mode (plan,
 //! shadow) writes go to the call's overlay, within the same quotas, and reads see them; the
-//! store is only read.
+//! store is only read. A replayed call reads its recording's state instead of the store.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::call::{CallContext, WriteOp};
+use super::call::{CallContext, Mode, WriteOp};
 use crate::metrics::Metrics;
 use crate::model::BackendId;
 use crate::state::quota::{QuotaError, Refusal};
@@ -112,6 +112,9 @@ impl PluginState {
                 "the call's deadline has passed".into(),
             ));
         }
+        if let Some(recorded) = self.call.replay_store() {
+            return Ok(recorded);
+        }
         self.store.clone().ok_or_else(|| {
             Failure::Unavailable("no state store while the plugin is checked".into())
         })
@@ -154,7 +157,12 @@ impl PluginState {
     /// A dry call's view of `key` before it writes: its own write, else the store's value
     /// (remembered for a plan's check). Refused like the store would refuse the write: a value
     /// over the quota, or an overlay that outgrows the namespace's quotas.
-    async fn dry_write(&self, key: &str, value: Option<&[u8]>) -> Result<Option<Vec<u8>>, Failure> {
+    async fn dry_write(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+        swap: bool,
+    ) -> Result<Option<Vec<u8>>, Failure> {
         let store = self.open()?;
         let quota = &self.quotas.quota;
         let size = value.map_or(0, <[u8]>::len);
@@ -175,6 +183,11 @@ impl PluginState {
         if let Some(old) = self.call.overlaid(key) {
             return Ok(old);
         }
+        if self.call.mode() == Mode::Replay && !swap {
+            // Only a swap depends on the value before; a replay reads no more than it must, so
+            // that what it reads beyond its recording means something.
+            return Ok(None);
+        }
         let old = store
             .get(&self.namespace, key)
             .await
@@ -186,7 +199,7 @@ impl PluginState {
     /// Set `key` to `value`, within the quotas.
     pub async fn set(&self, key: String, value: Vec<u8>) -> Result<(), Failure> {
         if self.call.mode().dry() {
-            let old = self.dry_write(&key, Some(&value)).await?;
+            let old = self.dry_write(&key, Some(&value), false).await?;
             let old = Some(old.as_deref());
             self.call.write(WriteOp::Set, &key, old, Some(&value), true);
             return Ok(());
@@ -205,7 +218,7 @@ impl PluginState {
     /// Delete `key` (a write, within the quotas).
     pub async fn delete(&self, key: String) -> Result<(), Failure> {
         if self.call.mode().dry() {
-            let old = self.dry_write(&key, None).await?;
+            let old = self.dry_write(&key, None, false).await?;
             let old = Some(old.as_deref());
             self.call.write(WriteOp::Delete, &key, old, None, true);
             return Ok(());
@@ -228,7 +241,7 @@ impl PluginState {
         new: Option<Vec<u8>>,
     ) -> Result<bool, Failure> {
         let (old, swapped) = if self.call.mode().dry() {
-            let current = self.dry_write(&key, new.as_deref()).await?;
+            let current = self.dry_write(&key, new.as_deref(), true).await?;
             let swapped = current == expected;
             (Some(current), swapped)
         } else {
@@ -245,6 +258,10 @@ impl PluginState {
                 )
                 .await
                 .map_err(|e| self.quota_error(e))?;
+            if swapped {
+                // The key held what the plugin expected: a replay's swap finds it there.
+                self.call.tape(|tape| tape.read(&key, expected.as_deref()));
+            }
             (None, swapped)
         };
         let old = old.as_ref().map(|old| old.as_deref());
@@ -340,6 +357,7 @@ impl PluginState {
             }
             _ => None,
         };
+        self.call.tape(|tape| tape.listed(&keys));
         Ok((keys, next))
     }
 }

@@ -11,6 +11,8 @@ mod completions;
 mod healthcheck;
 mod kit;
 mod plan;
+mod recordings;
+mod replay;
 mod route;
 mod serve;
 mod state;
@@ -131,6 +133,13 @@ enum Command {
     /// Show what a provision or deprovision (a JSON request file) would do on a running
     /// gateway, with no side effects: backend, state writes, requests (from its admin API).
     Plan(plan::PlanArgs),
+    /// Save a backend's recorded calls from a running gateway (its admin API), for `replay`.
+    #[command(subcommand)]
+    Recordings(recordings::RecordingsCommand),
+    /// Run a backend's recorded calls against another build, offline (nothing reaches a store
+    /// or the network), and report each call that answers, writes or requests differently
+    /// (exit 1 if one does).
+    Replay(replay::ReplayArgs),
     /// Play the conformance scenario against one plugin, loaded alone in the real runtime,
     /// and report PASS, FAIL or SKIP per check (exit 1 if one failed).
     ///
@@ -200,6 +209,11 @@ pub fn run(mut cli: Cli) -> ExitCode {
         Some(Command::Plan(args)) => {
             let output = args.admin.output.output;
             (plan::run(args), output)
+        }
+        Some(Command::Recordings(command)) => (recordings::run(command), Output::Text),
+        Some(Command::Replay(args)) => {
+            let output = args.output();
+            (replay::run(args), output)
         }
         Some(Command::Healthcheck(args)) => (healthcheck::run(args), Output::Text),
         Some(Command::TestPlugin(args)) => (kit::test_plugin(args), Output::Text),

@@ -127,7 +127,16 @@ pub fn load_backend(
 ) -> Result<Backend, LoadError> {
     let prepared = runtime.prepare(config, max_plugin_size)?;
     tracing::debug!(backend = %config.name, digest = %prepared.digest, "loaded backend");
-    let backend = Backend::new(config, prepared, runtime.engine(), state, runtime.metrics());
+    let mut backend = Backend::new(config, prepared, runtime.engine(), state, runtime.metrics());
+    if let Some(bounds) = config.record
+        && let Some(recordings) = runtime.recordings()
+    {
+        let recordings = recordings.map_err(|message| LoadError::Start {
+            backend: config.name.to_string(),
+            message: format!("its calls cannot be recorded: {message}"),
+        })?;
+        backend = backend.recorded_in(recordings, bounds);
+    }
     backend.probe().map_err(|message| LoadError::Start {
         backend: config.name.to_string(),
         message,
@@ -152,6 +161,7 @@ pub struct Gateway {
     ownership: ownership::Upkeep,
     metrics: Arc<Metrics>,
     rollouts: Arc<Rollouts>,
+    recordings: Option<Arc<crate::recording::Lazy>>,
 }
 
 impl Gateway {
@@ -164,7 +174,19 @@ impl Gateway {
             state,
             metrics: Arc::default(),
             rollouts: Arc::new(Rollouts::new(Arc::default())),
+            recordings: None,
         }
+    }
+
+    /// Serve the recordings kept in `recordings` (`GET /admin/recordings/NAME`).
+    pub fn with_recordings(mut self, recordings: Arc<crate::recording::Lazy>) -> Gateway {
+        self.recordings = Some(recordings);
+        self
+    }
+
+    /// The recordings it keeps, if it records.
+    pub fn recordings(&self) -> Option<&Arc<crate::recording::Lazy>> {
+        self.recordings.as_ref()
     }
 
     /// Count what it does (generations, discovery conflicts, the ownership index, the API's

@@ -597,6 +597,7 @@ mod tests {
                 limits: Default::default(),
                 grants: Default::default(),
                 candidate: None,
+                record: None,
             },
             weight,
             shadow: true,

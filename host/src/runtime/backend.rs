@@ -21,7 +21,7 @@ use wasmtime_wasi::WasiCtx;
 use super::config::BackendConfig;
 use super::limits::Limits;
 use super::{CallState, EPOCH_TICK, Prepared};
-use crate::capability::call::CallContext;
+use crate::capability::call::{CallContext, Mode};
 use crate::capability::http::{Allowlist, OutboundHttp};
 use crate::capability::state::{PluginState, Quotas};
 use crate::capability::stdio::Capture;
@@ -31,7 +31,18 @@ use crate::metrics::{GaugeGuard, Metrics};
 use crate::model::{
     BackendId, Cluster, DeprovisionRequest, ProviderError, ProvisionRequest, ProvisionResponse,
 };
+use crate::recording::{self, Build, Entry, RecordConfig, Recordings};
 use crate::state::{StateStore, Usage};
+use serde_json::json;
+
+/// An operation's request as a recording holds it.
+fn request_json(operation: &Operation) -> serde_json::Value {
+    match operation {
+        Operation::Discover => serde_json::Value::Null,
+        Operation::Provision(request) => recording::provision_json(request),
+        Operation::Deprovision(request) => recording::deprovision_json(request),
+    }
+}
 
 /// How much of a plugin's stdout and of its stderr (panic messages) is kept per call and
 /// logged; the rest is dropped.
@@ -253,6 +264,8 @@ pub struct Backend {
     metrics: CallMetrics,
     /// `stable`, or `candidate` for a backend's candidate (a label of its calls' metrics).
     version: &'static str,
+    /// Where its live calls are recorded, within what bounds (`record`).
+    recorder: Option<(Arc<Recordings>, RecordConfig)>,
 }
 
 impl Backend {
@@ -288,7 +301,14 @@ impl Backend {
                 queued,
             },
             version: "stable",
+            recorder: None,
         }
+    }
+
+    /// The same backend, its live calls recorded in `recordings` within `bounds`.
+    pub fn recorded_in(mut self, recordings: Arc<Recordings>, bounds: RecordConfig) -> Backend {
+        self.recorder = Some((recordings, bounds));
+        self
     }
 
     /// The same backend as its candidate: its calls are counted as the candidate's.
@@ -422,6 +442,13 @@ impl Backend {
         call: Arc<CallContext>,
     ) -> Result<Answer, CallError> {
         let name = operation.name();
+        // A live call of a recorded backend keeps its tape, and its request for the entry.
+        let (call, recorded) = match &self.recorder {
+            Some(_) if call.mode() == Mode::Live && !call.records() => {
+                (CallContext::taped(), Some(request_json(&operation)))
+            }
+            _ => (call, None),
+        };
         let timeout = self.limits.timeout;
         let started = Instant::now();
         let deadline = started + timeout;
@@ -443,8 +470,11 @@ impl Backend {
         tokio::spawn(
             async move {
                 let _slot = (permit, in_flight);
-                let result = this.run(operation, deadline, call).await;
+                let result = this.run(operation, deadline, call.clone()).await;
                 this.record(name, &result, started);
+                if let Some(request) = recorded {
+                    this.keep(name, request, &result, &call, started);
+                }
                 result
             }
             .instrument(span),
@@ -455,6 +485,59 @@ impl Backend {
             self.record(name, &error, started);
             error
         })
+    }
+
+    /// Write a recorded call's entry, redacted, to the backend's ring.
+    fn keep(
+        &self,
+        operation: &'static str,
+        request: serde_json::Value,
+        result: &Result<Answer, CallError>,
+        call: &CallContext,
+        started: Instant,
+    ) {
+        let Some((recordings, bounds)) = &self.recorder else {
+            return;
+        };
+        let redact = |text: &str| self.redact(text);
+        let answer = match result {
+            Ok(Answer::Clusters(clusters)) => json!({ "ok": recording::clusters_json(clusters) }),
+            Ok(Answer::Provisioned(response)) => {
+                json!({ "ok": recording::provisioned_json(response) })
+            }
+            Ok(Answer::Deprovisioned) => json!({ "ok": null }),
+            Err(CallError::Plugin(error)) => {
+                recording::error_json(error.case(), error.message(), Some(error))
+            }
+            Err(other) => recording::error_json(other.outcome(), &other.to_string(), None),
+        };
+        // Requests and answers are the client's and the plugin's: a secret may be in either.
+        let cut = |value: serde_json::Value| {
+            serde_json::from_str(&redact(&value.to_string())).unwrap_or(serde_json::Value::Null)
+        };
+        let transcript = call.transcript().redacted(redact);
+        let tape = call.tape_record().unwrap_or_default().redacted(&redact);
+        recordings.record(
+            Entry {
+                format: recording::FORMAT,
+                seq: 0,
+                at: recording::now(),
+                backend: self.id.to_string(),
+                operation: operation.to_string(),
+                request: cut(request),
+                answer: cut(answer),
+                build: Build {
+                    digest: self.digest().to_string(),
+                    contract: self.contract().version().to_string(),
+                    version: self.version.to_string(),
+                },
+                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                events: transcript.events,
+                dropped_events: transcript.dropped,
+                tape,
+            },
+            *bounds,
+        );
     }
 
     /// A call slot; waiting counts against the deadline, and when the queue of waiting calls is

@@ -211,6 +211,8 @@ pub(crate) fn parse(
         limits,
         grants: stable.grants.clone(),
         candidate: None,
+        // The candidate's live calls go to the backend's ring too, under their own digest.
+        record: stable.record,
     };
     Ok(CandidateConfig {
         backend,

@@ -16,6 +16,7 @@ use crate::capability::grants::{self, Grants, RawGrants};
 use crate::capability::settings::{self, Setting};
 use crate::config_file::{ConfigError, Source};
 use crate::model::BackendId;
+use crate::recording::{self, RawRecord, RecordConfig};
 
 /// The default bound on a plugin file's size: above the ~18 MB of a componentize-py plugin.
 pub const DEFAULT_MAX_PLUGIN_SIZE: u64 = 64 << 20;
@@ -43,6 +44,8 @@ pub struct BackendConfig {
     pub grants: Grants,
     /// Another build beside the plugin, taking part of the traffic (`candidate`).
     pub candidate: Option<Box<CandidateConfig>>,
+    /// Whether, and how much of, its traffic is recorded (`record`).
+    pub record: Option<RecordConfig>,
 }
 
 impl std::fmt::Debug for BackendConfig {
@@ -79,6 +82,7 @@ pub(crate) struct RawBackend {
     #[serde(default)]
     grants: RawGrants,
     candidate: Option<Spanned<RawCandidate>>,
+    record: Option<RawRecord>,
 }
 
 /// The `[runtime]` section as written.
@@ -159,6 +163,10 @@ fn backend(
         limits,
         grants,
         candidate: None,
+        record: raw
+            .record
+            .map(|raw| recording::parse(raw, name, source))
+            .transpose()?,
     };
     if let Some(raw) = raw.candidate {
         let span = raw.span();

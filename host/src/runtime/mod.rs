@@ -14,6 +14,8 @@ pub mod limits;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use crate::recording::{self, Recordings};
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
@@ -126,6 +128,9 @@ pub struct Runtime {
     metrics: Arc<Metrics>,
     /// Component instances that can exist at once.
     slots: u32,
+    /// Where the calls of backends that record go: the directory `serve` names (`check` and
+    /// the kit do not record), opened when a backend first records.
+    recordings: Option<Arc<recording::Lazy>>,
 }
 
 impl Runtime {
@@ -181,6 +186,7 @@ impl Runtime {
 
         Ok(Runtime {
             slots,
+            recordings: None,
             cache: cache::ComponentCache::new(&engine, cache_dir, cache_max),
             engine,
             linkers,
@@ -193,6 +199,18 @@ impl Runtime {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Runtime {
         self.metrics = metrics;
         self
+    }
+
+    /// Record the calls of backends configured to (`[backends.NAME.record]`) in `recordings`.
+    pub fn with_recordings(mut self, recordings: Arc<recording::Lazy>) -> Runtime {
+        self.recordings = Some(recordings);
+        self
+    }
+
+    /// Where recorded calls go (opened the first time it is asked), or `None` for a runtime
+    /// that does not record.
+    pub fn recordings(&self) -> Option<Result<Arc<Recordings>, String>> {
+        self.recordings.as_ref().map(|lazy| lazy.open())
     }
 
     /// Where its backends' calls are counted.

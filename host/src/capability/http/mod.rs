@@ -24,7 +24,10 @@
 //!
 //! The hook is where the call's mode is consulted ([`super::call`]): a dry call (plan, shadow)
 //! sends only reads ([`super::reads`]); any other request is withheld, answered with the same
-//! `HTTP-request-denied` a request outside the grant gets, and written down with its body.
+//! `HTTP-request-denied` a request outside the grant gets, and written down with its body. A
+//! replayed call sends nothing: its requests are answered from its recording
+//! ([`super::tape::Replayed`]). A live call that is being recorded has its request and response
+//! bodies copied as they pass ([`super::tape::tee`]).
 
 mod allowlist;
 
@@ -43,7 +46,7 @@ use wasmtime_wasi_http::{
 pub use allowlist::{Allowlist, reserved};
 use allowlist::{Target, resolve};
 
-use super::call::{CallContext, Event, shown_body};
+use super::call::{CallContext, Event, Mode, shown_body};
 use crate::model::BackendId;
 
 /// The per-call outbound HTTP state.
@@ -154,6 +157,42 @@ impl WasiHttpHooks for Hooks {
             backend: self.backend.clone(),
             destination,
         };
+        if call.mode() == Mode::Replay {
+            let read = outbound.allow.reads().is_read(request.method(), &uri, None);
+            let secrets = self.secrets.clone();
+            return Box::new(async move {
+                let method = request.method().to_string();
+                let url = super::redact(&request.uri().to_string(), &secrets);
+                let body = tokio::time::timeout(
+                    remaining,
+                    http_body_util::Limited::new(request.into_body(), super::tape::MAX_TAPED_BODY)
+                        .collect(),
+                )
+                .await;
+                let body = match body {
+                    Ok(Ok(collected)) => collected.to_bytes().to_vec(),
+                    _ => Vec::new(),
+                };
+                // The recording holds redacted text: compare like with like.
+                let body = match String::from_utf8(body) {
+                    Ok(text) => super::redact(&text, &secrets).into_bytes(),
+                    Err(e) => e.into_bytes(),
+                };
+                let index = call.push(event(read, false, None));
+                let replayed = call.replayed().expect("a replayed call has its recording");
+                let answer = replayed.answer(&method, &url, &body);
+                call.update(index, |event| {
+                    if let Event::Http { status, error, .. } = event {
+                        match &answer {
+                            Ok(response) => *status = Some(response.status().as_u16()),
+                            Err(e) => *error = Some(format!("not in the recording: {e}")),
+                        }
+                    }
+                });
+                let io: Io = Box::new(async { Ok(()) });
+                answer.map(|response| (response, io))
+            });
+        }
         Box::new(async move {
             let (request, read) = if call.mode().dry() {
                 match classify(request, outbound.allow.reads(), remaining).await {
@@ -192,7 +231,32 @@ impl WasiHttpHooks for Hooks {
                 (request, read)
             };
             let index = call.push(event(read, true, None));
-            let result = outbound.send(request).await;
+            let (request, taped) = if call.taping() {
+                let method = request.method().to_string();
+                let url = request.uri().to_string();
+                let (parts, body) = request.into_parts();
+                let (body, captured) = super::tape::tee(body);
+                let taped = call.tape(|tape| tape.request(&method, &url, captured));
+                (http::Request::from_parts(parts, body), taped)
+            } else {
+                (request, None)
+            };
+            let mut result = outbound.send(request).await;
+            if let Some(taped) = taped {
+                match result {
+                    Ok((response, io)) => {
+                        let (parts, body) = response.into_parts();
+                        let (body, captured) = super::tape::tee(body);
+                        let status = parts.status.as_u16();
+                        call.tape(|tape| tape.response(taped, status, &parts.headers, captured));
+                        result = Ok((http::Response::from_parts(parts, body), io));
+                    }
+                    Err(ref e) => {
+                        let error = e.to_string();
+                        call.tape(|tape| tape.failed(taped, error));
+                    }
+                }
+            }
             call.update(index, |event| {
                 if let Event::Http {
                     sent,
