@@ -30,6 +30,7 @@ mod python;
 mod quotas;
 mod redaction;
 mod reload;
+mod replay;
 mod replicas;
 mod routing;
 mod security;
