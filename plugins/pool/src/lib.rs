@@ -294,6 +294,17 @@ mod tests {
     }
 
     #[test]
+    fn a_provision_takes_the_first_free_machines_in_settings_order() {
+        let host = pool(5);
+        host.run(|| {
+            let first = Pool::provision(request("c1", 1)).unwrap();
+            assert_eq!(first.node_ids.unwrap(), ["m0"], "in settings order");
+            let next = Pool::provision(request("c2", 2)).unwrap();
+            assert_eq!(next.node_ids.unwrap(), ["m1", "m2"], "in settings order");
+        });
+    }
+
+    #[test]
     fn concurrent_provisions_never_hand_out_one_machine_twice() {
         let host = pool(5);
         let threads: Vec<_> = (0..8)
