@@ -289,6 +289,11 @@ fn run_instances_params(request: &ProvisionRequest, template: &Template) -> Vec<
             "instance".to_string(),
         ),
     ];
+    // Test fixture only, never shipped: a deliberate behaviour change for the replay tests.
+    #[cfg(feature = "planted")]
+    {
+        params[1].1 = "t3.nano".to_string(); // InstanceType
+    }
     for (i, (key, value)) in [
         (CLUSTER_TAG, request.cluster_id.as_str()),
         (GROUP_TAG, request.node_group.as_str()),
@@ -429,7 +434,12 @@ export_provider!(Aws);
 mod tests {
     use super::*;
 
+    /// What the `planted` build changes (it asks for another instance type).
     #[test]
+    #[cfg_attr(
+        feature = "planted",
+        should_panic(expected = "the template's instance type")
+    )]
     fn run_instances_asks_for_the_template_s_instance_type_when_the_group_names_no_class() {
         let request = ProvisionRequest {
             request_id: "r1".into(),

@@ -185,6 +185,11 @@ fn container_spec(
             "replicante.agent-port": template.agent_port.to_string(),
         },
     });
+    // Test fixture only, never shipped: a deliberate behaviour change for the replay tests.
+    #[cfg(feature = "planted")]
+    {
+        spec["labels"]["replicante.planted"] = json!("1");
+    }
     if !template.command.is_empty() {
         spec["command"] = json!(template.command);
     }
@@ -383,7 +388,9 @@ export_provider!(Containers);
 mod tests {
     use super::*;
 
+    /// What the `planted` build changes (it adds a label).
     #[test]
+    #[cfg_attr(feature = "planted", should_panic(expected = "exactly these labels"))]
     fn a_container_is_created_with_exactly_the_gateway_cluster_group_class_and_port_labels() {
         let request = ProvisionRequest {
             request_id: "r1".into(),
