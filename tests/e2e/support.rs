@@ -22,6 +22,17 @@ pub fn plugin(name: &str) -> PathBuf {
     xtask::plugin_path(name)
 }
 
+/// The build of `name` (`pool`, `podman`, `aws_ec2`) with its `planted` feature, a deliberate
+/// behaviour change for the replay tests (see `xtask::build_planted_plugins`), built once per
+/// test process.
+pub fn planted_plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Err(e) = BUILT.get_or_init(|| xtask::build_planted_plugins().map(|_| ())) {
+        panic!("{e}");
+    }
+    xtask::planted_plugin(name)
+}
+
 /// An example plugin written in another language (`python-inventory`, `js-inventory`), built
 /// once per test process by its `build.sh`.
 pub fn example_plugin(name: &str) -> PathBuf {

@@ -80,6 +80,51 @@ pub fn build_plugins() -> Result<PathBuf, String> {
     Ok(plugin_dir())
 }
 
+/// The plugins with a planted change (test fixtures only, never shipped): each crate's
+/// `planted` feature, a deliberate behaviour change that the replay tests must catch.
+pub const PLANTED_PLUGINS: [&str; 3] = ["pool", "podman", "aws-ec2"];
+
+/// Where the builds of [`PLANTED_PLUGINS`] with their `planted` feature land: a target directory
+/// of their own, so that they never overwrite the plugins that ship.
+pub fn planted_plugin_dir() -> PathBuf {
+    root().join("target/plugins-planted/wasm32-wasip2/release")
+}
+
+/// The path of the planted build of the plugin `name` (`pool`, `podman`, `aws_ec2`: the file's
+/// name, as for [`plugin_path`]).
+pub fn planted_plugin(name: &str) -> PathBuf {
+    planted_plugin_dir().join(format!("{name}.wasm"))
+}
+
+/// Build [`PLANTED_PLUGINS`] with their `planted` feature in release mode into
+/// `target/plugins-planted`; a no-op when nothing changed.
+pub fn build_planted_plugins() -> Result<PathBuf, String> {
+    ensure_target();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(root().join("plugins"))
+        .args(PLUGIN_BUILD);
+    let mut features = Vec::new();
+    for name in PLANTED_PLUGINS {
+        command.args(["-p", name]);
+        features.push(format!("{name}/planted"));
+    }
+    command
+        .arg("--features")
+        .arg(features.join(","))
+        .arg("--target-dir")
+        .arg(root().join("target/plugins-planted"));
+    without_outer_cargo(&mut command);
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run cargo to build the planted plugins: {e}"))?;
+    if !status.success() {
+        return Err(format!("building the planted plugins failed ({status})"));
+    }
+    Ok(planted_plugin_dir())
+}
+
 /// Remove from `command`'s environment what an outer cargo sets for a build of its own (target
 /// directory, target, flags, jobserver) and what it tells the program it runs (`cargo run -p
 /// xtask`, a test): ring's build script watches CARGO_MANIFEST_DIR, CARGO_PKG_NAME, OUT_DIR...,

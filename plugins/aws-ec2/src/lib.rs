@@ -267,6 +267,68 @@ fn template_for(request: &ProvisionRequest) -> Result<Template, Error> {
     })
 }
 
+/// The parameters of the RunInstances call of `request`, from its launch template.
+fn run_instances_params(request: &ProvisionRequest, template: &Template) -> Vec<(String, String)> {
+    let instance_type = if request.node_class.is_empty() {
+        template.instance_type.clone()
+    } else {
+        request.node_class.clone()
+    };
+    let mut params = vec![
+        ("ImageId".to_string(), template.image_id.clone()),
+        ("InstanceType".to_string(), instance_type.clone()),
+        // All or nothing: EC2 starts exactly `count` instances, or none (and says why).
+        ("MinCount".to_string(), request.count.to_string()),
+        ("MaxCount".to_string(), request.count.to_string()),
+        // Idempotency: a retry of this request (same ID) gets the instances the first attempt
+        // launched instead of launching more. The ID is at most 64 characters of
+        // `[A-Za-z0-9-]`, which is what EC2 accepts as a token.
+        ("ClientToken".to_string(), request.request_id.clone()),
+        (
+            "TagSpecification.1.ResourceType".to_string(),
+            "instance".to_string(),
+        ),
+    ];
+    // Test fixture only, never shipped: a deliberate behaviour change for the replay tests.
+    #[cfg(feature = "planted")]
+    {
+        params[1].1 = "t3.nano".to_string(); // InstanceType
+    }
+    for (i, (key, value)) in [
+        (CLUSTER_TAG, request.cluster_id.as_str()),
+        (GROUP_TAG, request.node_group.as_str()),
+        (CLASS_TAG, instance_type.as_str()),
+    ]
+    .iter()
+    .enumerate()
+    {
+        params.push((
+            format!("TagSpecification.1.Tag.{}.Key", i + 1),
+            key.to_string(),
+        ));
+        params.push((
+            format!("TagSpecification.1.Tag.{}.Value", i + 1),
+            value.to_string(),
+        ));
+    }
+    if let Some(subnet) = &template.subnet_id {
+        params.push(("SubnetId".to_string(), subnet.clone()));
+    }
+    for (i, group) in template.security_group_ids.iter().enumerate() {
+        params.push((format!("SecurityGroupId.{}", i + 1), group.clone()));
+    }
+    if let Some(key) = &template.key_name {
+        params.push(("KeyName".to_string(), key.clone()));
+    }
+    if let Some(data) = &template.user_data {
+        params.push((
+            "UserData".to_string(),
+            base64::engine::general_purpose::STANDARD.encode(data),
+        ));
+    }
+    params
+}
+
 struct Aws;
 
 impl Provider for Aws {
@@ -324,58 +386,7 @@ impl Provider for Aws {
     fn provision(request: ProvisionRequest) -> Result<ProvisionResponse, Error> {
         let ec2 = Ec2::from_settings()?;
         let template = template_for(&request)?;
-        let instance_type = if request.node_class.is_empty() {
-            template.instance_type.clone()
-        } else {
-            request.node_class.clone()
-        };
-        let mut params = vec![
-            ("ImageId".to_string(), template.image_id.clone()),
-            ("InstanceType".to_string(), instance_type.clone()),
-            // All or nothing: EC2 starts exactly `count` instances, or none (and says why).
-            ("MinCount".to_string(), request.count.to_string()),
-            ("MaxCount".to_string(), request.count.to_string()),
-            // Idempotency: a retry of this request (same ID) gets the instances the first attempt
-            // launched instead of launching more. The ID is at most 64 characters of
-            // `[A-Za-z0-9-]`, which is what EC2 accepts as a token.
-            ("ClientToken".to_string(), request.request_id.clone()),
-            (
-                "TagSpecification.1.ResourceType".to_string(),
-                "instance".to_string(),
-            ),
-        ];
-        for (i, (key, value)) in [
-            (CLUSTER_TAG, request.cluster_id.as_str()),
-            (GROUP_TAG, request.node_group.as_str()),
-            (CLASS_TAG, instance_type.as_str()),
-        ]
-        .iter()
-        .enumerate()
-        {
-            params.push((
-                format!("TagSpecification.1.Tag.{}.Key", i + 1),
-                key.to_string(),
-            ));
-            params.push((
-                format!("TagSpecification.1.Tag.{}.Value", i + 1),
-                value.to_string(),
-            ));
-        }
-        if let Some(subnet) = &template.subnet_id {
-            params.push(("SubnetId".to_string(), subnet.clone()));
-        }
-        for (i, group) in template.security_group_ids.iter().enumerate() {
-            params.push((format!("SecurityGroupId.{}", i + 1), group.clone()));
-        }
-        if let Some(key) = &template.key_name {
-            params.push(("KeyName".to_string(), key.clone()));
-        }
-        if let Some(data) = &template.user_data {
-            params.push((
-                "UserData".to_string(),
-                base64::engine::general_purpose::STANDARD.encode(data),
-            ));
-        }
+        let params = run_instances_params(&request, &template);
         let (instances, _) = parse_instances(&ec2.call("RunInstances", &params)?)?;
         let ids: Vec<String> = instances.into_iter().map(|i| i.id).collect();
         if ids.is_empty() {
@@ -416,3 +427,71 @@ impl Provider for Aws {
 }
 
 export_provider!(Aws);
+
+/// The provider's logic that needs no EC2, run natively
+/// (`cargo test --target x86_64-unknown-linux-gnu -p aws-ec2` in `plugins/`).
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+
+    /// What the `planted` build changes (it asks for another instance type).
+    #[test]
+    #[cfg_attr(
+        feature = "planted",
+        should_panic(expected = "the template's instance type")
+    )]
+    fn run_instances_asks_for_the_template_s_instance_type_when_the_group_names_no_class() {
+        let request = ProvisionRequest {
+            request_id: "r1".into(),
+            cluster_id: "db".into(),
+            store: "mongodb".into(),
+            store_version: "7.0".into(),
+            node_group: "data".into(),
+            node_class: String::new(),
+            desired_count: 2,
+            count: 2,
+            attributes: "{}".into(),
+        };
+        let template = Template {
+            store: "mongodb".into(),
+            store_version: None,
+            image_id: "ami-1".into(),
+            instance_type: "m5.large".into(),
+            subnet_id: None,
+            security_group_ids: Vec::new(),
+            key_name: None,
+            user_data: None,
+        };
+        let params = run_instances_params(&request, &template);
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        };
+        let others: Vec<_> = params
+            .iter()
+            .filter(|(key, _)| key != "InstanceType")
+            .collect();
+        assert_eq!(
+            (
+                param("ImageId"),
+                param("MinCount"),
+                param("ClientToken"),
+                others.len()
+            ),
+            (Some("ami-1"), Some("2"), Some("r1"), 11),
+            "the other parameters"
+        );
+        assert_eq!(
+            param("TagSpecification.1.Tag.3.Value"),
+            Some("m5.large"),
+            "the class tag"
+        );
+        assert_eq!(
+            param("InstanceType"),
+            Some("m5.large"),
+            "the template's instance type"
+        );
+    }
+}

@@ -166,6 +166,46 @@ fn template_for(request: &ProvisionRequest) -> Result<Template, Error> {
     })
 }
 
+/// What `POST /containers/create` gets for the container `name` of `request`.
+fn container_spec(
+    gateway_id: &str,
+    request: &ProvisionRequest,
+    template: &Template,
+    name: &str,
+) -> Value {
+    let mut spec = json!({
+        "name": name,
+        "image": template.image,
+        "env": template.env,
+        "labels": {
+            GATEWAY_LABEL: gateway_id,
+            CLUSTER_LABEL: request.cluster_id,
+            GROUP_LABEL: request.node_group,
+            CLASS_LABEL: request.node_class,
+            "replicante.agent-port": template.agent_port.to_string(),
+        },
+    });
+    // Test fixture only, never shipped: a deliberate behaviour change for the replay tests.
+    #[cfg(feature = "planted")]
+    {
+        spec["labels"]["replicante.planted"] = json!("1");
+    }
+    if !template.command.is_empty() {
+        spec["command"] = json!(template.command);
+    }
+    if template.publish {
+        spec["portmappings"] = json!([{
+            "container_port": template.agent_port,
+            "host_port": 0,
+            "host_ip": "127.0.0.1",
+        }]);
+    }
+    if let Some(bytes) = template.memory_bytes {
+        spec["resource_limits"] = json!({ "memory": { "limit": bytes } });
+    }
+    spec
+}
+
 fn label_filter(podman: &Podman) -> String {
     // filters={"label":["replicante.gateway=<id>"]}, percent-encoded.
     let filter = json!({ "label": [format!("{GATEWAY_LABEL}={}", podman.gateway_id)] });
@@ -251,31 +291,7 @@ impl Provider for Containers {
         let mut created = Vec::new();
         for index in 0..request.count {
             let name = container_name(&request, index);
-            let mut spec = json!({
-                "name": name,
-                "image": template.image,
-                "env": template.env,
-                "labels": {
-                    GATEWAY_LABEL: podman.gateway_id,
-                    CLUSTER_LABEL: request.cluster_id,
-                    GROUP_LABEL: request.node_group,
-                    CLASS_LABEL: request.node_class,
-                    "replicante.agent-port": template.agent_port.to_string(),
-                },
-            });
-            if !template.command.is_empty() {
-                spec["command"] = json!(template.command);
-            }
-            if template.publish {
-                spec["portmappings"] = json!([{
-                    "container_port": template.agent_port,
-                    "host_port": 0,
-                    "host_ip": "127.0.0.1",
-                }]);
-            }
-            if let Some(bytes) = template.memory_bytes {
-                spec["resource_limits"] = json!({ "memory": { "limit": bytes } });
-            }
+            let spec = container_spec(&podman.gateway_id, &request, &template, &name);
             let outcome = match podman.expect(
                 "creating a container",
                 "POST",
@@ -365,3 +381,44 @@ impl Provider for Containers {
 }
 
 export_provider!(Containers);
+
+/// The provider's logic that needs no podman, run natively
+/// (`cargo test --target x86_64-unknown-linux-gnu -p podman` in `plugins/`).
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+
+    /// What the `planted` build changes (it adds a label).
+    #[test]
+    #[cfg_attr(feature = "planted", should_panic(expected = "exactly these labels"))]
+    fn a_container_is_created_with_exactly_the_gateway_cluster_group_class_and_port_labels() {
+        let request = ProvisionRequest {
+            request_id: "r1".into(),
+            cluster_id: "zk".into(),
+            store: "zookeeper".into(),
+            store_version: "3.9".into(),
+            node_group: "ensemble".into(),
+            node_class: "small".into(),
+            desired_count: 1,
+            count: 1,
+            attributes: "{}".into(),
+        };
+        let template: Template = serde_json::from_value(json!({
+            "store": "zookeeper", "image": "docker.io/library/zookeeper:3.9", "agent_port": 2181,
+        }))
+        .unwrap();
+        let spec = container_spec("gw-1", &request, &template, "rg-zk-ensemble-r1-0");
+        assert_eq!(spec["name"], "rg-zk-ensemble-r1-0");
+        assert_eq!(
+            spec["labels"],
+            json!({
+                "replicante.gateway": "gw-1",
+                "replicante.cluster-id": "zk",
+                "replicante.node-group": "ensemble",
+                "replicante.node-class": "small",
+                "replicante.agent-port": "2181",
+            }),
+            "exactly these labels"
+        );
+    }
+}

@@ -112,6 +112,9 @@ impl Provider for Pool {
             .iter()
             .filter(|m| m.node_class == request.node_class)
             .collect();
+        // Test fixture only, never shipped: a deliberate behaviour change for the replay tests.
+        #[cfg(feature = "planted")]
+        let of_class: Vec<&Machine> = of_class.into_iter().rev().collect();
         if of_class.is_empty() {
             return Err(Error::InvalidRequest(format!(
                 "the pool has no machine of node class `{}`",
@@ -291,6 +294,19 @@ mod tests {
                 .iter()
                 .any(|(_, line)| line.contains("allocated"))
         );
+    }
+
+    /// What the `planted` build changes (it takes the last free machines first).
+    #[test]
+    #[cfg_attr(feature = "planted", should_panic(expected = "in settings order"))]
+    fn a_provision_takes_the_first_free_machines_in_settings_order() {
+        let host = pool(5);
+        host.run(|| {
+            let first = Pool::provision(request("c1", 1)).unwrap();
+            assert_eq!(first.node_ids.unwrap(), ["m0"], "in settings order");
+            let next = Pool::provision(request("c2", 2)).unwrap();
+            assert_eq!(next.node_ids.unwrap(), ["m1", "m2"], "in settings order");
+        });
     }
 
     #[test]
