@@ -300,3 +300,133 @@ async fn a_recording_holds_no_secret_and_its_replay_sends_nothing() {
     assert!(differences.contains("/requests/unmade/0"), "{differences}");
     assert_eq!(requests.load(Ordering::SeqCst), 3, "the replay sent a request");
 }
+
+/// 200 calls: `provisions` provisions of one node (cluster `c`), a deprovision of every other
+/// node provisioned, and discoveries for the rest; the calls made.
+async fn cloud_traffic(gw: &Gateway, body: impl Fn(usize) -> Value, provisions: usize) -> usize {
+    let mut calls = 0;
+    let mut nodes = Vec::new();
+    for n in 0..provisions {
+        let (status, reply) = gw.post("/provision", &body(n)).await;
+        assert_eq!(status, 200, "{reply}");
+        nodes.push(reply["node_ids"][0].as_str().unwrap().to_string());
+        calls += 1;
+    }
+    for node in nodes.iter().step_by(2) {
+        let (status, reply) = gw
+            .post("/deprovision", &json!({ "cluster_id": "c", "node_id": node }))
+            .await;
+        assert_eq!(status, 204, "{reply}");
+        calls += 1;
+    }
+    while calls < 200 {
+        gw.discover().await;
+        calls += 1;
+    }
+    calls
+}
+
+/// Replay `calls` on `backend` of `config`: with its own build all the same; with the planted
+/// build different at a path `needle` names, and the same again with `ignore`.
+fn replay_own_and_planted(config: &Path, backend: &str, calls: &Path, planted: &str, needle: &str, ignore: &str) -> Value {
+    let config = config.display().to_string();
+    let calls = calls.display().to_string();
+    let base = ["--config", config.as_str(), "--backend", backend];
+    let (ok, report, stderr) = replay(&[&base[..], &[calls.as_str()]].concat());
+    assert!(ok, "{report:#}\n{stderr}");
+    assert_eq!(report["same"], 200, "{report:#}");
+    let planted = crate::support::planted_plugin(planted).display().to_string();
+    let mut args = base.to_vec();
+    args.extend(["--candidate", planted.as_str(), calls.as_str()]);
+    let (ok, found, _) = replay(&args);
+    assert!(!ok, "{found:#}");
+    let paths: Vec<String> = found["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["differences"].as_array().unwrap().clone())
+        .map(|d| d["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!paths.is_empty() && paths.iter().all(|p| p.contains(needle)), "{found:#}");
+    args.extend(["--ignore", ignore]);
+    let (ok, report, _) = replay(&args);
+    assert!(ok, "{report:#}");
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman_calls_replay_without_touching_podman_and_an_added_label_is_caught() {
+    let service = crate::podman::PodmanService::start().await;
+    let dir = Workdir::new();
+    let config = format!(
+        "{ADMIN}{}[backends.containers.record]\ncalls = 1000\n\n[[routes]]\nbackend = \"containers\"\n",
+        service.backend("containers")
+    );
+    let config_path = dir.write_config(&config);
+    let gw = dir.start_at(&config_path).await;
+    let body = |_| crate::aws::provision("c", "zookeeper", "3.9", "small", 1);
+    assert_eq!(cloud_traffic(&gw, body, 4).await, 200);
+    let (calls, lines) = export(&gw, "containers", dir.path());
+    assert_eq!(lines.len(), 200);
+    let containers = || {
+        let listed = crate::podman::podman(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=replicante.gateway={}", service.gateway_id),
+        ]);
+        String::from_utf8_lossy(&listed.stdout).split_whitespace().count()
+    };
+    let before = containers();
+    assert_eq!(before, 2);
+    let found = replay_own_and_planted(
+        &config_path,
+        "containers",
+        &calls,
+        "podman",
+        "planted",
+        "/requests/*/body/**/replicante.planted",
+    );
+    assert_eq!(found["different"], 4, "the four provisions: {found:#}");
+    assert_eq!(containers(), before, "the replay reached podman");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ec2_calls_replay_without_touching_ec2_and_another_instance_type_is_caught() {
+    let moto = crate::aws::Moto::start(None).await;
+    let dir = Workdir::new();
+    let config = format!(
+        "{ADMIN}{}[backends.cloud.record]\ncalls = 1000\n\n[[routes]]\nbackend = \"cloud\"\n",
+        crate::aws::ec2_backend("cloud", &moto, dir.path(), "AKIDTEST", "ec2-secret-not-recorded")
+    );
+    let config_path = dir.write_config(&config);
+    let gw = dir.start_at(&config_path).await;
+    let body = |_| crate::aws::provision("c", "mongodb", "6.0", "", 1);
+    assert_eq!(cloud_traffic(&gw, body, 4).await, 200);
+    let (calls, lines) = export(&gw, "cloud", dir.path());
+    assert_eq!(lines.len(), 200);
+    assert!(!std::fs::read_to_string(&calls).unwrap().contains("ec2-secret-not-recorded"));
+    let instances = || async {
+        moto.unsigned(
+            "ec2",
+            &[("Action", "DescribeInstances"), ("Version", "2016-11-15")],
+        )
+        .await
+        .matches("<instanceId>")
+        .count()
+    };
+    let before = instances().await;
+    let found = replay_own_and_planted(
+        &config_path,
+        "cloud",
+        &calls,
+        "aws_ec2",
+        "/body/InstanceType",
+        "/requests/*/body/InstanceType",
+    );
+    assert_eq!(found["different"], 4, "the four provisions: {found:#}");
+    let difference = &found["findings"][0]["differences"][0];
+    assert_eq!(difference["recorded"], "t3.micro", "{found:#}");
+    assert_eq!(difference["replayed"], "t3.nano", "{found:#}");
+    assert_eq!(instances().await, before, "the replay reached EC2");
+}
