@@ -275,6 +275,15 @@ impl Bench {
                 connections: 8,
             },
             Scenario {
+                name: "provision+deprovision, pool, recorded, 8 connections",
+                backends: format!(
+                    "{}[backends.pool.record]\ncalls = 10000\n\n",
+                    pool_backend(p, 64)
+                ),
+                work: Work::ProvisionDeprovision,
+                connections: 8,
+            },
+            Scenario {
                 name: "discover, 10,200 nodes over 3 static backends, 2 connections",
                 backends: ["s1", "s2", "s3"]
                     .iter()
