@@ -17,18 +17,25 @@ use crate::support::{
 
 const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n\n[reload]\nwatch = false\n\n";
 
-/// Save `backend`'s recording from `gw` into `dir`; its path and its lines.
-fn export(gw: &Gateway, backend: &str, dir: &Path) -> (PathBuf, Vec<Value>) {
+/// Save `backend`'s recording from `gw` into `dir` once it holds `calls` entries (entries are
+/// written off the calls' path, a moment after their answers); its path and its lines.
+async fn export(gw: &Gateway, backend: &str, dir: &Path, calls: usize) -> (PathBuf, Vec<Value>) {
     let admin = format!("http://{}", gw.admin_address());
-    let (ok, stdout, stderr) = run_cli(&["recordings", "export", backend, "--admin", &admin]);
-    assert!(ok, "{stderr}");
-    let path = dir.join(format!("{backend}.jsonl"));
-    std::fs::write(&path, &stdout).unwrap();
-    let lines = stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("a JSON line"))
-        .collect();
-    (path, lines)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (ok, stdout, stderr) = run_cli(&["recordings", "export", backend, "--admin", &admin]);
+        assert!(ok, "{stderr}");
+        let lines: Vec<Value> = stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect();
+        if lines.len() >= calls || std::time::Instant::now() > deadline {
+            let path = dir.join(format!("{backend}.jsonl"));
+            std::fs::write(&path, &stdout).unwrap();
+            return (path, lines);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// `platform-gateway replay` with `args`: (exit 0?, the JSON report, stderr).
@@ -50,7 +57,10 @@ async fn pool_traffic(gw: &Gateway) -> usize {
         round += 1;
         let cluster = format!("c{}", round % 5);
         let (status, body) = gw
-            .post("/provision", &provision_body(&cluster, "mongodb", "data", "small"))
+            .post(
+                "/provision",
+                &provision_body(&cluster, "mongodb", "data", "small"),
+            )
             .await;
         calls += 1;
         if status == 200 {
@@ -88,7 +98,7 @@ async fn a_pools_recorded_calls_replay_the_same_on_its_build_and_a_planted_chang
     let config_path = dir.write_config(&config);
     let gw = dir.start_at(&config_path).await;
     let made = pool_traffic(&gw).await;
-    let (calls, lines) = export(&gw, "pool", dir.path());
+    let (calls, lines) = export(&gw, "pool", dir.path(), made).await;
     assert_eq!(lines.len(), made, "one entry a backend call");
     let operations: Vec<&str> = lines
         .iter()
@@ -132,8 +142,14 @@ async fn a_pools_recorded_calls_replay_the_same_on_its_build_and_a_planted_chang
         .flat_map(|f| f["differences"].as_array().unwrap())
         .map(|d| d["path"].as_str().unwrap())
         .collect();
-    assert!(paths.iter().any(|p| p.starts_with("/answer/ok/node_ids/")), "{paths:?}");
-    assert!(paths.iter().any(|p| p.starts_with("/state/machine~1")), "{paths:?}");
+    assert!(
+        paths.iter().any(|p| p.starts_with("/answer/ok/node_ids/")),
+        "{paths:?}"
+    );
+    assert!(
+        paths.iter().any(|p| p.starts_with("/state/machine~1")),
+        "{paths:?}"
+    );
     // In text, the call, the path and both sides.
     let mut text_args = vec!["replay"];
     text_args.extend(args.iter().copied());
@@ -153,8 +169,9 @@ async fn a_pools_recorded_calls_replay_the_same_on_its_build_and_a_planted_chang
     assert_eq!(gw.discover().await, before);
 }
 
-/// An HTTP server on loopback that counts requests and answers each with `secret` in a header.
-async fn echo_server(secret: &'static str) -> (String, Arc<AtomicUsize>) {
+/// An HTTP server on loopback that counts requests and answers each with its request's path in
+/// a header.
+async fn echo_server() -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let count = Arc::new(AtomicUsize::new(0));
@@ -165,7 +182,7 @@ async fn echo_server(secret: &'static str) -> (String, Arc<AtomicUsize>) {
             tokio::spawn(async move {
                 let mut buffer = vec![0u8; 65536];
                 let mut read = 0;
-                // The head, then the body its Content-Length announces.
+                // The head, then the body its Content-Length announces, or its chunks.
                 loop {
                     let Ok(n) = socket.read(&mut buffer[read..]).await else {
                         return;
@@ -176,6 +193,13 @@ async fn echo_server(secret: &'static str) -> (String, Arc<AtomicUsize>) {
                     read += n;
                     let text = String::from_utf8_lossy(&buffer[..read]).to_string();
                     if let Some(end) = text.find("\r\n\r\n") {
+                        let head = text[..end].to_ascii_lowercase();
+                        if head.contains("transfer-encoding: chunked") {
+                            if text[end + 4..].ends_with("0\r\n\r\n") {
+                                break;
+                            }
+                            continue;
+                        }
                         let length = text[..end]
                             .lines()
                             .find_map(|l| {
@@ -190,9 +214,11 @@ async fn echo_server(secret: &'static str) -> (String, Arc<AtomicUsize>) {
                     }
                 }
                 seen.fetch_add(1, Ordering::SeqCst);
+                let text = String::from_utf8_lossy(&buffer[..read]).to_string();
+                let path = text.split(' ').nth(1).unwrap_or_default().to_string();
                 let body = "hello";
                 let reply = format!(
-                    "HTTP/1.1 200 OK\r\nx-echo: {secret}\r\ncontent-length: {}\r\n\
+                    "HTTP/1.1 200 OK\r\nx-echo: {path}\r\ncontent-length: {}\r\n\
                      connection: close\r\n\r\n{body}",
                     body.len()
                 );
@@ -206,11 +232,13 @@ async fn echo_server(secret: &'static str) -> (String, Arc<AtomicUsize>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recording_holds_no_secret_and_its_replay_sends_nothing() {
     const TOKEN: &str = "hunter2-never-recorded";
-    let (target, requests) = echo_server(TOKEN).await;
+    let (target, requests) = echo_server().await;
     let dir = Workdir::new();
     std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
-    std::fs::write(dir.path().join("path"), format!("/echo?token={TOKEN}")).unwrap();
-    std::fs::write(dir.path().join("body"), format!("token={TOKEN}")).unwrap();
+    // The secrets: the path the caller asks for (which the server echoes in a header) and the
+    // body it sends.
+    std::fs::write(dir.path().join("path"), format!("/{TOKEN}")).unwrap();
+    std::fs::write(dir.path().join("body"), TOKEN).unwrap();
     let config = format!(
         "{ADMIN}{}[backends.leaky.record]\ncalls = 100\n\n\
          [backends.caller]\nplugin = {}\ngrants = {{ http = [{}] }}\n\
@@ -234,12 +262,15 @@ async fn a_recording_holds_no_secret_and_its_replay_sends_nothing() {
             .post("/provision", &provision_body("c", "mongodb", "g", "small"))
             .await;
         assert_eq!(status, 500, "{body}");
-        assert!(body["error_msg"].as_str().unwrap().contains("status 200"), "{body}");
+        assert!(
+            body["error_msg"].as_str().unwrap().contains("status 200"),
+            "{body}"
+        );
     }
     assert_eq!(requests.load(Ordering::SeqCst), 3);
 
-    let (leaky, leaky_lines) = export(&gw, "leaky", dir.path());
-    let (caller, caller_lines) = export(&gw, "caller", dir.path());
+    let (leaky, leaky_lines) = export(&gw, "leaky", dir.path(), 3).await;
+    let (caller, caller_lines) = export(&gw, "caller", dir.path(), 3).await;
     assert_eq!(leaky_lines.len(), 3);
     assert_eq!(caller_lines.len(), 3);
     for file in [&leaky, &caller] {
@@ -252,8 +283,11 @@ async fn a_recording_holds_no_secret_and_its_replay_sends_nothing() {
     assert!(leaked.contains("the token is [redacted]"), "{leaked}");
     let exchange = &caller_lines[0]["tape"]["http"][0];
     assert_eq!(exchange["method"], "POST", "{exchange}");
-    assert!(exchange["url"].as_str().unwrap().contains("token=[redacted]"), "{exchange}");
-    assert_eq!(exchange["request_body"]["value"]["text"], "token=[redacted]");
+    assert!(
+        exchange["url"].as_str().unwrap().ends_with("[redacted]"),
+        "{exchange}"
+    );
+    assert_eq!(exchange["request_body"]["value"]["text"], "[redacted]");
     assert!(
         exchange["response_headers"]
             .as_array()
@@ -276,7 +310,11 @@ async fn a_recording_holds_no_secret_and_its_replay_sends_nothing() {
     let (ok, report, stderr) = replay(&["--config", &config_path, "--backend", "caller", &caller]);
     assert!(ok, "{report:#}\n{stderr}");
     assert_eq!(report["same"], 3, "{report:#}");
-    assert_eq!(requests.load(Ordering::SeqCst), 3, "the replay sent a request");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        3,
+        "the replay sent a request"
+    );
 
     // A build that asks for something else: the request the recording lacks is reported, not
     // sent.
@@ -291,14 +329,27 @@ async fn a_recording_holds_no_secret_and_its_replay_sends_nothing() {
     .unwrap();
     let other = other.display().to_string();
     let (ok, report, _) = replay(&[
-        "--config", &config_path, "--backend", "caller", "--settings", &other, &caller,
+        "--config",
+        &config_path,
+        "--backend",
+        "caller",
+        "--settings",
+        &other,
+        &caller,
     ]);
     assert!(!ok, "{report:#}");
     assert_eq!(report["different"], 3, "{report:#}");
     let differences = report["findings"][0]["differences"].to_string();
-    assert!(differences.contains("not in the recording, not sent"), "{differences}");
+    assert!(
+        differences.contains("not in the recording, not sent"),
+        "{differences}"
+    );
     assert!(differences.contains("/requests/unmade/0"), "{differences}");
-    assert_eq!(requests.load(Ordering::SeqCst), 3, "the replay sent a request");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        3,
+        "the replay sent a request"
+    );
 }
 
 /// 200 calls: `provisions` provisions of one node (cluster `c`), a deprovision of every other
@@ -314,7 +365,10 @@ async fn cloud_traffic(gw: &Gateway, body: impl Fn(usize) -> Value, provisions: 
     }
     for node in nodes.iter().step_by(2) {
         let (status, reply) = gw
-            .post("/deprovision", &json!({ "cluster_id": "c", "node_id": node }))
+            .post(
+                "/deprovision",
+                &json!({ "cluster_id": "c", "node_id": node }),
+            )
             .await;
         assert_eq!(status, 204, "{reply}");
         calls += 1;
@@ -328,14 +382,23 @@ async fn cloud_traffic(gw: &Gateway, body: impl Fn(usize) -> Value, provisions: 
 
 /// Replay `calls` on `backend` of `config`: with its own build all the same; with the planted
 /// build different at a path `needle` names, and the same again with `ignore`.
-fn replay_own_and_planted(config: &Path, backend: &str, calls: &Path, planted: &str, needle: &str, ignore: &str) -> Value {
+fn replay_own_and_planted(
+    config: &Path,
+    backend: &str,
+    calls: &Path,
+    planted: &str,
+    needle: &str,
+    ignore: &str,
+) -> Value {
     let config = config.display().to_string();
     let calls = calls.display().to_string();
     let base = ["--config", config.as_str(), "--backend", backend];
     let (ok, report, stderr) = replay(&[&base[..], &[calls.as_str()]].concat());
     assert!(ok, "{report:#}\n{stderr}");
     assert_eq!(report["same"], 200, "{report:#}");
-    let planted = crate::support::planted_plugin(planted).display().to_string();
+    let planted = crate::support::planted_plugin(planted)
+        .display()
+        .to_string();
     let mut args = base.to_vec();
     args.extend(["--candidate", planted.as_str(), calls.as_str()]);
     let (ok, found, _) = replay(&args);
@@ -347,7 +410,10 @@ fn replay_own_and_planted(config: &Path, backend: &str, calls: &Path, planted: &
         .flat_map(|f| f["differences"].as_array().unwrap().clone())
         .map(|d| d["path"].as_str().unwrap().to_string())
         .collect();
-    assert!(!paths.is_empty() && paths.iter().all(|p| p.contains(needle)), "{found:#}");
+    assert!(
+        !paths.is_empty() && paths.iter().all(|p| p.contains(needle)),
+        "{found:#}"
+    );
     args.extend(["--ignore", ignore]);
     let (ok, report, _) = replay(&args);
     assert!(ok, "{report:#}");
@@ -366,7 +432,7 @@ async fn podman_calls_replay_without_touching_podman_and_an_added_label_is_caugh
     let gw = dir.start_at(&config_path).await;
     let body = |_| crate::aws::provision("c", "zookeeper", "3.9", "small", 1);
     assert_eq!(cloud_traffic(&gw, body, 4).await, 200);
-    let (calls, lines) = export(&gw, "containers", dir.path());
+    let (calls, lines) = export(&gw, "containers", dir.path(), 200).await;
     assert_eq!(lines.len(), 200);
     let containers = || {
         let listed = crate::podman::podman(&[
@@ -375,7 +441,9 @@ async fn podman_calls_replay_without_touching_podman_and_an_added_label_is_caugh
             "--filter",
             &format!("label=replicante.gateway={}", service.gateway_id),
         ]);
-        String::from_utf8_lossy(&listed.stdout).split_whitespace().count()
+        String::from_utf8_lossy(&listed.stdout)
+            .split_whitespace()
+            .count()
     };
     let before = containers();
     assert_eq!(before, 2);
@@ -397,15 +465,25 @@ async fn ec2_calls_replay_without_touching_ec2_and_another_instance_type_is_caug
     let dir = Workdir::new();
     let config = format!(
         "{ADMIN}{}[backends.cloud.record]\ncalls = 1000\n\n[[routes]]\nbackend = \"cloud\"\n",
-        crate::aws::ec2_backend("cloud", &moto, dir.path(), "AKIDTEST", "ec2-secret-not-recorded")
+        crate::aws::ec2_backend(
+            "cloud",
+            &moto,
+            dir.path(),
+            "AKIDTEST",
+            "ec2-secret-not-recorded"
+        )
     );
     let config_path = dir.write_config(&config);
     let gw = dir.start_at(&config_path).await;
     let body = |_| crate::aws::provision("c", "mongodb", "6.0", "", 1);
     assert_eq!(cloud_traffic(&gw, body, 4).await, 200);
-    let (calls, lines) = export(&gw, "cloud", dir.path());
+    let (calls, lines) = export(&gw, "cloud", dir.path(), 200).await;
     assert_eq!(lines.len(), 200);
-    assert!(!std::fs::read_to_string(&calls).unwrap().contains("ec2-secret-not-recorded"));
+    assert!(
+        !std::fs::read_to_string(&calls)
+            .unwrap()
+            .contains("ec2-secret-not-recorded")
+    );
     let instances = || async {
         moto.unsigned(
             "ec2",

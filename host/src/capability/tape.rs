@@ -474,11 +474,12 @@ impl Replayed {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         let same_target = |e: &Exchange| e.method == method && e.url == url;
         let exact = (0..self.http.len()).find(|&i| {
-            !used[i] && same_target(&self.http[i]) && self.http[i].request_body.value.bytes() == body
+            !used[i]
+                && same_target(&self.http[i])
+                && self.http[i].request_body.value.bytes() == body
         });
-        let chosen = exact.or_else(|| {
-            (0..self.http.len()).find(|&i| !used[i] && same_target(&self.http[i]))
-        });
+        let chosen = exact
+            .or_else(|| (0..self.http.len()).find(|&i| !used[i] && same_target(&self.http[i])));
         if exact.is_none() {
             self.unrecorded
                 .lock()
@@ -490,12 +491,10 @@ impl Replayed {
                     nearest: chosen,
                 });
         }
-        self.requests.lock().unwrap_or_else(|e| e.into_inner()).push((
-            method.to_string(),
-            url.to_string(),
-            Value::of(body),
-            chosen,
-        ));
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((method.to_string(), url.to_string(), Value::of(body), chosen));
         let Some(index) = chosen else {
             return Err(HttpError::HttpRequestDenied);
         };
@@ -684,8 +683,14 @@ mod tests {
         let store = replayed.store();
         assert_eq!(store.get("ns", "a").await.unwrap(), Some(b"1".to_vec()));
         assert_eq!(store.get("ns", "b").await.unwrap(), None);
-        assert_eq!(store.list_keys("ns", "", None, 10).await.unwrap(), ["a", "d"]);
-        assert_eq!(store.list_keys("ns", "", Some("a"), 10).await.unwrap(), ["d"]);
+        assert_eq!(
+            store.list_keys("ns", "", None, 10).await.unwrap(),
+            ["a", "d"]
+        );
+        assert_eq!(
+            store.list_keys("ns", "", Some("a"), 10).await.unwrap(),
+            ["d"]
+        );
         assert!(store.set("ns", "a", b"x").await.is_err());
         assert_eq!(store.get("ns", "zz").await.unwrap(), None);
         assert_eq!(

@@ -215,7 +215,10 @@ fn write(db: &Database, jobs: Receiver<Job>) {
             }
         }
         if let Err(e) = write_batch(db, &mut extents, &mut batch) {
-            tracing::warn!("recordings: a batch of {} entries was lost: {e}", batch.len());
+            tracing::warn!(
+                "recordings: a batch of {} entries was lost: {e}",
+                batch.len()
+            );
             // What is known of the extents may be wrong now: measure again.
             extents.clear();
         }

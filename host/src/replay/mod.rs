@@ -190,7 +190,10 @@ fn shown(value: &Value) -> String {
         other => other.to_string(),
     };
     if text.len() > 200 {
-        let cut = (0..=200).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=200)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
         format!("{}...", &text[..cut])
     } else {
         text
@@ -409,8 +412,11 @@ mod tests {
 
     #[test]
     fn ignore_rules_match_a_path_or_one_above_it_and_stars_stay_in_a_segment() {
-        let rules = Rules::new(&["/answer/ok/node_ids".into(), "/requests/*/body/InstanceType".into()])
-            .unwrap();
+        let rules = Rules::new(&[
+            "/answer/ok/node_ids".into(),
+            "/requests/*/body/InstanceType".into(),
+        ])
+        .unwrap();
         assert!(rules.ignores("/answer/ok/node_ids"));
         assert!(rules.ignores("/answer/ok/node_ids/0"));
         assert!(!rules.ignores("/answer/ok/count"));
@@ -437,7 +443,9 @@ mod tests {
                 replayed: json!("m3"),
             }]
         );
-        let form = structured(b"Action=RunInstances&InstanceType=m5.large&TagSpecification.1.Tag.1.Value=a%20b");
+        let form = structured(
+            b"Action=RunInstances&InstanceType=m5.large&TagSpecification.1.Tag.1.Value=a%20b",
+        );
         assert_eq!(form["InstanceType"], "m5.large");
         assert_eq!(form["TagSpecification.1.Tag.1.Value"], "a b");
         assert_eq!(structured(b"plain text"), json!("plain text"));
