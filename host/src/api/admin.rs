@@ -45,6 +45,7 @@ pub fn router(
             "/admin/backends/{name}/candidate/reset",
             post(reset_candidate),
         )
+        .route("/admin/activity", get(activity))
         .route("/admin/routes", get(routes))
         .route("/admin/route", post(route))
         .route("/admin/generation", get(generation))
@@ -282,6 +283,20 @@ async fn reset_candidate(
         )
         .with_cause(format!("`[backends.{name}.candidate]` is not configured"))),
     }
+}
+
+/// `GET /admin/activity`: each backend's calls by outcome since start, its calls in flight and
+/// queued, and a sample per interval of the last minutes (what the console draws).
+async fn activity(State(admin): State<Admin>) -> Result<Json<answers::Activity>, ApiError> {
+    let generation = current(&admin.gateway)?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Ok(Json(answers::Activity::of(
+        &generation,
+        admin.gateway.metrics(),
+        now_ms,
+    )))
 }
 
 /// `GET /admin/routes`: the provision route table, in order, and the discovery policy.
