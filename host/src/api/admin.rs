@@ -29,7 +29,8 @@ impl axum::extract::FromRef<Admin> for Arc<Gateway> {
 
 /// The admin API over `gateway`, reloading through `reload`. `loopback`: the admin listener is
 /// on a loopback address, so only loopback `Host`s are accepted.
-/// While `auth` holds a token, every request must carry it as `Authorization: Bearer <token>`;
+/// While `auth` holds a token, every request must carry it as `Authorization: Bearer <token>`
+/// (but a `GET` of the console's shell, which holds no data: see [`super::console`]);
 /// off loopback, a listener whose `auth` holds none refuses every request unless its TLS
 /// requires client certificates (fail closed, whatever a config or reload says).
 pub fn router(
@@ -52,6 +53,7 @@ pub fn router(
         .route("/admin/state", get(state))
         .route("/admin/reload", post(reload_now))
         .merge(super::plan::routes())
+        .merge(super::console::routes())
         .route("/metrics", get(metrics))
         .route("/admin/openapi.json", get(super::openapi::serve_admin))
         .fallback(super::not_found)
@@ -158,6 +160,12 @@ async fn require_token(
                 "the admin API is off loopback with neither a token nor client certificates",
             )
             .into_response();
+        }
+        // The console's shell holds no data, and a browser's navigation cannot send the
+        // bearer header: its exact files are served without the token (but not off loopback
+        // without any authentication, above).
+        Some(false) if super::console::is_shell(request.method(), request.uri().path()) => {
+            return next.run(request).await;
         }
         Some(false) => {}
     }
