@@ -62,7 +62,7 @@ function el(tag, attrs, ...children) {
 }
 
 function append(node, children) {
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -104,7 +104,12 @@ function percent(rate) {
 }
 
 function time(ms) {
-  return new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+  return stamp(new Date(ms).toISOString());
+}
+
+/** An RFC 3339 time as the page shows it: `2026-01-02 10:00:00Z`. */
+function stamp(text) {
+  return String(text).replace("T", " ").replace(/\.\d+Z$/, "Z");
 }
 
 function shortDigest(digest) {
@@ -148,6 +153,9 @@ function chart(series, x0, x1, yMax, unit, threshold, label) {
     if (s.points.length === 0) continue;
     const points = s.points.length === 1 ? [s.points[0], [s.points[0][0] + 1, s.points[0][1]]] : s.points;
     root.append(svg("polyline", { class: s.cls, points: points.map(([px, py]) => x(px).toFixed(1) + "," + y(py).toFixed(1)).join(" ") }));
+    for (const [px, py] of s.points) {
+      root.append(svg("circle", { class: s.cls + " dot", cx: x(px).toFixed(1), cy: y(py).toFixed(1), r: 2.5 }));
+    }
   }
   return root;
 }
@@ -173,8 +181,7 @@ async function overview() {
   const nodes = [el("h1", {}, "Overview")];
   nodes.push(el("div", { class: "cards" },
     card("Generation", generation.generation, { id: "generation" }),
-    card("Loaded at", generation.loaded_at, { id: "loaded-at" }),
-    card("Load time", generation.load_ms + " ms"),
+    card("Loaded at", stamp(generation.loaded_at), { id: "loaded-at", class: "card small" }),
     card("Reloads applied / refused", generation.reloads + " / " + generation.refused),
     card("Ready", state.ready ? badge("ready", "ok") : badge("not ready", "bad"), { id: "ready" })));
   nodes.push(el("h2", {}, "State store"));
@@ -185,7 +192,7 @@ async function overview() {
   }
   if (generation.last_refused) {
     nodes.push(el("h2", {}, "Last refused reload"));
-    nodes.push(el("p", { class: "error", id: "last-refused" }, generation.last_refused.at + ": " + generation.last_refused.reason));
+    nodes.push(el("p", { class: "error", id: "last-refused" }, stamp(generation.last_refused.at) + ": " + generation.last_refused.reason));
   }
   nodes.push(el("h2", {}, "Reload history"));
   const history = (generation.history || []).slice().reverse();
@@ -194,7 +201,7 @@ async function overview() {
   } else {
     nodes.push(table(["When", "Outcome", "Generation serving", { text: "Took", num: true }, "Message"],
       history.map((e) => el("tr", { class: "reload " + e.outcome },
-        el("td", {}, e.at), el("td", {}, badge(e.outcome)), el("td", {}, e.generation),
+        el("td", { class: "when" }, stamp(e.at)), el("td", {}, badge(e.outcome)), el("td", {}, e.generation),
         el("td", { class: "num" }, e.load_ms + " ms"), el("td", { class: "message" }, e.reason || ""))),
       { id: "history" }));
   }
@@ -327,7 +334,7 @@ async function rollouts() {
             ["candidate", [c.plugin, " ", el("span", { class: "mono" }, shortDigest(c.digest))]],
             ["contract", c.contract], ["armed at", time(c.armed_at_ms)],
             ["window", `${Math.round(c.window_ms / 1000)} s, verdict from ${c.min_calls} calls`]]),
-          c.rolled_back ? el("div", { class: "error rolled-back", id: "rollback-" + b.name },
+          c.rolled_back ? el("div", { class: "error rollback" },
             `Rolled back at ${time(c.rolled_back.at_ms)}: ${c.rolled_back.reason} (${c.rolled_back.failures} of ${c.rolled_back.calls} calls failed, ${percent(c.rolled_back.error_rate)})`) : null,
           el("h3", {}, "Shadow discovery"),
           c.shadow ? facts([["compared", c.shadow_compared], ["different", c.shadow_different], ["failed", c.shadow_failed]]) : el("p", { class: "muted" }, "Off."),
