@@ -126,7 +126,12 @@ async fn the_console_shows_in_a_browser_what_the_admin_api_answers() {
         assert_eq!(response.status(), 401, "GET {path} without the token");
     }
     for path in ["/admin/ui", "/admin/route", "/admin/reload"] {
-        let response = gw.client.post(format!("{base}{path}")).send().await.unwrap();
+        let response = gw
+            .client
+            .post(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 401, "POST {path} without the token");
     }
     // The Host and Origin checks still guard the shell.
@@ -233,7 +238,11 @@ async fn the_console_shows_in_a_browser_what_the_admin_api_answers() {
     }
 
     // Overview: the generation, and the refused reload with its message.
-    assert!(text("overview").contains("Generation1"), "{}", text("overview"));
+    assert!(
+        text("overview").contains("Generation1"),
+        "{}",
+        text("overview")
+    );
     let rows = report["history"].as_array().unwrap();
     assert_eq!(rows.len(), history.len(), "{report:#}");
     let first = rows[0].as_str().unwrap();
@@ -253,7 +262,10 @@ async fn the_console_shows_in_a_browser_what_the_admin_api_answers() {
     assert_eq!(backends["pool"]["errors"], "5");
     assert_eq!(backends["archive"]["calls"], "3");
     assert!(backends["pool"]["text"].as_str().unwrap().contains("trap"));
-    assert_eq!(backends["pool"]["lines"], 2, "the latency chart's mean and max");
+    assert_eq!(
+        backends["pool"]["lines"], 2,
+        "the latency chart's mean and max"
+    );
 
     // Routes: the explanation, as the CLI prints it.
     assert_eq!(text("route_explanation"), cli_explanation);

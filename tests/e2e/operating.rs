@@ -251,10 +251,11 @@ async fn the_admin_token_is_required_on_every_admin_route_and_never_shown() {
     gw.wait_ready().await;
     let base = format!("http://{}", gw.admin_address());
     let http = reqwest::Client::new();
-    let routes: [(&str, Option<Value>); 7] = [
+    let routes: [(&str, Option<Value>); 8] = [
         ("/admin/generation", None),
         ("/admin/state", None),
         ("/admin/backends", None),
+        ("/admin/activity", None),
         ("/admin/routes", None),
         ("/metrics", None),
         ("/admin/reload", Some(json!({}))),

@@ -280,7 +280,11 @@ fn install_python_tools(venv: &Path) -> Result<(), Failure> {
     )?;
     for (package, provides) in PYTHON_TOOLS {
         if !provides.present(venv) {
-            return Err(format!("installed {package}, but it is missing from {}", venv.display()).into());
+            return Err(format!(
+                "installed {package}, but it is missing from {}",
+                venv.display()
+            )
+            .into());
         }
     }
     Ok(())

@@ -98,11 +98,21 @@ mod tests {
         for (path, _, _) in &SHELL[1..] {
             assert!(page.contains(path), "{path}");
         }
-        for inline in ["<script>", "style=", "onclick", "onload", "javascript:", "<style"] {
+        for inline in [
+            "<script>",
+            "style=",
+            "onclick",
+            "onload",
+            "javascript:",
+            "<style",
+        ] {
             assert!(!page.contains(inline), "{inline}");
         }
         let script = SHELL[1].2;
-        assert!(!script.contains("innerHTML"), "the script renders with DOM APIs");
+        assert!(
+            !script.contains("innerHTML"),
+            "the script renders with DOM APIs"
+        );
         assert!(!script.contains("eval("));
         assert!(!script.contains("document.cookie"));
     }

@@ -18,7 +18,13 @@ pub const SAMPLES: usize = 60;
 
 /// The outcomes that are the caller's mistake, not the plugin's: they count neither as errors
 /// here nor against a candidate (as [`crate::rollout::counts_as_failure`] decides).
-const CALLERS_OUTCOMES: [&str; 5] = ["ok", "invalid_request", "not_found", "conflict", "unsupported"];
+const CALLERS_OUTCOMES: [&str; 5] = [
+    "ok",
+    "invalid_request",
+    "not_found",
+    "conflict",
+    "unsupported",
+];
 
 /// Whether a call that ended with `outcome` (a `plugin_calls_total` outcome label) counts as a
 /// failure of the plugin.
@@ -119,7 +125,8 @@ impl Activity {
         let Some(ring) = backends.get(backend) else {
             return BackendActivity::default();
         };
-        let since = (now_ms - now_ms % INTERVAL_MS).saturating_sub((SAMPLES as u64 - 1) * INTERVAL_MS);
+        let since =
+            (now_ms - now_ms % INTERVAL_MS).saturating_sub((SAMPLES as u64 - 1) * INTERVAL_MS);
         let outcomes: BTreeMap<String, u64> = ring
             .outcomes
             .iter()
@@ -167,7 +174,10 @@ mod tests {
         assert_eq!((first.at_ms, first.calls, first.errors), (t, 3, 1));
         assert_eq!((first.candidate_calls, first.candidate_failures), (1, 1));
         assert_eq!((first.mean_ms, first.max_ms), (4.0, 6.0));
-        assert_eq!((second.at_ms, second.calls, second.candidate_calls), (t + INTERVAL_MS, 1, 1));
+        assert_eq!(
+            (second.at_ms, second.calls, second.candidate_calls),
+            (t + INTERVAL_MS, 1, 1)
+        );
         assert_eq!(activity.of("other", t), BackendActivity::default());
     }
 
@@ -179,7 +189,11 @@ mod tests {
         }
         let now = (SAMPLES as u64 + 14) * INTERVAL_MS;
         let shown = activity.of("pool", now);
-        assert_eq!(shown.calls, SAMPLES as u64 + 15, "the counts are since start");
+        assert_eq!(
+            shown.calls,
+            SAMPLES as u64 + 15,
+            "the counts are since start"
+        );
         assert_eq!(shown.samples.len(), SAMPLES);
         assert_eq!(shown.samples[0].at_ms, 15 * INTERVAL_MS);
         // Samples older than the ring's span are not shown, even before new calls push them out.
