@@ -151,6 +151,14 @@ def run(driver, args, report):
     report["replays"] = text(driver, "#replays")
     shoot(driver, args, "plans")
 
+    # Last (the candidate serves again after it): the reset action, a POST with the bearer
+    # header from the page.
+    open_view(driver, wait, report, "rollouts", ".rollout")
+    driver.find_element(By.CSS_SELECTOR, '#view-rollouts button[data-reset="pool"]').click()
+    wait.until(EC.visibility_of_element_located(
+        (By.CSS_SELECTOR, "#view-rollouts .rollout .badge.active")))
+    report["after_reset"] = text(driver, "#view-rollouts .rollout")
+
     report["step"] = "done"
     report["stored_token"] = driver.execute_script(
         "return sessionStorage.getItem('platform-gateway-admin-token')")

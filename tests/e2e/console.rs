@@ -284,6 +284,11 @@ async fn the_console_shows_in_a_browser_what_the_admin_api_answers() {
     assert!(text("rollouts").contains("rolled-back"));
     assert!(text("rollouts").contains("of 20.0%"), "the threshold");
 
+    // The reset button re-armed the candidate, as the API says.
+    assert!(text("after_reset").contains("Weight now50%"), "{report:#}");
+    let (_, pool) = admin(&gw, "/admin/backends/pool", None).await;
+    assert_eq!(pool["candidate"]["state"], "active", "{pool}");
+
     // Plans: the effects of a planned provision; the place kept for replay reports.
     let plan = text("plan");
     assert!(plan.contains("would answer200"), "{plan}");
