@@ -137,6 +137,7 @@ def run(driver, args, report):
     wait.until(EC.visibility_of_element_located((By.ID, "route-explanation")))
     report["route_explanation"] = text(driver, "#route-explanation")
     shoot(driver, args, "routes")
+    report["injected"] = driver.execute_script("return document.querySelectorAll('#injected').length")
 
     open_view(driver, wait, report, "rollouts", ".rollout")
     report["rollouts"] = text(driver, "#view-rollouts")

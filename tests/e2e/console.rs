@@ -29,14 +29,18 @@ fn config() -> String {
         "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {}\n\n[reload]\nwatch = false\n\n{}{}\
          [backends.pool.candidate]\nplugin = {}\nsettings = {{ mode = \"panic\" }}\nweight = 50\n\
          shadow = false\n[backends.pool.candidate.rollback]\nmin_calls = 5\nmax_error_rate = 0.2\n\n\
-         [[routes]]\nname = \"postgres-to-archive\"\nstore = \"postgres\"\nbackend = \"archive\"\n\n\
+         [[routes]]\nname = {}\nstore = \"postgres\"\nbackend = \"archive\"\n\n\
          [[routes]]\nbackend = \"pool\"\n",
         toml_str(TOKEN),
         pool_backend("pool", &machines),
         pool_backend("archive", &archive),
         toml_str(&plugin("fault").display().to_string()),
+        toml_str(ROUTE),
     )
 }
+
+/// The first route's name: markup, which the page must show as text.
+const ROUTE: &str = "postgres-to-archive <img id=\"injected\" src=\"x\">";
 
 /// `GET` or (with a body) `POST` on the admin API, with the token.
 async fn admin(gw: &Gateway, path: &str, body: Option<&Value>) -> (u16, Value) {
@@ -269,7 +273,8 @@ async fn the_console_shows_in_a_browser_what_the_admin_api_answers() {
 
     // Routes: the explanation, as the CLI prints it.
     assert_eq!(text("route_explanation"), cli_explanation);
-    assert!(text("route_table").contains("postgres-to-archive"));
+    assert!(text("route_table").contains(ROUTE), "shown as text");
+    assert_eq!(report["injected"], 0, "a config string became markup");
 
     // Rollouts: the rollback and its reason.
     let rollback = text("rollback");
