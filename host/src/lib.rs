@@ -9,7 +9,8 @@
 //! - [`cli`]: the command line, one file per subcommand (`status` reads the admin API's typed
 //!   answers); the binary only parses and calls it. Above everything else.
 //! - [`api`]: the HTTP contract: handlers, request validation, the one mapping from domain
-//!   errors to statuses and the error body, the admin API, route explanations.
+//!   errors to statuses and the error body, the admin API and its console page, route
+//!   explanations.
 //! - [`gateway`]: generations of loaded backends and the three operations over them, in domain
 //!   results and errors (fan-out, merge, ownership, checks on plugin answers).
 //! - [`routing`]: the provision route table: one `select`, used by requests and explanations.
@@ -24,7 +25,8 @@
 //!   by the module that owns it, with [`config_file`]'s errors that name the key and line.
 //! - [`telemetry`]: tracing setup.
 //! - [`pem`]: CA bundles, read the same way by every TLS client and listener.
-//! - [`metrics`]: the Prometheus registry (served by [`api::metrics`]) and the metered state store.
+//! - [`metrics`]: the Prometheus registry (served by [`api::metrics`]), each backend's ring of
+//!   recent calls (`GET /admin/activity`) and the metered state store.
 //! - [`kit`]: the conformance kit: one plugin loaded alone (`test-plugin`, `call`).
 //!
 //! [`serve`] runs the gateway until its shutdown future resolves; the binary and the tests start

@@ -54,6 +54,48 @@ pub struct ReloadStatus {
     pub last_refused: Option<Refusal>,
     /// Settings changed in the file that take effect only at restart.
     pub restart_needed: Vec<String>,
+    /// The last reloads, applied or refused, oldest first (at most [`HISTORY`]).
+    #[serde(default)]
+    pub history: Vec<ReloadEvent>,
+}
+
+/// How many reloads `GET /admin/generation` remembers.
+pub const HISTORY: usize = 20;
+
+/// One reload, as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReloadEvent {
+    /// When it ended (RFC 3339).
+    pub at: String,
+    /// `applied` or `refused`.
+    pub outcome: ReloadOutcome,
+    /// The generation serving after it: the new one, or the one that kept serving.
+    pub generation: u64,
+    /// How long it took, in milliseconds.
+    pub load_ms: u64,
+    /// Why it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Whether a reload was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadOutcome {
+    /// Its generation serves.
+    Applied,
+    /// The previous generation kept serving.
+    Refused,
+}
+
+impl ReloadStatus {
+    /// Remember `event`, forgetting the oldest beyond [`HISTORY`].
+    fn remember(&mut self, event: ReloadEvent) {
+        if self.history.len() >= HISTORY {
+            self.history.remove(0);
+        }
+        self.history.push(event);
+    }
 }
 
 /// A refused reload.
@@ -294,6 +336,14 @@ impl Reloader {
                 status.load_ms = load_ms;
                 status.reloads += 1;
                 status.restart_needed = restart_needed.into_iter().map(String::from).collect();
+                let at = status.loaded_at.clone();
+                status.remember(ReloadEvent {
+                    at,
+                    outcome: ReloadOutcome::Applied,
+                    generation: number,
+                    load_ms,
+                    reason: None,
+                });
                 Ok(number)
             }
             Err(reason) => {
@@ -322,10 +372,18 @@ impl Reloader {
                     }
                 }
                 let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+                let at = rfc3339(SystemTime::now());
                 status.refused += 1;
                 status.last_refused = Some(Refusal {
-                    at: rfc3339(SystemTime::now()),
+                    at: at.clone(),
                     reason: reason.clone(),
+                });
+                status.remember(ReloadEvent {
+                    at,
+                    outcome: ReloadOutcome::Refused,
+                    generation: number - 1,
+                    load_ms,
+                    reason: Some(reason.clone()),
                 });
                 Err(reason)
             }
@@ -615,6 +673,29 @@ fn spawn_sighup(_: mpsc::UnboundedSender<Trigger>) {}
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn the_reload_history_keeps_the_last_twenty_oldest_first() {
+        let mut status = ReloadStatus::default();
+        for generation in 1..=25 {
+            status.remember(ReloadEvent {
+                at: String::new(),
+                outcome: ReloadOutcome::Applied,
+                generation,
+                load_ms: 0,
+                reason: None,
+            });
+        }
+        let kept: Vec<u64> = status.history.iter().map(|e| e.generation).collect();
+        assert_eq!(kept, (6..=25).collect::<Vec<u64>>());
+        // A status from a gateway without a history still reads.
+        let old: ReloadStatus = serde_json::from_value(serde_json::json!({
+            "generation": 1, "loaded_at": "", "load_ms": 0, "reloads": 0, "refused": 0,
+            "last_refused": null, "restart_needed": []
+        }))
+        .unwrap();
+        assert!(old.history.is_empty());
+    }
 
     #[test]
     fn a_kubernetes_volume_file_is_reached_through_its_link_and_the_data_link() {

@@ -5,6 +5,7 @@ mod backup;
 mod candidates;
 mod cli;
 mod config_reference;
+mod console;
 mod contracts;
 mod deploy;
 mod edge;

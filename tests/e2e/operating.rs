@@ -256,6 +256,7 @@ async fn the_admin_token_is_required_on_every_admin_route_and_never_shown() {
         ("/admin/recordings/pool", None),
         ("/admin/state", None),
         ("/admin/backends", None),
+        ("/admin/activity", None),
         ("/admin/routes", None),
         ("/metrics", None),
         ("/admin/reload", Some(json!({}))),

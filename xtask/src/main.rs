@@ -26,10 +26,10 @@ usage: cargo xtask plugins          build the bundled plugins
        cargo xtask setup            build them and the Python and JavaScript example plugins
                                     (examples/plugins/*/build.sh: pinned componentize-py and
                                     componentize-js), and install what the tests need that is
-                                    missing: moto, openapi-spec-validator and schemathesis (in a
-                                    virtualenv, target/venv) and, as root, podman,
-                                    runc, busybox-static, etcd, protoc, musl-tools and
-                                    systemd-analyze (apt-get)
+                                    missing: moto, openapi-spec-validator, schemathesis and
+                                    selenium (in a virtualenv, target/venv) and, as root, podman,
+                                    runc, busybox-static, etcd, protoc, musl-tools,
+                                    systemd-analyze, chromium and chromium-driver (apt-get)
        cargo xtask test [ARGS...]   setup, dist, the guest SDKs' own tests (python3 -m unittest,
                                     npm test), then `cargo test --workspace --locked --no-fail-fast [ARGS...]`";
 
@@ -130,16 +130,45 @@ const PACKAGES: &[(&str, &str)] = &[
     ("systemd-analyze", "systemd"),
     // The JavaScript SDK's tests and example (componentize-js comes from npm).
     ("npm", "npm"),
+    // The console's browser test: headless Chromium, driven through its WebDriver.
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
 ];
 
 /// What the tests need from PyPI, installed into the virtualenv: each package with the program
-/// of it the tests run. moto's EC2 server; the OpenAPI tests' validator and property-based
-/// tester, pinned (a new Schemathesis release may generate cases this version does not).
-const PYTHON_TOOLS: &[(&str, &str)] = &[
-    ("moto[ec2,server]", "moto_server"),
-    ("openapi-spec-validator==0.9.0", "openapi-spec-validator"),
-    ("schemathesis==4.32.5", "schemathesis"),
+/// of it the tests run (or, for a library, the module they import). moto's EC2 server; the
+/// OpenAPI tests' validator and property-based tester, pinned (a new Schemathesis release may
+/// generate cases this version does not); Selenium, which drives the console's browser test.
+const PYTHON_TOOLS: &[(&str, Provides)] = &[
+    ("moto[ec2,server]", Provides::Program("moto_server")),
+    (
+        "openapi-spec-validator==0.9.0",
+        Provides::Program("openapi-spec-validator"),
+    ),
+    ("schemathesis==4.32.5", Provides::Program("schemathesis")),
+    // 4.50: the newest whose dependencies the package mirrors had when it was pinned.
+    ("selenium==4.50.0", Provides::Module("selenium")),
 ];
+
+/// How `setup` sees that a Python package is installed.
+#[derive(Clone, Copy)]
+enum Provides {
+    /// A program in the virtualenv's `bin`.
+    Program(&'static str),
+    /// A module its Python imports.
+    Module(&'static str),
+}
+
+impl Provides {
+    fn present(self, venv: &Path) -> bool {
+        match self {
+            Provides::Program(program) => venv.join("bin").join(program).is_file(),
+            Provides::Module(module) => succeeds(
+                Command::new(venv.join("bin/python")).args(["-c", &format!("import {module}")]),
+            ),
+        }
+    }
+}
 
 /// What `setup` found, for the test run.
 struct Tools {
@@ -219,7 +248,7 @@ fn install_python_tools(venv: &Path) -> Result<(), Failure> {
     let healthy = succeeds(Command::new(&python).args(["-c", ""]));
     let missing: Vec<&str> = PYTHON_TOOLS
         .iter()
-        .filter(|(_, program)| !healthy || !venv.join("bin").join(program).is_file())
+        .filter(|(_, provides)| !healthy || !provides.present(venv))
         .map(|(package, _)| *package)
         .collect();
     if missing.is_empty() {
@@ -249,10 +278,13 @@ fn install_python_tools(venv: &Path) -> Result<(), Failure> {
             ])
             .args(&missing),
     )?;
-    for (package, program) in PYTHON_TOOLS {
-        let path = venv.join("bin").join(program);
-        if !path.is_file() {
-            return Err(format!("installed {package}, but {} is missing", path.display()).into());
+    for (package, provides) in PYTHON_TOOLS {
+        if !provides.present(venv) {
+            return Err(format!(
+                "installed {package}, but it is missing from {}",
+                venv.display()
+            )
+            .into());
         }
     }
     Ok(())

@@ -29,7 +29,8 @@ impl axum::extract::FromRef<Admin> for Arc<Gateway> {
 
 /// The admin API over `gateway`, reloading through `reload`. `loopback`: the admin listener is
 /// on a loopback address, so only loopback `Host`s are accepted.
-/// While `auth` holds a token, every request must carry it as `Authorization: Bearer <token>`;
+/// While `auth` holds a token, every request must carry it as `Authorization: Bearer <token>`
+/// (but a `GET` of the console's shell, which holds no data: see [`super::console`]);
 /// off loopback, a listener whose `auth` holds none refuses every request unless its TLS
 /// requires client certificates (fail closed, whatever a config or reload says).
 pub fn router(
@@ -45,6 +46,7 @@ pub fn router(
             "/admin/backends/{name}/candidate/reset",
             post(reset_candidate),
         )
+        .route("/admin/activity", get(activity))
         .route("/admin/routes", get(routes))
         .route("/admin/route", post(route))
         .route("/admin/generation", get(generation))
@@ -52,6 +54,7 @@ pub fn router(
         .route("/admin/reload", post(reload_now))
         .route("/admin/recordings/{name}", get(super::recordings::export))
         .merge(super::plan::routes())
+        .merge(super::console::routes())
         .route("/metrics", get(metrics))
         .route("/admin/openapi.json", get(super::openapi::serve_admin))
         .fallback(super::not_found)
@@ -158,6 +161,12 @@ async fn require_token(
                 "the admin API is off loopback with neither a token nor client certificates",
             )
             .into_response();
+        }
+        // The console's shell holds no data, and a browser's navigation cannot send the
+        // bearer header: its exact files are served without the token (but not off loopback
+        // without any authentication, above).
+        Some(false) if super::console::is_shell(request.method(), request.uri().path()) => {
+            return next.run(request).await;
         }
         Some(false) => {}
     }
@@ -283,6 +292,20 @@ async fn reset_candidate(
         )
         .with_cause(format!("`[backends.{name}.candidate]` is not configured"))),
     }
+}
+
+/// `GET /admin/activity`: each backend's calls by outcome since start, its calls in flight and
+/// queued, and a sample per interval of the last minutes (what the console draws).
+async fn activity(State(admin): State<Admin>) -> Result<Json<answers::Activity>, ApiError> {
+    let generation = current(&admin.gateway)?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Ok(Json(answers::Activity::of(
+        &generation,
+        admin.gateway.metrics(),
+        now_ms,
+    )))
 }
 
 /// `GET /admin/routes`: the provision route table, in order, and the discovery policy.

@@ -75,6 +75,16 @@ pub struct CandidateInfo {
     pub last_differences: Vec<String>,
     /// The rollback, once rolled back: when, why and the numbers.
     pub rolled_back: Option<crate::rollout::Verdict>,
+    /// `rollback.max_error_rate`: the share of failed calls in the window above which it is
+    /// rolled back.
+    #[serde(default)]
+    pub max_error_rate: f64,
+    /// `rollback.min_calls`: no verdict below this many calls in the window.
+    #[serde(default)]
+    pub min_calls: u32,
+    /// `rollback.window`, in milliseconds.
+    #[serde(default)]
+    pub window_ms: u64,
 }
 
 impl CandidateInfo {
@@ -98,6 +108,9 @@ impl CandidateInfo {
             shadow_failed: view.shadows.failed,
             last_differences: view.shadows.last.into_iter().collect(),
             rolled_back: view.record.rolled_back,
+            max_error_rate: candidate.config.rollback.max_error_rate,
+            min_calls: candidate.config.rollback.min_calls,
+            window_ms: candidate.config.rollback.window.as_millis() as u64,
         }
     }
 }
@@ -164,6 +177,70 @@ impl Backends {
             .collect();
         Backends {
             generation: generation.number,
+            backends,
+        }
+    }
+}
+
+/// `GET /admin/activity`: each backend's calls since start and over the last minutes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Activity {
+    /// The generation whose backends these are.
+    pub generation: u64,
+    /// The length of one sample, in milliseconds.
+    pub interval_ms: u64,
+    /// How many samples a backend keeps at most.
+    pub max_samples: usize,
+    /// Every backend of the generation, by name.
+    pub backends: Vec<ActivityInfo>,
+}
+
+/// One backend's activity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivityInfo {
+    /// Its name.
+    pub name: String,
+    /// Plugin calls since the gateway started (stable and candidate).
+    pub calls: u64,
+    /// Those that failed (any outcome but `ok` and the caller's mistakes: `invalid_request`,
+    /// `not_found`, `conflict`, `unsupported`).
+    pub errors: u64,
+    /// Calls since start by outcome, as `platform_gateway_plugin_calls_total` counts them.
+    pub outcomes: std::collections::BTreeMap<String, u64>,
+    /// Calls running now.
+    pub in_flight: u64,
+    /// Calls waiting for a call slot now.
+    pub queued: u64,
+    /// The intervals of the last minutes that saw calls, oldest first.
+    pub samples: Vec<crate::metrics::activity::Sample>,
+}
+
+impl Activity {
+    /// The activity of `generation`'s backends at `now_ms`, from `metrics`.
+    pub fn of(generation: &Generation, metrics: &crate::metrics::Metrics, now_ms: u64) -> Activity {
+        use crate::metrics::activity;
+        let backends = generation
+            .backends
+            .values()
+            .map(|backend| {
+                let name = backend.id().to_string();
+                let seen = metrics.activity().of(&name, now_ms);
+                let (in_flight, queued) = metrics.slots_now(&name);
+                ActivityInfo {
+                    name,
+                    calls: seen.calls,
+                    errors: seen.errors,
+                    outcomes: seen.outcomes,
+                    in_flight,
+                    queued,
+                    samples: seen.samples,
+                }
+            })
+            .collect();
+        Activity {
+            generation: generation.number,
+            interval_ms: activity::INTERVAL_MS,
+            max_samples: activity::SAMPLES,
             backends,
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod answers;
+mod console;
 pub mod error;
 pub mod inspect;
 pub mod metrics;

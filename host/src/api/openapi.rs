@@ -108,6 +108,7 @@ struct PublicApi;
         backends,
         backend,
         reset_candidate,
+        activity,
         routes,
         route,
         plan_provision,
@@ -447,7 +448,7 @@ fn backends() {}
         (status = 200, description = "`{name, plugin, digest, contract, limits, candidate?: \
             {plugin, digest, contract, configured_weight, steps, weight, state, armed_at_ms, \
             calls, failures, error_rate, shadow, shadow_compared, shadow_different, shadow_failed, \
-            last_differences, rolled_back}}`.", body = Object),
+            last_differences, rolled_back, max_error_rate, min_calls, window_ms}}`.", body = Object),
         (status = 404, description = "No backend of that name.", body = ErrorBody),
         (status = 503, description = "The first generation is still loading.", body = ErrorBody),
     ),
@@ -473,6 +474,25 @@ fn backend() {}
 )]
 #[allow(dead_code)]
 fn reset_candidate() {}
+
+/// Each backend's plugin calls: by outcome since start, in flight and queued now, and one sample
+/// per interval over the last minutes (the ring the console draws its charts from).
+#[utoipa::path(
+    get,
+    path = "/admin/activity",
+    operation_id = "adminActivity",
+    tag = "admin",
+    responses(
+        (status = 200, description = "`{generation, interval_ms, max_samples, backends: [{name, \
+            calls, errors, outcomes: {OUTCOME: count}, in_flight, queued, samples: [{at_ms, calls, \
+            errors, mean_ms, max_ms, candidate_calls, candidate_failures}]}]}`: samples are \
+            `interval_ms` long (10 s), at most `max_samples` (the last ten minutes), oldest first, \
+            only those that saw calls.", body = Object),
+        (status = 503, description = "The first generation is still loading.", body = ErrorBody),
+    ),
+)]
+#[allow(dead_code)]
+fn activity() {}
 
 /// The provision route table, in order, and the discovery policy.
 #[utoipa::path(
@@ -559,7 +579,8 @@ fn plan_provision() {}
 #[allow(dead_code)]
 fn plan_deprovision() {}
 
-/// The generation being served, when it loaded, and the last refused reload.
+/// The generation being served, when it loaded, the last refused reload, and the history of the
+/// last twenty reloads (applied or refused, with the reason).
 #[utoipa::path(
     get,
     path = "/admin/generation",

@@ -7,6 +7,7 @@
 //!
 //! [`api::metrics`]: crate::api::metrics
 
+pub mod activity;
 mod store;
 
 use std::time::Duration;
@@ -145,6 +146,8 @@ pub struct Metrics {
     shadow_discoveries: Family<ShadowLabels, Counter>,
     candidate_rollbacks: Family<RefusedLabels, Counter>,
     candidate_weight: Family<BackendLabels, Gauge>,
+    /// Each backend's recent calls, for the admin API.
+    activity: activity::Activity,
     /// The store's own commit counts, read at each scrape (set by [`MeteredStore::wrap`]).
     commit_counts: std::sync::OnceLock<std::sync::Arc<crate::state::CommitCounts>>,
 }
@@ -185,6 +188,7 @@ impl Metrics {
             shadow_discoveries: Family::default(),
             candidate_rollbacks: Family::default(),
             candidate_weight: Family::default(),
+            activity: activity::Activity::default(),
             commit_counts: std::sync::OnceLock::new(),
             registry: Registry::default(),
         };
@@ -456,6 +460,29 @@ impl Metrics {
                 operation,
             })
             .observe(elapsed.as_secs_f64());
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.activity
+            .record(backend, version == "candidate", outcome, elapsed, now_ms);
+    }
+
+    /// Each backend's recent calls (`GET /admin/activity`).
+    pub fn activity(&self) -> &activity::Activity {
+        &self.activity
+    }
+
+    /// `backend`'s calls now: (in flight, queued).
+    pub fn slots_now(&self, backend: &str) -> (u64, u64) {
+        let labels = BackendLabels {
+            backend: backend.to_string(),
+        };
+        let read = |family: &Family<BackendLabels, Gauge>| {
+            family
+                .get(&labels)
+                .map_or(0, |gauge| u64::try_from(gauge.get()).unwrap_or(0))
+        };
+        (read(&self.in_flight), read(&self.queued))
     }
 
     /// A call refused for capacity: `queue_full` or `queue_timeout`.

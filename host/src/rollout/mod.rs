@@ -550,6 +550,38 @@ mod tests {
     use crate::runtime::candidate::{OnDivergence, RollbackPolicy};
 
     #[test]
+    fn the_consoles_failure_chart_counts_what_a_rollback_counts() {
+        let text = || "x".to_string();
+        let errors = [
+            CallError::Plugin(ProviderError::InvalidRequest(text())),
+            CallError::Plugin(ProviderError::NotFound(text())),
+            CallError::Plugin(ProviderError::Conflict(text())),
+            CallError::Plugin(ProviderError::Unsupported(text())),
+            CallError::Plugin(ProviderError::Unavailable {
+                message: text(),
+                retry_after: None,
+            }),
+            CallError::Plugin(ProviderError::Internal(text())),
+            CallError::Timeout(Duration::from_secs(1)),
+            CallError::OutOfMemory(1),
+            CallError::Trap(text()),
+            CallError::TooLarge { size: 2, limit: 1 },
+            CallError::Busy(1),
+            CallError::PoolExhausted,
+            CallError::Host(text()),
+        ];
+        for error in &errors {
+            assert_eq!(
+                crate::metrics::activity::is_failure(error.outcome()),
+                counts_as_failure(error),
+                "{}",
+                error.outcome()
+            );
+        }
+        assert!(!crate::metrics::activity::is_failure("ok"));
+    }
+
+    #[test]
     fn the_split_is_sticky_and_near_the_weight() {
         let clusters: Vec<String> = (0..1000).map(|i| format!("cluster-{i}")).collect();
         let taken: Vec<bool> = clusters.iter().map(|c| takes(20, "pool", c)).collect();
