@@ -251,7 +251,7 @@ async fn the_admin_token_is_required_on_every_admin_route_and_never_shown() {
     gw.wait_ready().await;
     let base = format!("http://{}", gw.admin_address());
     let http = reqwest::Client::new();
-    let routes: [(&str, Option<Value>); 8] = [
+    let routes: [(&str, Option<Value>); 9] = [
         ("/admin/generation", None),
         ("/admin/recordings/pool", None),
         ("/admin/state", None),

@@ -428,6 +428,9 @@ pub enum Unrecorded {
     },
 }
 
+/// A request a replay made: method, URL, body, and the recorded exchange that answered it.
+pub type ReplayRequest = (String, String, Value, Option<usize>);
+
 /// A replayed call's world: the tape of its recording, and what it asked for that the tape
 /// lacks.
 #[derive(Debug)]
@@ -437,7 +440,7 @@ pub struct Replayed {
     used: Mutex<Vec<bool>>,
     unrecorded: Mutex<Vec<Unrecorded>>,
     /// Each request of the replay, in order: the recorded one that answered it, if any.
-    requests: Mutex<Vec<(String, String, Value, Option<usize>)>>,
+    requests: Mutex<Vec<ReplayRequest>>,
 }
 
 impl Replayed {
@@ -542,7 +545,7 @@ impl Replayed {
     }
 
     /// The replay's requests in order (method, URL, body, the recorded one that answered).
-    pub fn requests(&self) -> Vec<(String, String, Value, Option<usize>)> {
+    pub fn requests(&self) -> Vec<ReplayRequest> {
         self.requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
