@@ -30,7 +30,7 @@ impl axum::extract::FromRef<Admin> for Arc<Gateway> {
 /// The admin API over `gateway`, reloading through `reload`. `loopback`: the admin listener is
 /// on a loopback address, so only loopback `Host`s are accepted.
 /// While `auth` holds a token, every request must carry it as `Authorization: Bearer <token>`
-/// (but a `GET` of the console's shell, which holds no data: see [`super::console`]);
+/// (but a `GET` of the console's shell, which holds no data: see `api::console`);
 /// off loopback, a listener whose `auth` holds none refuses every request unless its TLS
 /// requires client certificates (fail closed, whatever a config or reload says).
 pub fn router(

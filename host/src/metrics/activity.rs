@@ -6,7 +6,7 @@
 //! Bounded: one ring per backend name (names come from the config), a fixed number of samples.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -70,40 +70,21 @@ struct Ring {
     samples: VecDeque<Sample>,
 }
 
-/// Every backend's ring.
-#[derive(Default)]
-pub struct Activity {
-    backends: Mutex<HashMap<String, Ring>>,
-}
-
-impl Activity {
-    /// A call of `backend` (`candidate`: of its candidate) that ended `now_ms` with `outcome`
-    /// after `elapsed`.
-    pub fn record(
-        &self,
-        backend: &str,
-        candidate: bool,
-        outcome: &'static str,
-        elapsed: Duration,
-        now_ms: u64,
-    ) {
-        let mut backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
-        let ring = match backends.get_mut(backend) {
-            Some(ring) => ring,
-            None => backends.entry(backend.to_string()).or_default(),
-        };
-        *ring.outcomes.entry(outcome).or_default() += 1;
+impl Ring {
+    /// Count a call (see [`Activity::record`]).
+    fn add(&mut self, candidate: bool, outcome: &'static str, elapsed: Duration, now_ms: u64) {
+        *self.outcomes.entry(outcome).or_default() += 1;
         let at_ms = now_ms - now_ms % INTERVAL_MS;
-        if ring.samples.back().is_none_or(|s| s.at_ms != at_ms) {
-            if ring.samples.len() >= SAMPLES {
-                ring.samples.pop_front();
+        if self.samples.back().is_none_or(|s| s.at_ms != at_ms) {
+            if self.samples.len() >= SAMPLES {
+                self.samples.pop_front();
             }
-            ring.samples.push_back(Sample {
+            self.samples.push_back(Sample {
                 at_ms,
                 ..Sample::default()
             });
         }
-        let Some(sample) = ring.samples.back_mut() else {
+        let Some(sample) = self.samples.back_mut() else {
             return;
         };
         let ms = elapsed.as_secs_f64() * 1000.0;
@@ -117,14 +98,48 @@ impl Activity {
             sample.candidate_failures += u64::from(failed);
         }
     }
+}
+
+/// Every backend's ring, each behind its own lock: calls of different backends do not wait for
+/// each other, and the map is written only when a backend makes its first call.
+#[derive(Default)]
+pub struct Activity {
+    backends: RwLock<HashMap<String, Mutex<Ring>>>,
+}
+
+impl Activity {
+    /// A call of `backend` (`candidate`: of its candidate) that ended `now_ms` with `outcome`
+    /// after `elapsed`.
+    pub fn record(
+        &self,
+        backend: &str,
+        candidate: bool,
+        outcome: &'static str,
+        elapsed: Duration,
+        now_ms: u64,
+    ) {
+        let known = self.backends.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(ring) = known.get(backend) {
+            let mut ring = ring.lock().unwrap_or_else(|e| e.into_inner());
+            ring.add(candidate, outcome, elapsed, now_ms);
+            return;
+        }
+        drop(known);
+        let mut backends = self.backends.write().unwrap_or_else(|e| e.into_inner());
+        let ring = backends.entry(backend.to_string()).or_default();
+        ring.get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(candidate, outcome, elapsed, now_ms);
+    }
 
     /// `backend`'s activity at `now_ms`: its counts, and the samples of the last
     /// [`SAMPLES`] intervals.
     pub fn of(&self, backend: &str, now_ms: u64) -> BackendActivity {
-        let backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
+        let backends = self.backends.read().unwrap_or_else(|e| e.into_inner());
         let Some(ring) = backends.get(backend) else {
             return BackendActivity::default();
         };
+        let ring = ring.lock().unwrap_or_else(|e| e.into_inner());
         let since =
             (now_ms - now_ms % INTERVAL_MS).saturating_sub((SAMPLES as u64 - 1) * INTERVAL_MS);
         let outcomes: BTreeMap<String, u64> = ring
