@@ -508,3 +508,107 @@ async fn ec2_calls_replay_without_touching_ec2_and_another_instance_type_is_caug
     assert_eq!(difference["replayed"], "t3.nano", "{found:#}");
     assert_eq!(instances().await, before, "the replay reached EC2");
 }
+
+/// The pool's candidate as `/admin/backends/pool` shows it, once `done` says it is ready (at
+/// most 30 s).
+async fn candidate_when(gw: &Gateway, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let (status, body) = gw.admin("/admin/backends/pool", None).await;
+        assert_eq!(status, 200, "{body}");
+        if done(&body["candidate"]) {
+            return body["candidate"].clone();
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "{what}: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_is_replayed_on_recorded_calls_before_it_serves_and_kept_out_if_it_differs() {
+    let dir = Workdir::new();
+    let names: Vec<String> = (1..=6).map(|i| format!("m{i}")).collect();
+    let machines: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "small")).collect();
+    let stable = format!(
+        "{ADMIN}{}[backends.pool.record]\ncalls = 1000\n\n",
+        pool_backend("pool", &machines)
+    );
+    let routes = "[[routes]]\nbackend = \"pool\"\n";
+    let config_path = dir.write_config(&format!("{stable}{routes}"));
+    let gw = dir.start_at(&config_path).await;
+    let mut made = 0;
+    for round in 0..10 {
+        let cluster = format!("c{round}");
+        let (status, body) = gw
+            .post("/provision", &provision_body(&cluster, "mongodb", "data", "small"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let node = body["node_ids"][0].as_str().unwrap().to_string();
+        let (status, body) = gw
+            .post("/deprovision", &json!({ "cluster_id": cluster, "node_id": node }))
+            .await;
+        assert_eq!(status, 204, "{body}");
+        made += 2;
+    }
+    export(&gw, "pool", dir.path(), made).await;
+
+    // The build that allocates in reverse order, at full weight behind a replay gate: replayed,
+    // caught, rolled back before it served a call.
+    let candidate = |plugin: &Path| {
+        format!(
+            "{stable}[backends.pool.candidate]\nplugin = {}\nweight = 100\n\
+             replay = {{ max_differences = 0 }}\n\n{routes}",
+            toml_str(&plugin.display().to_string())
+        )
+    };
+    std::fs::write(&config_path, candidate(&crate::support::planted_plugin("pool"))).unwrap();
+    let (status, body) = gw.admin("/admin/reload", Some(&json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    let shown = candidate_when(&gw, "the planted build's gate", |c| {
+        c["state"] == "rolled-back"
+    })
+    .await;
+    assert_eq!(shown["rolled_back"]["reason"], "replay", "{shown:#}");
+    assert_eq!(shown["weight"], 0, "{shown:#}");
+    let gate = &shown["replay"];
+    assert_eq!(gate["state"], "failed", "{shown:#}");
+    let report = &gate["report"];
+    assert_eq!(report["calls"], made, "{shown:#}");
+    assert_eq!(report["different"], made / 2, "every provision: {shown:#}");
+    assert!(
+        report["findings"][0]["differences"]
+            .to_string()
+            .contains("/answer/ok/node_ids/0"),
+        "{shown:#}"
+    );
+    // It served nothing: a provision now is the stable plugin's, which takes the first machine.
+    let (status, body) = gw
+        .post("/provision", &provision_body("after", "mongodb", "data", "small"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["node_ids"][0], "m1", "{body}");
+    assert_eq!(candidate_when(&gw, "calls", |_| true).await["calls"], 0);
+    let admin = format!("http://{}", gw.admin_address());
+    let (_, status_text, _) = run_cli(&["status", "--admin", &admin]);
+    assert!(
+        status_text.contains("replay failed") && status_text.contains("rolled back (replay:"),
+        "{status_text}"
+    );
+
+    // The same build as the stable one: replayed the same, it serves at its weight.
+    std::fs::write(&config_path, candidate(&plugin("pool"))).unwrap();
+    let (status, body) = gw.admin("/admin/reload", Some(&json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    let shown = candidate_when(&gw, "the same build's gate", |c| {
+        c["replay"]["state"] == "passed"
+    })
+    .await;
+    assert_eq!(shown["weight"], 100, "{shown:#}");
+    assert!(shown["rolled_back"].is_null(), "{shown:#}");
+    assert_eq!(shown["replay"]["report"]["different"], 0, "{shown:#}");
+    let (status, body) = gw
+        .post("/provision", &provision_body("served", "mongodb", "data", "small"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(candidate_when(&gw, "calls", |_| true).await["calls"], 1);
+}

@@ -75,6 +75,9 @@ pub struct CandidateInfo {
     pub last_differences: Vec<String>,
     /// The rollback, once rolled back: when, why and the numbers.
     pub rolled_back: Option<crate::rollout::Verdict>,
+    /// Its replay gate on this replica (`replay = { max_differences }`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayGateInfo>,
     /// `rollback.max_error_rate`: the share of failed calls in the window above which it is
     /// rolled back.
     #[serde(default)]
@@ -108,9 +111,37 @@ impl CandidateInfo {
             shadow_failed: view.shadows.failed,
             last_differences: view.shadows.last.into_iter().collect(),
             rolled_back: view.record.rolled_back,
+            replay: view.gate.map(ReplayGateInfo::of),
             max_error_rate: candidate.config.rollback.max_error_rate,
             min_calls: candidate.config.rollback.min_calls,
             window_ms: candidate.config.rollback.window.as_millis() as u64,
+        }
+    }
+}
+
+/// A candidate's replay gate on this replica: the backend's recorded calls replayed against it
+/// before it serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplayGateInfo {
+    /// `pending`, `running`, `passed` or `failed`.
+    pub state: String,
+    /// What the replay found, once it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<crate::rollout::GateReport>,
+}
+
+impl ReplayGateInfo {
+    fn of(gate: crate::rollout::Gate) -> ReplayGateInfo {
+        use crate::rollout::Gate;
+        let (state, report) = match gate {
+            Gate::Pending => ("pending", None),
+            Gate::Running => ("running", None),
+            Gate::Passed(report) => ("passed", Some(report)),
+            Gate::Failed(report) => ("failed", Some(report)),
+        };
+        ReplayGateInfo {
+            state: state.to_string(),
+            report,
         }
     }
 }

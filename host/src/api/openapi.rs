@@ -108,6 +108,7 @@ struct PublicApi;
         backends,
         backend,
         reset_candidate,
+        recordings,
         activity,
         routes,
         route,
@@ -448,7 +449,8 @@ fn backends() {}
         (status = 200, description = "`{name, plugin, digest, contract, limits, candidate?: \
             {plugin, digest, contract, configured_weight, steps, weight, state, armed_at_ms, \
             calls, failures, error_rate, shadow, shadow_compared, shadow_different, shadow_failed, \
-            last_differences, rolled_back, max_error_rate, min_calls, window_ms}}`.", body = Object),
+            last_differences, rolled_back, max_error_rate, min_calls, window_ms, replay?: {state, \
+            report?}}}`.", body = Object),
         (status = 404, description = "No backend of that name.", body = ErrorBody),
         (status = 503, description = "The first generation is still loading.", body = ErrorBody),
     ),
@@ -474,6 +476,23 @@ fn backend() {}
 )]
 #[allow(dead_code)]
 fn reset_candidate() {}
+
+/// The backend's recorded calls (`[backends.NAME.record]`), oldest first, one JSON object a line:
+/// operation, request, answer, build, the plugin's host calls and its tape (the state it found,
+/// its requests and responses), redacted of the backend's secrets. For `platform-gateway replay`.
+#[utoipa::path(
+    get,
+    path = "/admin/recordings/{name}",
+    operation_id = "adminRecordings",
+    tag = "admin",
+    params(("name" = String, Path, description = "The backend's name.")),
+    responses(
+        (status = 200, description = "One recorded call a line.", content_type = "application/x-ndjson", body = String),
+        (status = 404, description = "The backend has no recorded calls.", body = ErrorBody),
+    ),
+)]
+#[allow(dead_code)]
+fn recordings() {}
 
 /// Each backend's plugin calls: by outcome since start, in flight and queued now, and one sample
 /// per interval over the last minutes (the ring the console draws its charts from).

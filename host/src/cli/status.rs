@@ -251,9 +251,26 @@ fn candidate_line(backend: &str, c: &answers::CandidateInfo) -> String {
         c.shadow_different,
         c.shadow_compared,
     );
+    if let Some(gate) = &c.replay {
+        match &gate.report {
+            Some(r) => line.push_str(&format!(
+                ", replay {} ({} of {} recorded calls differ or fail, at most {})",
+                gate.state,
+                r.different + r.failed,
+                r.calls,
+                r.max_differences
+            )),
+            None => line.push_str(&format!(", replay {}", gate.state)),
+        }
+    }
     if let Some(v) = &c.rolled_back {
+        let what = if v.reason == "replay" {
+            "replayed calls differed or failed"
+        } else {
+            "calls failed"
+        };
         line.push_str(&format!(
-            "; rolled back ({}: {} of {} calls failed)",
+            "; rolled back ({}: {} of {} {what})",
             v.reason, v.failures, v.calls
         ));
     }

@@ -64,6 +64,7 @@ impl Gateway {
         cluster_id: &str,
     ) -> Option<Arc<Candidate>> {
         let candidate = generation.candidates.get(stable.id())?;
+        self.rollouts.open_gate(&self.state, candidate);
         match self
             .rollouts
             .side(&*self.state, candidate, cluster_id)

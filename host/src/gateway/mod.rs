@@ -180,6 +180,7 @@ impl Gateway {
 
     /// Serve the recordings kept in `recordings` (`GET /admin/recordings/NAME`).
     pub fn with_recordings(mut self, recordings: Arc<crate::recording::Lazy>) -> Gateway {
+        self.rollouts.replay_from(recordings.clone());
         self.recordings = Some(recordings);
         self
     }
@@ -206,6 +207,10 @@ impl Gateway {
     /// Serve `generation` from now on. Requests that started on the previous one finish on it.
     pub fn install(&self, generation: Generation) {
         self.metrics.set_generation(generation.number);
+        // Candidates with a replay gate start replaying now, before their first provision.
+        for candidate in generation.candidates.values() {
+            self.rollouts.open_gate(&self.state, candidate);
+        }
         self.current.store(Some(Arc::new(generation)));
     }
 

@@ -6,6 +6,13 @@
 //! settings), when it was armed (its steps count from then) and, once rolled back, why. A
 //! record with another fingerprint is another candidate's: a config with a different candidate
 //! re-arms. Each replica reads the record at most once per [`POLL`].
+//!
+//! A candidate with a replay gate (`replay = { max_differences = N }`) serves nothing on a
+//! replica until that replica has replayed the backend's recorded calls against it
+//! ([`crate::replay`], in replay mode: nothing reaches the world). Too many calls that differ or
+//! fail roll it back for every replica (reason `replay`); a passed gate lets this replica route
+//! to it. Each replica replays its own recording, so a replica that recorded nothing passes at
+//! once.
 
 pub mod health;
 
@@ -17,6 +24,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::metrics::Metrics;
+use crate::recording::{Entry, Lazy};
+use crate::replay::{CallReport, Report, Rules};
 use crate::model::{BackendId, ProviderError};
 use crate::runtime::candidate::{CandidateConfig, fingerprint};
 use crate::runtime::{Backend, CallError};
@@ -177,6 +186,59 @@ struct Tracker {
     shadows: Mutex<Shadows>,
     /// The record last read (or written) and when; `None` until read.
     record: tokio::sync::Mutex<Option<(Instant, Record)>>,
+    /// Its replay gate on this replica.
+    gate: Mutex<Gate>,
+}
+
+/// Where a candidate's replay gate stands on this replica.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Gate {
+    /// Not started (it starts with the first provision that could go to the candidate).
+    #[default]
+    Pending,
+    /// Replaying.
+    Running,
+    /// Replayed within `max_differences`: the candidate may serve.
+    Passed(GateReport),
+    /// Too many calls differed or failed: rolled back.
+    Failed(GateReport),
+}
+
+/// What a candidate's replay gate found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateReport {
+    /// Recorded calls replayed.
+    pub calls: usize,
+    /// Of those, the same.
+    pub same: usize,
+    /// Different.
+    pub different: usize,
+    /// Failed.
+    pub failed: usize,
+    /// The gate's `max_differences`.
+    pub max_differences: u64,
+    /// The first findings (at most [`MAX_DIFFERENCES`]).
+    pub findings: Vec<CallReport>,
+    /// When it finished, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Why it could not replay, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+impl GateReport {
+    fn of(report: Report, max_differences: u64, error: Option<String>) -> GateReport {
+        GateReport {
+            calls: report.calls,
+            same: report.same,
+            different: report.different,
+            failed: report.failed,
+            max_differences,
+            findings: report.findings.into_iter().take(MAX_DIFFERENCES).collect(),
+            at_ms: now_ms(),
+            error,
+        }
+    }
 }
 
 /// Shadow discoveries compared, and the last differences.
@@ -205,12 +267,16 @@ pub struct View {
     pub tally: Tally,
     /// Shadow discoveries on this replica.
     pub shadows: Shadows,
+    /// Its replay gate on this replica, if it has one.
+    pub gate: Option<Gate>,
 }
 
 /// Every backend's rollout, as this replica follows it.
 pub struct Rollouts {
     trackers: Mutex<BTreeMap<BackendId, Arc<Tracker>>>,
     metrics: Arc<Metrics>,
+    /// The recordings a replay gate replays.
+    recordings: std::sync::OnceLock<Arc<Lazy>>,
 }
 
 impl Rollouts {
@@ -219,7 +285,13 @@ impl Rollouts {
         Rollouts {
             trackers: Mutex::default(),
             metrics,
+            recordings: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Replay gates read `recordings`.
+    pub fn replay_from(&self, recordings: Arc<Lazy>) {
+        let _ = self.recordings.set(recordings);
     }
 
     /// The tracker of `candidate`: the one kept while its fingerprint is unchanged, else anew.
@@ -234,6 +306,7 @@ impl Rollouts {
                 health: Mutex::default(),
                 shadows: Mutex::default(),
                 record: tokio::sync::Mutex::new(None),
+                gate: Mutex::default(),
             })
         };
         match trackers.get(id) {
@@ -297,6 +370,9 @@ impl Rollouts {
             return Side::Stable;
         };
         let weight = effective_weight(&candidate.config, &record, now_ms());
+        if weight > 0 && candidate.config.replay.is_some() && !self.tracker(candidate).passed() {
+            return Side::Stable;
+        }
         if takes(weight, candidate.backend.id().as_str(), cluster_id) {
             Side::Candidate
         } else {
@@ -379,6 +455,24 @@ impl Rollouts {
         tracker: &Tracker,
         tally: Tally,
     ) {
+        let reason = if tally.divergences * 2 > tally.failures {
+            "divergence"
+        } else {
+            "error_rate"
+        };
+        self.roll_back_for(state, candidate, tracker, tally, reason)
+            .await;
+    }
+
+    /// Write the verdict with `reason` (see [`Rollouts::roll_back`]).
+    async fn roll_back_for(
+        &self,
+        state: &dyn StateStore,
+        candidate: &Candidate,
+        tracker: &Tracker,
+        tally: Tally,
+        reason: &'static str,
+    ) {
         let mut cached = tracker.record.lock().await;
         if cached
             .as_ref()
@@ -386,11 +480,6 @@ impl Rollouts {
         {
             return;
         }
-        let reason = if tally.divergences * 2 > tally.failures {
-            "divergence"
-        } else {
-            "error_rate"
-        };
         let verdict = Verdict {
             at_ms: now_ms(),
             reason: reason.to_string(),
@@ -427,9 +516,14 @@ impl Rollouts {
                 .await
             {
                 Ok(true) => {
+                    let what = if reason == "replay" {
+                        "replayed recorded calls differed or failed"
+                    } else {
+                        "calls failed in the window"
+                    };
                     tracing::warn!(
                         backend = %id, reason, calls = tally.calls, failures = tally.failures,
-                        "candidate {} rolled back: {} of {} calls failed in the window",
+                        "candidate {} rolled back: {} of {} {what}",
                         candidate.config.backend.plugin.display(), tally.failures, tally.calls
                     );
                     self.metrics.record_rollback(id.as_str(), reason);
@@ -466,6 +560,8 @@ impl Rollouts {
             .await?;
         lock(&tracker.health).clear();
         *lock(&tracker.shadows) = Shadows::default();
+        // A re-armed candidate is replayed again before it serves.
+        *lock(&tracker.gate) = Gate::Pending;
         *cached = Some((Instant::now(), record.clone()));
         tracing::info!(backend = %candidate.backend.id(), "candidate re-armed by the operator");
         Ok(record)
@@ -487,13 +583,126 @@ impl Rollouts {
         };
         let tally = lock(&tracker.health).tally(Instant::now(), &candidate.config.rollback);
         let shadows = lock(&tracker.shadows).clone();
+        let gate = candidate
+            .config
+            .replay
+            .map(|_| lock(&tracker.gate).clone());
+        // Until its gate passes here, this replica routes nothing to it.
+        let weight = match &gate {
+            Some(Gate::Passed(_)) | None => weight,
+            Some(_) => 0,
+        };
         Some(View {
             record,
             weight,
             state,
             tally,
             shadows,
+            gate,
         })
+    }
+}
+
+impl Tracker {
+    fn passed(&self) -> bool {
+        matches!(*lock(&self.gate), Gate::Passed(_))
+    }
+}
+
+impl Rollouts {
+    /// Start `candidate`'s replay gate on this replica if it has one and it has not started:
+    /// the backend's most recent recorded calls, replayed against it off the request path.
+    /// Until it passes, [`Rollouts::side`] keeps the candidate's clusters on the stable plugin.
+    pub fn open_gate(
+        self: &Arc<Self>,
+        state: &Arc<dyn StateStore>,
+        candidate: &Arc<Candidate>,
+    ) {
+        let Some(gate) = candidate.config.replay else {
+            return;
+        };
+        let tracker = self.tracker(candidate);
+        if tracker.stale || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        {
+            let mut current = lock(&tracker.gate);
+            if *current != Gate::Pending {
+                return;
+            }
+            *current = Gate::Running;
+        }
+        let (rollouts, state, candidate) = (self.clone(), state.clone(), candidate.clone());
+        tokio::spawn(async move {
+            let id = candidate.backend.id().clone();
+            tracing::info!(backend = %id, "replaying recorded calls against the candidate");
+            let (report, error) = match rollouts.recorded(id.as_str(), gate.calls).await {
+                Ok(entries) => {
+                    let mut report = Report::default();
+                    let rules = Rules::default();
+                    for entry in &entries {
+                        report.add(crate::replay::replay(&candidate.backend, entry, &rules).await);
+                    }
+                    (report, None)
+                }
+                Err(e) => (Report::default(), Some(e)),
+            };
+            let over = (report.different + report.failed) as u64 > gate.max_differences
+                || error.is_some();
+            let found = GateReport::of(report, gate.max_differences, error);
+            tracing::info!(
+                backend = %id, calls = found.calls, different = found.different,
+                failed = found.failed, "the candidate's replay gate {}",
+                if over { "failed" } else { "passed" }
+            );
+            if over {
+                let tally = Tally {
+                    calls: found.calls as u64,
+                    failures: (found.different + found.failed) as u64,
+                    divergences: 0,
+                };
+                *lock(&tracker.gate) = Gate::Failed(found);
+                rollouts
+                    .roll_back_for(&*state, &candidate, &tracker, tally, "replay")
+                    .await;
+            } else {
+                *lock(&tracker.gate) = Gate::Passed(found);
+            }
+        });
+    }
+
+    /// The most recent `calls` entries of `backend`'s recording (none when it has none).
+    async fn recorded(&self, backend: &str, calls: u64) -> Result<Vec<Entry>, String> {
+        let Some(lazy) = self.recordings.get() else {
+            return Ok(Vec::new());
+        };
+        let Some(recordings) = lazy.existing() else {
+            return Ok(Vec::new());
+        };
+        let recordings = recordings?;
+        let backend = backend.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut entries: VecDeque<Entry> = VecDeque::new();
+            let mut after = None;
+            loop {
+                let page = recordings.page(&backend, after)?;
+                let Some((last, _)) = page.last() else {
+                    break;
+                };
+                after = Some(*last);
+                for (_, line) in page {
+                    let entry: Entry = serde_json::from_slice(&line)
+                        .map_err(|e| format!("a recorded call is unreadable: {e}"))?;
+                    if entries.len() as u64 >= calls {
+                        entries.pop_front();
+                    }
+                    entries.push_back(entry);
+                }
+            }
+            Ok(entries.into())
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 }
 
@@ -641,6 +850,7 @@ mod tests {
                 window: Duration::from_secs(300),
                 on_divergence: OnDivergence::Count,
             },
+            replay: None,
         }
     }
 

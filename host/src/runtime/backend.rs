@@ -471,7 +471,10 @@ impl Backend {
             async move {
                 let _slot = (permit, in_flight);
                 let result = this.run(operation, deadline, call.clone()).await;
-                this.record(name, &result, started);
+                // A replay is not traffic: it is not counted with the backend's calls.
+                if call.mode() != Mode::Replay {
+                    this.record(name, &result, started);
+                }
                 if let Some(request) = recorded {
                     this.keep(name, request, &result, &call, started);
                 }

@@ -38,6 +38,27 @@ pub struct CandidateConfig {
     pub step_interval: Duration,
     /// When the candidate is taken out.
     pub rollback: RollbackPolicy,
+    /// Replay the backend's recorded calls against it before it serves (`replay`).
+    pub replay: Option<ReplayGate>,
+}
+
+/// `replay = { max_differences = N }`: a candidate is first run on the backend's recorded calls
+/// (the most recent `calls` of them); more than `max_differences` calls that differ or fail
+/// roll it back before it has served anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayGate {
+    /// How many differing or failed calls it may have.
+    pub max_differences: u64,
+    /// How many of the most recent recorded calls are replayed.
+    pub calls: u64,
+}
+
+/// `replay` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawReplayGate {
+    max_differences: Spanned<i64>,
+    calls: Option<Spanned<i64>>,
 }
 
 /// When a candidate is rolled back.
@@ -76,6 +97,7 @@ pub(crate) struct RawCandidate {
     step_interval: Option<Spanned<HumanDuration>>,
     #[serde(default)]
     rollback: RawRollback,
+    replay: Option<Spanned<RawReplayGate>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -202,6 +224,47 @@ pub(crate) fn parse(
         key("rollback.window"),
         source,
     )?;
+    let replay = match raw.replay {
+        None => None,
+        Some(gate) if stable.record.is_none() => {
+            return Err(source.invalid(
+                gate.span(),
+                key("replay"),
+                format!(
+                    "replays the backend's recorded calls: give the backend a `record` table \
+                     (`[backends.{name}.record]`)"
+                ),
+            ));
+        }
+        Some(gate) => {
+            let gate = gate.into_inner();
+            let max_differences = u64::try_from(*gate.max_differences.get_ref())
+                .map_err(|_| {
+                    source.invalid(
+                        gate.max_differences.span(),
+                        key("replay.max_differences"),
+                        "must be 0 or more",
+                    )
+                })?;
+            let calls = match gate.calls {
+                None => 1000,
+                Some(calls) => u64::try_from(*calls.get_ref())
+                    .ok()
+                    .filter(|n| (1..=crate::recording::MAX_CALLS).contains(n))
+                    .ok_or_else(|| {
+                        source.invalid(
+                            calls.span(),
+                            key("replay.calls"),
+                            format!("must be from 1 to {}", crate::recording::MAX_CALLS),
+                        )
+                    })?,
+            };
+            Some(ReplayGate {
+                max_differences,
+                calls,
+            })
+        }
+    };
     let backend = BackendConfig {
         name: stable.name.clone(),
         state_namespace: stable.state_namespace.clone(),
@@ -226,6 +289,7 @@ pub(crate) fn parse(
             window,
             on_divergence: raw.rollback.on_divergence.unwrap_or(OnDivergence::Count),
         },
+        replay,
     })
 }
 
@@ -347,6 +411,12 @@ mod tests {
             (
                 "plugin = \"p.wasm\"\nweigth = 5\n",
                 "unknown field `weigth`",
+                10,
+            ),
+            // A replay needs a recording: the backend of these configs records nothing.
+            (
+                "plugin = \"p.wasm\"\nreplay = { max_differences = 0 }\n",
+                "backends.pool.candidate.replay",
                 10,
             ),
         ] {
