@@ -519,7 +519,10 @@ async fn candidate_when(gw: &Gateway, what: &str, done: impl Fn(&Value) -> bool)
         if done(&body["candidate"]) {
             return body["candidate"].clone();
         }
-        assert!(start.elapsed() < std::time::Duration::from_secs(30), "{what}: {body}");
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{what}: {body}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
@@ -540,12 +543,18 @@ async fn a_candidate_is_replayed_on_recorded_calls_before_it_serves_and_kept_out
     for round in 0..10 {
         let cluster = format!("c{round}");
         let (status, body) = gw
-            .post("/provision", &provision_body(&cluster, "mongodb", "data", "small"))
+            .post(
+                "/provision",
+                &provision_body(&cluster, "mongodb", "data", "small"),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         let node = body["node_ids"][0].as_str().unwrap().to_string();
         let (status, body) = gw
-            .post("/deprovision", &json!({ "cluster_id": cluster, "node_id": node }))
+            .post(
+                "/deprovision",
+                &json!({ "cluster_id": cluster, "node_id": node }),
+            )
             .await;
         assert_eq!(status, 204, "{body}");
         made += 2;
@@ -561,7 +570,11 @@ async fn a_candidate_is_replayed_on_recorded_calls_before_it_serves_and_kept_out
             toml_str(&plugin.display().to_string())
         )
     };
-    std::fs::write(&config_path, candidate(&crate::support::planted_plugin("pool"))).unwrap();
+    std::fs::write(
+        &config_path,
+        candidate(&crate::support::planted_plugin("pool")),
+    )
+    .unwrap();
     let (status, body) = gw.admin("/admin/reload", Some(&json!({}))).await;
     assert_eq!(status, 200, "{body}");
     let shown = candidate_when(&gw, "the planted build's gate", |c| {
@@ -583,7 +596,10 @@ async fn a_candidate_is_replayed_on_recorded_calls_before_it_serves_and_kept_out
     );
     // It served nothing: a provision now is the stable plugin's, which takes the first machine.
     let (status, body) = gw
-        .post("/provision", &provision_body("after", "mongodb", "data", "small"))
+        .post(
+            "/provision",
+            &provision_body("after", "mongodb", "data", "small"),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["node_ids"][0], "m1", "{body}");
@@ -607,7 +623,10 @@ async fn a_candidate_is_replayed_on_recorded_calls_before_it_serves_and_kept_out
     assert!(shown["rolled_back"].is_null(), "{shown:#}");
     assert_eq!(shown["replay"]["report"]["different"], 0, "{shown:#}");
     let (status, body) = gw
-        .post("/provision", &provision_body("served", "mongodb", "data", "small"))
+        .post(
+            "/provision",
+            &provision_body("served", "mongodb", "data", "small"),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(candidate_when(&gw, "calls", |_| true).await["calls"], 1);

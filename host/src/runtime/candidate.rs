@@ -238,14 +238,13 @@ pub(crate) fn parse(
         }
         Some(gate) => {
             let gate = gate.into_inner();
-            let max_differences = u64::try_from(*gate.max_differences.get_ref())
-                .map_err(|_| {
-                    source.invalid(
-                        gate.max_differences.span(),
-                        key("replay.max_differences"),
-                        "must be 0 or more",
-                    )
-                })?;
+            let max_differences = u64::try_from(*gate.max_differences.get_ref()).map_err(|_| {
+                source.invalid(
+                    gate.max_differences.span(),
+                    key("replay.max_differences"),
+                    "must be 0 or more",
+                )
+            })?;
             let calls = match gate.calls {
                 None => 1000,
                 Some(calls) => u64::try_from(*calls.get_ref())

@@ -336,6 +336,7 @@ async function rollouts() {
             ["window", `${Math.round(c.window_ms / 1000)} s, verdict from ${c.min_calls} calls`]]),
           c.rolled_back ? el("div", { class: "error rollback" },
             `Rolled back at ${time(c.rolled_back.at_ms)}: ${c.rolled_back.reason} (${c.rolled_back.failures} of ${c.rolled_back.calls} calls failed, ${percent(c.rolled_back.error_rate)})`) : null,
+          c.replay ? replayGate(c.replay) : null,
           el("h3", {}, "Shadow discovery"),
           c.shadow ? facts([["compared", c.shadow_compared], ["different", c.shadow_different], ["failed", c.shadow_failed]]) : el("p", { class: "muted" }, "Off."),
           c.last_differences.length ? el("ol", { class: "differences" }, c.last_differences.map((d) => el("li", { class: "mono" }, d))) : null,
@@ -347,6 +348,26 @@ async function rollouts() {
           legend([["key-rate", "failed / calls"], ["key-threshold", "max_error_rate"]])))));
   }
   return nodes;
+}
+
+/** A candidate's replay gate: its state, counts and first findings with their differences. */
+function replayGate(gate) {
+  const r = gate.report;
+  const parts = [el("h3", {}, "Replay gate ", badge(gate.state))];
+  if (!r) {
+    parts.push(el("p", { class: "muted" }, "Replaying the backend's recorded calls: the candidate serves nothing here until it passes."));
+    return el("div", { class: "replay-gate" }, parts);
+  }
+  parts.push(facts([["replayed", r.calls], ["same", r.same], ["different", r.different], ["failed", r.failed],
+    ["allowed", r.max_differences], ["at", time(r.at_ms)]]));
+  if (r.error) parts.push(el("p", { class: "error" }, r.error));
+  if (r.findings.length) {
+    parts.push(el("ol", { class: "differences" }, r.findings.map((f) => el("li", {},
+      `call ${f.seq} ${f.operation}: ${f.verdict}`, f.error ? " (" + f.error + ")" : null,
+      el("ul", {}, (f.differences || []).slice(0, 5).map((d) =>
+        el("li", { class: "mono" }, `${d.path}: ${JSON.stringify(d.recorded)} → ${JSON.stringify(d.replayed)}`)))))));
+  }
+  return el("div", { class: "replay-gate" }, parts);
 }
 
 function effectList(plan) {
@@ -393,10 +414,16 @@ async function plans() {
   nodes.push(el("div", { class: "panel" }, el("h2", {}, "Plan a provision"),
     el("p", { class: "muted" }, el("code", {}, "POST /admin/plan/provision"), " runs the plugin with its effects withheld: state writes go to an overlay, only reads are sent."),
     form, output));
-  // REPLAY REPORTS: their admin endpoint is not served yet. When it is, this panel lists the
-  // last reports from it; until then it only says so.
-  nodes.push(el("div", { class: "panel placeholder", id: "replays" }, el("h2", {}, "Replay reports"),
-    el("p", {}, "Not available yet: this gateway's admin API serves no replay reports.")));
+  // Replay reports: the gateway holds those of its candidates' replay gates (`candidate.replay`
+  // in /admin/backends); a replay by hand is `platform-gateway replay`, offline.
+  const list = await api("/admin/backends");
+  const gated = list.backends.filter((b) => b.candidate && b.candidate.replay);
+  nodes.push(el("div", { class: "panel", id: "replays" }, el("h2", {}, "Replay reports"),
+    el("p", { class: "muted" }, "Candidates with ", el("code", {}, "replay = { max_differences }"),
+      " are replayed on the backend's recorded calls before they serve; a replay by hand is ",
+      el("code", {}, "platform-gateway replay"), "."),
+    gated.length ? gated.map((b) => el("div", { "data-backend": b.name }, el("h3", {}, b.name), replayGate(b.candidate.replay)))
+      : el("p", { class: "muted" }, "No candidate has a replay gate.")));
   return nodes;
 }
 
