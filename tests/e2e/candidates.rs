@@ -502,8 +502,15 @@ async fn under_steady_load_a_candidate_is_staged_raised_and_rolled_back_and_only
             c["state"] == "rolled-back"
         })
         .await;
-        // The load goes on a while on the stable plugin alone.
+        // The load goes on a while on the stable plugin alone: a second, and until it made a
+        // hundred provisions in all (a busy machine makes them slowly).
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let start = Instant::now();
+        while seen.lock().unwrap().provisions.len() <= 100
+            && start.elapsed() < Duration::from_secs(60)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         stop.store(true, Ordering::SeqCst);
         shown
     };
