@@ -560,6 +560,7 @@ async fn a_candidate_is_replayed_on_recorded_calls_before_it_serves_and_kept_out
         made += 2;
     }
     export(&gw, "pool", dir.path(), made).await;
+    let before = gw.discover().await;
 
     // The build that allocates in reverse order, at full weight behind a replay gate: replayed,
     // caught, rolled back before it served a call.
@@ -594,7 +595,9 @@ async fn a_candidate_is_replayed_on_recorded_calls_before_it_serves_and_kept_out
             .contains("/answer/ok/node_ids/0"),
         "{shown:#}"
     );
-    // It served nothing: a provision now is the stable plugin's, which takes the first machine.
+    // Its replay took no machine (the recorded provisions it replayed wrote to their overlays),
+    // and it served nothing: a provision now is the stable plugin's, which takes the first one.
+    assert_eq!(gw.discover().await, before);
     let (status, body) = gw
         .post(
             "/provision",
