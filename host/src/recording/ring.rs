@@ -1,8 +1,8 @@
 //! The recordings' ring on local disk: one redb file (`recordings.redb` in the state directory,
 //! never in etcd: each replica keeps what it served), a table keyed by backend and sequence
 //! number. One writer thread takes entries from a bounded queue, writes what has queued up in
-//! one transaction, and drops the oldest entries of a backend past its bounds (calls and
-//! bytes). A full queue drops the new entry and counts it: recording never slows a call.
+//! one transaction (made durable once a second, not each time), and drops the oldest entries of
+//! a backend past its bounds (calls and bytes). A full queue drops the new entry and counts it: recording never slows a call.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,6 +18,8 @@ const CALLS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("calls")
 pub const QUEUE: usize = 1024;
 /// The most entries the writer puts in one transaction.
 const BATCH: usize = 256;
+/// How often the writer makes what it wrote durable (an fsync).
+const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// How many entries one page of a read holds.
 pub const PAGE: usize = 64;
 
@@ -203,10 +205,32 @@ fn measure(
     Ok(extent)
 }
 
-/// The writer: batches of queued entries, one transaction each, until the gateway stops.
+/// The writer: batches of queued entries, one transaction each, until the gateway stops. A
+/// recording is not acknowledged data: batches are committed without an fsync, and made durable
+/// at most once per [`DURABLE_EVERY`], on a flush and when the gateway stops, so that recording
+/// costs the disk one fsync a second rather than one a batch (a crash loses at most the last
+/// second of recorded calls, never a call).
 fn write(db: &Database, jobs: Receiver<Job>) {
     let mut extents: BTreeMap<String, Extent> = BTreeMap::new();
-    while let Ok(first) = jobs.recv() {
+    let mut durable_at = std::time::Instant::now();
+    let mut pending = false;
+    loop {
+        let first = if pending {
+            match jobs.recv_timeout(DURABLE_EVERY.saturating_sub(durable_at.elapsed())) {
+                Ok(job) => job,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    pending = !make_durable(db);
+                    durable_at = std::time::Instant::now();
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match jobs.try_recv() {
@@ -214,13 +238,22 @@ fn write(db: &Database, jobs: Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = write_batch(db, &mut extents, &mut batch) {
-            tracing::warn!(
-                "recordings: a batch of {} entries was lost: {e}",
-                batch.len()
-            );
-            // What is known of the extents may be wrong now: measure again.
-            extents.clear();
+        let flush = batch.iter().any(|job| matches!(job, Job::Flush(_)));
+        let durable = flush || durable_at.elapsed() >= DURABLE_EVERY;
+        match write_batch(db, &mut extents, &mut batch, durable) {
+            Ok(()) if durable => {
+                pending = false;
+                durable_at = std::time::Instant::now();
+            }
+            Ok(()) => pending = true,
+            Err(e) => {
+                tracing::warn!(
+                    "recordings: a batch of {} entries was lost: {e}",
+                    batch.len()
+                );
+                // What is known of the extents may be wrong now: measure again.
+                extents.clear();
+            }
         }
         for job in batch {
             if let Job::Flush(done) = job {
@@ -228,14 +261,34 @@ fn write(db: &Database, jobs: Receiver<Job>) {
             }
         }
     }
+    if pending {
+        make_durable(db);
+    }
+}
+
+/// Commit an empty durable transaction: what earlier non-durable ones wrote is then on disk.
+fn make_durable(db: &Database) -> bool {
+    let done = db
+        .begin_write()
+        .map_err(redb::Error::from)
+        .and_then(|txn| txn.commit().map_err(redb::Error::from));
+    if let Err(e) = &done {
+        tracing::warn!("recordings: cannot make the last entries durable: {e}");
+    }
+    done.is_ok()
 }
 
 fn write_batch(
     db: &Database,
     extents: &mut BTreeMap<String, Extent>,
     batch: &mut [Job],
+    durable: bool,
 ) -> Result<(), redb::Error> {
-    let txn = db.begin_write()?;
+    let mut txn = db.begin_write()?;
+    if !durable {
+        // Never refused here: this transaction creates no savepoint and deletes no table.
+        let _ = txn.set_durability(redb::Durability::None);
+    }
     {
         let mut table = txn.open_table(CALLS)?;
         for job in batch.iter_mut() {
