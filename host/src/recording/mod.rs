@@ -105,7 +105,8 @@ pub struct Entry {
     pub build: Build,
     /// How long the call took, in milliseconds.
     pub duration_ms: f64,
-    /// The plugin's host calls, in order.
+    /// The plugin's host calls that are effects or log lines, in order (its reads and listings
+    /// are in `tape`, with what they found).
     pub events: Vec<Event>,
     /// Host calls past the transcript's bound, not kept.
     #[serde(default, skip_serializing_if = "is_zero")]
