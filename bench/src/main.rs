@@ -1,10 +1,12 @@
 //! `cargo xtask bench`: what the sandbox costs, measured side by side.
 //!
 //! For each scenario it starts the gateway (the release build, with the wasm build of the
-//! providers) and a native baseline (the very same provider code compiled natively behind plain
-//! axum handlers, see [`native`]) on loopback, drives each with the same bounded load, and prints
-//! requests per second and p50/p99 latency for both, with the ratio. `--compare` adds another
-//! gateway binary (an older build) to the same run, for before/after figures.
+//! providers) and one or more native baselines (the very same provider code compiled natively
+//! behind axum handlers, or a plain handler; see [`native`]) on loopback, drives each with the
+//! same bounded load, and prints requests per second and p50/p99 latency for each, with the
+//! ratio to the first baseline.
+//! `--compare` adds another gateway binary (an older build) to the same run, for before/after
+//! figures.
 
 mod load;
 mod native;
@@ -20,6 +22,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use load::{Load, Measured, Work};
+use native::Flavour;
 
 #[derive(Parser)]
 #[command(about = "The gateway against a native build of the same providers, side by side")]
@@ -36,6 +39,9 @@ enum Commands {
         config: PathBuf,
         #[arg(long)]
         listen: SocketAddr,
+        /// Which native build.
+        #[arg(long, value_enum, default_value = "sdk")]
+        flavour: Flavour,
     },
     /// Drive one running server (for profiling it meanwhile) and print what was measured.
     Load {
@@ -90,7 +96,11 @@ enum Commands {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Commands::Native { config, listen } => native::serve(&config, listen),
+        Commands::Native {
+            config,
+            listen,
+            flavour,
+        } => native::serve(&config, listen, flavour),
         Commands::Load {
             addr,
             connections,
@@ -168,12 +178,14 @@ struct Bench {
     seconds: u64,
 }
 
-/// One scenario: a config (its backends), a workload and a concurrency.
+/// One scenario: a config (its backends), a workload, a concurrency, and the native baselines
+/// it is measured against (the ratio is to the first).
 struct Scenario {
     name: &'static str,
     backends: String,
     work: Work,
     connections: usize,
+    baselines: &'static [Flavour],
 }
 
 /// A server under test, killed when dropped.
@@ -193,10 +205,25 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
+/// The limits of the bench's `static` backends.
+const STATIC_LIMITS: &str =
+    "memory = \"64MiB\", timeout = \"5s\", concurrency = 16, max_response = \"16MiB\"";
+
 /// A `static` backend with `clusters` clusters of `nodes` nodes.
 fn static_backend(plugins: &Path, name: &str, clusters: usize, nodes: usize) -> String {
+    static_backend_with(plugins, name, clusters, nodes, STATIC_LIMITS)
+}
+
+/// A `static` backend with `clusters` clusters of `nodes` nodes (at most 62,500) and `limits`.
+fn static_backend_with(
+    plugins: &Path,
+    name: &str,
+    clusters: usize,
+    nodes: usize,
+    limits: &str,
+) -> String {
     let mut out = format!(
-        "[backends.{name}]\nplugin = \"{}\"\nlimits = {{ memory = \"64MiB\", timeout = \"5s\", concurrency = 16, max_response = \"16MiB\" }}\n\n[backends.{name}.settings]\nclusters = [\n",
+        "[backends.{name}]\nplugin = \"{}\"\nlimits = {{ {limits} }}\n\n[backends.{name}.settings]\nclusters = [\n",
         plugins.join("static_clusters.wasm").display()
     );
     for c in 0..clusters {
@@ -245,12 +272,14 @@ impl Bench {
                 backends: static_backend(p, "static", 3, 3),
                 work: Work::Discover,
                 connections: 8,
+                baselines: &[Flavour::Sdk],
             },
             Scenario {
                 name: "discover, static 3x3 nodes, 1 connection",
                 backends: static_backend(p, "static", 3, 3),
                 work: Work::Discover,
                 connections: 1,
+                baselines: &[Flavour::Sdk],
             },
             Scenario {
                 name: "discover, static 3x3 nodes, a shadow candidate, 1 connection",
@@ -261,18 +290,21 @@ impl Bench {
                 ),
                 work: Work::Discover,
                 connections: 1,
+                baselines: &[Flavour::Sdk],
             },
             Scenario {
                 name: "provision+deprovision, pool, 1 connection",
                 backends: pool_backend(p, 64),
                 work: Work::ProvisionDeprovision,
                 connections: 1,
+                baselines: &[Flavour::SdkRedb, Flavour::Sdk],
             },
             Scenario {
                 name: "provision+deprovision, pool, 8 connections",
                 backends: pool_backend(p, 64),
                 work: Work::ProvisionDeprovision,
                 connections: 8,
+                baselines: &[Flavour::SdkRedb, Flavour::Sdk],
             },
             Scenario {
                 name: "provision+deprovision, pool, recorded, 8 connections",
@@ -282,6 +314,7 @@ impl Bench {
                 ),
                 work: Work::ProvisionDeprovision,
                 connections: 8,
+                baselines: &[Flavour::SdkRedb],
             },
             Scenario {
                 name: "discover, 10,200 nodes over 3 static backends, 2 connections",
@@ -291,12 +324,14 @@ impl Bench {
                     .collect(),
                 work: Work::Discover,
                 connections: 2,
+                baselines: &[Flavour::Plain, Flavour::Sdk],
             },
             Scenario {
                 name: "discover, 100 one-node static backends, 1 connection",
                 backends: hundred,
                 work: Work::Discover,
                 connections: 1,
+                baselines: &[Flavour::Sdk],
             },
         ]
     }
@@ -376,9 +411,14 @@ impl Bench {
             max_requests: 2_000_000,
         };
         println!(
-            "platform-gateway bench: {}s per scenario and server after 1s of warm-up, loopback\n",
+            "platform-gateway bench: {}s per scenario and server after 1s of warm-up, loopback",
             self.seconds
         );
+        println!("ratios are the gateway's req/s over the first native line's; the native lines:");
+        for flavour in [Flavour::Sdk, Flavour::SdkRedb, Flavour::Plain] {
+            println!("  {:<LABEL$} {}", flavour.label(), flavour.legend());
+        }
+        println!();
         for (index, scenario) in self.scenarios().iter().enumerate() {
             if only.is_some_and(|o| !scenario.name.contains(o)) {
                 continue;
@@ -398,22 +438,35 @@ impl Bench {
                 ))?;
                 rows.push((label.clone(), measured));
             }
-            let addr = free_port()?;
-            let config = self.config(index, "native", addr, &scenario.backends)?;
-            let (config_arg, listen) = (config.display().to_string(), addr.to_string());
-            let (server, _) = self.start(
-                &native,
-                &["native", "--config", &config_arg, "--listen", &listen],
-                &config,
-                addr,
-            )?;
-            let baseline = runtime.block_on(load::run(
-                server.addr,
-                scenario.work,
-                load(scenario.connections),
-            ))?;
-            drop(server);
-            print_rows(&rows, &baseline);
+            let mut baselines: Vec<(&str, Measured)> = Vec::new();
+            for flavour in scenario.baselines {
+                let addr = free_port()?;
+                let label = format!("native-{flavour:?}").to_lowercase();
+                let config = self.config(index, &label, addr, &scenario.backends)?;
+                let (config_arg, listen) = (config.display().to_string(), addr.to_string());
+                let flavour_arg = format!("--flavour={}", flavour_name(*flavour));
+                let (server, _) = self.start(
+                    &native,
+                    &[
+                        "native",
+                        "--config",
+                        &config_arg,
+                        "--listen",
+                        &listen,
+                        &flavour_arg,
+                    ],
+                    &config,
+                    addr,
+                )?;
+                let measured = runtime.block_on(load::run(
+                    server.addr,
+                    scenario.work,
+                    load(scenario.connections),
+                ))?;
+                drop(server);
+                baselines.push((flavour.label(), measured));
+            }
+            print_rows(&rows, &baselines);
         }
         if only.is_none_or(|o| "plan".contains(o) || o.contains("plan")) {
             self.plan_cost(&runtime, &load(1))?;
@@ -486,12 +539,23 @@ impl Bench {
                 }
             }
             times.sort();
-            println!("  {label:<10} {:>8.1} ms", ms(times[times.len() / 2]));
+            println!("  {label:<LABEL$} {:>8.1} ms", ms(times[times.len() / 2]));
         }
         println!();
         Ok(())
     }
 }
+
+/// `flavour` as `--flavour` spells it.
+fn flavour_name(flavour: Flavour) -> String {
+    use clap::ValueEnum as _;
+    flavour
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
+}
+
+/// The width of a line's label.
+const LABEL: usize = 22;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -501,7 +565,7 @@ fn ms(d: Duration) -> f64 {
 fn line(label: &str, m: &Measured) -> String {
     let all = m.all();
     let mut out = format!(
-        "  {label:<10} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
+        "  {label:<LABEL$} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
         m.per_second(),
         ms(all.quantile(0.5)),
         ms(all.quantile(0.99))
@@ -514,19 +578,33 @@ fn line(label: &str, m: &Measured) -> String {
     out
 }
 
-fn print_rows(rows: &[(String, Measured)], baseline: &Measured) {
-    let native_rate = baseline.per_second();
-    let native_p50 = baseline.all().quantile(0.5);
+/// The gateways' lines against the first baseline, then each baseline's line (the others with
+/// the gateway's ratio to them too).
+fn print_rows(rows: &[(String, Measured)], baselines: &[(&str, Measured)]) {
+    let Some((_, first)) = baselines.first() else {
+        return;
+    };
+    let native_p50 = first.all().quantile(0.5);
     for (label, m) in rows {
         let added = m.all().quantile(0.5).saturating_sub(native_p50);
         println!(
             "{}  ratio {:.2}  adds p50 {:.0} us",
             line(label, m),
-            m.per_second() / native_rate,
+            m.per_second() / first.per_second(),
             added.as_secs_f64() * 1e6
         );
     }
-    println!("{}\n", line("native", baseline));
+    for (i, (label, baseline)) in baselines.iter().enumerate() {
+        match rows.first() {
+            Some((gateway, m)) if i > 0 => println!(
+                "{}  ({gateway} / this {:.2})",
+                line(label, baseline),
+                m.per_second() / baseline.per_second()
+            ),
+            _ => println!("{}", line(label, baseline)),
+        }
+    }
+    println!();
 }
 
 /// Poll `/readyz` every millisecond until it answers 200 or `deadline` passes.
