@@ -239,3 +239,23 @@ pub async fn run(addr: SocketAddr, work: Work, load: Load) -> anyhow::Result<Mea
     }
     Ok(Measured { elapsed, latencies })
 }
+
+/// One `GET path` on a fresh connection: the status, the body, and how long from sending the
+/// request to the body's last byte.
+pub async fn get_once(
+    addr: SocketAddr,
+    path: &str,
+) -> anyhow::Result<(StatusCode, Bytes, Duration)> {
+    let mut connection = Connection::open(addr).await?;
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header("host", "127.0.0.1")
+        .body(Full::new(Bytes::new()))?;
+    let started = Instant::now();
+    connection.sender.ready().await?;
+    let response = connection.sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body, started.elapsed()))
+}

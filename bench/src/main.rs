@@ -1,10 +1,12 @@
 //! `cargo xtask bench`: what the sandbox costs, measured side by side.
 //!
 //! For each scenario it starts the gateway (the release build, with the wasm build of the
-//! providers) and a native baseline (the very same provider code compiled natively behind plain
-//! axum handlers, see [`native`]) on loopback, drives each with the same bounded load, and prints
-//! requests per second and p50/p99 latency for both, with the ratio. `--compare` adds another
-//! gateway binary (an older build) to the same run, for before/after figures.
+//! providers) and one or more native baselines (the very same provider code compiled natively
+//! behind axum handlers, or a plain handler; see [`native`]) on loopback, drives each with the
+//! same bounded load, and prints requests per second and p50/p99 latency for each, with the
+//! ratio to the first baseline. The scale scenarios time a start and one discovery instead.
+//! `--compare` adds another gateway binary (an older build) to the same run, for before/after
+//! figures.
 
 mod load;
 mod native;
@@ -20,6 +22,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use load::{Load, Measured, Work};
+use native::Flavour;
 
 #[derive(Parser)]
 #[command(about = "The gateway against a native build of the same providers, side by side")]
@@ -36,6 +39,9 @@ enum Commands {
         config: PathBuf,
         #[arg(long)]
         listen: SocketAddr,
+        /// Which native build.
+        #[arg(long, value_enum, default_value = "sdk")]
+        flavour: Flavour,
     },
     /// Drive one running server (for profiling it meanwhile) and print what was measured.
     Load {
@@ -90,7 +96,11 @@ enum Commands {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Commands::Native { config, listen } => native::serve(&config, listen),
+        Commands::Native {
+            config,
+            listen,
+            flavour,
+        } => native::serve(&config, listen, flavour),
         Commands::Load {
             addr,
             connections,
@@ -168,12 +178,14 @@ struct Bench {
     seconds: u64,
 }
 
-/// One scenario: a config (its backends), a workload and a concurrency.
+/// One scenario: a config (its backends), a workload, a concurrency, and the native baselines
+/// it is measured against (the ratio is to the first).
 struct Scenario {
     name: &'static str,
     backends: String,
     work: Work,
     connections: usize,
+    baselines: &'static [Flavour],
 }
 
 /// A server under test, killed when dropped.
@@ -193,10 +205,25 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
+/// The limits of the bench's `static` backends.
+const STATIC_LIMITS: &str =
+    "memory = \"64MiB\", timeout = \"5s\", concurrency = 16, max_response = \"16MiB\"";
+
 /// A `static` backend with `clusters` clusters of `nodes` nodes.
 fn static_backend(plugins: &Path, name: &str, clusters: usize, nodes: usize) -> String {
+    static_backend_with(plugins, name, clusters, nodes, STATIC_LIMITS)
+}
+
+/// A `static` backend with `clusters` clusters of `nodes` nodes (at most 62,500) and `limits`.
+fn static_backend_with(
+    plugins: &Path,
+    name: &str,
+    clusters: usize,
+    nodes: usize,
+    limits: &str,
+) -> String {
     let mut out = format!(
-        "[backends.{name}]\nplugin = \"{}\"\nlimits = {{ memory = \"64MiB\", timeout = \"5s\", concurrency = 16, max_response = \"16MiB\" }}\n\n[backends.{name}.settings]\nclusters = [\n",
+        "[backends.{name}]\nplugin = \"{}\"\nlimits = {{ {limits} }}\n\n[backends.{name}.settings]\nclusters = [\n",
         plugins.join("static_clusters.wasm").display()
     );
     for c in 0..clusters {
@@ -245,12 +272,14 @@ impl Bench {
                 backends: static_backend(p, "static", 3, 3),
                 work: Work::Discover,
                 connections: 8,
+                baselines: &[Flavour::Sdk],
             },
             Scenario {
                 name: "discover, static 3x3 nodes, 1 connection",
                 backends: static_backend(p, "static", 3, 3),
                 work: Work::Discover,
                 connections: 1,
+                baselines: &[Flavour::Sdk],
             },
             Scenario {
                 name: "discover, static 3x3 nodes, a shadow candidate, 1 connection",
@@ -261,18 +290,21 @@ impl Bench {
                 ),
                 work: Work::Discover,
                 connections: 1,
+                baselines: &[Flavour::Sdk],
             },
             Scenario {
                 name: "provision+deprovision, pool, 1 connection",
                 backends: pool_backend(p, 64),
                 work: Work::ProvisionDeprovision,
                 connections: 1,
+                baselines: &[Flavour::SdkRedb, Flavour::Sdk],
             },
             Scenario {
                 name: "provision+deprovision, pool, 8 connections",
                 backends: pool_backend(p, 64),
                 work: Work::ProvisionDeprovision,
                 connections: 8,
+                baselines: &[Flavour::SdkRedb, Flavour::Sdk],
             },
             Scenario {
                 name: "provision+deprovision, pool, recorded, 8 connections",
@@ -282,6 +314,7 @@ impl Bench {
                 ),
                 work: Work::ProvisionDeprovision,
                 connections: 8,
+                baselines: &[Flavour::SdkRedb],
             },
             Scenario {
                 name: "discover, 10,200 nodes over 3 static backends, 2 connections",
@@ -291,12 +324,14 @@ impl Bench {
                     .collect(),
                 work: Work::Discover,
                 connections: 2,
+                baselines: &[Flavour::Plain, Flavour::Sdk],
             },
             Scenario {
                 name: "discover, 100 one-node static backends, 1 connection",
                 backends: hundred,
                 work: Work::Discover,
                 connections: 1,
+                baselines: &[Flavour::Sdk],
             },
         ]
     }
@@ -376,9 +411,14 @@ impl Bench {
             max_requests: 2_000_000,
         };
         println!(
-            "platform-gateway bench: {}s per scenario and server after 1s of warm-up, loopback\n",
+            "platform-gateway bench: {}s per scenario and server after 1s of warm-up, loopback",
             self.seconds
         );
+        println!("ratios are the gateway's req/s over the first native line's; the native lines:");
+        for flavour in [Flavour::Sdk, Flavour::SdkRedb, Flavour::Plain] {
+            println!("  {:<LABEL$} {}", flavour.label(), flavour.legend());
+        }
+        println!();
         for (index, scenario) in self.scenarios().iter().enumerate() {
             if only.is_some_and(|o| !scenario.name.contains(o)) {
                 continue;
@@ -398,22 +438,35 @@ impl Bench {
                 ))?;
                 rows.push((label.clone(), measured));
             }
-            let addr = free_port()?;
-            let config = self.config(index, "native", addr, &scenario.backends)?;
-            let (config_arg, listen) = (config.display().to_string(), addr.to_string());
-            let (server, _) = self.start(
-                &native,
-                &["native", "--config", &config_arg, "--listen", &listen],
-                &config,
-                addr,
-            )?;
-            let baseline = runtime.block_on(load::run(
-                server.addr,
-                scenario.work,
-                load(scenario.connections),
-            ))?;
-            drop(server);
-            print_rows(&rows, &baseline);
+            let mut baselines: Vec<(&str, Measured)> = Vec::new();
+            for flavour in scenario.baselines {
+                let addr = free_port()?;
+                let label = format!("native-{flavour:?}").to_lowercase();
+                let config = self.config(index, &label, addr, &scenario.backends)?;
+                let (config_arg, listen) = (config.display().to_string(), addr.to_string());
+                let flavour_arg = format!("--flavour={}", flavour_name(*flavour));
+                let (server, _) = self.start(
+                    &native,
+                    &[
+                        "native",
+                        "--config",
+                        &config_arg,
+                        "--listen",
+                        &listen,
+                        &flavour_arg,
+                    ],
+                    &config,
+                    addr,
+                )?;
+                let measured = runtime.block_on(load::run(
+                    server.addr,
+                    scenario.work,
+                    load(scenario.connections),
+                ))?;
+                drop(server);
+                baselines.push((flavour.label(), measured));
+            }
+            print_rows(&rows, &baselines);
         }
         if only.is_none_or(|o| "plan".contains(o) || o.contains("plan")) {
             self.plan_cost(&runtime, &load(1))?;
@@ -421,6 +474,230 @@ impl Bench {
         if only.is_none_or(|o| "ready".contains(o) || o.contains("ready")) {
             self.ready_times()?;
         }
+        if only.is_none_or(|o| SCALE_BACKENDS.contains(o)) {
+            self.scale_backends(&runtime)?;
+        }
+        if only.is_none_or(|o| SCALE_NODES.contains(o)) {
+            self.scale_nodes(&runtime)?;
+        }
+        Ok(())
+    }
+
+    /// Start `binary` (the gateway, or this program's plain native baseline) on `backends`:
+    /// the time to ready of the last of `starts` starts (the first fills the compiled cache),
+    /// then one discovery on a fresh connection and the median of five more, each checked to
+    /// report `nodes` nodes, and the RSS after them.
+    fn probe(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        server: Option<(&str, &Path)>,
+        key: usize,
+        backends: &str,
+        starts: usize,
+        nodes: usize,
+    ) -> anyhow::Result<Probe> {
+        let mut ready = Vec::new();
+        for round in 0..starts.max(1) {
+            let addr = free_port()?;
+            let (label, program) = match server {
+                Some((label, binary)) => (label, binary.to_path_buf()),
+                None => ("native-plain", std::env::current_exe()?),
+            };
+            let config = self.config(key, label, addr, backends)?;
+            let (config_arg, listen) = (config.display().to_string(), addr.to_string());
+            let args: Vec<&str> = match server {
+                Some(_) => vec!["serve", "--config", &config_arg],
+                None => vec![
+                    "native",
+                    "--config",
+                    &config_arg,
+                    "--listen",
+                    &listen,
+                    "--flavour=plain",
+                ],
+            };
+            let (running, elapsed) = self.start(&program, &args, &config, addr)?;
+            if round > 0 || starts <= 1 {
+                ready.push(elapsed);
+            }
+            if round + 1 < starts.max(1) {
+                continue;
+            }
+            let mut discoveries = Vec::new();
+            for _ in 0..6 {
+                let (status, body, took) = runtime.block_on(load::get_once(addr, "/discover"))?;
+                if status != hyper::StatusCode::OK {
+                    bail!(
+                        "discovery answered {status}: {}",
+                        String::from_utf8_lossy(&body[..body.len().min(500)])
+                    );
+                }
+                let answer: serde_json::Value = serde_json::from_slice(&body)?;
+                let found: usize = answer["clusters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| c["nodes"].as_array().map_or(0, Vec::len))
+                    .sum();
+                if found != nodes {
+                    bail!("discovery reported {found} nodes, not {nodes}");
+                }
+                discoveries.push(took);
+            }
+            let rss_kib = rss_kib(running.child.id())?;
+            drop(running);
+            let first = discoveries.remove(0);
+            discoveries.sort();
+            ready.sort();
+            return Ok(Probe {
+                ready: ready[ready.len() / 2],
+                rss_kib,
+                first,
+                p50: discoveries[discoveries.len() / 2],
+            });
+        }
+        bail!("no start")
+    }
+
+    /// 250, 500 and 1,000 one-node `static` backends: how ready time, RSS and one discovery
+    /// over all of them grow with the number of backends.
+    fn scale_backends(&self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        println!("{SCALE_BACKENDS}");
+        println!(
+            "  ready: start to /readyz 200 from a warm compiled cache (median of 3 starts); RSS after the discoveries; discover: the 1st on a fresh connection, p50 of 5 more"
+        );
+        let sizes = [250, 500, 1000];
+        // The first gateway's figures at the largest size, beside the plain baseline's.
+        let mut largest: Option<Probe> = None;
+        for (label, binary) in &self.gateways {
+            let mut previous: Option<(usize, Probe)> = None;
+            for count in sizes {
+                let backends: String = (0..count)
+                    .map(|i| static_backend(&self.plugins, &format!("b{i}"), 1, 1))
+                    .collect();
+                let probe = self.probe(
+                    runtime,
+                    Some((label, binary)),
+                    1000 + count,
+                    &backends,
+                    4,
+                    count,
+                )?;
+                // What each backend adds to the RSS: over the previous size (the process's own
+                // share cancels out), or over nothing for the first.
+                let added = match &previous {
+                    Some((before, p)) => {
+                        (probe.rss_kib as f64 - p.rss_kib as f64) / (count - before) as f64
+                    }
+                    None => probe.rss_kib as f64 / count as f64,
+                };
+                let mut out = format!(
+                    "  {label:<LABEL$} {count:>6} backends  ready {:>7.1} ms ({:.3} ms each)  RSS {:>6.0} MiB ({:+.0} KiB per backend)  discover 1st {:.1} ms, p50 {:.1} ms ({:.1} us each)",
+                    ms(probe.ready),
+                    ms(probe.ready) / count as f64,
+                    probe.rss_kib as f64 / 1024.0,
+                    added,
+                    ms(probe.first),
+                    ms(probe.p50),
+                    probe.p50.as_secs_f64() * 1e6 / count as f64,
+                );
+                if let Some((before, p)) = &previous {
+                    let _ = write!(out, "  {}", growth(*before, p, count, &probe));
+                }
+                println!("{out}");
+                previous = Some((count, probe));
+            }
+            if largest.is_none() {
+                largest = previous.map(|(_, probe)| probe);
+            }
+        }
+        let backends: String = (0..1000)
+            .map(|i| static_backend(&self.plugins, &format!("b{i}"), 1, 1))
+            .collect();
+        let plain = self.probe(runtime, None, 2000, &backends, 1, 1000)?;
+        println!(
+            "  {:<LABEL$}   1000 backends  discover 1st {:.1} ms, p50 {:.1} ms{}",
+            Flavour::Plain.label(),
+            ms(plain.first),
+            ms(plain.p50),
+            gateway_over(largest.as_ref(), &plain)
+        );
+        println!();
+        Ok(())
+    }
+
+    /// One discovery of 25,000, 50,000 and 100,000 nodes over four `static` backends (clusters
+    /// of 250 nodes): how its latency and the RSS grow with the number of nodes.
+    fn scale_nodes(&self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        println!("{SCALE_NODES}");
+        println!(
+            "  four static backends of clusters of 250 nodes; discover: the 1st on a fresh connection, p50 of 5 more; RSS after them"
+        );
+        // A backend of 25,000 nodes parses about 4 MB of settings and answers about 3 MB.
+        let limits =
+            "memory = \"512MiB\", timeout = \"30s\", concurrency = 4, max_response = \"64MiB\"";
+        let sizes = [25_000, 50_000, 100_000];
+        // The first gateway's figures by size, beside the plain baseline's.
+        let mut first_gateway: Vec<Probe> = Vec::new();
+        let config = |nodes: usize| -> String {
+            (0..4)
+                .map(|i| {
+                    static_backend_with(&self.plugins, &format!("n{i}"), nodes / 1000, 250, limits)
+                })
+                .collect()
+        };
+        for (label, binary) in &self.gateways {
+            let mut previous: Option<(usize, Probe)> = None;
+            for nodes in sizes {
+                let probe = self.probe(
+                    runtime,
+                    Some((label, binary)),
+                    3000 + nodes / 1000,
+                    &config(nodes),
+                    2,
+                    nodes,
+                )?;
+                let mut out = format!(
+                    "  {label:<LABEL$} {nodes:>7} nodes  ready {:>7.1} ms  discover 1st {:>7.1} ms, p50 {:>7.1} ms ({:.2} us each)  RSS {:>5.0} MiB",
+                    ms(probe.ready),
+                    ms(probe.first),
+                    ms(probe.p50),
+                    probe.p50.as_secs_f64() * 1e6 / nodes as f64,
+                    probe.rss_kib as f64 / 1024.0,
+                );
+                if let Some((before, p)) = &previous {
+                    let _ = write!(out, "  {}", growth(*before, p, nodes, &probe));
+                }
+                println!("{out}");
+                if first_gateway.len() < sizes.len() {
+                    first_gateway.push(probe);
+                }
+                previous = Some((nodes, probe));
+            }
+        }
+        let mut previous: Option<(usize, Probe)> = None;
+        for (i, nodes) in sizes.into_iter().enumerate() {
+            let probe = self.probe(runtime, None, 4000 + nodes / 1000, &config(nodes), 1, nodes)?;
+            let mut out = format!(
+                "  {:<LABEL$} {nodes:>7} nodes  discover 1st {:>7.1} ms, p50 {:>7.1} ms ({:.2} us each)",
+                Flavour::Plain.label(),
+                ms(probe.first),
+                ms(probe.p50),
+                probe.p50.as_secs_f64() * 1e6 / nodes as f64,
+            );
+            if let Some((before, p)) = &previous {
+                let _ = write!(
+                    out,
+                    "  x{:.1} nodes: discover p50 x{:.2}",
+                    nodes as f64 / *before as f64,
+                    ratio(probe.p50, p.p50)
+                );
+            }
+            out.push_str(&gateway_over(first_gateway.get(i), &probe));
+            println!("{out}");
+            previous = Some((nodes, probe));
+        }
+        println!();
         Ok(())
     }
 
@@ -486,11 +763,68 @@ impl Bench {
                 }
             }
             times.sort();
-            println!("  {label:<10} {:>8.1} ms", ms(times[times.len() / 2]));
+            println!("  {label:<LABEL$} {:>8.1} ms", ms(times[times.len() / 2]));
         }
         println!();
         Ok(())
     }
+}
+
+/// `flavour` as `--flavour` spells it.
+fn flavour_name(flavour: Flavour) -> String {
+    use clap::ValueEnum as _;
+    flavour
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
+}
+
+/// The width of a line's label.
+const LABEL: usize = 22;
+
+/// The scale scenarios' names (what `--only` matches).
+const SCALE_BACKENDS: &str = "scale by backends: 250, 500, 1,000 one-node static backends";
+const SCALE_NODES: &str = "scale by nodes: 25,000, 50,000, 100,000 nodes in one answer";
+
+/// What one start of a server and its discoveries measured.
+#[derive(Clone, Copy)]
+struct Probe {
+    ready: Duration,
+    rss_kib: u64,
+    first: Duration,
+    p50: Duration,
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+}
+
+/// How `now` (at size `size`) grew from `before` (at `before_size`): linear growth reads the
+/// same factor as the size's.
+fn growth(before_size: usize, before: &Probe, size: usize, now: &Probe) -> String {
+    format!(
+        "x{:.1} size: ready x{:.2}, RSS x{:.2}, discover p50 x{:.2}",
+        size as f64 / before_size as f64,
+        ratio(now.ready, before.ready),
+        now.rss_kib as f64 / before.rss_kib.max(1) as f64,
+        ratio(now.p50, before.p50)
+    )
+}
+
+/// The first gateway's discovery p50 over a plain baseline's, as its line ends.
+fn gateway_over(gateway: Option<&Probe>, plain: &Probe) -> String {
+    gateway.map_or_else(String::new, |g| {
+        format!("  (gateway p50 / this x{:.1})", ratio(g.p50, plain.p50))
+    })
+}
+
+/// The resident set of process `pid`, from `/proc/PID/status` (`VmRSS`).
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/PID/status")
 }
 
 fn ms(d: Duration) -> f64 {
@@ -501,7 +835,7 @@ fn ms(d: Duration) -> f64 {
 fn line(label: &str, m: &Measured) -> String {
     let all = m.all();
     let mut out = format!(
-        "  {label:<10} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
+        "  {label:<LABEL$} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
         m.per_second(),
         ms(all.quantile(0.5)),
         ms(all.quantile(0.99))
@@ -514,19 +848,33 @@ fn line(label: &str, m: &Measured) -> String {
     out
 }
 
-fn print_rows(rows: &[(String, Measured)], baseline: &Measured) {
-    let native_rate = baseline.per_second();
-    let native_p50 = baseline.all().quantile(0.5);
+/// The gateways' lines against the first baseline, then each baseline's line (the others with
+/// the gateway's ratio to them too).
+fn print_rows(rows: &[(String, Measured)], baselines: &[(&str, Measured)]) {
+    let Some((_, first)) = baselines.first() else {
+        return;
+    };
+    let native_p50 = first.all().quantile(0.5);
     for (label, m) in rows {
         let added = m.all().quantile(0.5).saturating_sub(native_p50);
         println!(
             "{}  ratio {:.2}  adds p50 {:.0} us",
             line(label, m),
-            m.per_second() / native_rate,
+            m.per_second() / first.per_second(),
             added.as_secs_f64() * 1e6
         );
     }
-    println!("{}\n", line("native", baseline));
+    for (i, (label, baseline)) in baselines.iter().enumerate() {
+        match rows.first() {
+            Some((gateway, m)) if i > 0 => println!(
+                "{}  ({gateway} / this {:.2})",
+                line(label, baseline),
+                m.per_second() / baseline.per_second()
+            ),
+            _ => println!("{}", line(label, baseline)),
+        }
+    }
+    println!();
 }
 
 /// Poll `/readyz` every millisecond until it answers 200 or `deadline` passes.

@@ -285,7 +285,7 @@ pub mod state {
         #[cfg(not(target_arch = "wasm32"))]
         crate::native::with(|host| {
             host.before("get", key);
-            Ok(host.state_get(key))
+            host.state_get(key)
         })
     }
 
@@ -296,8 +296,7 @@ pub mod state {
         #[cfg(not(target_arch = "wasm32"))]
         crate::native::with(|host| {
             host.before("set", key);
-            host.state_swap(key, None, Some(value), true);
-            Ok(())
+            host.state_swap(key, None, Some(value), true).map(|_| ())
         })
     }
 
@@ -308,8 +307,7 @@ pub mod state {
         #[cfg(not(target_arch = "wasm32"))]
         crate::native::with(|host| {
             host.before("delete", key);
-            host.state_swap(key, None, None, true);
-            Ok(())
+            host.state_swap(key, None, None, true).map(|_| ())
         })
     }
 
@@ -325,7 +323,7 @@ pub mod state {
         #[cfg(not(target_arch = "wasm32"))]
         crate::native::with(|host| {
             host.before("compare-and-swap", key);
-            Ok(host.state_swap(key, expected, new, false))
+            host.state_swap(key, expected, new, false)
         })
     }
 
@@ -363,7 +361,7 @@ pub mod state {
         #[cfg(not(target_arch = "wasm32"))]
         crate::native::with(|host| {
             host.before("list-keys", prefix);
-            Ok(host.state_page(prefix, start_after, limit))
+            host.state_page(prefix, start_after, limit)
         })
     }
 

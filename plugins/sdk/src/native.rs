@@ -1,7 +1,8 @@
 //! The host imports served natively, for plugin unit tests and the gateway's native baseline.
 //!
 //! A [`Host`] holds what the gateway would give a backend: its settings (a JSON object, as the
-//! gateway passes them), a private key-value state in memory, and the log lines. [`Host::run`] makes it the host of the calls made inside, on that
+//! gateway passes them), a private key-value state (in memory, or in a [`Store`] of your own),
+//! and the log lines. [`Host::run`] makes it the host of the calls made inside, on that
 //! thread:
 //!
 //! ```ignore
@@ -23,11 +24,36 @@ const LOG_CAPACITY: usize = 10_000;
 /// What runs before each state operation: the host, the operation, the key.
 type Hook = Arc<dyn Fn(&Host, &str, &str) + Send + Sync>;
 
+/// Where a native host keeps its backend's state instead of memory ([`Host::with_store`]): a
+/// durable store, to compare a provider's native build with the gateway on equal terms.
+pub trait Store: Send + Sync {
+    /// The value under `key`, if any.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error>;
+    /// Set (`new`) or delete (`None`) `key` if it holds `expected` (`None`: absent), or
+    /// whatever it holds when `unconditional`, atomically; whether it was changed.
+    fn swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        unconditional: bool,
+    ) -> Result<bool, Error>;
+    /// At most `limit` keys that start with `prefix` and sort after `start_after`, ascending.
+    fn keys(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, Error>;
+}
+
 /// The native stand-in for the gateway: settings, state and logs of one backend.
 #[derive(Default)]
 pub struct Host {
     settings: serde_json::Map<String, serde_json::Value>,
     state: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// Where the state is kept instead of `state`.
+    store: Option<Box<dyn Store>>,
     logs: Mutex<VecDeque<(Level, String)>>,
     before_state_call: Mutex<Option<Hook>>,
 }
@@ -78,6 +104,16 @@ impl Host {
         })
     }
 
+    /// A host whose settings are `settings` (as [`Host::with_settings`]) and whose state is kept
+    /// in `store` ([`Host::state`] is then empty).
+    pub fn with_store(settings: serde_json::Value, store: impl Store + 'static) -> Arc<Host> {
+        let mut host = Host::with_settings(settings);
+        if let Some(host) = Arc::get_mut(&mut host) {
+            host.store = Some(Box::new(store));
+        }
+        host
+    }
+
     /// Run `f` (calls of a provider) with this host serving its imports on this thread.
     pub fn run<R>(self: &Arc<Self>, f: impl FnOnce() -> R) -> R {
         struct Restore(Option<Arc<Host>>);
@@ -112,9 +148,12 @@ impl Host {
             .take();
     }
 
-    /// Set (`Some`) or remove (`None`) a state key: to seed the state, or from a hook.
+    /// Set (`Some`) or remove (`None`) a state key: to seed the state, or from a hook. Panics
+    /// if a [`Store`] fails (this is for tests).
     pub fn set_state(&self, key: &str, value: Option<&[u8]>) {
-        self.state_swap(key, None, value, true);
+        if let Err(e) = self.state_swap(key, None, value, true) {
+            panic!("the host's store could not set `{key}`: {e:?}");
+        }
     }
 
     pub(crate) fn before(&self, operation: &str, key: &str) {
@@ -129,7 +168,7 @@ impl Host {
         }
     }
 
-    /// A copy of the state.
+    /// A copy of the state kept in memory (empty with a [`Store`]).
     pub fn state(&self) -> BTreeMap<String, Vec<u8>> {
         self.lock_state().clone()
     }
@@ -148,8 +187,11 @@ impl Host {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn state_get(&self, key: &str) -> Option<Vec<u8>> {
-        self.lock_state().get(key).cloned()
+    pub(crate) fn state_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        match &self.store {
+            Some(store) => store.get(key),
+            None => Ok(self.lock_state().get(key).cloned()),
+        }
     }
 
     /// Set (`new`) or delete (`None`) `key` if it holds `expected`, or whatever it holds when
@@ -160,16 +202,19 @@ impl Host {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
         unconditional: bool,
-    ) -> bool {
+    ) -> Result<bool, Error> {
+        if let Some(store) = &self.store {
+            return store.swap(key, expected, new, unconditional);
+        }
         let mut state = self.lock_state();
         if !unconditional && state.get(key).map(Vec::as_slice) != expected {
-            return false;
+            return Ok(false);
         }
         match new {
             Some(value) => state.insert(key.to_string(), value.to_vec()),
             None => state.remove(key),
         };
-        true
+        Ok(true)
     }
 
     /// A page of keys, as the gateway pages them (at most 1,000; `next` only when a key
@@ -179,11 +224,20 @@ impl Host {
         prefix: &str,
         start_after: Option<&str>,
         limit: u32,
-    ) -> (Vec<String>, Option<String>) {
+    ) -> Result<(Vec<String>, Option<String>), Error> {
         let limit = match limit {
             0 => 1000,
             n => n.min(1000) as usize,
         };
+        if let Some(store) = &self.store {
+            // One key more than the page says whether another page follows.
+            let mut page = store.keys(prefix, start_after, limit + 1)?;
+            let next = (page.len() > limit).then(|| {
+                page.truncate(limit);
+                page.last().cloned()
+            });
+            return Ok((page, next.flatten()));
+        }
         let state = self.lock_state();
         let mut keys = state
             .range(prefix.to_string()..)
@@ -195,7 +249,7 @@ impl Host {
             Some(_) => page.last().cloned(),
             None => None,
         };
-        (page, next)
+        Ok((page, next))
     }
 }
 
@@ -301,6 +355,79 @@ mod tests {
             state::delete("m/2").unwrap();
         });
         assert_eq!(host.state().keys().collect::<Vec<_>>(), vec!["n/1"]);
+    }
+
+    /// A store of its own: a map, and every operation it was asked.
+    #[derive(Default)]
+    struct Recording {
+        map: Mutex<BTreeMap<String, Vec<u8>>>,
+        asked: Mutex<Vec<String>>,
+    }
+
+    impl Store for Arc<Recording> {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+            self.asked.lock().unwrap().push(format!("get {key}"));
+            Ok(self.map.lock().unwrap().get(key).cloned())
+        }
+
+        fn swap(
+            &self,
+            key: &str,
+            expected: Option<&[u8]>,
+            new: Option<&[u8]>,
+            unconditional: bool,
+        ) -> Result<bool, Error> {
+            self.asked.lock().unwrap().push(format!("swap {key}"));
+            let mut map = self.map.lock().unwrap();
+            if !unconditional && map.get(key).map(Vec::as_slice) != expected {
+                return Ok(false);
+            }
+            match new {
+                Some(value) => map.insert(key.to_string(), value.to_vec()),
+                None => map.remove(key),
+            };
+            Ok(true)
+        }
+
+        fn keys(
+            &self,
+            prefix: &str,
+            start_after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<String>, Error> {
+            self.asked.lock().unwrap().push(format!("keys {prefix}"));
+            let map = self.map.lock().unwrap();
+            Ok(map
+                .keys()
+                .filter(|k| k.starts_with(prefix) && start_after.is_none_or(|a| k.as_str() > a))
+                .take(limit)
+                .cloned()
+                .collect())
+        }
+    }
+
+    #[test]
+    fn a_host_with_a_store_keeps_the_state_there_and_pages_its_keys() {
+        let store = Arc::new(Recording::default());
+        let host = Host::with_store(serde_json::json!({}), store.clone());
+        host.run(|| {
+            assert!(state::compare_and_swap("m/1", None, Some(b"a")).unwrap());
+            assert!(!state::compare_and_swap("m/1", None, Some(b"b")).unwrap());
+            for i in 0..1500 {
+                state::set(&format!("p/{i:04}"), b"x").unwrap();
+            }
+            // Two pages: the first of 1,000 says where the next starts.
+            let (page, next) = state::list_keys_page("p/", None, 0).unwrap();
+            assert_eq!((page.len(), next.as_deref()), (1000, Some("p/0999")));
+            assert_eq!(state::list_keys("p/").unwrap().len(), 1500);
+            state::delete("m/1").unwrap();
+            assert_eq!(state::get("m/1").unwrap(), None);
+        });
+        assert!(host.state().is_empty());
+        assert_eq!(store.map.lock().unwrap().len(), 1500);
+        let asked = store.asked.lock().unwrap();
+        assert_eq!(asked[..2], ["swap m/1", "swap m/1"]);
+        assert_eq!(asked.last().map(String::as_str), Some("get m/1"));
     }
 
     #[test]
