@@ -412,8 +412,10 @@ impl CallContext {
         if !self.record {
             return;
         }
-        if !overlay {
-            self.tape(|tape| tape.read(key, value));
+        if !overlay && self.tape(|tape| tape.read(key, value)).is_some() {
+            // A recorded live call: the tape holds the read, with its value; the transcript's
+            // reads (a plan's check) and read events are not kept in an entry.
+            return;
         }
         let version = version(value);
         if !overlay {
@@ -460,10 +462,13 @@ impl CallContext {
     /// A listing of `prefix` whose store part held `stored` (all of them, in order): in a dry
     /// mode, merged with the overlay. The merged keys, in order.
     pub fn list(&self, prefix: &str, stored: Vec<String>) -> Vec<String> {
+        if self.record && self.tape(|tape| tape.listed(&stored)).is_some() {
+            // A recorded live call (see `read`): the tape holds what the listing found.
+            return stored;
+        }
         if self.record {
             let digest = version(Some(stored.join("\n").as_bytes()));
             self.remember(prefix, &digest, true);
-            self.tape(|tape| tape.listed(&stored));
         }
         let keys = if self.mode.dry() {
             let inner = self.inner();

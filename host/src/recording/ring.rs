@@ -17,7 +17,9 @@ const CALLS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("calls")
 /// How many entries may wait for the writer.
 pub const QUEUE: usize = 1024;
 /// The most entries the writer puts in one transaction.
-const BATCH: usize = 256;
+const BATCH: usize = 1024;
+/// How long the writer waits for more entries before it writes a transaction.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
 /// How often the writer makes what it wrote durable (an fsync).
 const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// How many entries one page of a read holds.
@@ -231,9 +233,13 @@ fn write(db: &Database, jobs: Receiver<Job>) {
                 Err(_) => break,
             }
         };
+        // Entries that arrive within LINGER share the transaction: a transaction rewrites the
+        // tree's path to each change, so fewer and larger ones cost the disk and the CPU less.
+        let linger_until = std::time::Instant::now() + LINGER;
         let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match jobs.try_recv() {
+        while batch.len() < BATCH && !matches!(batch.last(), Some(Job::Flush(_))) {
+            let left = linger_until.saturating_duration_since(std::time::Instant::now());
+            match jobs.recv_timeout(left) {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }

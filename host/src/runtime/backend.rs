@@ -518,17 +518,9 @@ impl Backend {
         let cut = |value: serde_json::Value| {
             serde_json::from_str(&redact(&value.to_string())).unwrap_or(serde_json::Value::Null)
         };
-        let mut transcript = call.transcript();
-        // Reads and listings are in the tape, with their values: the entry keeps the effects
-        // and the log (a pool's provision reads every machine, which would double the entry).
-        transcript.events.retain(|event| {
-            !matches!(
-                event,
-                crate::capability::call::Event::StateRead { .. }
-                    | crate::capability::call::Event::StateList { .. }
-            )
-        });
-        let transcript = transcript.redacted(redact);
+        // A taped call's transcript holds its effects and log lines; its reads and listings are
+        // in the tape, with what they found (see `CallContext::read`).
+        let transcript = call.transcript().redacted(redact);
         let tape = call.tape_record().unwrap_or_default().redacted(&redact);
         recordings.record(
             Entry {
