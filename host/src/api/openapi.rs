@@ -487,8 +487,8 @@ fn reset_candidate() {}
     tag = "admin",
     params(("name" = String, Path, description = "The backend's name.")),
     responses(
-        (status = 200, description = "One recorded call a line.", content_type = "application/x-ndjson", body = String),
-        (status = 404, description = "The backend has no recorded calls.", body = ErrorBody),
+        (status = 200, description = "One recorded call a line (none yet for a backend that records but has recorded nothing).", content_type = "application/x-ndjson", body = String),
+        (status = 404, description = "The backend records nothing and has no recorded calls left.", body = ErrorBody),
     ),
 )]
 #[allow(dead_code)]

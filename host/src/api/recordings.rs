@@ -14,9 +14,20 @@ use super::error::ApiError;
 use crate::gateway::Gateway;
 use crate::recording::Recordings;
 
-/// The backend's recording as JSON lines; 404 when it has none.
+/// The backend's recording as JSON lines; empty while a backend that records has recorded
+/// nothing yet; 404 for a backend that records nothing and has no recording left.
 pub async fn export(State(gateway): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
+    let records = gateway.current().is_some_and(|generation| {
+        generation
+            .config
+            .backends
+            .values()
+            .any(|b| b.name.as_str() == name && b.record.is_some())
+    });
     let none = || {
+        if records {
+            return ([(header::CONTENT_TYPE, "application/x-ndjson")], "").into_response();
+        }
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!("backend `{name}` has no recorded calls"),
