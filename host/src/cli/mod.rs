@@ -177,8 +177,11 @@ type Outcome = anyhow::Result<ExitCode>;
 pub fn run(mut cli: Cli) -> ExitCode {
     // The kit's report is its output: the gateway's and the plugin's info lines (one per call)
     // would be interleaved with it on a terminal, so it logs warnings unless asked for more.
-    if matches!(cli.command, Some(Command::TestPlugin(_)))
-        && cli.log.log_level.is_none()
+    // So does a replay's: the plugin's log lines there describe effects that never happened.
+    if matches!(
+        cli.command,
+        Some(Command::TestPlugin(_) | Command::Replay(_))
+    ) && cli.log.log_level.is_none()
         && std::env::var_os("RUST_LOG").is_none()
     {
         cli.log.log_level = telemetry::filter("warn").ok();
