@@ -138,6 +138,7 @@ struct RawConfig {
     runtime: RawRuntime,
     #[serde(default)]
     telemetry: RawTelemetry,
+    record: Option<crate::recording::RawRecord>,
 }
 
 #[derive(Deserialize, Default)]
@@ -229,7 +230,7 @@ impl Config {
         let server = crate::server::config::parse_server(raw.server, &source)?;
         let admin = crate::server::config::parse_admin(raw.admin, &source)?;
         let state = crate::state::config::parse(raw.state, &source)?;
-        let backends = crate::runtime::config::parse_backends(raw.backends, &source)?;
+        let backends = crate::runtime::config::parse_backends(raw.backends, raw.record, &source)?;
         let defined: Vec<BackendId> = backends.keys().cloned().collect();
         let routes = crate::routing::parse_routes(raw.routes, &defined, &source)?;
         let telemetry = crate::telemetry::parse_section(raw.telemetry, &source)?;

@@ -675,3 +675,50 @@ fn telemetry_sets_the_log_format_and_otlp_export_strictly() {
         assert!(e.contains(key) && e.contains(line), "{text}: {e}");
     }
 }
+
+#[test]
+fn record_tables_apply_to_their_backend_and_the_top_level_one_to_every_other() {
+    use crate::recording::{DEFAULT_BYTES, RecordConfig};
+    let text = "[record]\ncalls = 500\n\n\
+        [backends.a]\nplugin = \"a.wasm\"\n\n\
+        [backends.b]\nplugin = \"b.wasm\"\n[backends.b.record]\ncalls = 20\nbytes = \"2MiB\"\n\n\
+        [[routes]]\nbackend = \"a\"\n";
+    let config = parse(text).unwrap();
+    let record = |name: &str| config.backends[&BackendId::new(name).unwrap()].record;
+    assert_eq!(
+        record("a"),
+        Some(RecordConfig {
+            calls: 500,
+            bytes: DEFAULT_BYTES
+        })
+    );
+    assert_eq!(
+        record("b"),
+        Some(RecordConfig {
+            calls: 20,
+            bytes: 2 << 20
+        })
+    );
+    assert_eq!(
+        parse(MINIMAL)
+            .unwrap()
+            .backends
+            .values()
+            .next()
+            .unwrap()
+            .record,
+        None
+    );
+    for (text, key, line) in [
+        (format!("[record]\ncalls = 0\n{MINIMAL}"), "record.calls", 2),
+        (
+            format!("{MINIMAL}\n[backends.pool.record]\ncalls = 5\nbytes = \"1KiB\"\n"),
+            "backends.pool.record.bytes",
+            10,
+        ),
+    ] {
+        let error = parse(&text).unwrap_err().to_string();
+        assert!(error.contains(key), "{text}: {error}");
+        assert!(error.contains(&format!("line {line}")), "{text}: {error}");
+    }
+}

@@ -36,7 +36,7 @@ pub struct RecordConfig {
     pub bytes: u64,
 }
 
-/// `[backends.NAME.record]` as written.
+/// `[backends.NAME.record]` (or the top-level `[record]`, every backend's default) as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRecord {
@@ -44,17 +44,18 @@ pub(crate) struct RawRecord {
     bytes: Option<Spanned<ByteSize>>,
 }
 
-/// Check backend `backend`'s `record` table.
+/// Check a `record` table: a backend's (`table` is `backends.NAME.record`) or the default
+/// of every backend (`record`).
 pub(crate) fn parse(
     raw: RawRecord,
-    backend: &str,
+    table: &str,
     source: &Source,
 ) -> Result<RecordConfig, ConfigError> {
     let calls = *raw.calls.get_ref();
     if !(1..=MAX_CALLS).contains(&calls) {
         return Err(source.invalid(
             raw.calls.span(),
-            format!("backends.{backend}.record.calls"),
+            format!("{table}.calls"),
             format!("must be between 1 and {MAX_CALLS}"),
         ));
     }
@@ -63,7 +64,7 @@ pub(crate) fn parse(
         Some(bytes) if !(1 << 20..=16 << 30).contains(&bytes.get_ref().as_u64()) => {
             return Err(source.invalid(
                 bytes.span(),
-                format!("backends.{backend}.record.bytes"),
+                format!("{table}.bytes"),
                 "must be between 1MiB and 16GiB",
             ));
         }

@@ -105,16 +105,27 @@ pub(crate) fn parse_runtime(raw: RawRuntime, source: &Source) -> Result<u64, Con
     }
 }
 
-/// Check every `[backends.NAME]`; two backends may not share a state namespace.
+/// Check every `[backends.NAME]`; two backends may not share a state namespace. A backend
+/// without a `record` table takes `record` (the top-level `[record]`), if given.
 pub(crate) fn parse_backends(
     raw: BTreeMap<String, Spanned<RawBackend>>,
+    record: Option<RawRecord>,
     source: &Source,
 ) -> Result<BTreeMap<BackendId, BackendConfig>, ConfigError> {
+    let record = record
+        .map(|raw| recording::parse(raw, "record", source))
+        .transpose()?;
     let mut backends = BTreeMap::new();
     let mut namespaces: BTreeMap<String, String> = BTreeMap::new();
     for (name, raw_backend) in raw {
         let span = raw_backend.span();
-        let backend = backend(&name, raw_backend.into_inner(), span.clone(), source)?;
+        let backend = backend(
+            &name,
+            raw_backend.into_inner(),
+            span.clone(),
+            record,
+            source,
+        )?;
         if let Some(other) = namespaces.insert(backend.state_namespace.clone(), name.clone()) {
             return Err(source.invalid(
                 span,
@@ -135,6 +146,7 @@ fn backend(
     name: &str,
     raw: RawBackend,
     span: Range<usize>,
+    default_record: Option<RecordConfig>,
     source: &Source,
 ) -> Result<BackendConfig, ConfigError> {
     let id = BackendId::new(name)
@@ -163,10 +175,14 @@ fn backend(
         limits,
         grants,
         candidate: None,
-        record: raw
-            .record
-            .map(|raw| recording::parse(raw, name, source))
-            .transpose()?,
+        record: match raw.record {
+            Some(raw) => Some(recording::parse(
+                raw,
+                &format!("backends.{name}.record"),
+                source,
+            )?),
+            None => default_record,
+        },
     };
     if let Some(raw) = raw.candidate {
         let span = raw.span();
