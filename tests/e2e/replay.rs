@@ -561,8 +561,9 @@ async fn a_candidate_is_replayed_on_recorded_calls_before_it_serves_and_kept_out
     }
     export(&gw, "pool", dir.path(), made).await;
     let before = gw.discover().await;
-    // A discovery is a recorded call too.
+    // A discovery is a recorded call too: wait until the ring holds it.
     made += 1;
+    export(&gw, "pool", dir.path(), made).await;
 
     // The build that allocates in reverse order, at full weight behind a replay gate: replayed,
     // caught, rolled back before it served a call.
