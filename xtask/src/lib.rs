@@ -60,24 +60,32 @@ pub const PLUGIN_BUILD: [&str; 4] = ["build", "--release", "--target", "wasm32-w
 
 /// Build every plugin of the plugin workspace in release mode; a no-op when nothing changed.
 pub fn build_plugins() -> Result<PathBuf, String> {
+    build_in_plugins("the plugins", &[])?;
+    Ok(plugin_dir())
+}
+
+/// Run [`PLUGIN_BUILD`] with `args` in `plugins/` (the wasm32-wasip2 target made sure of,
+/// without an outer cargo's settings), for `what`.
+fn build_in_plugins(what: &str, args: &[String]) -> Result<(), String> {
     ensure_target();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .current_dir(root().join("plugins"))
-        .args(PLUGIN_BUILD);
+        .args(PLUGIN_BUILD)
+        .args(args);
     // Settings of an outer cargo (when called from a build or a test) are not the plugins'.
     without_outer_cargo(&mut command);
     let status = command
         .status()
-        .map_err(|e| format!("cannot run cargo to build the plugins: {e}"))?;
+        .map_err(|e| format!("cannot run cargo to build {what}: {e}"))?;
     if !status.success() {
         return Err(format!(
-            "building the plugins failed ({status}); is the wasm32-wasip2 target installed? \
+            "building {what} failed ({status}); is the wasm32-wasip2 target installed? \
              (`rustup target add wasm32-wasip2`)"
         ));
     }
-    Ok(plugin_dir())
+    Ok(())
 }
 
 /// The plugins with a planted change (test fixtures only, never shipped): each crate's
@@ -99,29 +107,16 @@ pub fn planted_plugin(name: &str) -> PathBuf {
 /// Build [`PLANTED_PLUGINS`] with their `planted` feature in release mode into
 /// `target/plugins-planted`; a no-op when nothing changed.
 pub fn build_planted_plugins() -> Result<PathBuf, String> {
-    ensure_target();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .current_dir(root().join("plugins"))
-        .args(PLUGIN_BUILD);
+    let mut args = Vec::new();
     let mut features = Vec::new();
     for name in PLANTED_PLUGINS {
-        command.args(["-p", name]);
+        args.extend(["-p".to_string(), name.to_string()]);
         features.push(format!("{name}/planted"));
     }
-    command
-        .arg("--features")
-        .arg(features.join(","))
-        .arg("--target-dir")
-        .arg(root().join("target/plugins-planted"));
-    without_outer_cargo(&mut command);
-    let status = command
-        .status()
-        .map_err(|e| format!("cannot run cargo to build the planted plugins: {e}"))?;
-    if !status.success() {
-        return Err(format!("building the planted plugins failed ({status})"));
-    }
+    args.extend(["--features".to_string(), features.join(",")]);
+    let target = root().join("target/plugins-planted");
+    args.extend(["--target-dir".to_string(), target.display().to_string()]);
+    build_in_plugins("the planted plugins", &args)?;
     Ok(planted_plugin_dir())
 }
 

@@ -249,19 +249,12 @@ pub async fn replay(backend: &Arc<Backend>, entry: &Entry, rules: &Rules) -> Cal
         },
         other => return failed(report, format!("unknown operation `{other}`")),
     };
-    let answer = match &result {
-        Ok(Answer::Clusters(clusters)) => json!({ "ok": recording::clusters_json(clusters) }),
-        Ok(Answer::Provisioned(response)) => json!({ "ok": recording::provisioned_json(response) }),
-        Ok(Answer::Deprovisioned) => json!({ "ok": null }),
-        Err(CallError::Plugin(error)) => {
-            recording::error_json(error.case(), error.message(), Some(error))
-        }
-        Err(other) => {
-            return failed(report, format!("the build {other}"));
-        }
-    };
-    let answer: Value =
-        serde_json::from_str(&backend.redact(&answer.to_string())).unwrap_or(Value::Null);
+    if let Err(error) = &result
+        && !matches!(error, CallError::Plugin(_))
+    {
+        return failed(report, format!("the build {error}"));
+    }
+    let answer = backend.answer_json(&result);
     let transcript = call.transcript().redacted(|s| backend.redact(s));
     let replayed = call.replayed().expect("a replay call has its recording");
 

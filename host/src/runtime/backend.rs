@@ -503,21 +503,6 @@ impl Backend {
             return;
         };
         let redact = |text: &str| self.redact(text);
-        let answer = match result {
-            Ok(Answer::Clusters(clusters)) => json!({ "ok": recording::clusters_json(clusters) }),
-            Ok(Answer::Provisioned(response)) => {
-                json!({ "ok": recording::provisioned_json(response) })
-            }
-            Ok(Answer::Deprovisioned) => json!({ "ok": null }),
-            Err(CallError::Plugin(error)) => {
-                recording::error_json(error.case(), error.message(), Some(error))
-            }
-            Err(other) => recording::error_json(other.outcome(), &other.to_string(), None),
-        };
-        // Requests and answers are the client's and the plugin's: a secret may be in either.
-        let cut = |value: serde_json::Value| {
-            serde_json::from_str(&redact(&value.to_string())).unwrap_or(serde_json::Value::Null)
-        };
         // A taped call's transcript holds its effects and log lines; its reads and listings are
         // in the tape, with what they found (see `CallContext::read`).
         let transcript = call.transcript().redacted(redact);
@@ -529,8 +514,8 @@ impl Backend {
                 at: recording::now(),
                 backend: self.id.to_string(),
                 operation: operation.to_string(),
-                request: cut(request),
-                answer: cut(answer),
+                request: self.redacted_json(&request),
+                answer: self.answer_json(result),
                 build: Build {
                     digest: self.digest().to_string(),
                     contract: self.contract().version().to_string(),
@@ -543,6 +528,30 @@ impl Backend {
             },
             *bounds,
         );
+    }
+
+    /// What a call answered as a recording holds it (`{"ok": ...}`, or `{"error": {"case",
+    /// "message"}}` with the host's outcome as the case of a failure that is not the plugin's),
+    /// the backend's secrets cut out. A replay compares its own with the recorded one.
+    pub(crate) fn answer_json(&self, result: &Result<Answer, CallError>) -> serde_json::Value {
+        let answer = match result {
+            Ok(Answer::Clusters(clusters)) => json!({ "ok": recording::clusters_json(clusters) }),
+            Ok(Answer::Provisioned(response)) => {
+                json!({ "ok": recording::provisioned_json(response) })
+            }
+            Ok(Answer::Deprovisioned) => json!({ "ok": null }),
+            Err(CallError::Plugin(error)) => {
+                recording::error_json(error.case(), error.message(), Some(error))
+            }
+            Err(other) => recording::error_json(other.outcome(), &other.to_string(), None),
+        };
+        self.redacted_json(&answer)
+    }
+
+    /// `value` with the backend's secrets cut out of its text (requests and answers are the
+    /// client's and the plugin's: a secret may be in either).
+    fn redacted_json(&self, value: &serde_json::Value) -> serde_json::Value {
+        serde_json::from_str(&self.redact(&value.to_string())).unwrap_or(serde_json::Value::Null)
     }
 
     /// A call slot; waiting counts against the deadline, and when the queue of waiting calls is
