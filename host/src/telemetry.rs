@@ -37,6 +37,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config_file::{ConfigError, Source};
 
+mod writer;
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -249,25 +251,18 @@ pub fn filter(directives: &str) -> Result<EnvFilter, String> {
 #[must_use = "call `shutdown` at the end to export the last spans"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
-    /// Flushes the log writer's buffer when dropped.
-    _log_writer: tracing_appender::non_blocking::WorkerGuard,
+    /// Writes the last lines when dropped.
+    _log_writer: writer::Guard,
 }
 
-/// Log lines a full buffer made the writer drop since start.
-static LOG_LINES_DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
-    std::sync::OnceLock::new();
+/// The log writer, whose count of dropped lines the metrics read.
+static LOG_WRITER: std::sync::OnceLock<writer::BatchWriter> = std::sync::OnceLock::new();
 
 /// How many log lines the writer dropped since start because stderr did not keep up (0 before
-/// [`init`]).
+/// [`init`]); `platform_gateway_log_lines_dropped`.
 pub fn dropped_log_lines() -> u64 {
-    LOG_LINES_DROPPED
-        .get()
-        .map_or(0, |counter| counter.dropped_lines() as u64)
+    LOG_WRITER.get().map_or(0, writer::BatchWriter::dropped)
 }
-
-/// Log lines held for the writer thread at most; past it, lines are dropped and counted
-/// (`platform_gateway_log_lines_dropped`) rather than make a request wait for stderr.
-const LOG_BUFFER_LINES: usize = 64 * 1024;
 
 impl Telemetry {
     /// Export the spans still buffered and stop exporting (waits at most about
@@ -315,14 +310,9 @@ pub fn init(
         }
         _ => (None, None),
     };
-    // Lines are written by a thread of their own, off the request path: a slow stderr (a full
-    // pipe, a stalled log shipper) costs dropped lines, counted, never a waiting request.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_BUFFER_LINES)
-        .thread_name("log-writer")
-        .finish(std::io::stderr());
-    let _ = LOG_LINES_DROPPED.set(writer.error_counter());
+    // Lines are written in batches by a thread of their own, off the request path (`writer`).
+    let (writer, guard) = writer::BatchWriter::new("log-writer", std::io::stderr());
+    let _ = LOG_WRITER.set(writer.clone());
     let logs = tracing_subscriber::fmt::layer().with_writer(writer);
     let logs = match format {
         LogFormat::Text => logs
