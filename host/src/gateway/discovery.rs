@@ -195,14 +195,16 @@ impl Gateway {
         }
         // Every node reported, conflicts included: a record is forgotten only when no backend
         // reports its node any more.
-        let seen = clusters
-            .iter()
-            .flat_map(|c| {
-                c.nodes
-                    .iter()
-                    .map(|n| (c.cluster_id.clone(), n.node_id.clone()))
-            })
-            .collect();
+        let seen = || {
+            clusters
+                .iter()
+                .flat_map(|c| {
+                    c.nodes
+                        .iter()
+                        .map(|n| (c.cluster_id.clone(), n.node_id.clone()))
+                })
+                .collect()
+        };
         self.ownership
             .forget_vanished(state, answered, seen, started);
         Discovery {

@@ -17,6 +17,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::model;
 use crate::state::{MAX_PAGE, StateStore};
 
+/// The shortest time between the starts of two passes of [`Upkeep`].
+pub const PASS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The gateway's own namespace for recent deprovisions (backend names cannot start with `@`).
 pub const DEPROVISIONED: &str = "@deprovisioned";
 /// How long a deprovision is remembered: between one and two days (keys are bucketed by day).
@@ -196,9 +199,16 @@ pub async fn check_keyed_request(
 /// unreported still does not report its node. A node provisioned while a discovery runs is
 /// missing from that discovery, but its allocation was written before its record, so any
 /// discovery started after the record was seen reports it: no live node loses its record.
+///
+/// A pass starts at most every [`PASS_INTERVAL`]: one asked for sooner waits for it (the
+/// discovery that asked does not), and the discoveries meanwhile ask for nothing. A pass reads
+/// the whole index, so one per discovery made a busy gateway's discoveries pay for the index
+/// over and over (a fifth of a 10,200-node discovery's CPU).
 #[derive(Default)]
 pub struct Upkeep {
     running: Arc<AtomicBool>,
+    /// When the last pass started.
+    last: Arc<Mutex<Option<Instant>>>,
     records: Gauge,
     /// Records found unreported, and when first.
     suspects: Arc<Mutex<HashMap<(String, String), Instant>>>,
@@ -216,20 +226,27 @@ impl Upkeep {
     /// Forget the owner records of backends (by namespace) that answered discovery
     /// successfully but no longer report the node, as described on [`Upkeep`]. `seen` is every
     /// `(cluster, node)` that the discovery that `started` then found, from any backend (a node
-    /// two backends report keeps its record). Skipped while a pass is still running.
+    /// two backends report keeps its record), asked for only if a pass starts. Skipped while a
+    /// pass is still running or waiting for its turn.
     pub fn forget_vanished(
         &self,
         state: Arc<dyn StateStore>,
         answered: Vec<String>,
-        seen: HashSet<(String, String)>,
+        seen: impl FnOnce() -> HashSet<(String, String)>,
         started: Instant,
     ) {
         if answered.is_empty() || self.running.swap(true, Ordering::AcqRel) {
             return;
         }
+        let seen = seen();
         let (running, records) = (self.running.clone(), self.records.clone());
-        let suspects = self.suspects.clone();
+        let (suspects, last) = (self.suspects.clone(), self.last.clone());
         tokio::spawn(async move {
+            let previous = *last.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(previous) = previous {
+                tokio::time::sleep_until((previous + PASS_INTERVAL).into()).await;
+            }
+            *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             let answered: HashSet<String> = answered.into_iter().collect();
             let before = std::mem::take(&mut *suspects.lock().unwrap_or_else(|e| e.into_inner()));
             let mut now_suspect = HashMap::new();
