@@ -230,10 +230,18 @@ pub mod settings {
     }
 
     /// The setting `key` decoded into `T`, if the operator set it.
+    ///
+    /// The other settings are only scanned, not decoded, and `key`'s is decoded straight into
+    /// `T`: a fresh instance reads its settings on every call, and building a JSON tree of the
+    /// whole table first was most of a simple plugin's work.
     pub fn value<T: DeserializeOwned>(key: &str) -> Result<Option<T>, Error> {
-        match object()?.remove(key) {
+        let raw = raw()?;
+        let object: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
+            serde_json::from_str(&raw)
+                .map_err(|e| Error::internal(format!("the gateway sent invalid settings: {e}")))?;
+        match object.get(key) {
             None => Ok(None),
-            Some(value) => serde_json::from_value(value)
+            Some(value) => serde_json::from_str(value.get())
                 .map(Some)
                 .map_err(|e| Error::internal(format!("setting `{key}` is invalid: {e}"))),
         }

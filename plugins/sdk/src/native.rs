@@ -286,6 +286,15 @@ mod tests {
             assert_eq!(settings::text("absent").unwrap(), None);
             let missing = settings::require::<String>("absent").unwrap_err();
             assert!(matches!(missing, Error::Internal(m) if m.contains("`absent`")));
+            // A setting of the wrong type is named, and so is its key.
+            let wrong = settings::value::<Vec<String>>("list").unwrap_err();
+            assert!(matches!(wrong, Error::Internal(m) if m.contains("setting `list` is invalid")));
+            let escaped =
+                Host::with_settings(serde_json::json!({ "quote\"d": { "a": "\u{e9}\n" } }));
+            escaped.run(|| {
+                let value = settings::value::<serde_json::Value>("quote\"d").unwrap();
+                assert_eq!(value, Some(serde_json::json!({ "a": "é\n" })));
+            });
             // A mistyped field is named.
             let wrong = settings::get::<std::collections::HashMap<String, u32>>().unwrap_err();
             assert!(matches!(wrong, Error::Internal(m) if m.contains("settings are invalid")));
