@@ -546,13 +546,8 @@ impl Bench {
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
         let server = Server { child, addr };
-        wait_ready(addr, started + Duration::from_secs(120)).with_context(|| {
-            format!(
-                "{} (log: {})",
-                program.display(),
-                config.with_extension("log").display()
-            )
-        })?;
+        wait_ready(addr, started + Duration::from_secs(120))
+            .with_context(|| format!("{} (log: {})", program.display(), log_path.display()))?;
         Ok((server, started.elapsed()))
     }
 
