@@ -240,6 +240,25 @@ pub async fn run(addr: SocketAddr, work: Work, load: Load) -> anyhow::Result<Mea
     Ok(Measured { elapsed, latencies })
 }
 
+/// Provision `count` nodes in `cluster`, one provision after the other on one connection:
+/// allocations for the discoveries of a load to read.
+pub async fn provision(addr: SocketAddr, cluster: &str, count: usize) -> anyhow::Result<()> {
+    let mut connection = Connection::open(addr).await?;
+    let request = provision_request(cluster);
+    for _ in 0..count {
+        connection
+            .send(
+                "provision",
+                Method::POST,
+                "/provision",
+                Some(&request),
+                StatusCode::OK,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// One `GET path` on a fresh connection: the status, the body, and how long from sending the
 /// request to the body's last byte.
 pub async fn get_once(

@@ -6,7 +6,9 @@
 //! same bounded load, and prints requests per second and p50/p99 latency for each, with the
 //! ratio to the first baseline. The scale scenarios time a start and one discovery instead.
 //! `--compare` adds another gateway binary (an older build) to the same run, for before/after
-//! figures.
+//! figures. Some scenarios compare the gateway with itself on another config instead: its state
+//! in a 3-member etcd cluster against the embedded store, or plugins in Python and JavaScript
+//! against the Rust `static` plugin.
 
 mod load;
 mod native;
@@ -23,6 +25,7 @@ use clap::{Parser, Subcommand};
 
 use load::{Load, Measured, Work};
 use native::Flavour;
+use xtask::etcd::EtcdCluster;
 
 #[derive(Parser)]
 #[command(about = "The gateway against a native build of the same providers, side by side")]
@@ -82,6 +85,10 @@ enum Commands {
         /// The folder of the wasm plugins.
         #[arg(long)]
         plugins: PathBuf,
+        /// The folder of the example plugins in Python and JavaScript (`python-inventory.wasm`,
+        /// `js-inventory.wasm`; `cargo xtask bench` builds them).
+        #[arg(long, default_value = "target/example-plugins")]
+        examples: PathBuf,
         /// Where configs, state and logs go.
         #[arg(long)]
         work: PathBuf,
@@ -144,6 +151,7 @@ fn main() -> anyhow::Result<()> {
             gateway,
             compare,
             plugins,
+            examples,
             work,
             seconds,
             only,
@@ -159,6 +167,8 @@ fn main() -> anyhow::Result<()> {
                 gateways,
                 plugins: std::fs::canonicalize(&plugins)
                     .with_context(|| format!("plugins folder {}", plugins.display()))?,
+                // Checked by the scenario that needs them.
+                examples: std::path::absolute(&examples)?,
                 work: {
                     std::fs::create_dir_all(&work)?;
                     std::fs::canonicalize(&work)?
@@ -174,19 +184,96 @@ struct Bench {
     /// Label and binary of each gateway measured.
     gateways: Vec<(String, PathBuf)>,
     plugins: PathBuf,
+    /// The example plugins in Python and JavaScript.
+    examples: PathBuf,
     work: PathBuf,
     seconds: u64,
 }
 
-/// One scenario: a config (its backends), a workload, a concurrency, and the native baselines
-/// it is measured against (the ratio is to the first).
+/// One scenario: what the gateway serves, a workload, a concurrency, and the lines it is
+/// measured against (the ratio is to the first).
 struct Scenario {
     name: &'static str,
-    backends: String,
+    /// What each gateway binary serves: one line each, or one line per setup (the same work
+    /// over other plugins).
+    setups: Vec<Setup>,
     work: Work,
     connections: usize,
-    baselines: &'static [Flavour],
+    baselines: Vec<Baseline>,
 }
+
+/// One config of the gateway in a scenario.
+struct Setup {
+    /// What the line says after the binary's label (`gateway, LABEL`); empty for nothing.
+    label: &'static str,
+    backends: String,
+    state: StateStore,
+    /// Nodes provisioned before the load (one provision each, in one cluster), so that a
+    /// discovery has allocations to read.
+    provisioned: usize,
+}
+
+impl Setup {
+    /// `backends` with the embedded store, nothing provisioned, no label.
+    fn embedded(backends: String) -> Setup {
+        Setup {
+            label: "",
+            backends,
+            state: StateStore::Embedded,
+            provisioned: 0,
+        }
+    }
+
+    /// The label of its line for the gateway binary labelled `binary`.
+    fn line(&self, binary: &str) -> String {
+        if self.label.is_empty() {
+            binary.to_string()
+        } else {
+            format!("{binary}, {}", self.label)
+        }
+    }
+}
+
+/// Where a gateway of a scenario keeps its state.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StateStore {
+    /// The embedded store (redb) in the config's folder.
+    Embedded,
+    /// The scenario's etcd cluster of [`ETCD_MEMBERS`] members on loopback, started for it and
+    /// removed after it.
+    Etcd,
+}
+
+/// The members of a scenario's etcd cluster.
+const ETCD_MEMBERS: usize = 3;
+
+/// A line a scenario's gateway lines are compared with.
+enum Baseline {
+    /// A native build serving the first setup's backends.
+    Native(Flavour),
+    /// The first gateway binary on another setup: the same gateway with its state elsewhere, or
+    /// over another plugin.
+    Gateway(Setup),
+}
+
+/// The native baselines `flavours`, in order.
+fn natives(flavours: &[Flavour]) -> Vec<Baseline> {
+    flavours.iter().copied().map(Baseline::Native).collect()
+}
+
+/// The labels of the gateway's own baseline lines, and what each is (the legend).
+const EMBEDDED_LINE: &str = "embedded";
+const STATIC_LINE: &str = "static (Rust)";
+const GATEWAY_BASELINES: [(&str, &str); 2] = [
+    (
+        EMBEDDED_LINE,
+        "the same gateway, plugin and load with its state in the embedded store (redb)",
+    ),
+    (
+        STATIC_LINE,
+        "the same gateway and discover over the Rust `static` plugin, 1 cluster of 3 nodes",
+    ),
+];
 
 /// A server under test, killed when dropped.
 struct Server {
@@ -260,91 +347,149 @@ fn pool_backend(plugins: &Path, machines: usize) -> String {
     out
 }
 
+/// An inventory example plugin (`python-inventory.wasm`, `js-inventory.wasm` in `examples`)
+/// as the backend `inventory`, over three small machines and a large one (its `settings.toml`).
+fn inventory_backend(examples: &Path, plugin: &str) -> String {
+    format!(
+        "[backends.inventory]\nplugin = \"{}\"\nlimits = {{ memory = \"32MiB\", timeout = \"5s\", concurrency = 4 }}\n\n[backends.inventory.settings]\nmachines = [\n{}]\n\n",
+        examples.join(format!("{plugin}.wasm")).display(),
+        [("m1", "10.0.0.1", "small"), ("m2", "10.0.0.2", "small"), ("m3", "10.0.0.3", "small"), ("b1", "10.0.1.1", "large")]
+            .iter()
+            .map(|(id, ip, class)| format!(
+                "  {{ id = \"{id}\", agent_address = \"http://{ip}:37000\", node_class = \"{class}\" }},\n"
+            ))
+            .collect::<String>()
+    )
+}
+
 impl Bench {
     fn scenarios(&self) -> Vec<Scenario> {
         let p = &self.plugins;
         let hundred: String = (0..100)
             .map(|i| static_backend(p, &format!("b{i}"), 1, 1))
             .collect();
+        let inventory = |label, plugin| Setup {
+            label,
+            backends: inventory_backend(&self.examples, plugin),
+            state: StateStore::Embedded,
+            // Three small nodes in one cluster: the allocations a discovery reads and answers.
+            provisioned: 3,
+        };
         vec![
             Scenario {
                 name: "discover, static 3x3 nodes, 8 connections",
-                backends: static_backend(p, "static", 3, 3),
+                setups: vec![Setup::embedded(static_backend(p, "static", 3, 3))],
                 work: Work::Discover,
                 connections: 8,
-                baselines: &[Flavour::Sdk],
+                baselines: natives(&[Flavour::Sdk]),
             },
             Scenario {
                 name: "discover, static 3x3 nodes, 1 connection",
-                backends: static_backend(p, "static", 3, 3),
+                setups: vec![Setup::embedded(static_backend(p, "static", 3, 3))],
                 work: Work::Discover,
                 connections: 1,
-                baselines: &[Flavour::Sdk],
+                baselines: natives(&[Flavour::Sdk]),
             },
             Scenario {
                 name: "discover, static 3x3 nodes, a shadow candidate, 1 connection",
-                backends: format!(
+                setups: vec![Setup::embedded(format!(
                     "{}[backends.static.candidate]\nplugin = \"{}\"\n\n",
                     static_backend(p, "static", 3, 3),
                     p.join("static_clusters.wasm").display()
-                ),
+                ))],
                 work: Work::Discover,
                 connections: 1,
-                baselines: &[Flavour::Sdk],
+                baselines: natives(&[Flavour::Sdk]),
             },
             Scenario {
                 name: "provision+deprovision, pool, 1 connection",
-                backends: pool_backend(p, 64),
+                setups: vec![Setup::embedded(pool_backend(p, 64))],
                 work: Work::ProvisionDeprovision,
                 connections: 1,
-                baselines: &[Flavour::SdkRedb, Flavour::Sdk],
+                baselines: natives(&[Flavour::SdkRedb, Flavour::Sdk]),
             },
             Scenario {
                 name: "provision+deprovision, pool, 8 connections",
-                backends: pool_backend(p, 64),
+                setups: vec![Setup::embedded(pool_backend(p, 64))],
                 work: Work::ProvisionDeprovision,
                 connections: 8,
-                baselines: &[Flavour::SdkRedb, Flavour::Sdk],
+                baselines: natives(&[Flavour::SdkRedb, Flavour::Sdk]),
             },
             Scenario {
                 name: "provision+deprovision, pool, recorded, 8 connections",
-                backends: format!(
+                setups: vec![Setup::embedded(format!(
                     "{}[backends.pool.record]\ncalls = 10000\n\n",
                     pool_backend(p, 64)
-                ),
+                ))],
                 work: Work::ProvisionDeprovision,
                 connections: 8,
-                baselines: &[Flavour::SdkRedb],
+                baselines: natives(&[Flavour::SdkRedb]),
+            },
+            // The goal: provision throughput with etcd at least half the embedded store's.
+            Scenario {
+                name: "provision+deprovision, pool, 3-member etcd, 8 connections",
+                setups: vec![Setup {
+                    label: "3-member etcd",
+                    state: StateStore::Etcd,
+                    ..Setup::embedded(pool_backend(p, 64))
+                }],
+                work: Work::ProvisionDeprovision,
+                connections: 8,
+                baselines: vec![Baseline::Gateway(Setup {
+                    label: EMBEDDED_LINE,
+                    ..Setup::embedded(pool_backend(p, 64))
+                })],
             },
             Scenario {
                 name: "discover, 10,200 nodes over 3 static backends, 2 connections",
-                backends: ["s1", "s2", "s3"]
-                    .iter()
-                    .map(|name| static_backend(p, name, 34, 100))
-                    .collect(),
+                setups: vec![Setup::embedded(
+                    ["s1", "s2", "s3"]
+                        .iter()
+                        .map(|name| static_backend(p, name, 34, 100))
+                        .collect(),
+                )],
                 work: Work::Discover,
                 connections: 2,
-                baselines: &[Flavour::Plain, Flavour::Sdk],
+                baselines: natives(&[Flavour::Plain, Flavour::Sdk]),
             },
             Scenario {
                 name: "discover, 100 one-node static backends, 1 connection",
-                backends: hundred,
+                setups: vec![Setup::embedded(hundred)],
                 work: Work::Discover,
                 connections: 1,
-                baselines: &[Flavour::Sdk],
+                baselines: natives(&[Flavour::Sdk]),
+            },
+            // The goal: a sequential discover of a Python or JavaScript plugin within 1.5 ms.
+            Scenario {
+                name: xtask::bench::EXAMPLES_SCENARIO,
+                setups: vec![
+                    inventory("python", "python-inventory"),
+                    inventory("js", "js-inventory"),
+                ],
+                work: Work::Discover,
+                connections: 1,
+                baselines: vec![Baseline::Gateway(Setup {
+                    label: STATIC_LINE,
+                    ..Setup::embedded(static_backend(p, "static", 1, 3))
+                })],
             },
         ]
     }
 
-    /// Write a config for `scenario` served at `addr` by the server labelled `label`.
+    /// Write a config for `scenario` served at `addr` by the server labelled `label`, with
+    /// the compiled cache of the binary labelled `cache`, its state in `etcd` (under a prefix of
+    /// its own) or else in the embedded store.
     fn config(
         &self,
         scenario: usize,
         label: &str,
+        cache: &str,
         addr: SocketAddr,
         backends: &str,
+        etcd: Option<&EtcdCluster>,
     ) -> anyhow::Result<PathBuf> {
-        let dir = self.work.join(format!("s{scenario}-{label}"));
+        let name = format!("s{scenario}-{label}");
+        let dir = self.work.join(&name);
         // A fresh state each time: the pool starts empty, the cache is the only thing reused.
         let _ = std::fs::remove_dir_all(dir.join("state"));
         std::fs::create_dir_all(&dir)?;
@@ -352,9 +497,21 @@ impl Bench {
             .lines()
             .find_map(|l| l.strip_prefix("[backends.")?.strip_suffix(']'))
             .context("no backend")?;
+        // The etcd cluster is the scenario's own: a prefix per server starts it empty.
+        let etcd = etcd.map_or(String::new(), |cluster| {
+            let endpoints: Vec<String> = cluster
+                .endpoints()
+                .iter()
+                .map(|e| format!("\"{e}\""))
+                .collect();
+            format!(
+                "backend = \"etcd\"\nendpoints = [{}]\nprefix = \"/platform-gateway-bench/{name}\"\n",
+                endpoints.join(", ")
+            )
+        });
         let config = format!(
-            "[server]\nlisten = \"{addr}\"\n\n[state]\ndir = \"state\"\ncache_dir = \"{}\"\n\n{backends}[[routes]]\nname = \"default\"\nbackend = \"{first_backend}\"\n",
-            self.work.join(format!("cache-{label}")).display()
+            "[server]\nlisten = \"{addr}\"\n\n[state]\n{etcd}dir = \"state\"\ncache_dir = \"{}\"\n\n{backends}[[routes]]\nname = \"default\"\nbackend = \"{first_backend}\"\n",
+            self.work.join(format!("cache-{cache}")).display()
         );
         let path = dir.join("gateway.toml");
         std::fs::write(&path, config)?;
@@ -389,13 +546,8 @@ impl Bench {
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
         let server = Server { child, addr };
-        wait_ready(addr, started + Duration::from_secs(120)).with_context(|| {
-            format!(
-                "{} (log: {})",
-                program.display(),
-                config.with_extension("log").display()
-            )
-        })?;
+        wait_ready(addr, started + Duration::from_secs(120))
+            .with_context(|| format!("{} (log: {})", program.display(), log_path.display()))?;
         Ok((server, started.elapsed()))
     }
 
@@ -414,9 +566,12 @@ impl Bench {
             "platform-gateway bench: {}s per scenario and server after 1s of warm-up, loopback",
             self.seconds
         );
-        println!("ratios are the gateway's req/s over the first native line's; the native lines:");
+        println!("ratios are the gateway's req/s over the first baseline line's; the baselines:");
         for flavour in [Flavour::Sdk, Flavour::SdkRedb, Flavour::Plain] {
             println!("  {:<LABEL$} {}", flavour.label(), flavour.legend());
+        }
+        for (label, legend) in GATEWAY_BASELINES {
+            println!("  {:<LABEL$} {legend}", format!("gateway, {label}"));
         }
         println!();
         for (index, scenario) in self.scenarios().iter().enumerate() {
@@ -424,27 +579,91 @@ impl Bench {
                 continue;
             }
             println!("{}", scenario.name);
+            let load = load(scenario.connections);
+            let gateway_baselines = scenario.baselines.iter().filter_map(|b| match b {
+                Baseline::Gateway(setup) => Some(setup),
+                Baseline::Native(_) => None,
+            });
+            for setup in scenario.setups.iter().chain(gateway_baselines) {
+                if let Some(path) = missing_plugin(&setup.backends) {
+                    bail!(
+                        "{}: the plugin {} is missing: `cargo xtask bench` builds the plugins, \
+                         and the example plugins in Python and JavaScript with the toolchains \
+                         `cargo xtask setup` installs",
+                        scenario.name,
+                        path.display()
+                    );
+                }
+            }
+            // The scenario's own etcd cluster, under the work folder: its members are killed and
+            // their data removed when it is dropped, at the end of the scenario or on an error.
+            let uses_etcd = scenario.setups.iter().any(|s| s.state == StateStore::Etcd)
+                || scenario
+                    .baselines
+                    .iter()
+                    .any(|b| matches!(b, Baseline::Gateway(s) if s.state == StateStore::Etcd));
+            let etcd = if uses_etcd {
+                Some(
+                    EtcdCluster::start_in(&self.work, ETCD_MEMBERS)
+                        .map_err(anyhow::Error::msg)
+                        .with_context(|| {
+                            format!("{}: starting its {ETCD_MEMBERS}-member etcd", scenario.name)
+                        })?,
+                )
+            } else {
+                None
+            };
             let mut rows: Vec<(String, Measured)> = Vec::new();
             for (label, binary) in &self.gateways {
-                let addr = free_port()?;
-                let config = self.config(index, label, addr, &scenario.backends)?;
-                let config_arg = config.display().to_string();
-                let (server, _) =
-                    self.start(binary, &["serve", "--config", &config_arg], &config, addr)?;
-                let measured = runtime.block_on(load::run(
-                    server.addr,
-                    scenario.work,
-                    load(scenario.connections),
-                ))?;
-                rows.push((label.clone(), measured));
+                for (i, setup) in scenario.setups.iter().enumerate() {
+                    let server = if i == 0 {
+                        label.clone()
+                    } else {
+                        format!("{label}-{i}")
+                    };
+                    let measured = self.measure_gateway(
+                        &runtime,
+                        (index, &server),
+                        (label, binary),
+                        setup,
+                        etcd.as_ref(),
+                        scenario.work,
+                        load,
+                    )?;
+                    rows.push((setup.line(label), measured));
+                }
             }
-            let mut baselines: Vec<(&str, Measured)> = Vec::new();
-            for flavour in scenario.baselines {
+            let mut baselines: Vec<(String, Measured)> = Vec::new();
+            for (i, baseline) in scenario.baselines.iter().enumerate() {
+                let flavour = match baseline {
+                    Baseline::Native(flavour) => *flavour,
+                    Baseline::Gateway(setup) => {
+                        let (label, binary) = &self.gateways[0];
+                        let measured = self.measure_gateway(
+                            &runtime,
+                            (index, &format!("{label}-baseline-{i}")),
+                            (label, binary),
+                            setup,
+                            etcd.as_ref(),
+                            scenario.work,
+                            load,
+                        )?;
+                        baselines.push((setup.line(label), measured));
+                        continue;
+                    }
+                };
                 let addr = free_port()?;
                 let label = format!("native-{flavour:?}").to_lowercase();
-                let config = self.config(index, &label, addr, &scenario.backends)?;
+                let config = self.config(
+                    index,
+                    &label,
+                    &label,
+                    addr,
+                    &scenario.setups[0].backends,
+                    None,
+                )?;
                 let (config_arg, listen) = (config.display().to_string(), addr.to_string());
-                let flavour_arg = format!("--flavour={}", flavour_name(*flavour));
+                let flavour_arg = format!("--flavour={}", flavour_name(flavour));
                 let (server, _) = self.start(
                     &native,
                     &[
@@ -458,14 +677,11 @@ impl Bench {
                     &config,
                     addr,
                 )?;
-                let measured = runtime.block_on(load::run(
-                    server.addr,
-                    scenario.work,
-                    load(scenario.connections),
-                ))?;
+                let measured = runtime.block_on(load::run(server.addr, scenario.work, load))?;
                 drop(server);
-                baselines.push((flavour.label(), measured));
+                baselines.push((flavour.label().to_string(), measured));
             }
+            drop(etcd);
             print_rows(&rows, &baselines);
         }
         if only.is_none_or(|o| "plan".contains(o) || o.contains("plan")) {
@@ -481,6 +697,37 @@ impl Bench {
             self.scale_nodes(&runtime)?;
         }
         Ok(())
+    }
+
+    /// Start the gateway `binary` (labelled `label`) on `setup` as the server `server` of
+    /// scenario `scenario`, provision what the setup says, drive it with `work` under `load`,
+    /// and stop it.
+    #[allow(clippy::too_many_arguments)]
+    fn measure_gateway(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        (scenario, server): (usize, &str),
+        (label, binary): (&str, &Path),
+        setup: &Setup,
+        etcd: Option<&EtcdCluster>,
+        work: Work,
+        load: Load,
+    ) -> anyhow::Result<Measured> {
+        let etcd = match setup.state {
+            StateStore::Embedded => None,
+            StateStore::Etcd => Some(etcd.context("no etcd cluster started for the scenario")?),
+        };
+        let addr = free_port()?;
+        let config = self.config(scenario, server, label, addr, &setup.backends, etcd)?;
+        let config_arg = config.display().to_string();
+        let (running, _) =
+            self.start(binary, &["serve", "--config", &config_arg], &config, addr)?;
+        if setup.provisioned > 0 {
+            runtime.block_on(load::provision(addr, "bench-inventory", setup.provisioned))?;
+        }
+        let measured = runtime.block_on(load::run(running.addr, work, load))?;
+        drop(running);
+        Ok(measured)
     }
 
     /// Start `binary` (the gateway, or this program's plain native baseline) on `backends`:
@@ -503,7 +750,7 @@ impl Bench {
                 Some((label, binary)) => (label, binary.to_path_buf()),
                 None => ("native-plain", std::env::current_exe()?),
             };
-            let config = self.config(key, label, addr, backends)?;
+            let config = self.config(key, label, label, addr, backends, None)?;
             let (config_arg, listen) = (config.display().to_string(), addr.to_string());
             let args: Vec<&str> = match server {
                 Some(_) => vec!["serve", "--config", &config_arg],
@@ -752,7 +999,7 @@ impl Bench {
             let mut times = Vec::new();
             for round in 0..6 {
                 let addr = free_port()?;
-                let config = self.config(99, label, addr, &backends)?;
+                let config = self.config(99, label, label, addr, &backends, None)?;
                 let config_arg = config.display().to_string();
                 let (server, elapsed) =
                     self.start(binary, &["serve", "--config", &config_arg], &config, addr)?;
@@ -850,7 +1097,7 @@ fn line(label: &str, m: &Measured) -> String {
 
 /// The gateways' lines against the first baseline, then each baseline's line (the others with
 /// the gateway's ratio to them too).
-fn print_rows(rows: &[(String, Measured)], baselines: &[(&str, Measured)]) {
+fn print_rows(rows: &[(String, Measured)], baselines: &[(String, Measured)]) {
     let Some((_, first)) = baselines.first() else {
         return;
     };
@@ -875,6 +1122,15 @@ fn print_rows(rows: &[(String, Measured)], baselines: &[(&str, Measured)]) {
         }
     }
     println!();
+}
+
+/// The first `plugin = "PATH"` file of a config's `backends` that does not exist.
+fn missing_plugin(backends: &str) -> Option<PathBuf> {
+    backends
+        .lines()
+        .filter_map(|l| l.strip_prefix("plugin = \"")?.strip_suffix('"'))
+        .map(PathBuf::from)
+        .find(|path| !path.is_file())
 }
 
 /// Poll `/readyz` every millisecond until it answers 200 or `deadline` passes.

@@ -1,8 +1,9 @@
 //! A real etcd cluster for tests and benchmarks: N members on 127.0.0.1 with random ports and a
-//! temporary directory, killed and removed on drop.
+//! directory of their own (under the temporary directory, or a folder the caller names), killed
+//! and removed on drop.
 //!
 //! Needs Debian's `etcd-server` (3.4) or any `etcd` on `PATH` (`ETCD` names another binary).
-//! Each member logs to a file in the temporary directory; failures quote the logs' tails.
+//! Each member logs to a file in that directory; failures quote the logs' tails.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -37,37 +38,46 @@ impl EtcdCluster {
     /// Start a cluster of `members` members and wait (at most 30 s) until every one serves.
     /// Panics, with the members' logs, if it does not.
     pub fn start(members: usize) -> EtcdCluster {
+        EtcdCluster::start_in(&std::env::temp_dir(), members).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`EtcdCluster::start`] with the data directories and logs in a new directory under
+    /// `parent` (removed on drop, like the members), failing instead of panicking: no etcd
+    /// installed, or a cluster that does not serve within 30 s (the error quotes its logs).
+    pub fn start_in(parent: &Path, members: usize) -> Result<EtcdCluster, String> {
         assert!(members > 0, "a cluster needs a member");
-        let binary = etcd_binary();
+        let binary = find_etcd()?;
         // Ports are picked free and released before etcd binds them: another process may take
         // one meanwhile, so try again with new ports when that happens.
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut cluster = EtcdCluster::create(binary.clone(), members);
+            let mut cluster = EtcdCluster::create(parent, binary.clone(), members)?;
             for i in 0..members {
-                cluster.spawn(i);
+                cluster.spawn(i)?;
             }
             match cluster.wait_until(START_TIMEOUT, |c| c.all_healthy()) {
-                Ok(()) => return cluster,
+                Ok(()) => return Ok(cluster),
                 Err(()) if attempt < 3 && cluster.log().contains("address already in use") => {
                     continue;
                 }
-                Err(()) => panic!(
-                    "the etcd cluster did not start within {START_TIMEOUT:?}:\n{}",
-                    cluster.log()
-                ),
+                Err(()) => {
+                    return Err(format!(
+                        "the etcd cluster did not start within {START_TIMEOUT:?}:\n{}",
+                        cluster.log()
+                    ));
+                }
             }
         }
     }
 
-    fn create(binary: PathBuf, members: usize) -> EtcdCluster {
+    fn create(parent: &Path, binary: PathBuf, members: usize) -> Result<EtcdCluster, String> {
         let id = unique();
-        let dir = std::env::temp_dir().join(format!("platform-gateway-etcd-{id}"));
+        let dir = parent.join(format!("platform-gateway-etcd-{id}"));
         std::fs::create_dir_all(&dir)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let ports = free_ports(members * 2);
-        EtcdCluster {
+        Ok(EtcdCluster {
             dir,
             binary,
             token: format!("platform-gateway-test-{id}"),
@@ -79,7 +89,7 @@ impl EtcdCluster {
                     child: None,
                 })
                 .collect(),
-        }
+        })
     }
 
     /// The client URLs of every member (`http://127.0.0.1:PORT`), stopped ones included.
@@ -133,7 +143,9 @@ impl EtcdCluster {
         if self.members[i].child.is_some() {
             return;
         }
-        self.spawn(i);
+        if let Err(e) = self.spawn(i) {
+            panic!("{e}");
+        }
         let port = self.members[i].client_port;
         let accepting = self.wait_until(START_TIMEOUT, |_| {
             TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))
@@ -230,7 +242,7 @@ impl EtcdCluster {
         self.dir.join(format!("{}.log", m.name))
     }
 
-    fn spawn(&mut self, i: usize) {
+    fn spawn(&mut self, i: usize) -> Result<(), String> {
         let initial_cluster: Vec<String> = self
             .members
             .iter()
@@ -239,11 +251,12 @@ impl EtcdCluster {
         let m = &self.members[i];
         let client = format!("http://127.0.0.1:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let log_path = self.log_path(m);
         let log = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.log_path(m))
-            .expect("etcd log file");
+            .open(&log_path)
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
         let mut command = Command::new(&self.binary);
         command
             .arg("--name")
@@ -260,7 +273,10 @@ impl EtcdCluster {
             .args(["--logger", "zap", "--log-outputs", "stderr"])
             .env_remove("ETCDCTL_API")
             .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("etcd log file"))
+            .stdout(
+                log.try_clone()
+                    .map_err(|e| format!("{}: {e}", log_path.display()))?,
+            )
             .stderr(log);
         // SAFETY: prctl is async-signal-safe. The member dies with the test process, even when
         // that process is killed before it can drop the cluster.
@@ -270,10 +286,11 @@ impl EtcdCluster {
                 Ok(())
             });
         }
-        let child = command.spawn().unwrap_or_else(|e| {
-            panic!("cannot start {}: {e}", self.binary.display());
-        });
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
         self.members[i].child = Some(child);
+        Ok(())
     }
 }
 
@@ -286,20 +303,25 @@ impl Drop for EtcdCluster {
     }
 }
 
-/// The etcd binary: `$ETCD`, or `etcd` on `PATH`.
+/// The etcd binary: `$ETCD`, or `etcd` on `PATH`. Panics if there is none.
 pub fn etcd_binary() -> PathBuf {
+    find_etcd().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The etcd binary: `$ETCD`, or `etcd` on `PATH` (`cargo xtask setup` installs Debian's
+/// `etcd-server`), or why there is none.
+pub fn find_etcd() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("ETCD") {
-        return PathBuf::from(path);
+        return Ok(PathBuf::from(path));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join("etcd"))
         .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "etcd is not installed (no `etcd` on PATH): `cargo xtask test` installs it, \
-                 or run `apt-get install etcd-server`"
-            )
+        .ok_or_else(|| {
+            "etcd is not installed (no `etcd` on PATH, and ETCD names none): run `cargo xtask \
+             setup` (it installs Debian's etcd-server), or `apt-get install etcd-server`"
+                .to_string()
         })
 }
 
