@@ -545,8 +545,8 @@ impl Bench {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
-        let server = Server { child, addr };
-        wait_ready(addr, started + Duration::from_secs(120))
+        let mut server = Server { child, addr };
+        wait_ready(addr, &mut server.child, started + Duration::from_secs(120))
             .with_context(|| format!("{} (log: {})", program.display(), log_path.display()))?;
         Ok((server, started.elapsed()))
     }
@@ -1134,9 +1134,17 @@ fn missing_plugin(backends: &str) -> Option<PathBuf> {
 }
 
 /// Poll `/readyz` every millisecond until it answers 200 or `deadline` passes.
-fn wait_ready(addr: SocketAddr, deadline: Instant) -> anyhow::Result<()> {
+fn wait_ready(
+    addr: SocketAddr,
+    server: &mut std::process::Child,
+    deadline: Instant,
+) -> anyhow::Result<()> {
     use std::io::{Read, Write};
     loop {
+        // A server that exited will never be ready: say so now, not at the deadline.
+        if let Some(status) = server.try_wait()? {
+            bail!("exited before it was ready at {addr} ({status})");
+        }
         if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
             let _ = stream
                 .write_all(b"GET /readyz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n");

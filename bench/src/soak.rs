@@ -134,8 +134,12 @@ pub fn run(gateway: &Path, plugins: &Path, work: &Path, minutes: f64) -> anyhow:
         .spawn()
         .with_context(|| format!("starting {}", gateway.display()))?;
     let pid = child.id();
-    let server = Server { child, addr };
-    wait_ready(addr, Instant::now() + Duration::from_secs(300))?;
+    let mut server = Server { child, addr };
+    wait_ready(
+        addr,
+        &mut server.child,
+        Instant::now() + Duration::from_secs(300),
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
