@@ -17,6 +17,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::model;
 use crate::state::{MAX_PAGE, StateStore};
 
+/// How many keys of a day-bucketed namespace one pruning step lists. Old keys sort first, so a
+/// call that finds none reads one page of this size, not the namespace (a deprovision listed up
+/// to [`MAX_PAGE`] keys each time before).
+const PRUNE_PAGE: usize = 64;
+
 /// The shortest time between the starts of two passes of [`Upkeep`].
 pub const PASS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -118,10 +123,11 @@ pub async fn remember_deprovision(state: &dyn StateStore, request: &model::Depro
         tracing::warn!("cannot remember the deprovision (a retry may answer 404): {e}");
         return;
     }
-    // Days sort in key order: everything before yesterday's first key is old.
+    // Days sort in key order: everything before yesterday's first key is old, and comes first.
+    // Usually nothing is: the first key listed says so.
     let cutoff = format!("{:08}/", today.saturating_sub(1));
     loop {
-        let page = match state.list_keys(DEPROVISIONED, "", None, MAX_PAGE).await {
+        let page = match state.list_keys(DEPROVISIONED, "", None, PRUNE_PAGE).await {
             Ok(page) => page,
             Err(_) => return,
         };
@@ -182,7 +188,7 @@ pub async fn check_keyed_request(
     }
     // Days sort in key order: drop a page of what is older than yesterday.
     let cutoff = format!("{:08}/", today.saturating_sub(1));
-    if let Ok(page) = state.list_keys(KEYED_REQUESTS, "", None, MAX_PAGE).await {
+    if let Ok(page) = state.list_keys(KEYED_REQUESTS, "", None, PRUNE_PAGE).await {
         for old in page.iter().take_while(|k| **k < cutoff) {
             if state.delete(KEYED_REQUESTS, old).await.is_err() {
                 break;
@@ -310,5 +316,46 @@ impl Upkeep {
             *suspects.lock().unwrap_or_else(|e| e.into_inner()) = now_suspect;
             running.store(false, Ordering::Release);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::embedded::RedbStore;
+
+    #[tokio::test]
+    async fn a_deprovision_drops_every_record_older_than_yesterday_and_keeps_the_recent() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = RedbStore::open(dir.path()).unwrap();
+        let today = today();
+        let node = |n: usize| model::DeprovisionRequest {
+            cluster_id: "c".into(),
+            node_id: format!("n{n}"),
+        };
+        // More old records than one page, of two old days, and yesterday's.
+        for n in 0..150 {
+            let day = today - 2 - (n as u64 % 2);
+            state
+                .set(DEPROVISIONED, &deprovision_key(day, &node(n)), b"")
+                .await
+                .unwrap();
+        }
+        state
+            .set(DEPROVISIONED, &deprovision_key(today - 1, &node(1000)), b"")
+            .await
+            .unwrap();
+        remember_deprovision(&state, &node(2000)).await;
+        let left = state
+            .list_keys(DEPROVISIONED, "", None, MAX_PAGE)
+            .await
+            .unwrap();
+        assert_eq!(
+            left,
+            [
+                deprovision_key(today - 1, &node(1000)),
+                deprovision_key(today, &node(2000)),
+            ]
+        );
     }
 }
