@@ -47,11 +47,62 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<String>, Error>;
 }
 
+/// The state in memory: a host's unless it was given a [`Store`].
+#[derive(Default)]
+struct Memory(Mutex<BTreeMap<String, Vec<u8>>>);
+
+impl Memory {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Store for Memory {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.lock().get(key).cloned())
+    }
+
+    fn swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        unconditional: bool,
+    ) -> Result<bool, Error> {
+        let mut state = self.lock();
+        if !unconditional && state.get(key).map(Vec::as_slice) != expected {
+            return Ok(false);
+        }
+        match new {
+            Some(value) => state.insert(key.to_string(), value.to_vec()),
+            None => state.remove(key),
+        };
+        Ok(true)
+    }
+
+    fn keys(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, Error> {
+        Ok(self
+            .lock()
+            .range(prefix.to_string()..)
+            .map(|(key, _)| key)
+            .take_while(|key| key.starts_with(prefix))
+            .filter(|key| start_after.is_none_or(|after| key.as_str() > after))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}
+
 /// The native stand-in for the gateway: settings, state and logs of one backend.
 #[derive(Default)]
 pub struct Host {
     settings: serde_json::Map<String, serde_json::Value>,
-    state: Mutex<BTreeMap<String, Vec<u8>>>,
+    state: Memory,
     /// Where the state is kept instead of `state`.
     store: Option<Box<dyn Store>>,
     logs: Mutex<VecDeque<(Level, String)>>,
@@ -170,7 +221,7 @@ impl Host {
 
     /// A copy of the state kept in memory (empty with a [`Store`]).
     pub fn state(&self) -> BTreeMap<String, Vec<u8>> {
-        self.lock_state().clone()
+        self.state.lock().clone()
     }
 
     /// The log lines so far, oldest first.
@@ -183,15 +234,13 @@ impl Host {
         serde_json::Value::Object(self.settings.clone()).to_string()
     }
 
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Where the state is kept.
+    fn store(&self) -> &dyn Store {
+        self.store.as_deref().unwrap_or(&self.state)
     }
 
     pub(crate) fn state_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        match &self.store {
-            Some(store) => store.get(key),
-            None => Ok(self.lock_state().get(key).cloned()),
-        }
+        self.store().get(key)
     }
 
     /// Set (`new`) or delete (`None`) `key` if it holds `expected`, or whatever it holds when
@@ -203,18 +252,7 @@ impl Host {
         new: Option<&[u8]>,
         unconditional: bool,
     ) -> Result<bool, Error> {
-        if let Some(store) = &self.store {
-            return store.swap(key, expected, new, unconditional);
-        }
-        let mut state = self.lock_state();
-        if !unconditional && state.get(key).map(Vec::as_slice) != expected {
-            return Ok(false);
-        }
-        match new {
-            Some(value) => state.insert(key.to_string(), value.to_vec()),
-            None => state.remove(key),
-        };
-        Ok(true)
+        self.store().swap(key, expected, new, unconditional)
     }
 
     /// A page of keys, as the gateway pages them (at most 1,000; `next` only when a key
@@ -229,27 +267,13 @@ impl Host {
             0 => 1000,
             n => n.min(1000) as usize,
         };
-        if let Some(store) = &self.store {
-            // One key more than the page says whether another page follows.
-            let mut page = store.keys(prefix, start_after, limit + 1)?;
-            let next = (page.len() > limit).then(|| {
-                page.truncate(limit);
-                page.last().cloned()
-            });
-            return Ok((page, next.flatten()));
-        }
-        let state = self.lock_state();
-        let mut keys = state
-            .range(prefix.to_string()..)
-            .map(|(key, _)| key)
-            .take_while(|key| key.starts_with(prefix))
-            .filter(|key| start_after.is_none_or(|after| key.as_str() > after));
-        let page: Vec<String> = keys.by_ref().take(limit).cloned().collect();
-        let next = match keys.next() {
-            Some(_) => page.last().cloned(),
-            None => None,
-        };
-        Ok((page, next))
+        // One key more than the page says whether another page follows.
+        let mut page = self.store().keys(prefix, start_after, limit + 1)?;
+        let next = (page.len() > limit).then(|| {
+            page.truncate(limit);
+            page.last().cloned()
+        });
+        Ok((page, next.flatten()))
     }
 }
 
@@ -369,14 +393,14 @@ mod tests {
     /// A store of its own: a map, and every operation it was asked.
     #[derive(Default)]
     struct Recording {
-        map: Mutex<BTreeMap<String, Vec<u8>>>,
+        map: Memory,
         asked: Mutex<Vec<String>>,
     }
 
     impl Store for Arc<Recording> {
         fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
             self.asked.lock().unwrap().push(format!("get {key}"));
-            Ok(self.map.lock().unwrap().get(key).cloned())
+            self.map.get(key)
         }
 
         fn swap(
@@ -387,15 +411,7 @@ mod tests {
             unconditional: bool,
         ) -> Result<bool, Error> {
             self.asked.lock().unwrap().push(format!("swap {key}"));
-            let mut map = self.map.lock().unwrap();
-            if !unconditional && map.get(key).map(Vec::as_slice) != expected {
-                return Ok(false);
-            }
-            match new {
-                Some(value) => map.insert(key.to_string(), value.to_vec()),
-                None => map.remove(key),
-            };
-            Ok(true)
+            self.map.swap(key, expected, new, unconditional)
         }
 
         fn keys(
@@ -405,13 +421,7 @@ mod tests {
             limit: usize,
         ) -> Result<Vec<String>, Error> {
             self.asked.lock().unwrap().push(format!("keys {prefix}"));
-            let map = self.map.lock().unwrap();
-            Ok(map
-                .keys()
-                .filter(|k| k.starts_with(prefix) && start_after.is_none_or(|a| k.as_str() > a))
-                .take(limit)
-                .cloned()
-                .collect())
+            self.map.keys(prefix, start_after, limit)
         }
     }
 
@@ -433,7 +443,7 @@ mod tests {
             assert_eq!(state::get("m/1").unwrap(), None);
         });
         assert!(host.state().is_empty());
-        assert_eq!(store.map.lock().unwrap().len(), 1500);
+        assert_eq!(store.map.lock().len(), 1500);
         let asked = store.asked.lock().unwrap();
         assert_eq!(asked[..2], ["swap m/1", "swap m/1"]);
         assert_eq!(asked.last().map(String::as_str), Some("get m/1"));
