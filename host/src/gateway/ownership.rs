@@ -322,7 +322,51 @@ impl Upkeep {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Ownership;
     use crate::state::embedded::RedbStore;
+
+    #[tokio::test]
+    async fn a_pass_asked_for_within_a_second_of_the_last_waits_its_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let state: Arc<dyn StateStore> = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let gone = Ownership {
+            cluster_id: "c".into(),
+            node_id: "gone".into(),
+            backend: "b".into(),
+        };
+        state.record_owners(&[gone]).await.unwrap();
+        let upkeep = Upkeep::default();
+        let asked = Instant::now();
+        // The first pass finds the node unreported: a suspect, kept.
+        upkeep.forget_vanished(
+            state.clone(),
+            vec!["b".into()],
+            HashSet::new,
+            Instant::now(),
+        );
+        while upkeep.running.load(Ordering::Acquire) {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert!(state.owner("c", "gone").await.unwrap().is_some());
+        // A discovery started after that misses it too: the next pass forgets it, but not
+        // before a second after the first pass started.
+        upkeep.forget_vanished(
+            state.clone(),
+            vec!["b".into()],
+            HashSet::new,
+            Instant::now(),
+        );
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while state.owner("c", "gone").await.unwrap().is_some() {
+            assert!(Instant::now() < deadline, "the record was never forgotten");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(
+            asked.elapsed() >= PASS_INTERVAL,
+            "forgotten {:?} after the first pass was asked for",
+            asked.elapsed()
+        );
+    }
 
     #[tokio::test]
     async fn a_deprovision_drops_every_record_older_than_yesterday_and_keeps_the_recent() {
